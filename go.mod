@@ -1,0 +1,13 @@
+module github.com/dkimmilter/dkimmilter
+
+go 1.25.0
+
+require (
+	github.com/BurntSushi/toml v1.6.0 // indirect
+	github.com/emersion/go-message v0.18.2 // indirect
+	github.com/emersion/go-milter v0.5.0 // indirect
+	github.com/emersion/go-msgauth v0.7.0 // indirect
+	github.com/miekg/dns v1.1.73 // indirect
+	golang.org/x/net v0.57.0 // indirect
+	golang.org/x/sys v0.47.0 // indirect
+)
