@@ -1,0 +1,104 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+
+	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/keystore"
+	"github.com/dkimmilter/dkimmilter/verifier"
+)
+
+const checkHelp = `
+Validate the configuration, load every key (also each file a "%" key name
+matches), resolve every reference, and print what would run. Exit 0 when all
+is well, 78 (EX_CONFIG) with every problem listed otherwise.`
+
+func runCheck(args []string, stdout, stderr io.Writer) int {
+	fl := flag.NewFlagSet("check", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	cfgPath := fl.String("config", "", "configuration file (default "+config.DefaultPath+")")
+	if err := fl.Parse(args); err != nil {
+		return exitUsage
+	}
+	cfg, defaulted, err := loadConfig(*cfgPath)
+	if err != nil {
+		printErrors(stderr, err)
+		return exitConfig
+	}
+	if defaulted {
+		fmt.Fprintf(stdout, "no configuration file at %s: dkimmilter serve would verify only, on %s, and sign nothing\n", config.DefaultPath, cfg.Listen)
+		return exitOK
+	}
+	var errs []error
+	_, warnings, err := keystore.Load(cfg)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, checkPercentKeys(cfg)...)
+	if _, err := verifier.NewDNSResolver(cfg.DNS.Nameservers, cfg.DNS.Timeout); err != nil {
+		errs = append(errs, fmt.Errorf("%s: dns: %w", cfg.Where(0), err))
+	}
+	for _, w := range warnings {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
+	if len(errs) > 0 {
+		printErrors(stderr, errors.Join(errs...))
+		fmt.Fprintf(stderr, "%s: FAILED\n", cfg.File)
+		return exitConfig
+	}
+	printSummary(stdout, cfg)
+	fmt.Fprintf(stdout, "%s: OK\n", cfg.File)
+	return exitOK
+}
+
+// checkPercentKeys loads every existing file that a key name with '%'
+// matches, so that a bad key is found now and not by the first message.
+func checkPercentKeys(cfg *config.Config) []error {
+	var errs []error
+	for _, name := range cfg.KeyNames() {
+		k := cfg.Keys[name]
+		if !strings.Contains(k.File, "%") {
+			continue
+		}
+		files, _ := filepath.Glob(strings.ReplaceAll(k.File, "%", "*"))
+		for _, f := range files {
+			if _, err := keystore.ReadPrivateKey(f); err != nil {
+				errs = append(errs, fmt.Errorf("%s: keys.%s: %w", cfg.Where(k.Line), name, err))
+			}
+		}
+	}
+	return errs
+}
+
+func printErrors(w io.Writer, err error) {
+	for _, line := range strings.Split(err.Error(), "\n") {
+		if line != "" {
+			fmt.Fprintln(w, line)
+		}
+	}
+}
+
+func printSummary(w io.Writer, cfg *config.Config) {
+	fmt.Fprintf(w, "listen %s, mode %s\n", cfg.Listen, cfg.Mode)
+	for _, name := range cfg.KeyNames() {
+		k := cfg.Keys[name]
+		if strings.Contains(k.File, "%") {
+			files, _ := filepath.Glob(strings.ReplaceAll(k.File, "%", "*"))
+			fmt.Fprintf(w, "key %s: d=%s s=%s, %s (per From domain; %d key files found)\n", name, k.Domain, k.Selector, k.File, len(files))
+			continue
+		}
+		pk, err := keystore.ReadPrivateKey(k.File)
+		if err != nil {
+			continue
+		}
+		fmt.Fprintf(w, "key %s: d=%s s=%s, %s %d bits, %s\n", name, k.Domain, k.Selector, pk.KeyType, pk.Bits, k.File)
+	}
+	for i, r := range cfg.Signing {
+		fmt.Fprintf(w, "signing[%d]: %s -> %s\n", i, r.From, strings.Join(r.Keys, ", "))
+	}
+}

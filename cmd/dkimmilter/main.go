@@ -1,0 +1,91 @@
+// Command dkimmilter is a DKIM signing and verifying milter for Postfix.
+//
+//	dkimmilter [serve] [-config FILE]   run the milter (the default)
+//	dkimmilter check   [-config FILE]   validate the config and keys, exit 0 or 78
+//
+// main only parses flags and wires the packages together.
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+)
+
+// Exit codes, from sysexits.h: 78 (EX_CONFIG) for any configuration
+// problem, so that systemd's RestartPreventExitStatus can stop a restart
+// loop on a config error.
+const (
+	exitOK       = 0
+	exitFailure  = 1
+	exitUsage    = 64
+	exitConfig   = 78
+	defaultInet  = "inet:127.0.0.1:8891"
+	versionLabel = "dkimmilter"
+)
+
+type command struct {
+	name, args, help string
+	run              func(args []string, stdout, stderr io.Writer) int
+}
+
+var commands []command
+
+func init() {
+	commands = []command{
+		{"serve", "[-config FILE] [-log-format text|json] [-log-level info|debug]", serveHelp, runServe},
+		{"check", "[-config FILE]", checkHelp, runCheck},
+	}
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	name := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		name, args = args[0], args[1:]
+	}
+	if name == "help" || name == "-h" || name == "--help" {
+		usage(stdout)
+		return exitOK
+	}
+	for _, c := range commands {
+		if c.name == name {
+			return c.run(args, stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "dkimmilter: unknown command %q\n\n", name)
+	usage(stderr)
+	return exitUsage
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: dkimmilter [command] [flags]")
+	fmt.Fprintln(w)
+	for _, c := range commands {
+		fmt.Fprintf(w, "  dkimmilter %s %s\n", c.name, c.args)
+		for _, l := range strings.Split(strings.TrimSpace(c.help), "\n") {
+			fmt.Fprintf(w, "      %s\n", l)
+		}
+	}
+	fmt.Fprintln(w, "\nWith no command, dkimmilter serves. Run 'dkimmilter COMMAND -h' for a command's flags.")
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("-log-format %q: want text or json", format)
+}

@@ -1,0 +1,279 @@
+// Package config reads dkimmilter's TOML configuration file and checks it
+// completely before anything starts: every problem is reported at once,
+// each with the file, line and key, and what to write instead.
+//
+// It does not read key files or check their permissions: the keystore
+// package does that with the Config this package returns.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// DefaultPath is where the daemon looks without -config.
+const DefaultPath = "/etc/dkimmilter/dkimmilter.toml"
+
+// Config is a checked configuration. Values are normalised: lower-cased
+// domains and header names, masked prefixes, absolute key file paths.
+type Config struct {
+	File       string // path loaded from; "" for Default()
+	Listen     string // "unix:/abs/path" or "inet:HOST:PORT"
+	SocketMode fs.FileMode
+	Mode       string // "s", "v" or "sv"
+	AuthservID string // "" means: Postfix's j macro, else the host name
+	Sign       Sign
+	Keys       map[string]*Key // the KeyTable, by name
+	Signing    []*SigningRule  // the SigningTable: first match wins
+	Verify     Verify
+	DNS        DNS
+	Actions    Actions
+}
+
+// Sign is the [sign] table.
+type Sign struct {
+	InternalHosts     []netip.Prefix // masked; IPv4-mapped addresses unmapped
+	SignAuthenticated bool
+	HeaderCanon       string // "simple" or "relaxed"
+	BodyCanon         string
+	Expire            time.Duration // x= is t= plus this; 0 leaves x= out
+	Headers           []string      // lower-case, in h= order
+	Oversign          []string      // each also in Headers
+}
+
+// Key is one [keys.NAME] table. Domain and File may contain '%', which
+// stands for the domain of the message's From address.
+type Key struct {
+	Name     string
+	Domain   string // lower-case
+	Selector string
+	File     string // absolute when the config file's directory is known
+	Line     int    // of the [keys.NAME] header
+}
+
+// SigningRule is one [[signing]] table.
+type SigningRule struct {
+	From     string   // "*", "*@dom", "*@*.dom" or "local@dom", lower-case
+	Keys     []string // names in Config.Keys; one signature each
+	Identity string   // i=, may contain '%'; "" for none
+	Line     int      // of the [[signing]] header
+}
+
+// Verify is the [verify] table.
+type Verify struct {
+	MinRSABits    int
+	MaxSignatures int
+}
+
+// DNS is the [dns] table.
+type DNS struct {
+	Nameservers []string // "IP:port" ("[v6]:port"); empty means /etc/resolv.conf
+	Timeout     time.Duration
+}
+
+// Actions is the [actions] table: what the milter answers Postfix.
+type Actions struct {
+	SignError    string // accept | tempfail | reject
+	DNSError     string // accept | tempfail | reject
+	BadSignature string // accept | tempfail | reject | quarantine
+}
+
+// Default returns the configuration an empty file gives. It is the one
+// place defaults live: Parse decodes the file over it, and example.toml
+// shows the same values (a test checks that).
+func Default() *Config {
+	return &Config{
+		Listen:     "inet:127.0.0.1:8891",
+		SocketMode: 0o660,
+		Mode:       "sv",
+		Sign: Sign{
+			InternalHosts: []netip.Prefix{
+				netip.MustParsePrefix("127.0.0.1/32"),
+				netip.MustParsePrefix("::1/128"),
+			},
+			SignAuthenticated: true,
+			HeaderCanon:       "relaxed",
+			BodyCanon:         "relaxed",
+			Expire:            168 * time.Hour,
+			// RFC 6376 §5.4.1's list, plus the MIME and List-* fields
+			// whose change alters what the reader sees.
+			// https://www.rfc-editor.org/rfc/rfc6376#section-5.4.1
+			Headers: []string{
+				"from", "reply-to", "subject", "date", "to", "cc",
+				"message-id", "in-reply-to", "references", "mime-version",
+				"content-type", "content-transfer-encoding", "content-id",
+				"content-description", "sender", "resent-date",
+				"resent-from", "resent-sender", "resent-to", "resent-cc",
+				"resent-message-id", "list-id", "list-help",
+				"list-unsubscribe", "list-subscribe", "list-post",
+				"list-owner", "list-archive", "list-unsubscribe-post",
+			},
+			// Oversigning (listing a field once more than it occurs)
+			// stops a relay from adding a second instance that a
+			// reader would be shown, RFC 6376 §8.15.
+			// https://www.rfc-editor.org/rfc/rfc6376#section-8.15
+			Oversign: []string{
+				"from", "reply-to", "subject", "date", "to", "cc",
+				"message-id", "mime-version", "content-type",
+				"content-transfer-encoding", "list-unsubscribe",
+				"list-unsubscribe-post",
+			},
+		},
+		Keys:    map[string]*Key{},
+		Signing: []*SigningRule{},
+		Verify:  Verify{MinRSABits: 1024, MaxSignatures: 8},
+		DNS:     DNS{Nameservers: []string{}, Timeout: 5 * time.Second},
+		Actions: Actions{SignError: "tempfail", DNSError: "accept", BadSignature: "accept"},
+	}
+}
+
+// SignEnabled reports whether the milter signs (mode contains s).
+func (c *Config) SignEnabled() bool { return strings.Contains(c.Mode, "s") }
+
+// VerifyEnabled reports whether the milter verifies (mode contains v).
+func (c *Config) VerifyEnabled() bool { return strings.Contains(c.Mode, "v") }
+
+// KeyNames returns the names of the keys, sorted, so that callers that
+// load or list them do it in a stable order.
+func (c *Config) KeyNames() []string {
+	names := make([]string, 0, len(c.Keys))
+	for n := range c.Keys {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Where names a place in the configuration for messages from other
+// packages: "FILE:LINE", "FILE" when line is 0, "defaults" for Default().
+func (c *Config) Where(line int) string {
+	switch {
+	case c.File == "":
+		return "defaults"
+	case line == 0:
+		return c.File
+	}
+	return c.File + ":" + strconv.Itoa(line)
+}
+
+// Load reads and checks the file at path. A missing file gives an error
+// that wraps fs.ErrNotExist, so that callers can say how to create one.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse checks data, the contents of file. file names the file in
+// messages, and relative key file paths are resolved against its directory
+// (made absolute, so that they do not depend on the working directory of a
+// later reload; an empty file name means the working directory, and
+// messages then say "<input>"). The error, if any, is Errors.
+func Parse(file string, data []byte) (*Config, error) {
+	name := file
+	if name == "" {
+		name = "<input>"
+	}
+	f := toFile(Default())
+	md, err := toml.Decode(string(data), f)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			// Nothing past a syntax error can be trusted.
+			return nil, Errors{{File: name, Line: pe.Position.Line, Msg: "TOML syntax error: " + pe.Message}}
+		}
+	}
+	c := &checker{file: name, ix: indexLines(data), dotted: map[string]bool{}}
+	if err != nil {
+		// A type mismatch stops the toml package half way through, so the
+		// values cannot be checked; the unknown keys still can.
+		c.typeError(err)
+		c.unknownKeys(md, false)
+		c.errs.sort()
+		return nil, c.errs
+	}
+	c.unknownKeys(md, true)
+	c.dir = "."
+	if file != "" {
+		c.dir = filepath.Dir(file)
+	}
+	if abs, err := filepath.Abs(c.dir); err == nil {
+		c.dir = abs
+	}
+	cfg := c.build(f, &md)
+	cfg.File = name
+	if len(c.errs) > 0 {
+		c.errs.sort()
+		return nil, c.errs
+	}
+	return cfg, nil
+}
+
+// typeErrorRE matches the toml package's type mismatch errors, which are
+// plain errors: `toml: line 6 (last key "signing.keys"): incompatible
+// types: TOML value has type string; destination has type slice`.
+var typeErrorRE = regexp.MustCompile(`^toml: (?:line (\d+) )?\(last key ("(?:[^"\\]|\\.)*")\): (.*)$`)
+
+var (
+	incompatibleRE = regexp.MustCompile(`^incompatible types: TOML value has type (.+); destination has type (.+)$`)
+	notTableRE     = regexp.MustCompile(`^type mismatch for .*: expected table but found (.+)$`)
+)
+
+// typeWords names TOML types for admins: the toml package names the Go
+// types on both sides.
+var typeWords = map[string]string{
+	kindString: "a string", kindInteger: "an integer", kindFloat: "a float",
+	kindBool: "true or false", kindDatetime: "a date", kindArray: "an array",
+	kindTable: "a table", kindTables: "an array of tables",
+	"slice": "an array", "map": "a table", "integer": "an integer",
+	"boolean": "true or false",
+}
+
+func words(t string) string {
+	if w, ok := typeWords[t]; ok {
+		return w
+	}
+	return t
+}
+
+// typeError turns a type mismatch into an Error at the right line. The
+// toml package's line is that of the last array element with this key,
+// not of the one that failed, so the index finds the first key with this
+// path whose value has the mismatched type: elements are decoded in order.
+func (c *checker) typeError(err error) {
+	m := typeErrorRE.FindStringSubmatch(err.Error())
+	if m == nil {
+		c.errs = append(c.errs, &Error{File: c.file, Msg: err.Error()})
+		return
+	}
+	line, _ := strconv.Atoi(m[1])
+	key, uerr := strconv.Unquote(m[2])
+	if uerr != nil {
+		key = m[2]
+	}
+	msg, kind := m[3], ""
+	if t := incompatibleRE.FindStringSubmatch(msg); t != nil {
+		kind = t[1]
+		msg = fmt.Sprintf("must be %s, not %s", words(t[2]), words(t[1]))
+	} else if t := notTableRE.FindStringSubmatch(msg); t != nil {
+		kind = t[1]
+		msg = fmt.Sprintf("must be a table, not %s", words(t[1]))
+	}
+	if kp, ok := c.ix.find(key, kind); ok && kind != "" {
+		line, key = kp.line, kp.path.String()
+	}
+	c.errs = append(c.errs, &Error{File: c.file, Line: line, Key: key, Msg: msg})
+}

@@ -1,0 +1,291 @@
+package config
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// fileConfig is the file as TOML sees it. Its toml tags are the only
+// spelling of the key names: the unknown-key check reads them from here.
+// Values that need more than a type check (prefixes, durations, modes)
+// stay strings here and become Config values in build.
+type fileConfig struct {
+	Listen     string              `toml:"listen"`
+	SocketMode rawValue            `toml:"socket_mode"`
+	Mode       string              `toml:"mode"`
+	AuthservID string              `toml:"authserv_id"`
+	Sign       fileSign            `toml:"sign"`
+	Keys       map[string]*fileKey `toml:"keys"`
+	Signing    []*fileRule         `toml:"signing"`
+	Verify     fileVerify          `toml:"verify"`
+	DNS        fileDNS             `toml:"dns"`
+	Actions    fileActions         `toml:"actions"`
+}
+
+type fileSign struct {
+	InternalHosts     []string `toml:"internal_hosts"`
+	SignAuthenticated bool     `toml:"sign_authenticated"`
+	Canonicalization  string   `toml:"canonicalization"`
+	Expire            rawValue `toml:"expire"`
+	Headers           []string `toml:"headers"`
+	Oversign          []string `toml:"oversign"`
+}
+
+type fileKey struct {
+	Domain   string `toml:"domain"`
+	Selector string `toml:"selector"`
+	File     string `toml:"file"`
+}
+
+type fileRule struct {
+	From     string   `toml:"from"`
+	Keys     []string `toml:"keys"`
+	Identity string   `toml:"identity"`
+}
+
+type fileVerify struct {
+	MinRSABits    int `toml:"min_rsa_bits"`
+	MaxSignatures int `toml:"max_signatures"`
+}
+
+type fileDNS struct {
+	Nameservers []string `toml:"nameservers"`
+	Timeout     rawValue `toml:"timeout"`
+}
+
+type fileActions struct {
+	SignError    string `toml:"sign_error"`
+	DNSError     string `toml:"dns_error"`
+	BadSignature string `toml:"bad_signature"`
+}
+
+// rawValue keeps a TOML value as the toml package parsed it. Durations
+// and the socket mode take one because the toml package would read
+// `timeout = 5` as five nanoseconds and `socket_mode = 660` as decimal
+// 660; both are mistakes to explain, and as values the checks collect them
+// with the other problems instead of stopping at the first.
+type rawValue struct{ v any }
+
+func (r *rawValue) UnmarshalTOML(v any) error {
+	r.v = v
+	return nil
+}
+
+// toFile turns a Config back into its file form, so that Parse can decode
+// the file over Default() and keep the defaults in one literal.
+func toFile(c *Config) *fileConfig {
+	f := &fileConfig{
+		Listen:     c.Listen,
+		SocketMode: rawValue{fmt.Sprintf("%04o", uint32(c.SocketMode.Perm()))},
+		Mode:       c.Mode,
+		AuthservID: c.AuthservID,
+		Sign: fileSign{
+			SignAuthenticated: c.Sign.SignAuthenticated,
+			Canonicalization:  c.Sign.HeaderCanon + "/" + c.Sign.BodyCanon,
+			Expire:            rawValue{c.Sign.Expire.String()},
+			Headers:           slices.Clone(c.Sign.Headers),
+			Oversign:          slices.Clone(c.Sign.Oversign),
+		},
+		Keys:    map[string]*fileKey{},
+		Verify:  fileVerify{MinRSABits: c.Verify.MinRSABits, MaxSignatures: c.Verify.MaxSignatures},
+		DNS:     fileDNS{Nameservers: slices.Clone(c.DNS.Nameservers), Timeout: rawValue{c.DNS.Timeout.String()}},
+		Actions: fileActions{SignError: c.Actions.SignError, DNSError: c.Actions.DNSError, BadSignature: c.Actions.BadSignature},
+	}
+	for _, p := range c.Sign.InternalHosts {
+		s := p.String()
+		if p.IsSingleIP() {
+			s = p.Addr().String()
+		}
+		f.Sign.InternalHosts = append(f.Sign.InternalHosts, s)
+	}
+	for name, k := range c.Keys {
+		f.Keys[name] = &fileKey{Domain: k.Domain, Selector: k.Selector, File: k.File}
+	}
+	for _, r := range c.Signing {
+		f.Signing = append(f.Signing, &fileRule{From: r.From, Keys: slices.Clone(r.Keys), Identity: r.Identity})
+	}
+	return f
+}
+
+// schema is the shape of fileConfig: the key names a table accepts, or
+// any name (the KeyTable). Values and arrays of tables' elements are
+// nodes too; a leaf has neither.
+type schema struct {
+	fields map[string]*schema // a table with fixed keys
+	anyKey *schema            // a table with free names: [keys.NAME]
+}
+
+var fileSchema = schemaOf(reflect.TypeFor[fileConfig]())
+
+func schemaOf(t reflect.Type) *schema {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if reflect.PointerTo(t).Implements(reflect.TypeFor[toml.Unmarshaler]()) {
+		return &schema{}
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		s := &schema{fields: map[string]*schema{}}
+		for i := range t.NumField() {
+			name, _, _ := strings.Cut(t.Field(i).Tag.Get("toml"), ",")
+			s.fields[name] = schemaOf(t.Field(i).Type)
+		}
+		return s
+	case reflect.Map:
+		return &schema{anyKey: schemaOf(t.Elem())}
+	case reflect.Slice:
+		if e := t.Elem(); e.Kind() == reflect.Pointer && e.Elem().Kind() == reflect.Struct {
+			return schemaOf(e) // an array of tables: indexes do not change the keys
+		}
+	}
+	return &schema{}
+}
+
+// homes maps each key name to the tables it belongs in, for the hint on a
+// key written under the wrong header.
+var homes = func() map[string][]string {
+	m := map[string][]string{}
+	var walk func(s *schema, p string)
+	walk = func(s *schema, p string) {
+		if s.anyKey != nil {
+			walk(s.anyKey, p+".NAME")
+		}
+		for name, sub := range s.fields {
+			where := "at the top, before any [table] header"
+			switch {
+			case p == "signing":
+				where = "in a [[signing]] table"
+			case p != "":
+				where = "in [" + p + "]"
+			}
+			m[name] = append(m[name], where)
+			walk(sub, strings.TrimPrefix(p+"."+name, "."))
+		}
+	}
+	walk(fileSchema, "")
+	for _, where := range m {
+		slices.Sort(where)
+	}
+	return m
+}()
+
+// check walks p down the schema. It returns the length of the longest
+// known prefix of p and the table there, or len(p) when p is known. Below
+// a value it accepts anything: a table where a value belongs is a type
+// error, reported as such.
+func (s *schema) check(p path) (int, *schema) {
+	node := s
+	for i, part := range p {
+		switch {
+		case node.anyKey != nil:
+			node = node.anyKey
+		case node.fields == nil:
+			return len(p), nil
+		default:
+			next, ok := node.fields[part.name]
+			if !ok {
+				return i, node
+			}
+			node = next
+		}
+	}
+	return len(p), nil
+}
+
+// unknownKeys reports keys that are not in the schema, with their line
+// and a hint. The key index finds them with array indexes and lines; the
+// toml package's own lists (Keys, and Undecoded when the decode finished)
+// back it up, so that a key the index missed is still reported.
+//
+// The toml package matches keys to fields without regard to case, so
+// `LISTEN = ...` fills Listen and is not undecoded. The exact comparison
+// here is what makes such keys errors: one spelling keeps files greppable.
+func (c *checker) unknownKeys(md toml.MetaData, decoded bool) {
+	seen := map[string]bool{} // unindexed paths already reported
+	reported := func(p path) bool {
+		for n := 1; n <= len(p); n++ {
+			if seen[p[:n].plain()] {
+				return true
+			}
+		}
+		return false
+	}
+	report := func(p path, line int, kind string) {
+		n, table := fileSchema.check(p)
+		if n == len(p) || reported(p[:n+1]) {
+			return
+		}
+		bad := p[:n+1]
+		seen[bad.plain()] = true
+		isTable := len(p) > n+1 || kind == kindTable || kind == kindTables
+		if n == 2 && p[0].name == "keys" && isTable {
+			c.dotted[p[1].name] = true
+		}
+		c.errs = append(c.errs, &Error{File: c.file, Line: line, Key: bad.String(), Msg: unknownMsg(bad, table, isTable)})
+	}
+	// The toml package decodes `keys = 5` or [[keys]] into the map as
+	// nothing at all, without an error: catch it here.
+	if t := md.Type("keys"); t != "" && t != "Hash" {
+		seen["keys"] = true
+		kp, _ := c.ix.find("keys", "")
+		c.errs = append(c.errs, &Error{File: c.file, Line: kp.line, Key: "keys",
+			Msg: "must be tables, one [keys.NAME] per key, e.g. [keys.example-rsa]"})
+	}
+	for _, k := range c.ix.keys {
+		report(k.path, k.line, k.kind)
+	}
+	for _, k := range md.Keys() {
+		p := keyPath(k...)
+		if kp, ok := c.ix.find(p.plain(), ""); ok {
+			report(kp.path, kp.line, kp.kind)
+		} else {
+			report(p, 0, "")
+		}
+	}
+	if !decoded {
+		return // Undecoded lists everything after a failed decode
+	}
+	for _, k := range md.Undecoded() {
+		if p := keyPath(k...); !reported(p) {
+			seen[p.plain()] = true
+			c.errs = append(c.errs, &Error{File: c.file, Line: c.ix.line(p), Key: p.String(), Msg: "unknown key"})
+		}
+	}
+}
+
+// unknownMsg explains an unknown key: a case slip, a typo, a key under
+// the wrong table header, or a dotted key name that was not quoted.
+func unknownMsg(bad path, table *schema, isTable bool) string {
+	name := bad[len(bad)-1].name
+	msg := fmt.Sprintf("unknown key %q", name)
+	var known []string
+	if table != nil {
+		for k := range table.fields {
+			known = append(known, k)
+		}
+	}
+	for _, k := range known {
+		if strings.EqualFold(k, name) {
+			return msg + fmt.Sprintf("; keys are case-sensitive: write %q", k)
+		}
+	}
+	if s := suggest(name, known); s != "" {
+		return msg + s
+	}
+	if where, ok := homes[name]; ok {
+		return msg + fmt.Sprintf("; %q belongs %s: a key belongs to the last [table] header above it", name, strings.Join(where, " or "))
+	}
+	if len(bad) == 3 && bad[0].name == "keys" && isTable {
+		return msg + fmt.Sprintf(`; a key name with a dot must be quoted: [keys."%s.%s"]`, bad[1].name, name)
+	}
+	if len(known) > 0 {
+		slices.Sort(known)
+		return msg + "; known keys here: " + strings.Join(known, ", ")
+	}
+	return msg
+}

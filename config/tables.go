@@ -1,0 +1,304 @@
+package config
+
+import (
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/BurntSushi/toml"
+)
+
+// The KeyTable ([keys.NAME]) and the SigningTable ([[signing]]), checked
+// against each other here so that a dangling name fails at start, not
+// when the first message needs it (OpenDKIM's trap).
+
+func (c *checker) keys(f map[string]*fileKey, md *toml.MetaData) map[string]*Key {
+	keys := make(map[string]*Key, len(f))
+	for name, fk := range f {
+		if fk == nil {
+			fk = &fileKey{}
+		}
+		p := keyPath("keys", name)
+		if prob := keyNameProblem(name); prob != "" {
+			c.errf(p, "the key name %s; use letters, digits, '-', '_' and '.'", prob)
+		}
+		k := &Key{Name: name, Line: c.ix.line(p)}
+		required := func(key, value, what string) bool {
+			if md.IsDefined("keys", name, key) {
+				return true
+			}
+			// A value with the key in another case ("Selector") was
+			// decoded anyway and is reported as an unknown key; a key
+			// table that is really a dotted name is reported as such.
+			if value == "" && !c.dotted[name] {
+				c.errf(p.child(key), "missing: %s", what)
+			}
+			return false
+		}
+		if required("domain", fk.Domain, `the signing domain (d=), e.g. domain = "example.com"`) {
+			k.Domain = strings.ToLower(fk.Domain)
+			// '%' is the From domain, filled in per message.
+			if prob := hostnameProblem(strings.ReplaceAll(k.Domain, "%", "example.com")); prob != "" {
+				c.errf(p.child("domain"), "%q is not a domain name: %s", fk.Domain, prob)
+			}
+		}
+		if required("selector", fk.Selector, `the selector (s=) the public key is published under, e.g. selector = "s2026r"`) {
+			k.Selector = fk.Selector
+			if prob := selectorProblem(k.Selector); prob != "" {
+				c.errf(p.child("selector"), "%q is not a selector: %s; write one or more DNS labels (letters, digits, '-', '_') separated by dots, e.g. \"s2026r\"", fk.Selector, prob)
+			} else if !strings.Contains(k.Domain, "%") && len(k.Selector)+len("._domainkey.")+len(k.Domain) > 253 {
+				c.errf(p.child("selector"), "%s._domainkey.%s is longer than the 253 characters of a DNS name", k.Selector, k.Domain)
+			}
+		}
+		if required("file", fk.File, `the private key file, e.g. file = "/etc/dkimmilter/keys/example.com/s2026r.pem"`) {
+			switch {
+			case fk.File == "":
+				c.errf(p.child("file"), "must not be empty")
+			case filepath.IsAbs(fk.File):
+				k.File = filepath.Clean(fk.File)
+			default:
+				// Relative to the config file, so that the file can be
+				// moved with its keys; never to the working directory.
+				k.File = filepath.Join(c.dir, fk.File)
+			}
+		}
+		keys[name] = k
+	}
+	return keys
+}
+
+func keyNameProblem(name string) string {
+	if name == "" {
+		return "is empty"
+	}
+	for _, r := range name {
+		if !(r < utf8.RuneSelf && isBare(byte(r)) || r == '.') {
+			return fmt.Sprintf("%q contains %q", name, r)
+		}
+	}
+	return ""
+}
+
+// selectorProblem checks s= syntax, RFC 6376 §3.1, allowing '_' as DNS
+// does. Case is kept: the selector is a DNS name and the record lookup is
+// case-insensitive, but the admin may want s= to look as typed.
+// https://www.rfc-editor.org/rfc/rfc6376#section-3.1
+func selectorProblem(s string) string {
+	if s == "" {
+		return "it is empty"
+	}
+	for _, l := range strings.Split(s, ".") {
+		switch {
+		case l == "":
+			return "it has an empty label"
+		case len(l) > 63:
+			return fmt.Sprintf("the label %q is longer than 63 characters", l)
+		case l[0] == '-' || l[len(l)-1] == '-':
+			return fmt.Sprintf("the label %q starts or ends with '-'", l)
+		}
+		for _, r := range l {
+			if r >= utf8.RuneSelf || !isBare(byte(r)) {
+				return fmt.Sprintf("%q is not allowed", r)
+			}
+		}
+	}
+	return ""
+}
+
+const fromForms = `write "*" (every address), "*@example.com" (one domain), "*@*.example.com" (its subdomains) or "user@example.com" (one address)`
+
+func (c *checker) signing(f []*fileRule, keys map[string]*Key) []*SigningRule {
+	rules := make([]*SigningRule, 0, len(f))
+	names := make([]string, 0, len(keys))
+	for n := range keys {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for i, fr := range f {
+		if fr == nil {
+			fr = &fileRule{}
+		}
+		p := keyPath("signing").elem(i + 1)
+		r := &SigningRule{Line: c.ix.line(p), Identity: fr.Identity}
+		fromOK := c.from(p.child("from"), fr.From)
+		r.From = strings.ToLower(fr.From)
+
+		kp := p.child("keys")
+		if len(fr.Keys) == 0 {
+			c.errf(kp, `%s needs at least one key: keys = ["NAME", ...], each naming a [keys.NAME] table`, ruleName(fr.From))
+		}
+		for j, kn := range fr.Keys {
+			switch {
+			case slices.Contains(fr.Keys[:j], kn):
+				c.errf(kp.elem(j+1), "%q is listed twice; each key makes one signature", kn)
+				continue
+			case keys[kn] == nil:
+				hint := suggest(kn, names)
+				if hint == "" && len(names) > 0 {
+					hint = "; the keys are " + orList(names)
+				} else if hint == "" {
+					hint = "; no keys are defined"
+				}
+				c.errf(kp.elem(j+1), "%s names key %q, but there is no [keys.%s] table%s", ruleName(fr.From), kn, toml.Key{kn}, hint)
+				continue
+			}
+			r.Keys = append(r.Keys, kn)
+		}
+
+		if r.Identity != "" {
+			c.identity(p.child("identity"), r.Identity, r.Keys, keys)
+		}
+		if fromOK {
+			c.shadowed(p.child("from"), r.From, rules, keys)
+		}
+		rules = append(rules, r)
+	}
+	return rules
+}
+
+func ruleName(from string) string {
+	if from == "" {
+		return "this rule"
+	}
+	return fmt.Sprintf("the rule for %q", from)
+}
+
+// from checks a SigningTable pattern. The four shapes are globs with fixed
+// meanings, not regular expressions: OpenDKIM's refile patterns are a
+// half-escaped regex dialect that is easy to get wrong.
+func (c *checker) from(p path, s string) bool {
+	if s == "" {
+		c.errf(p, "missing: which From addresses this rule signs; %s", fromForms)
+		return false
+	}
+	s = strings.ToLower(s)
+	if s == "*" {
+		return true
+	}
+	local, domain, ok := strings.Cut(s, "@")
+	if !ok {
+		if hostnameProblem(s) == "" {
+			c.errf(p, "%q has no '@' (did you mean %q?); %s", s, "*@"+s, fromForms)
+		} else {
+			c.errf(p, "%q is not a From pattern; %s", s, fromForms)
+		}
+		return false
+	}
+	if local != "*" {
+		if prob := localPartProblem(local, false); prob != "" {
+			c.errf(p, "%q: %s; %s", s, prob, fromForms)
+			return false
+		}
+	} else {
+		domain = strings.TrimPrefix(domain, "*.")
+	}
+	if prob := hostnameProblem(domain); prob != "" {
+		c.errf(p, "%q: the domain is not valid: %s; %s", s, prob, fromForms)
+		return false
+	}
+	return true
+}
+
+// localPartProblem checks a dot-atom local part (RFC 5322 §3.4.1), minus
+// the characters that mean something in globs and regular expressions:
+// in a pattern they are far more likely a mistake than an address.
+func localPartProblem(s string, percent bool) string {
+	if s == "" {
+		return "the local part is empty"
+	}
+	if strings.HasPrefix(s, ".") || strings.HasSuffix(s, ".") || strings.Contains(s, "..") {
+		return "the local part has a misplaced dot"
+	}
+	for _, r := range s {
+		switch {
+		case r == '*' || strings.ContainsRune(`^$|?()[]{}\`, r):
+			return fmt.Sprintf("%q is not allowed: patterns are not globs or regular expressions, '*' stands only for a whole local part or a leading *. in the domain", r)
+		case r == '%' && percent:
+		case r >= utf8.RuneSelf, r < utf8.RuneSelf && isBare(byte(r)), strings.ContainsRune("!#&'+/=`~.", r):
+		default:
+			return fmt.Sprintf("%q is not allowed in a local part", r)
+		}
+	}
+	return ""
+}
+
+// identity checks i=: "[local]@domain" whose domain is d= or a subdomain
+// of it, RFC 6376 §3.5, or every signature of the rule fails to verify.
+// https://www.rfc-editor.org/rfc/rfc6376#section-3.5
+func (c *checker) identity(p path, id string, names []string, keys map[string]*Key) {
+	at := strings.LastIndexByte(id, '@')
+	if at < 0 {
+		c.errf(p, `%q: write "@domain" or "user@domain" (the i= tag); '%%' stands for the From domain`, id)
+		return
+	}
+	local, domain := id[:at], strings.ToLower(id[at+1:])
+	if local != "" {
+		if prob := localPartProblem(local, true); prob != "" {
+			c.errf(p, "%q: %s", id, prob)
+			return
+		}
+	}
+	if prob := hostnameProblem(strings.ReplaceAll(domain, "%", "example.com")); prob != "" {
+		c.errf(p, "%q: the domain is not valid: %s", id, prob)
+		return
+	}
+	for _, n := range names {
+		d := keys[n].Domain
+		if strings.Contains(d, "%") != strings.Contains(domain, "%") {
+			continue // which domains meet is only known per message
+		}
+		if domain != d && !strings.HasSuffix(domain, "."+d) {
+			c.errf(p, "the domain of %q must be %q or a subdomain of it, the domain of key %q (RFC 6376 §3.5)", id, d, n)
+		}
+	}
+}
+
+// shadowed reports a rule that an earlier one always wins over: the
+// SigningTable is first match wins. An earlier rule lets mail through to
+// later rules only when a key file named with '%' is missing for the From
+// domain (see keystore), so only rules without such keys shadow.
+func (c *checker) shadowed(p path, from string, earlier []*SigningRule, keys map[string]*Key) {
+	for i, e := range earlier {
+		if !covers(e.From, from) {
+			continue
+		}
+		passes := false
+		for _, n := range e.Keys {
+			passes = passes || strings.Contains(keys[n].File, "%")
+		}
+		if !passes {
+			c.errf(p, "%q is never used: signing[%d] (%s, from = %q) matches first, and the first match wins; move this rule above it", from, i+1, c.where(e.Line), e.From)
+			return
+		}
+	}
+}
+
+// covers reports whether pattern e matches every address pattern l
+// matches. Both are valid, lower-case patterns.
+func covers(e, l string) bool {
+	if e == "*" || e == l {
+		return true
+	}
+	if l == "*" {
+		return false
+	}
+	el, ed, _ := strings.Cut(e, "@")
+	_, ld, _ := strings.Cut(l, "@")
+	if el != "*" {
+		return false
+	}
+	if sub, ok := strings.CutPrefix(ed, "*."); ok {
+		ld = strings.TrimPrefix(ld, "*.")
+		return strings.HasSuffix(ld, "."+sub)
+	}
+	return ld == ed
+}
+
+func (c *checker) where(line int) string {
+	if line == 0 {
+		return c.file
+	}
+	return fmt.Sprintf("line %d", line)
+}

@@ -1,0 +1,147 @@
+package keystore
+
+import (
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+)
+
+// ErrUnsafePermissions is returned for a key file that group or others may
+// read or write: a DKIM private key lets anyone sign mail as the domain.
+var ErrUnsafePermissions = errors.New("unsafe key file permissions")
+
+// ErrKeyTooShort is an RSA key under 1024 bits, which RFC 8301 §3.2
+// forbids signers to use (https://www.rfc-editor.org/rfc/rfc8301#section-3.2).
+var ErrKeyTooShort = errors.New("RSA key too short")
+
+// MinSigningBits is the smallest RSA key we sign with (RFC 8301 §3.2);
+// WarnBits is the size under which we warn (the RFC's SHOULD).
+const (
+	MinSigningBits = 1024
+	WarnBits       = 2048
+)
+
+// PrivateKey is a loaded signing key.
+type PrivateKey struct {
+	Signer    crypto.Signer // *rsa.PrivateKey or ed25519.PrivateKey
+	Algorithm string        // "rsa-sha256" or "ed25519-sha256"
+	KeyType   string        // "rsa" or "ed25519" (the k= of its DNS record)
+	Bits      int
+}
+
+// ReadPrivateKey loads a private key file after checking that only its
+// owner can read it. It accepts what admins have on disk: PEM PKCS#1
+// ("RSA PRIVATE KEY", what opendkim-genkey writes as .private) and PKCS#8
+// ("PRIVATE KEY", RSA or Ed25519), DER, and the base64 Ed25519 seed that
+// dkimpy's dknewkey writes.
+func ReadPrivateKey(path string) (*PrivateKey, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fileError(path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		who := "group or others"
+		switch {
+		case perm&0o070 != 0 && perm&0o007 == 0:
+			who = "its group"
+		case perm&0o070 == 0:
+			who = "others"
+		}
+		return nil, fmt.Errorf("%w: %s has mode %04o and can be read or written by %s (hint: chmod 600 %s)",
+			ErrUnsafePermissions, path, perm, who, path)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fileError(path, err)
+	}
+	k, err := ParsePrivateKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return k, nil
+}
+
+func fileError(path string, err error) error {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s does not exist (hint: dkimmilter keys gen writes one, or fix the path): %w", path, fs.ErrNotExist)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("cannot read %s: permission denied (hint: the key must be owned by the user dkimmilter runs as: chown that user %s)", path, path)
+	}
+	return err
+}
+
+// ParsePrivateKey parses key data in any of the forms ReadPrivateKey takes.
+func ParsePrivateKey(data []byte) (*PrivateKey, error) {
+	if block, _ := pem.Decode(data); block != nil {
+		switch block.Type {
+		case "RSA PRIVATE KEY":
+			k, err := x509.ParsePKCS1PrivateKey(block.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("bad PKCS#1 RSA key: %v", err)
+			}
+			return wrapKey(k)
+		case "PRIVATE KEY":
+			k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("bad PKCS#8 key: %v", err)
+			}
+			return wrapKey(k)
+		case "ENCRYPTED PRIVATE KEY":
+			return nil, errors.New("the key is encrypted; a milter cannot ask for a passphrase (hint: openssl pkey -in KEY -out KEY.pem, then chmod 600 KEY.pem)")
+		default:
+			return nil, fmt.Errorf("PEM block %q is not a private key", block.Type)
+		}
+	}
+	// Not PEM: base64 (dknewkey's Ed25519 seed, or DER) or raw DER.
+	der := data
+	if b, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(string(data)), "")); err == nil {
+		switch len(b) {
+		case ed25519.SeedSize:
+			return wrapKey(ed25519.NewKeyFromSeed(b))
+		case ed25519.PrivateKeySize:
+			return wrapKey(ed25519.PrivateKey(b))
+		}
+		der = b
+	}
+	if k, err := x509.ParsePKCS8PrivateKey(der); err == nil {
+		return wrapKey(k)
+	}
+	if k, err := x509.ParsePKCS1PrivateKey(der); err == nil {
+		return wrapKey(k)
+	}
+	return nil, errors.New("not a private key: want PEM (PKCS#1 or PKCS#8), DER, or a base64 Ed25519 seed")
+}
+
+func wrapKey(k any) (*PrivateKey, error) {
+	switch k := k.(type) {
+	case *rsa.PrivateKey:
+		bits := k.N.BitLen()
+		if bits < MinSigningBits {
+			return nil, fmt.Errorf("%w: %d bits; signers must use at least %d (RFC 8301 §3.2) and should use %d (hint: dkimmilter keys gen -b 2048)",
+				ErrKeyTooShort, bits, MinSigningBits, WarnBits)
+		}
+		if err := k.Validate(); err != nil {
+			return nil, fmt.Errorf("invalid RSA key: %v", err)
+		}
+		k.Precompute()
+		return &PrivateKey{Signer: k, Algorithm: "rsa-sha256", KeyType: "rsa", Bits: bits}, nil
+	case ed25519.PrivateKey:
+		return &PrivateKey{Signer: k, Algorithm: "ed25519-sha256", KeyType: "ed25519", Bits: 256}, nil
+	case *ed25519.PrivateKey:
+		return wrapKey(*k)
+	default:
+		return nil, fmt.Errorf("a %T key cannot sign DKIM: use RSA or Ed25519", k)
+	}
+}

@@ -1,0 +1,219 @@
+// Package keystore is the KeyTable and the SigningTable: it loads the
+// private keys the configuration names and tells, for the address in a
+// message's From field, which keys sign it.
+//
+// It keeps OpenDKIM's model (opendkim(8) KeyTable, SigningTable as refile)
+// so that a migration is a rewrite of the tables into TOML, and fixes its
+// traps: the tables are checked against each other at load time, not when
+// the first message arrives, and patterns are globs with four fixed shapes
+// instead of half-escaped regular expressions.
+package keystore
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/mail"
+	"strings"
+	"sync"
+
+	"github.com/dkimmilter/dkimmilter/config"
+)
+
+// Key is one KeyTable entry resolved for a From domain: its d= and file
+// have no '%' left.
+type Key struct {
+	Name     string
+	Domain   string
+	Selector string
+	File     string
+	*PrivateKey
+}
+
+// Selection is what a SigningTable rule says for one address.
+type Selection struct {
+	Rule     *config.SigningRule
+	Keys     []*Key
+	Identity string // i=, with '%' replaced; "" for none
+}
+
+// Store holds the loaded keys. It is immutable after Load, apart from the
+// cache of keys whose file name depends on the From domain; it is safe for
+// concurrent use.
+type Store struct {
+	cfg   *config.Config
+	files map[string]*PrivateKey // key files without '%', loaded up front
+
+	mu  sync.Mutex
+	pct map[string]*PrivateKey // key files named with '%', by resolved name
+}
+
+// Load loads every key file whose name does not depend on the From domain
+// and checks each. All problems are returned at once, each naming the
+// config file and line, the key and the fix. Warnings (RSA keys under 2048
+// bits) do not stop loading.
+func Load(cfg *config.Config) (s *Store, warnings []string, err error) {
+	s = &Store{cfg: cfg, files: map[string]*PrivateKey{}, pct: map[string]*PrivateKey{}}
+	var errs []error
+	for _, name := range cfg.KeyNames() {
+		ck := cfg.Keys[name]
+		if strings.Contains(ck.File, "%") {
+			// Loaded per From domain, when a message needs it.
+			continue
+		}
+		pk, err := ReadPrivateKey(ck.File)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: keys.%s: %w", cfg.Where(ck.Line), name, err))
+			continue
+		}
+		if pk.KeyType == "rsa" && pk.Bits < WarnBits {
+			warnings = append(warnings, fmt.Sprintf("%s: keys.%s: %s is a %d-bit RSA key; RFC 8301 §3.2 says signers should use 2048 bits (hint: dkimmilter keys rotate -d %s)",
+				cfg.Where(ck.Line), name, ck.File, pk.Bits, ck.Domain))
+		}
+		s.files[ck.File] = pk
+	}
+	if len(errs) > 0 {
+		return nil, warnings, errors.Join(errs...)
+	}
+	return s, warnings, nil
+}
+
+// Config returns the configuration the store was loaded from.
+func (s *Store) Config() *config.Config { return s.cfg }
+
+// Lookup returns the keys that sign mail from addr (the address of the
+// first From field), or nil when no rule matches. An error means a rule
+// matched but one of its keys cannot be used: the message must not go out
+// unsigned by accident, so the milter applies actions.sign_error.
+func (s *Store) Lookup(addr string) (*Selection, error) {
+	local, domain, ok := SplitAddress(addr)
+	if !ok {
+		return nil, nil
+	}
+	for _, r := range s.cfg.Signing {
+		if !Match(r.From, local, domain) {
+			continue
+		}
+		sel, err := s.selection(r, domain)
+		if errors.Is(err, errNoDomainKey) {
+			continue
+		}
+		return sel, err
+	}
+	return nil, nil
+}
+
+// errNoDomainKey: a key file named with '%' does not exist for this From
+// domain. The rule then does not apply, so that one rule with "%" can
+// cover the domains that have keys and leave the others to later rules
+// (or unsigned), instead of deferring their mail forever.
+var errNoDomainKey = errors.New("no key file for this domain")
+
+func (s *Store) selection(r *config.SigningRule, domain string) (*Selection, error) {
+	sel := &Selection{Rule: r, Identity: strings.ReplaceAll(r.Identity, "%", domain)}
+	for _, name := range r.Keys {
+		k, err := s.key(name, domain)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && strings.Contains(s.cfg.Keys[name].File, "%") {
+				return nil, errNoDomainKey
+			}
+			return nil, fmt.Errorf("signing rule %q (%s), key %s: %w", r.From, s.cfg.Where(r.Line), name, err)
+		}
+		sel.Keys = append(sel.Keys, k)
+	}
+	return sel, nil
+}
+
+func (s *Store) key(name, domain string) (*Key, error) {
+	ck, ok := s.cfg.Keys[name]
+	if !ok {
+		// config.Parse rejects dangling references; this is a guard.
+		return nil, fmt.Errorf("no [keys.%s] in %s", name, s.cfg.File)
+	}
+	k := &Key{Name: name, Domain: ck.Domain, Selector: ck.Selector, File: ck.File}
+	if pk, ok := s.files[ck.File]; ok {
+		k.PrivateKey = pk
+		k.Domain = strings.ReplaceAll(ck.Domain, "%", domain)
+		return k, nil
+	}
+	if strings.ContainsAny(domain, "/\\") || strings.Contains(domain, "..") {
+		return nil, fmt.Errorf("From domain %q cannot be used in a file name", domain)
+	}
+	k.Domain = strings.ReplaceAll(ck.Domain, "%", domain)
+	k.File = strings.ReplaceAll(ck.File, "%", domain)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if pk, ok := s.pct[k.File]; ok {
+		k.PrivateKey = pk
+		return k, nil
+	}
+	pk, err := ReadPrivateKey(k.File)
+	if err != nil {
+		return nil, err
+	}
+	if len(s.pct) >= 10000 {
+		// Bounded: a '%' rule on "*" sees arbitrary domains, but only the
+		// domains that have a key file get this far.
+		clear(s.pct)
+	}
+	s.pct[k.File] = pk
+	k.PrivateKey = pk
+	return k, nil
+}
+
+// Match reports whether a SigningTable pattern matches an address. The
+// patterns are "*", "*@dom", "*@*.dom" (subdomains of dom, never dom
+// itself, as OpenDKIM's ".dom") and "local@dom", all case-insensitive.
+func Match(pattern, local, domain string) bool {
+	pattern = strings.ToLower(pattern)
+	domain = strings.ToLower(domain)
+	if pattern == "*" {
+		return true
+	}
+	pl, pd, ok := strings.Cut(pattern, "@")
+	if !ok {
+		return false
+	}
+	if pl != "*" && !strings.EqualFold(pl, local) {
+		return false
+	}
+	if sub, ok := strings.CutPrefix(pd, "*."); ok {
+		return strings.HasSuffix(domain, "."+sub)
+	}
+	return pd == domain
+}
+
+// SplitAddress splits an address into local part and lower-cased domain.
+func SplitAddress(addr string) (local, domain string, ok bool) {
+	i := strings.LastIndexByte(addr, '@')
+	if i <= 0 || i == len(addr)-1 {
+		return "", "", false
+	}
+	return addr[:i], strings.ToLower(strings.TrimSuffix(addr[i+1:], ".")), true
+}
+
+// FromAddress extracts the address of a From field value (RFC 5322
+// §3.6.2). A field with several mailboxes yields the first, like OpenDKIM.
+// It falls back to the last <...> or the first word with an '@' when the
+// value is not strictly valid, because real mail is not.
+func FromAddress(value string) (string, bool) {
+	v := strings.TrimSpace(value)
+	if list, err := mail.ParseAddressList(v); err == nil && len(list) > 0 {
+		return list[0].Address, true
+	}
+	if i := strings.LastIndexByte(v, '<'); i >= 0 {
+		if j := strings.IndexByte(v[i:], '>'); j > 0 {
+			a := strings.TrimSpace(v[i+1 : i+j])
+			if strings.Contains(a, "@") {
+				return a, true
+			}
+		}
+	}
+	for _, w := range strings.Fields(v) {
+		w = strings.Trim(w, "<>,;\"")
+		if strings.Contains(w, "@") {
+			return w, true
+		}
+	}
+	return "", false
+}

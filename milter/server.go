@@ -1,0 +1,158 @@
+// Package milter is the glue between Postfix's milter protocol (through
+// go-milter) and the signer and verifier: one session per milter
+// connection, which decides whether a message is signed or verified,
+// streams its body, and at end of message inserts DKIM-Signature or
+// Authentication-Results and removes forged Authentication-Results.
+package milter
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+
+	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/keystore"
+	"github.com/dkimmilter/dkimmilter/verifier"
+)
+
+// Runtime is everything a session needs, built from one configuration. A
+// session keeps the Runtime it started with, so that a reload never
+// changes the rules in the middle of a message.
+type Runtime struct {
+	Config   *config.Config
+	Keys     *keystore.Store
+	Verifier *verifier.Verifier
+	Hostname string           // authserv-id of last resort
+	Now      func() time.Time // nil: time.Now
+}
+
+// NewRuntime builds a Runtime. The resolver is the seam for tests (an
+// in-process DNS server, or a fake).
+func NewRuntime(cfg *config.Config, keys *keystore.Store, resolver verifier.Resolver) *Runtime {
+	host, _ := os.Hostname()
+	return &Runtime{
+		Config: cfg,
+		Keys:   keys,
+		Verifier: &verifier.Verifier{
+			Resolver:      resolver,
+			MinRSABits:    cfg.Verify.MinRSABits,
+			MaxSignatures: cfg.Verify.MaxSignatures,
+			// The resolver gives up after dns.timeout; the message waits a
+			// little longer so that the resolver's own answer wins.
+			Timeout: cfg.DNS.Timeout + time.Second,
+		},
+		Hostname: host,
+	}
+}
+
+func (rt *Runtime) now() time.Time {
+	if rt.Now != nil {
+		return rt.Now()
+	}
+	return time.Now()
+}
+
+// Server serves milter connections.
+type Server struct {
+	log *slog.Logger
+	rt  atomic.Pointer[Runtime]
+	srv *gomilter.Server
+}
+
+// Actions and Protocol we negotiate. Postfix offers every action, so this
+// never conflicts. SMFIP_HDR_LEADSPC makes Postfix send header values with
+// their leading white space, which simple canonicalization needs
+// (golibs.md §7.1); the no-HELO/RCPT/UNKNOWN/DATA flags save round trips
+// for events we do not use.
+const (
+	actions  = gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine
+	protocol = gomilter.OptHeaderLeadingSpace | gomilter.OptNoHelo | gomilter.OptNoRcptTo |
+		gomilter.OptNoUnknown | gomilter.OptNoData
+)
+
+// NewServer returns a server that runs sessions on rt.
+func NewServer(rt *Runtime, log *slog.Logger) *Server {
+	s := &Server{log: log}
+	s.rt.Store(rt)
+	s.srv = &gomilter.Server{
+		NewMilter: func() gomilter.Milter { return newSession(s.rt.Load(), log) },
+		Actions:   actions,
+		Protocol:  protocol,
+	}
+	return s
+}
+
+// SetRuntime switches new sessions to rt; sessions in flight keep theirs.
+func (s *Server) SetRuntime(rt *Runtime) { s.rt.Store(rt) }
+
+// Runtime returns the runtime new sessions get.
+func (s *Server) Runtime() *Runtime { return s.rt.Load() }
+
+// Serve accepts connections until Close. It returns nil after Close.
+func (s *Server) Serve(ln net.Listener) error {
+	err := s.srv.Serve(ln)
+	if errors.Is(err, gomilter.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Close stops accepting connections.
+func (s *Server) Close() error { return s.srv.Close() }
+
+// Listen opens the milter socket: "unix:/path" or "inet:host:port". A
+// stale unix socket left by a crash is removed (but not a live one: that
+// would steal another instance's socket), and the new one gets mode.
+func Listen(addr string, mode fs.FileMode) (net.Listener, error) {
+	switch {
+	case strings.HasPrefix(addr, "unix:"):
+		path := strings.TrimPrefix(addr, "unix:")
+		if err := removeStale(path); err != nil {
+			return nil, err
+		}
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s: %w (hint: the directory %s must exist and be writable by this user)", path, err, filepath.Dir(path))
+		}
+		if err := os.Chmod(path, mode); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("chmod %s: %w", path, err)
+		}
+		return ln, nil
+	case strings.HasPrefix(addr, "inet:"):
+		hp := strings.TrimPrefix(addr, "inet:")
+		ln, err := net.Listen("tcp", hp)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", hp, err)
+		}
+		return ln, nil
+	}
+	return nil, fmt.Errorf("listen address %q: want unix:/path or inet:host:port", addr)
+}
+
+func removeStale(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&fs.ModeSocket == 0 {
+		return fmt.Errorf("%s exists and is not a socket; remove it or choose another listen path", path)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("%s is in use by a running milter (another dkimmilter?)", path)
+	}
+	return os.Remove(path)
+}

@@ -1,0 +1,360 @@
+package milter
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/textproto"
+	"strings"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
+	"github.com/dkimmilter/dkimmilter/keystore"
+	"github.com/dkimmilter/dkimmilter/signer"
+	"github.com/dkimmilter/dkimmilter/verifier"
+)
+
+// session is one milter connection, which Postfix opens per SMTP session
+// (and per message for non_smtpd_milters). Its callbacks run one at a time,
+// so it needs no locks. Connection state (client, authserv-id) survives
+// from message to message; message state is reset at MAIL FROM and ABORT.
+//
+// Every callback answers continue, and a decision to reject or tempfail is
+// sent as an SMTP reply code ('y'): go-milter throws the session's Milter
+// away after any other final answer, and with it the client address of the
+// connection (golibs.md §0.3).
+type session struct {
+	rt  *Runtime
+	log *slog.Logger
+
+	// Connection.
+	clientHost string
+	clientIP   netip.Addr
+	mtaHost    string // Postfix's j macro: $myhostname
+
+	msg *message
+}
+
+// message is the state of one message.
+type message struct {
+	start      time.Time
+	qid        string
+	envFrom    string
+	authType   string
+	authAuthen string
+	header     dkim.Header
+
+	decision string // "signed", "verified", "not signed", "skipped"
+	from     string // address of the first From field
+	sel      *keystore.Selection
+	signer   *signer.Signer
+	verify   *verifier.Message
+	reply    gomilter.Response // an early answer, at end of headers
+	note     string            // why the decision was taken, for the log
+}
+
+func newSession(rt *Runtime, log *slog.Logger) *session {
+	return &session{rt: rt, log: log}
+}
+
+func (s *session) macros(m *gomilter.Modifier) {
+	if s.msg == nil {
+		return
+	}
+	for _, k := range []string{"i", "{i}"} {
+		if v := m.Macros[k]; v != "" {
+			s.msg.qid = v
+		}
+	}
+	if v := m.Macros["{auth_type}"]; v != "" {
+		s.msg.authType = v
+	}
+	if v := m.Macros["{auth_authen}"]; v != "" {
+		s.msg.authAuthen = v
+	}
+}
+
+func (s *session) Connect(host, family string, port uint16, addr net.IP, m *gomilter.Modifier) (gomilter.Response, error) {
+	s.clientHost = host
+	if a, ok := netip.AddrFromSlice(addr); ok {
+		s.clientIP = a.Unmap()
+	} else if a, err := netip.ParseAddr(strings.Trim(m.Macros["{client_addr}"], "[]")); err == nil {
+		// go-milter loses the address of unix-family connects; Postfix
+		// sends it as a macro when asked (milter_connect_macros).
+		s.clientIP = a.Unmap()
+	}
+	s.mtaHost = m.Macros["j"]
+	return gomilter.RespContinue, nil
+}
+
+func (s *session) Helo(name string, m *gomilter.Modifier) (gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+
+func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response, error) {
+	s.reset()
+	s.msg = &message{start: s.rt.now(), envFrom: from}
+	s.macros(m)
+	return gomilter.RespContinue, nil
+}
+
+func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, error) {
+	s.macros(m)
+	return gomilter.RespContinue, nil
+}
+
+func (s *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Response, error) {
+	if s.msg == nil {
+		// A header without MAIL FROM: Postfix never does this, but a
+		// message is still a message.
+		s.msg = &message{start: s.rt.now()}
+	}
+	s.macros(m)
+	// With SMFIP_HDR_LEADSPC the value is exactly what followed the colon,
+	// so the field is rebuilt byte for byte (golibs.md §7.1).
+	s.msg.header = append(s.msg.header, dkim.NewField(name, value))
+	return gomilter.RespContinue, nil
+}
+
+// Headers is the end of the header block: the message is signed or
+// verified from here on, and the key lookups start.
+func (s *session) Headers(_ textproto.MIMEHeader, m *gomilter.Modifier) (gomilter.Response, error) {
+	if s.msg == nil {
+		s.msg = &message{start: s.rt.now()}
+	}
+	s.macros(m)
+	s.decide()
+	if r := s.msg.reply; r != nil {
+		return r, nil
+	}
+	return gomilter.RespContinue, nil
+}
+
+// decide applies DESIGN.md's rule: sign when the client is trusted and the
+// SigningTable has keys for the From address; verify everything else.
+func (s *session) decide() {
+	msg, cfg := s.msg, s.rt.Config
+	if v, ok := firstField(msg.header, "From"); ok {
+		msg.from, _ = keystore.FromAddress(v)
+	}
+	trusted, why := s.trusted()
+	if cfg.SignEnabled() && trusted && msg.from != "" {
+		sel, err := s.rt.Keys.Lookup(msg.from)
+		if err == nil && sel != nil {
+			err = s.startSigning(sel)
+		}
+		if err != nil {
+			s.failSigning(err)
+			if msg.reply != nil {
+				// Postfix answers the client now and sends ABORT.
+				s.logMessage(msg, nil, s.rt.Config.Actions.SignError)
+			}
+			return
+		}
+		if sel != nil {
+			return
+		}
+		why = "no signing rule for " + msg.from
+	}
+	if !cfg.VerifyEnabled() {
+		msg.decision = "skipped"
+		msg.note = why + "; mode is \"s\""
+		return
+	}
+	msg.decision = "verified"
+	msg.note = why
+	msg.verify = s.rt.Verifier.Begin(context.Background(), msg.header)
+}
+
+// trusted says whether the client may have its mail signed, and why.
+func (s *session) trusted() (bool, string) {
+	cfg := s.rt.Config
+	if s.clientIP.IsValid() {
+		for _, p := range cfg.Sign.InternalHosts {
+			if p.Contains(s.clientIP) {
+				return true, "internal host " + s.clientIP.String()
+			}
+		}
+	}
+	if cfg.Sign.SignAuthenticated && (s.msg.authType != "" || s.msg.authAuthen != "") {
+		return true, "authenticated as " + s.msg.authAuthen
+	}
+	return false, "client " + s.clientDesc() + " is neither internal nor authenticated"
+}
+
+func (s *session) startSigning(sel *keystore.Selection) error {
+	cfg := s.rt.Config
+	now := s.rt.now()
+	params := make([]signer.Params, 0, len(sel.Keys))
+	hc, _ := dkim.ParseCanonName(cfg.Sign.HeaderCanon)
+	bc, _ := dkim.ParseCanonName(cfg.Sign.BodyCanon)
+	for _, k := range sel.Keys {
+		params = append(params, signer.Params{
+			Domain: k.Domain, Selector: k.Selector, Identity: sel.Identity, Key: k.Signer,
+			HeaderCanon: hc, BodyCanon: bc,
+			Headers: cfg.Sign.Headers, Oversign: cfg.Sign.Oversign,
+			Time: now, Expire: cfg.Sign.Expire,
+		})
+	}
+	sg, err := signer.New(s.msg.header, params)
+	if err != nil {
+		return err
+	}
+	s.msg.sel, s.msg.signer, s.msg.decision = sel, sg, "signed"
+	return nil
+}
+
+func (s *session) BodyChunk(chunk []byte, m *gomilter.Modifier) (gomilter.Response, error) {
+	if s.msg == nil {
+		return gomilter.RespContinue, nil
+	}
+	if s.msg.signer != nil {
+		s.msg.signer.Write(chunk)
+	}
+	if s.msg.verify != nil {
+		s.msg.verify.Write(chunk)
+	}
+	return gomilter.RespContinue, nil
+}
+
+// Body is the end of the message: every header change happens here.
+func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
+	if s.msg == nil {
+		// EOM without a message: nothing to do, nothing to lose.
+		return gomilter.RespContinue, nil
+	}
+	s.macros(m)
+	msg := s.msg
+	defer s.reset()
+	if msg.reply != nil {
+		// Answered at end of headers; Postfix does not send the body of a
+		// message it refused, but a client that does gets the same answer.
+		return msg.reply, nil
+	}
+	var resp gomilter.Response = gomilter.RespContinue
+	var results []*verifier.Verification
+	var action string
+	switch {
+	case msg.signer != nil:
+		if !s.trustedInternal() {
+			if err := s.removeForgedAR(m); err != nil {
+				return nil, err
+			}
+		}
+		values, err := msg.signer.Sign()
+		if err != nil {
+			s.failSigning(err)
+			if msg.reply != nil {
+				resp, action = msg.reply, s.rt.Config.Actions.SignError
+			}
+			break
+		}
+		for _, v := range values {
+			if err := m.InsertHeader(0, "DKIM-Signature", v); err != nil {
+				return nil, err
+			}
+		}
+	case msg.verify != nil:
+		results = msg.verify.Finish()
+		if err := s.removeForgedAR(m); err != nil {
+			return nil, err
+		}
+		var quarantine string
+		resp, action, quarantine = s.verifyAction(results)
+		if resp == gomilter.RespContinue {
+			if quarantine != "" {
+				if err := m.Quarantine(quarantine); err != nil {
+					return nil, err
+				}
+			}
+			if err := m.InsertHeader(0, "Authentication-Results", verifier.AuthResults(s.authservID(), results)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	s.logMessage(msg, results, action)
+	return resp, nil
+}
+
+func (s *session) Abort(m *gomilter.Modifier) error {
+	s.reset()
+	return nil
+}
+
+// reset drops the message state; pending key lookups are cancelled.
+func (s *session) reset() {
+	if s.msg != nil && s.msg.verify != nil {
+		s.msg.verify.Close()
+	}
+	s.msg = nil
+}
+
+// trustedInternal: the client is an internal host, whose
+// Authentication-Results fields we keep (a trusted relay may have added
+// them); a merely authenticated user is not trusted that far.
+func (s *session) trustedInternal() bool {
+	for _, p := range s.rt.Config.Sign.InternalHosts {
+		if s.clientIP.IsValid() && p.Contains(s.clientIP) {
+			return true
+		}
+	}
+	return false
+}
+
+// authservID is the config's, else Postfix's $myhostname, else ours.
+func (s *session) authservID() string {
+	switch {
+	case s.rt.Config.AuthservID != "":
+		return s.rt.Config.AuthservID
+	case s.mtaHost != "":
+		return s.mtaHost
+	}
+	return s.rt.Hostname
+}
+
+// removeForgedAR deletes the Authentication-Results fields that claim our
+// authserv-id: RFC 8601 §5 (https://www.rfc-editor.org/rfc/rfc8601#section-5)
+// says otherwise anyone can forge a pass. ChangeHeader indexes are 1-based
+// per field name and shift as fields go, so delete from the last up.
+func (s *session) removeForgedAR(m *gomilter.Modifier) error {
+	id := s.authservID()
+	var idx []int
+	n := 0
+	for _, f := range s.msg.header {
+		if strings.EqualFold(f.Name, "Authentication-Results") {
+			n++
+			if ClaimsAuthservID(f.Value(), id) {
+				idx = append(idx, n)
+			}
+		}
+	}
+	for i := len(idx) - 1; i >= 0; i-- {
+		if err := m.ChangeHeader(idx[i], "Authentication-Results", ""); err != nil {
+			return err
+		}
+	}
+	if len(idx) > 0 {
+		s.msg.note = strings.TrimPrefix(s.msg.note+fmt.Sprintf("; removed %d forged Authentication-Results", len(idx)), "; ")
+	}
+	return nil
+}
+
+func firstField(h dkim.Header, name string) (string, bool) {
+	for _, f := range h {
+		if strings.EqualFold(f.Name, name) {
+			return f.Value(), true
+		}
+	}
+	return "", false
+}
+
+func (s *session) clientDesc() string {
+	if s.clientIP.IsValid() {
+		return s.clientHost + "[" + s.clientIP.String() + "]"
+	}
+	return s.clientHost
+}

@@ -1,0 +1,283 @@
+// Package signer produces DKIM-Signature fields (RFC 6376 §5) for a message
+// that arrives as a header block and then body chunks, as a milter sees it.
+// The body is canonicalized and hashed as it streams and never kept; one
+// body hash serves every signature that shares its canonicalization, so
+// dual RSA + Ed25519 signing (RFC 8463 §6) hashes the body once.
+//
+// go-msgauth's dkim.Signer would do most of this, but it hashes the body
+// once per key, takes t= from the wall clock (no seam for tests), orders
+// tags alphabetically and cannot fold h=; we need all four.
+package signer
+
+import (
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
+)
+
+// ErrNoFrom: a message without a From field cannot be signed; RFC 6376
+// §5.4 requires From in h=.
+var ErrNoFrom = errors.New("message has no From header field")
+
+// Params describes one signature.
+type Params struct {
+	Domain   string // d=
+	Selector string // s=
+	Identity string // i=, optional
+	Key      crypto.Signer
+
+	HeaderCanon, BodyCanon dkim.Canon
+	// Headers are the field names to sign, in h= order. Each present field
+	// is listed once per instance; absent ones are left out.
+	Headers []string
+	// Oversign names are listed once more than they occur, so that an
+	// instance added later breaks the signature (RFC 6376 §8.15).
+	Oversign []string
+
+	Time   time.Time     // t=
+	Expire time.Duration // x= = t= + Expire; 0 leaves x= out
+}
+
+// Algorithm returns the a= value for a key.
+func Algorithm(key crypto.Signer) (string, error) {
+	switch k := key.Public().(type) {
+	case *rsa.PublicKey:
+		return "rsa-sha256", nil
+	case ed25519.PublicKey:
+		return "ed25519-sha256", nil
+	default:
+		return "", fmt.Errorf("unsupported key type %T: DKIM signs with RSA or Ed25519", k)
+	}
+}
+
+// Signer signs one message with one or more keys.
+type Signer struct {
+	header dkim.Header
+	params []Params
+	algs   []string
+	bodies [2]*dkim.BodyHasher // by body canonicalization
+}
+
+// New starts signing a message whose header block is h.
+func New(h dkim.Header, params []Params) (*Signer, error) {
+	if h.Count("From") == 0 {
+		return nil, ErrNoFrom
+	}
+	s := &Signer{header: h, params: params}
+	for _, p := range params {
+		alg, err := Algorithm(p.Key)
+		if err != nil {
+			return nil, fmt.Errorf("d=%s s=%s: %w", p.Domain, p.Selector, err)
+		}
+		if p.Domain == "" || p.Selector == "" {
+			return nil, fmt.Errorf("signature needs a domain and a selector")
+		}
+		s.algs = append(s.algs, alg)
+		if s.bodies[p.BodyCanon] == nil {
+			s.bodies[p.BodyCanon] = dkim.NewBodyHasher(p.BodyCanon, sha256.New(), -1)
+		}
+	}
+	return s, nil
+}
+
+// Write feeds a body chunk. It never fails.
+func (s *Signer) Write(p []byte) (int, error) {
+	for _, b := range s.bodies {
+		if b != nil {
+			b.Write(p)
+		}
+	}
+	return len(p), nil
+}
+
+// Sign finishes the body and returns one DKIM-Signature field value per
+// Params, in order. Each value starts with the single space that follows
+// the colon and folds with CRLF TAB: it is the exact text that was signed,
+// so even simple header canonicalization survives (Postfix writes it back
+// byte for byte when the milter negotiated SMFIP_HDR_LEADSPC).
+func (s *Signer) Sign() ([]string, error) {
+	var bh [2]string
+	for c, b := range s.bodies {
+		if b != nil {
+			bh[c] = base64.StdEncoding.EncodeToString(b.Sum())
+		}
+	}
+	out := make([]string, len(s.params))
+	for i, p := range s.params {
+		v, err := s.sign(p, s.algs[i], bh[p.BodyCanon])
+		if err != nil {
+			return nil, fmt.Errorf("d=%s s=%s: %w", p.Domain, p.Selector, err)
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+func (s *Signer) sign(p Params, alg, bh string) (string, error) {
+	var f folder
+	f.add("v=1;")
+	f.add("a=" + alg + ";")
+	f.add("c=" + p.HeaderCanon.String() + "/" + p.BodyCanon.String() + ";")
+	f.add("d=" + p.Domain + ";")
+	if p.Identity != "" {
+		f.add("i=" + encodeQP(p.Identity) + ";")
+	}
+	f.add("s=" + p.Selector + ";")
+	t := p.Time
+	if t.IsZero() {
+		t = time.Now()
+	}
+	f.add("t=" + strconv.FormatInt(t.Unix(), 10) + ";")
+	if p.Expire > 0 {
+		f.add("x=" + strconv.FormatInt(t.Add(p.Expire).Unix(), 10) + ";")
+	}
+	names := s.headerList(p)
+	for i, n := range names {
+		sep := ":"
+		if i == len(names)-1 {
+			sep = ";"
+		}
+		if i == 0 {
+			f.add("h=" + n + sep)
+		} else {
+			f.addJoined(n + sep)
+		}
+	}
+	f.add("bh=" + bh + ";")
+	f.add("b=")
+	return signFolded(s.header, p, names, f.String())
+}
+
+// signFolded hashes the header fields of h= and the unsigned signature
+// field prefix (which ends in "b="), signs, and appends the folded b=.
+func signFolded(h dkim.Header, p Params, names []string, prefix string) (string, error) {
+	data := h.AppendSignedHeaders(make([]byte, 0, 2048), p.HeaderCanon, names)
+	data = dkim.AppendSignatureField(data, p.HeaderCanon, "DKIM-Signature:"+prefix)
+	sum := sha256.Sum256(data)
+	var sig []byte
+	var err error
+	if _, ok := p.Key.Public().(ed25519.PublicKey); ok {
+		// RFC 8463 §3: Ed25519 signs the SHA-256 hash (PureEdDSA).
+		sig, err = p.Key.Sign(rand.Reader, sum[:], crypto.Hash(0))
+	} else {
+		sig, err = p.Key.Sign(rand.Reader, sum[:], crypto.SHA256)
+	}
+	if err != nil {
+		return "", err
+	}
+	b := base64.StdEncoding.EncodeToString(sig)
+	var v strings.Builder
+	v.WriteString(prefix)
+	col := lastLineLen(prefix)
+	for len(b) > 0 {
+		n := lineWidth - col
+		if n < 8 {
+			v.WriteString("\r\n\t")
+			col, n = 8, lineWidth-8
+		}
+		if n > len(b) {
+			n = len(b)
+		}
+		v.WriteString(b[:n])
+		b, col = b[n:], col+n
+	}
+	return v.String(), nil
+}
+
+// headerList builds h=: each configured name once per instance present,
+// plus once more if it is oversigned (RFC 6376 §5.4.2).
+func (s *Signer) headerList(p Params) []string {
+	var names []string
+	for _, n := range p.Headers {
+		c := s.header.Count(n)
+		if contains(p.Oversign, n) {
+			c++
+		}
+		for ; c > 0; c-- {
+			names = append(names, strings.ToLower(n))
+		}
+	}
+	return names
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if strings.EqualFold(x, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// encodeQP encodes i= as dkim-quoted-printable (RFC 6376 §2.11): bytes
+// outside the safe set become =XX.
+func encodeQP(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c > 0x20 && c < 0x7f && c != ';' && c != '=' {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "=%02X", c)
+		}
+	}
+	return b.String()
+}
+
+// lineWidth keeps folded lines well under the 78-character SHOULD of RFC
+// 5322 §2.1.1, and far from the 998 limit at which Postfix's SMTP client
+// would break lines itself (and break the signature).
+const lineWidth = 76
+
+// folder joins tag fragments with a space, folding with CRLF TAB before a
+// fragment that would pass lineWidth. The first line starts after
+// "DKIM-Signature:".
+type folder struct {
+	b   strings.Builder
+	col int
+}
+
+func (f *folder) add(frag string) {
+	if f.b.Len() == 0 {
+		f.col = len("DKIM-Signature:")
+	}
+	if f.col+1+len(frag) > lineWidth && f.b.Len() > 0 {
+		f.b.WriteString("\r\n\t")
+		f.col = 8
+	} else {
+		f.b.WriteByte(' ')
+		f.col++
+	}
+	f.b.WriteString(frag)
+	f.col += len(frag)
+}
+
+// addJoined appends frag with no space, folding first if it would pass
+// lineWidth: h= may be folded after any colon (RFC 6376 §3.5).
+func (f *folder) addJoined(frag string) {
+	if f.col+len(frag) > lineWidth {
+		f.b.WriteString("\r\n\t")
+		f.col = 8
+	}
+	f.b.WriteString(frag)
+	f.col += len(frag)
+}
+
+func (f *folder) String() string { return f.b.String() }
+
+func lastLineLen(s string) int {
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return len(s) - i - 1 + 7 // the TAB counts as 8 columns
+	}
+	return len("DKIM-Signature:") + len(s)
+}

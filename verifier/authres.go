@@ -1,0 +1,157 @@
+package verifier
+
+import (
+	"strings"
+)
+
+// AuthResults formats the value of an Authentication-Results field (RFC
+// 8601 §2.2, https://www.rfc-editor.org/rfc/rfc8601#section-2.2) for the
+// verifications of one message: one dkim= result per signature, with a
+// reason, a comment naming the key, and header.d, i, s, a (RFC 8601
+// §2.7.1) and header.b (RFC 6008 §4). No verifications means "dkim=none":
+// a downstream DMARC filter must see that DKIM was checked.
+//
+// The value starts with the single space that follows the colon and folds
+// with CRLF TAB at about 76 columns; every piece of text that comes from
+// the message is quoted or sanitized so that it cannot break out of its
+// place (or out of the header field).
+//
+// go-msgauth's authres.Format is not used: it cannot emit comments, folds
+// nothing and does not escape backslashes.
+func AuthResults(authservID string, vs []*Verification) string {
+	var f folder
+	f.col = len("Authentication-Results:")
+	f.word(pvalue(authservID) + ";")
+	if len(vs) == 0 {
+		f.word("dkim=none")
+		return f.String()
+	}
+	bs := uniqueB(vs)
+	for i, v := range vs {
+		f.breakLine()
+		f.word("dkim=" + string(v.Result))
+		if r := v.Reason(); r != "" {
+			f.word("reason=" + quote(r))
+		}
+		if c := v.Comment(); c != "" {
+			f.word("(" + c + ")")
+		}
+		props := [][2]string{
+			{"header.d", v.Domain}, {"header.i", v.Identity}, {"header.s", v.Selector},
+			{"header.a", v.Algorithm}, {"header.b", bs[i]},
+		}
+		for _, p := range props {
+			if p[1] != "" {
+				f.word(p[0] + "=" + pvalue(p[1]))
+			}
+		}
+		if i < len(vs)-1 {
+			f.b.WriteByte(';')
+			f.col++
+		}
+	}
+	return f.String()
+}
+
+// uniqueB returns, for each verification, the shortest prefix of b= that is
+// at least 8 characters and tells it apart from every other signature of
+// the message (RFC 6008 §4).
+func uniqueB(vs []*Verification) []string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		n := 8
+		for ; n < len(v.B); n++ {
+			clash := false
+			for j, w := range vs {
+				if j != i && w.B != v.B && strings.HasPrefix(w.B, v.B[:n]) {
+					clash = true
+					break
+				}
+			}
+			if !clash {
+				break
+			}
+		}
+		if n > len(v.B) {
+			n = len(v.B)
+		}
+		out[i] = v.B[:n]
+	}
+	return out
+}
+
+// pvalue renders a property value: bare when it is an RFC 2045 token or an
+// "[local-part]@domain" of plain characters (RFC 8601 §2.2 allows both),
+// quoted otherwise. header.b values routinely contain '/', which must be
+// quoted; OpenDKIM gets this wrong.
+func pvalue(s string) string {
+	s = sanitize(s)
+	if isToken(s) {
+		return s
+	}
+	if local, domain, ok := strings.Cut(s, "@"); ok && (local == "" || isToken(local)) && isToken(domain) && domain != "" {
+		return s
+	}
+	return quote(s)
+}
+
+const tspecials = `()<>@,;:\"/[]?=`
+
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(tspecials, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// quote makes a quoted-string, escaping '\' and '"' (RFC 5322 §3.2.4) and
+// replacing anything that could end the field.
+func quote(s string) string {
+	s = sanitize(s)
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '"' || c == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(s[i])
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// folder joins words with spaces and folds with CRLF TAB when a line would
+// pass 76 columns.
+type folder struct {
+	b     strings.Builder
+	col   int
+	fresh bool // at the start of a continuation line
+}
+
+func (f *folder) word(w string) {
+	if f.fresh {
+		f.fresh = false
+	} else if f.col+1+len(w) > 76 && f.col > 8 {
+		f.b.WriteString("\r\n\t")
+		f.col = 8
+	} else {
+		f.b.WriteByte(' ')
+		f.col++
+	}
+	f.b.WriteString(w)
+	f.col += len(w)
+}
+
+// breakLine starts each result on its own line, as DESIGN.md shows.
+func (f *folder) breakLine() {
+	f.b.WriteString("\r\n\t")
+	f.col, f.fresh = 8, true
+}
+
+func (f *folder) String() string { return f.b.String() }

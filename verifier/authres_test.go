@@ -1,0 +1,70 @@
+package verifier
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestAuthResults(t *testing.T) {
+	pass := &Verification{Result: Pass, Domain: "example.com", Identity: "@example.com", Selector: "s2026r",
+		Algorithm: "rsa-sha256", B: "Zr5u1P8xABCDEFGH", KeyType: "rsa", KeyBits: 2048}
+	fail := &Verification{Result: Fail, Err: ErrBodyHash, Domain: "lists.example.org", Identity: "@lists.example.org",
+		Selector: "k1", Algorithm: "rsa-sha256", B: "Yh7Q/A2cXYZ", KeyType: "rsa", KeyBits: 1024}
+	tests := []struct {
+		name string
+		vs   []*Verification
+		want string
+	}{
+		{"none", nil, " mx.example.com; dkim=none"},
+		{"pass and fail", []*Verification{pass, fail}, " mx.example.com;\r\n" +
+			"\tdkim=pass (2048-bit rsa key) header.d=example.com\r\n" +
+			"\theader.i=@example.com header.s=s2026r header.a=rsa-sha256\r\n" +
+			"\theader.b=Zr5u1P8x;\r\n" +
+			"\tdkim=fail reason=\"body hash did not verify\" (1024-bit rsa key)\r\n" +
+			"\theader.d=lists.example.org header.i=@lists.example.org header.s=k1\r\n" +
+			"\theader.a=rsa-sha256 header.b=\"Yh7Q/A2c\""},
+	}
+	for _, tt := range tests {
+		if got := AuthResults("mx.example.com", tt.vs); got != tt.want {
+			t.Errorf("%s:\ngot  %q\nwant %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+// header.b is at least 8 characters and long enough to tell signatures
+// apart (RFC 6008 §4).
+func TestUniqueB(t *testing.T) {
+	vs := []*Verification{{B: "AAAAAAAAAA1xyz"}, {B: "AAAAAAAAAA2xyz"}, {B: "BBBBBBBBBBB"}, {B: "short"}}
+	got := uniqueB(vs)
+	want := []string{"AAAAAAAAAA1", "AAAAAAAAAA2", "BBBBBBBB", "short"}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("uniqueB[%d] = %q, want %q", i, got[i], want[i])
+		}
+	}
+}
+
+// Text from a message cannot break out of the A-R: no CR or LF, quotes
+// escaped, tspecials quoted.
+func TestAuthResultsHostileValues(t *testing.T) {
+	v := &Verification{Result: PermError, Err: errString("bad \"x\"\r\nX-Injected: yes"),
+		Domain: "evil\r\nX-Injected: 1", Identity: "a b@c", Selector: "s;x", Algorithm: "rsa-sha256", B: "abc\\def"}
+	got := AuthResults("mx.example.com", []*Verification{v})
+	for _, l := range strings.Split(got, "\r\n") {
+		if strings.ContainsAny(l, "\r\n") {
+			t.Errorf("bare CR or LF in %q", l)
+		}
+		if strings.HasPrefix(l, "X-Injected") {
+			t.Errorf("injected a field: %q", got)
+		}
+	}
+	for _, want := range []string{`reason="bad \"x\"??X-Injected: yes"`, `header.s="s;x"`, `header.b="abc\\def"`, `header.i="a b@c"`} {
+		if !strings.Contains(strings.ReplaceAll(got, "\r\n\t", " "), want) {
+			t.Errorf("missing %s in %q", want, got)
+		}
+	}
+}
+
+type errString string
+
+func (e errString) Error() string { return string(e) }

@@ -1,0 +1,246 @@
+// A TTL-honouring cache of key lookups in front of a Resolver.
+//
+// Every signed message from a domain asks for the same key, so answers are
+// kept for their TTL. NXDOMAIN and NODATA are kept briefly too (a missing key
+// stays missing for the next message of a burst), but temporary failures
+// never are: one SERVFAIL must not turn into minutes of temperrors.
+// Concurrent lookups of one name share a single upstream query.
+
+package verifier
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// CacheOptions tunes a CachingResolver. Zero values select the defaults.
+type CacheOptions struct {
+	MaxEntries  int              // 0 ⇒ 10000
+	MaxTTL      time.Duration    // 0 ⇒ 1h; TTLs are clamped to this
+	NegativeTTL time.Duration    // how long NXDOMAIN/NODATA (IsNotFound) is cached; 0 ⇒ 60s
+	Now         func() time.Time // nil ⇒ time.Now (the clock seam for tests)
+}
+
+// CacheStats is a snapshot of cache counters. A lookup that joins another
+// caller's in-flight query counts as a miss.
+type CacheStats struct {
+	Hits    uint64
+	Misses  uint64
+	Entries int
+}
+
+// flightBackstop bounds a shared upstream lookup, whose context is detached
+// from its callers. DNSResolver has its own, shorter bound; this only stops
+// an upstream without one from pinning a name forever.
+const flightBackstop = time.Minute
+
+// CachingResolver is a Resolver that caches another one. It is safe for
+// concurrent use.
+type CachingResolver struct {
+	next        Resolver
+	maxEntries  int
+	maxTTL      time.Duration
+	negativeTTL time.Duration
+	now         func() time.Time
+
+	// mu guards everything below. It is never held across an upstream query.
+	mu       sync.Mutex
+	entries  map[string]*cacheEntry
+	order    *list.List // keys, oldest insertion first
+	inflight map[string]*cacheFlight
+	// minExpiry is a lower bound on the expiry of every entry (zero: unknown),
+	// so a full cache only sweeps when something can actually have expired.
+	minExpiry    time.Time
+	hits, misses uint64
+}
+
+// cacheEntry is immutable once stored; callers get copies.
+type cacheEntry struct {
+	res     *TXTResult    // positive answer, or
+	err     *net.DNSError // an IsNotFound error
+	expires time.Time
+	elem    *list.Element
+}
+
+// cacheFlight is one upstream lookup shared by every caller asking for the
+// same name meanwhile. res and err are written before done is closed.
+type cacheFlight struct {
+	done chan struct{}
+	res  *TXTResult
+	err  error
+}
+
+// NewCachingResolver returns a cache in front of next.
+func NewCachingResolver(next Resolver, opts CacheOptions) *CachingResolver {
+	c := &CachingResolver{
+		next:        next,
+		maxEntries:  opts.MaxEntries,
+		maxTTL:      opts.MaxTTL,
+		negativeTTL: opts.NegativeTTL,
+		now:         opts.Now,
+		entries:     make(map[string]*cacheEntry),
+		order:       list.New(),
+		inflight:    make(map[string]*cacheFlight),
+	}
+	if c.maxEntries <= 0 {
+		c.maxEntries = 10000
+	}
+	if c.maxTTL <= 0 {
+		c.maxTTL = time.Hour
+	}
+	if c.negativeTTL <= 0 {
+		c.negativeTTL = time.Minute
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	return c
+}
+
+// LookupTXT answers from the cache or asks the next resolver. A cached
+// positive answer carries the TTL it has left. If ctx ends first, the caller
+// gets a timeout (or cancellation) *net.DNSError while the shared query goes
+// on and fills the cache for later callers.
+func (c *CachingResolver) LookupTXT(ctx context.Context, name string) (*TXTResult, error) {
+	key := strings.ToLower(dns.Fqdn(name))
+
+	c.mu.Lock()
+	now := c.now()
+	if e, ok := c.entries[key]; ok {
+		if now.Before(e.expires) {
+			c.hits++
+			c.mu.Unlock()
+			if e.err != nil {
+				return nil, copyDNSError(e.err)
+			}
+			res := copyTXTResult(e.res)
+			res.TTL = e.expires.Sub(now)
+			return res, nil
+		}
+		c.remove(key, e)
+	}
+	c.misses++
+	f, ok := c.inflight[key]
+	if !ok {
+		f = &cacheFlight{done: make(chan struct{})}
+		c.inflight[key] = f
+		// Detached from ctx: other callers may join, and the first one
+		// giving up must not fail them or waste the answer.
+		go c.fill(context.WithoutCancel(ctx), key, name, f)
+	}
+	c.mu.Unlock()
+
+	select {
+	case <-f.done:
+		if dnsErr, ok := f.err.(*net.DNSError); ok {
+			return nil, copyDNSError(dnsErr) // callers may mutate their error
+		}
+		if f.err != nil {
+			return nil, f.err
+		}
+		return copyTXTResult(f.res), nil
+	case <-ctx.Done():
+		return nil, dnsContextError(ctx, strings.TrimSuffix(dns.Fqdn(name), "."), "", 0)
+	}
+}
+
+// fill runs the shared upstream lookup for key and stores what is cacheable.
+func (c *CachingResolver) fill(ctx context.Context, key, name string, f *cacheFlight) {
+	ctx, cancel := context.WithTimeout(ctx, flightBackstop)
+	defer cancel()
+	res, err := c.next.LookupTXT(ctx, name)
+	if err == nil && res == nil {
+		res = &TXTResult{}
+	}
+	if err == nil {
+		res = copyTXTResult(res) // the upstream keeps no handle on what we hand out
+	}
+	f.res, f.err = res, err
+
+	c.mu.Lock()
+	delete(c.inflight, key)
+	c.store(key, res, err)
+	c.mu.Unlock()
+	close(f.done)
+}
+
+// store caches a lookup outcome if it may be cached. Callers hold c.mu.
+func (c *CachingResolver) store(key string, res *TXTResult, err error) {
+	now := c.now()
+	var e *cacheEntry
+	var dnsErr *net.DNSError
+	switch {
+	case err == nil:
+		ttl := min(res.TTL, c.maxTTL)
+		if ttl <= 0 {
+			return // TTL 0: the publisher asked not to be cached
+		}
+		e = &cacheEntry{res: copyTXTResult(res), expires: now.Add(ttl)}
+	case errors.As(err, &dnsErr) && dnsErr.IsNotFound && !dnsErr.Temporary():
+		e = &cacheEntry{err: copyDNSError(dnsErr), expires: now.Add(c.negativeTTL)}
+	default:
+		return // temporary failures and timeouts are never cached
+	}
+	if old, ok := c.entries[key]; ok {
+		c.remove(key, old)
+	}
+	c.makeRoom(now)
+	e.elem = c.order.PushBack(key)
+	c.entries[key] = e
+	if c.minExpiry.IsZero() || e.expires.Before(c.minExpiry) {
+		c.minExpiry = e.expires
+	}
+}
+
+// makeRoom frees a slot when the cache is full: expired entries first, then
+// the oldest inserted. Callers hold c.mu.
+func (c *CachingResolver) makeRoom(now time.Time) {
+	if len(c.entries) < c.maxEntries {
+		return
+	}
+	if !now.Before(c.minExpiry) {
+		c.minExpiry = time.Time{}
+		for k, e := range c.entries {
+			if !now.Before(e.expires) {
+				c.remove(k, e)
+			} else if c.minExpiry.IsZero() || e.expires.Before(c.minExpiry) {
+				c.minExpiry = e.expires
+			}
+		}
+	}
+	for len(c.entries) >= c.maxEntries {
+		k := c.order.Front().Value.(string)
+		c.remove(k, c.entries[k])
+	}
+}
+
+// remove drops one entry. Callers hold c.mu.
+func (c *CachingResolver) remove(key string, e *cacheEntry) {
+	c.order.Remove(e.elem)
+	delete(c.entries, key)
+}
+
+// Stats returns the current counters.
+func (c *CachingResolver) Stats() CacheStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return CacheStats{Hits: c.hits, Misses: c.misses, Entries: len(c.entries)}
+}
+
+func copyTXTResult(r *TXTResult) *TXTResult {
+	cp := *r
+	cp.Records = append([]string(nil), r.Records...)
+	return &cp
+}
+
+func copyDNSError(e *net.DNSError) *net.DNSError {
+	cp := *e
+	return &cp
+}

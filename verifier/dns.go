@@ -1,0 +1,405 @@
+// DNS TXT lookups for DKIM public keys (selector._domainkey.domain).
+//
+// Why github.com/miekg/dns and not net.Resolver: net.Resolver hides the reply
+// header, so the AD (authenticated data) bit of a validating resolver is lost,
+// and we want to report it. It also only talks to the servers of
+// /etc/resolv.conf with their options, while the configuration may name its
+// own ([dns] nameservers) and we want to bound the whole lookup, across
+// servers and retries, by one timeout. With miekg we send EDNS0 (1232-byte
+// buffer, DO=1) so that 2048- and 4096-bit key records arrive in one UDP
+// datagram, and fall back to TCP ourselves when the answer is still truncated.
+//
+// A TXT RR can hold a key record split into several character-strings; they
+// are concatenated without any separator, as RFC 6376 §3.6.2.2 says:
+// https://www.rfc-editor.org/rfc/rfc6376#section-3.6.2.2
+
+package verifier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// TXTResult is the answer to a key lookup.
+type TXTResult struct {
+	// Records holds one element per TXT RR owned by the name (or its CNAME
+	// chain target): its character-strings joined with "" and unescaped to
+	// raw bytes.
+	Records []string
+	// TTL is the smallest TTL among the returned TXT RRs and the CNAMEs
+	// followed to reach them.
+	TTL time.Duration
+	// Authenticated reports that the resolver set the AD bit. It is only
+	// meaningful when the path to the resolver is trusted (e.g. localhost).
+	Authenticated bool
+}
+
+// Resolver looks up TXT records. Implementations must be safe for concurrent use.
+//
+// Errors are *net.DNSError: IsNotFound for NXDOMAIN and NODATA (permanent),
+// IsTemporary and/or IsTimeout for everything a retry could fix. go-msgauth
+// maps Temporary() errors to temperror and any other error to permerror.
+type Resolver interface {
+	LookupTXT(ctx context.Context, name string) (*TXTResult, error)
+}
+
+const (
+	defaultDNSTimeout = 5 * time.Second
+	// ednsUDPSize is the DNS flag day 2020 value: big enough for a 4096-bit
+	// key record, small enough to avoid IP fragmentation.
+	ednsUDPSize = 1232
+	// dnsLookupRounds is how many times the server list is walked.
+	dnsLookupRounds = 2
+	// resolvConfPath is read when no nameservers are configured.
+	resolvConfPath = "/etc/resolv.conf"
+)
+
+// DNSResolver is a Resolver that queries recursive resolvers directly.
+type DNSResolver struct {
+	servers []string // "IP:port", in the order they are tried
+	timeout time.Duration
+}
+
+// NewDNSResolver returns a resolver that queries nameservers in order. Each
+// entry is IP, IP:port, [IPv6]:port or a bare IPv6 address; the port
+// defaults to 53. With no nameservers, those of /etc/resolv.conf are used
+// (never its search list). timeout bounds one whole LookupTXT, retries
+// included; 0 means 5s.
+func NewDNSResolver(nameservers []string, timeout time.Duration) (*DNSResolver, error) {
+	if timeout < 0 {
+		return nil, fmt.Errorf("dns: negative timeout %s", timeout)
+	}
+	if timeout == 0 {
+		timeout = defaultDNSTimeout
+	}
+	var servers []string
+	if len(nameservers) == 0 {
+		var err error
+		if servers, err = serversFromResolvConf(resolvConfPath); err != nil {
+			return nil, err
+		}
+	}
+	for _, ns := range nameservers {
+		addr, err := parseNameserver(ns)
+		if err != nil {
+			return nil, fmt.Errorf("dns: invalid nameserver %q: %v", ns, err)
+		}
+		servers = append(servers, addr)
+	}
+	return &DNSResolver{servers: servers, timeout: timeout}, nil
+}
+
+// parseNameserver normalises one configured entry to "IP:port". Host names
+// are refused: resolving the resolver would itself need DNS.
+func parseNameserver(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return "", errors.New("empty address")
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		return netip.AddrPortFrom(a, 53).String(), nil
+	}
+	if len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']' {
+		if a, err := netip.ParseAddr(s[1 : len(s)-1]); err == nil && a.Is6() {
+			return netip.AddrPortFrom(a, 53).String(), nil
+		}
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return "", errors.New("want IP, IP:port, [IPv6]:port or IPv6 (no host names)")
+	}
+	if ap.Port() == 0 {
+		return "", errors.New("port 0")
+	}
+	return ap.String(), nil
+}
+
+// serversFromResolvConf returns the nameservers of a resolv.conf(5) file as
+// "IP:53". Entries that are not IP addresses are skipped, as the C library does.
+func serversFromResolvConf(path string) ([]string, error) {
+	cfg, err := dns.ClientConfigFromFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("dns: no nameservers configured and reading %s failed: %v; set [dns] nameservers", path, err)
+	}
+	var servers []string
+	for _, s := range cfg.Servers {
+		if a, err := netip.ParseAddr(s); err == nil {
+			servers = append(servers, netip.AddrPortFrom(a, 53).String())
+		}
+	}
+	if len(servers) == 0 {
+		return nil, fmt.Errorf("dns: no usable nameserver in %s; set [dns] nameservers", path)
+	}
+	return servers, nil
+}
+
+// errTruncatedUnpack marks a UDP reply that could not be parsed but had TC=1:
+// it is cut short, so TCP will do.
+var errTruncatedUnpack = errors.New("truncated reply")
+
+// errDNSMismatch is a reply that does not answer our question.
+var errDNSMismatch = errors.New("reply does not match the query")
+
+// LookupTXT queries the TXT RRs of name, never applying a search list.
+func (r *DNSResolver) LookupTXT(ctx context.Context, name string) (*TXTResult, error) {
+	qname := dns.Fqdn(name)
+	display := strings.TrimSuffix(qname, ".")
+	if _, ok := dns.IsDomainName(qname); !ok || qname == "." {
+		// The name came from a signature and can never exist: as good as
+		// NXDOMAIN, a permanent failure.
+		return nil, &net.DNSError{Err: "invalid domain name", Name: display, IsNotFound: true}
+	}
+
+	if len(r.servers) == 0 { // a zero DNSResolver, not one from NewDNSResolver
+		return nil, &net.DNSError{Err: "no nameservers configured", Name: display, IsTemporary: true}
+	}
+
+	bound := r.timeout
+	if dl, ok := ctx.Deadline(); ok {
+		bound = min(bound, time.Until(dl))
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+
+	// Leave room for a second round on the first server: a lost datagram
+	// should not cost the whole budget.
+	perTry := r.timeout / time.Duration(len(r.servers)+1)
+
+	var lastErr *net.DNSError
+	tried := "" // the last server asked, for the error
+tries:
+	for range dnsLookupRounds {
+		for _, server := range r.servers {
+			if ctx.Err() != nil {
+				break tries
+			}
+			tried = server
+			resp, err := r.query(ctx, qname, server, perTry)
+			if err != nil {
+				if errors.Is(err, context.Canceled) {
+					break tries
+				}
+				lastErr = dnsTransportError(err, display, server)
+				continue
+			}
+			switch resp.Rcode {
+			case dns.RcodeSuccess:
+				res := txtFromAnswer(qname, resp.Answer)
+				if len(res.Records) == 0 {
+					return nil, &net.DNSError{Err: "no TXT record", Name: display, Server: server, IsNotFound: true}
+				}
+				res.Authenticated = resp.AuthenticatedData
+				return res, nil
+			case dns.RcodeNameError:
+				return nil, &net.DNSError{Err: "NXDOMAIN", Name: display, Server: server, IsNotFound: true}
+			default:
+				// SERVFAIL, REFUSED and the rest: another server may do better.
+				lastErr = &net.DNSError{Err: dnsRcodeString(resp.Rcode), Name: display, Server: server, IsTemporary: true}
+			}
+		}
+	}
+	if ctx.Err() != nil {
+		return nil, dnsContextError(ctx, display, tried, bound)
+	}
+	return nil, lastErr
+}
+
+// dnsContextError describes an expired or cancelled lookup.
+func dnsContextError(ctx context.Context, name, server string, bound time.Duration) *net.DNSError {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return &net.DNSError{Err: "lookup canceled", Name: name, Server: server, IsTemporary: true, UnwrapErr: context.Canceled}
+	}
+	msg := "timeout"
+	if bound > 0 {
+		msg = "timeout after " + bound.Round(time.Millisecond).String()
+	}
+	return &net.DNSError{Err: msg, Name: name, Server: server, IsTimeout: true, IsTemporary: true, UnwrapErr: context.DeadlineExceeded}
+}
+
+// dnsTransportError classifies a failed exchange with one server.
+func dnsTransportError(err error, name, server string) *net.DNSError {
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		return &net.DNSError{Err: "timeout", Name: name, Server: server, IsTimeout: true, IsTemporary: true, UnwrapErr: err}
+	}
+	return &net.DNSError{Err: err.Error(), Name: name, Server: server, IsTemporary: true, UnwrapErr: err}
+}
+
+func dnsRcodeString(rcode int) string {
+	if s, ok := dns.RcodeToString[rcode]; ok {
+		return s
+	}
+	return fmt.Sprintf("RCODE%d", rcode)
+}
+
+// query asks one server over UDP and repeats over TCP if the answer was
+// truncated. Each transport gets at most perTry.
+func (r *DNSResolver) query(ctx context.Context, qname, server string, perTry time.Duration) (*dns.Msg, error) {
+	resp, err := dnsExchange(ctx, "udp", qname, server, perTry)
+	switch {
+	case errors.Is(err, errTruncatedUnpack):
+	case err != nil:
+		return nil, err
+	case !resp.Truncated:
+		return resp, nil
+	}
+	return dnsExchange(ctx, "tcp", qname, server, perTry)
+}
+
+// dnsExchange sends one query and reads its reply. It does the reading itself,
+// rather than using dns.Client.ExchangeContext, to check the question
+// section (miekg only checks the ID), to keep waiting past stray UDP
+// datagrams, and to honour ctx cancellation, not only its deadline.
+func dnsExchange(ctx context.Context, network, qname, server string, limit time.Duration) (*dns.Msg, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+
+	q := new(dns.Msg)
+	q.SetQuestion(qname, dns.TypeTXT) // fresh random ID per exchange
+	q.RecursionDesired = true
+	q.AuthenticatedData = true // RFC 6840 §5.7: ask for AD explicitly
+	q.SetEdns0(ednsUDPSize, true)
+
+	c := &dns.Client{Net: network}
+	conn, err := c.DialContext(ctx, server)
+	if err != nil {
+		return nil, dnsCtxErrOr(ctx, err)
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	dl, _ := ctx.Deadline()
+	conn.SetDeadline(dl)
+	conn.UDPSize = ednsUDPSize
+
+	if err := conn.WriteMsg(q); err != nil {
+		return nil, dnsCtxErrOr(ctx, err)
+	}
+	for {
+		resp, err := conn.ReadMsg()
+		if resp == nil { // read error, timeout, closed by cancellation
+			return nil, dnsCtxErrOr(ctx, err)
+		}
+		if resp.Id != q.Id || !resp.Response {
+			if network == "udp" {
+				continue // a stale or spoofed datagram: the real one may follow
+			}
+			return nil, errDNSMismatch
+		}
+		if err != nil { // the header parsed but the rest did not
+			if resp.Truncated {
+				return resp, errTruncatedUnpack
+			}
+			return nil, fmt.Errorf("malformed reply: %w", err)
+		}
+		if !dnsAnswersQuestion(q, resp) {
+			if network == "udp" {
+				continue
+			}
+			return nil, errDNSMismatch
+		}
+		return resp, nil
+	}
+}
+
+// dnsCtxErrOr reports the context's error when it caused err (a deadline or a
+// cancellation surfaces as a closed connection or an I/O timeout).
+func dnsCtxErrOr(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// dnsAnswersQuestion checks that resp's question section is q's. Some servers
+// send error replies (REFUSED, FORMERR) without a question; they are accepted
+// since they only make us try the next server.
+func dnsAnswersQuestion(q, resp *dns.Msg) bool {
+	if len(resp.Question) == 0 {
+		return resp.Rcode != dns.RcodeSuccess && resp.Rcode != dns.RcodeNameError
+	}
+	want, got := q.Question[0], resp.Question[0]
+	return len(resp.Question) == 1 && got.Qtype == want.Qtype && got.Qclass == want.Qclass &&
+		strings.EqualFold(got.Name, want.Name)
+}
+
+// txtFromAnswer keeps the TXT RRs owned by qname or by a name its CNAME
+// chain in the answer reaches. Anything else in the answer is ignored.
+func txtFromAnswer(qname string, answer []dns.RR) *TXTResult {
+	owners := map[string]bool{strings.ToLower(qname): true}
+	var minTTL uint32
+	haveTTL := false
+	lower := func(ttl uint32) {
+		if !haveTTL || ttl < minTTL {
+			minTTL, haveTTL = ttl, true
+		}
+	}
+	// The chain's RRs need not be in order, so grow the owner set until it
+	// stops changing; the "not yet an owner" test stops loops.
+	for grew := true; grew; {
+		grew = false
+		for _, rr := range answer {
+			c, ok := rr.(*dns.CNAME)
+			if !ok || c.Hdr.Class != dns.ClassINET || !owners[strings.ToLower(c.Hdr.Name)] {
+				continue
+			}
+			if t := strings.ToLower(c.Target); !owners[t] {
+				owners[t] = true
+				lower(c.Hdr.Ttl)
+				grew = true
+			}
+		}
+	}
+	res := &TXTResult{}
+	for _, rr := range answer {
+		t, ok := rr.(*dns.TXT)
+		if !ok || t.Hdr.Class != dns.ClassINET || !owners[strings.ToLower(t.Hdr.Name)] {
+			continue
+		}
+		var b strings.Builder
+		for _, s := range t.Txt {
+			b.WriteString(unescapeTXT(s))
+		}
+		res.Records = append(res.Records, b.String())
+		lower(t.Hdr.Ttl)
+	}
+	res.TTL = time.Duration(minTTL) * time.Second
+	return res
+}
+
+// unescapeTXT turns miekg's presentation format back into raw bytes. When
+// unpacking, miekg writes `"` and `\` as `\"` and `\\` and every byte
+// outside 0x20..0x7E as `\DDD` (decimal), so a key record with a tab would
+// otherwise reach the tag parser as "\009".
+func unescapeTXT(s string) string {
+	if strings.IndexByte(s, '\\') < 0 {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '\\' || i+1 == len(s) {
+			b = append(b, c)
+			continue
+		}
+		i++
+		if i+2 < len(s) && dnsIsDigit(s[i]) && dnsIsDigit(s[i+1]) && dnsIsDigit(s[i+2]) {
+			if v := int(s[i]-'0')*100 + int(s[i+1]-'0')*10 + int(s[i+2]-'0'); v <= 255 {
+				b = append(b, byte(v))
+				i += 2
+				continue
+			}
+		}
+		b = append(b, s[i]) // \X ⇒ X
+	}
+	return string(b)
+}
+
+func dnsIsDigit(c byte) bool { return '0' <= c && c <= '9' }

@@ -1,0 +1,90 @@
+package verifier
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Result is a DKIM result word of RFC 8601 §2.7.1
+// (https://www.rfc-editor.org/rfc/rfc8601#section-2.7.1).
+type Result string
+
+const (
+	None      Result = "none"
+	Pass      Result = "pass"
+	Fail      Result = "fail"
+	Neutral   Result = "neutral"
+	Policy    Result = "policy"
+	TempError Result = "temperror"
+	PermError Result = "permerror"
+)
+
+// The failure classes, one sentinel each, so that callers (the milter's
+// actions, metrics, the verify command) can tell them apart with errors.Is.
+// Their texts are the reasons stamped in Authentication-Results: the words
+// operators search for.
+var (
+	ErrBodyHash        = errors.New("body hash did not verify")
+	ErrSignature       = errors.New("signature did not verify")
+	ErrNoKey           = errors.New("no key for signature")
+	ErrKeyRevoked      = errors.New("key revoked")
+	ErrExpired         = errors.New("signature expired")
+	ErrFuture          = errors.New("signature timestamp in the future")
+	ErrDNSTimeout      = errors.New("DNS timeout")
+	ErrDNSFailure      = errors.New("DNS server failure")
+	ErrKeyTooShort     = errors.New("key too short")
+	ErrSHA1            = errors.New("rsa-sha1 is not accepted (RFC 8301)")
+	ErrUnsignedContent = errors.New("unsigned content after l=")
+	ErrUnsignedFrom    = errors.New("unsigned From header")
+	ErrTooMany         = errors.New("too many signatures")
+	ErrBodyTooShort    = errors.New("l= is longer than the body")
+)
+
+// Verification is the result of one signature, with everything
+// Authentication-Results and the log need to name it.
+type Verification struct {
+	Result Result
+	Err    error // nil for pass; errors.Is against the sentinels above
+
+	Domain    string // header.d
+	Identity  string // header.i
+	Selector  string // header.s
+	Algorithm string // header.a
+	B         string // the whole b= value; A-R prints a unique prefix
+
+	DNSName       string // the key's DNS name, when it was looked up
+	Record        string // the TXT record used, when one was found
+	KeyType       string // "rsa" or "ed25519", from the key record
+	KeyBits       int    // 0 when no key was read
+	Testing       bool   // key record t=y
+	Authenticated bool   // the resolver validated the answer (AD bit)
+
+	Signature *Signature // the parsed field (nil only for "none")
+}
+
+// Reason is the text for A-R reason=; empty for pass.
+func (v *Verification) Reason() string {
+	if v.Err == nil {
+		return ""
+	}
+	return v.Err.Error()
+}
+
+// Comment is the A-R comment: key size and type, and the testing flag,
+// which tells the operator that the domain asked not to be judged on it.
+func (v *Verification) Comment() string {
+	var c string
+	switch {
+	case v.KeyType == "ed25519":
+		c = "ed25519 key"
+	case v.KeyBits > 0:
+		c = fmt.Sprintf("%d-bit %s key", v.KeyBits, v.KeyType)
+	}
+	if v.Testing {
+		if c != "" {
+			c += "; "
+		}
+		c += "testing key"
+	}
+	return c
+}

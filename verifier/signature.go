@@ -1,0 +1,284 @@
+package verifier
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
+)
+
+// Signature is a parsed DKIM-Signature field (RFC 6376 §3.5).
+type Signature struct {
+	Field dkim.Field
+	Tags  dkim.TagList
+
+	Domain    string // d= (SDID), lower-cased
+	Identity  string // i= (AUID), decoded; "@"+d when absent
+	Selector  string // s=
+	Algorithm string // a= as written
+	KeyType   string // "rsa" or "ed25519"
+	Hash      string // "sha256" or "sha1"
+
+	HeaderCanon, BodyCanon dkim.Canon
+	Canonicalization       string   // c= as written, "simple/simple" when absent
+	Headers                []string // h=
+	BodyHash               []byte   // bh=
+	Sig                    []byte   // b=
+	B                      string   // b= with white space removed, for header.b
+	Time, Expire           time.Time
+	HasTime, HasExpire     bool
+	Length                 int64 // l=, or -1
+
+	// Err is why the signature cannot be evaluated; Result says which
+	// result that is (permerror for syntax, policy for rsa-sha1).
+	Err    error
+	Result Result
+}
+
+// DNSName is where the key lives: selector._domainkey.domain (RFC 6376
+// §3.6.2.1).
+func (s *Signature) DNSName() string {
+	return s.Selector + "._domainkey." + s.Domain
+}
+
+var errSyntax = errors.New("malformed signature")
+
+// ParseSignature parses one DKIM-Signature field. Problems with the
+// signature itself are reported in Err (the first one found, in the order
+// RFC 6376 §6.1.1 checks them) with as many fields filled as could be read,
+// so that Authentication-Results can still say which signature it was.
+func ParseSignature(f dkim.Field) *Signature {
+	s := &Signature{Field: f, Length: -1}
+	s.Err = s.parse()
+	if s.Err != nil && s.Result == "" {
+		s.Result = PermError
+	}
+	return s
+}
+
+func (s *Signature) parse() error {
+	tags, err := dkim.ParseTagList(s.Field.Value())
+	if err != nil {
+		// Name the broken signature as well as we can.
+		s.name(dkim.ParseTagListLoose(s.Field.Value()))
+		if errors.Is(err, dkim.ErrDuplicateTag) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errSyntax, err)
+	}
+	s.Tags = tags
+	// Fill what A-R shows first, so that even a broken signature is named.
+	s.name(tags)
+
+	v, ok := tags.Get("v")
+	if !ok {
+		return errors.New("signature missing required tag v=")
+	}
+	if v != "1" {
+		return fmt.Errorf("unsupported signature version v=%s", v)
+	}
+	for _, t := range []string{"a", "b", "bh", "d", "h", "s"} {
+		if _, ok := tags.Get(t); !ok {
+			return fmt.Errorf("signature missing required tag %s=", t)
+		}
+	}
+
+	kt, hash, ok := strings.Cut(strings.ToLower(s.Algorithm), "-")
+	switch {
+	case !ok:
+		return fmt.Errorf("unknown algorithm a=%s", s.Algorithm)
+	case kt == "rsa" && hash == "sha1":
+		// RFC 8301 §3.1: rsa-sha1 MUST NOT be used for verifying.
+		s.KeyType, s.Hash = kt, hash
+		s.Result = Policy
+		return ErrSHA1
+	case (kt == "rsa" || kt == "ed25519") && hash == "sha256":
+		s.KeyType, s.Hash = kt, hash
+	default:
+		return fmt.Errorf("unknown algorithm a=%s", s.Algorithm)
+	}
+
+	s.Canonicalization = "simple/simple"
+	if c, ok := tags.Get("c"); ok {
+		s.Canonicalization = c
+		if s.HeaderCanon, s.BodyCanon, err = dkim.ParseCanon(c); err != nil {
+			return err
+		}
+	}
+
+	if !validDomain(s.Domain) {
+		return fmt.Errorf("d=%s is not a domain name", sanitize(s.Domain))
+	}
+	if !validSelector(s.Selector) {
+		return fmt.Errorf("s=%s is not a valid selector", sanitize(s.Selector))
+	}
+	s.Identity = "@" + s.Domain
+	if i, ok := tags.Get("i"); ok {
+		id, err := dkim.DecodeQuotedPrintable(i)
+		if err != nil {
+			return fmt.Errorf("i= is not valid quoted-printable")
+		}
+		s.Identity = id
+		at := strings.LastIndexByte(id, '@')
+		if at < 0 {
+			return fmt.Errorf("i=%s has no @", sanitize(id))
+		}
+		// RFC 6376 §3.5: the AUID's domain is d= or a subdomain of it.
+		idom := strings.ToLower(strings.TrimSuffix(id[at+1:], "."))
+		if idom != s.Domain && !strings.HasSuffix(idom, "."+s.Domain) {
+			return fmt.Errorf("i= domain %s is not d=%s or a subdomain of it", sanitize(idom), s.Domain)
+		}
+	}
+
+	s.Headers = dkim.SplitColonList(mustGet(tags, "h"))
+	hasFrom := false
+	for _, h := range s.Headers {
+		if strings.EqualFold(h, "from") {
+			hasFrom = true
+		}
+	}
+	if !hasFrom {
+		// RFC 6376 §5.4: "The From header field MUST be signed".
+		return errors.New("From header not signed (h= has no From)")
+	}
+
+	if s.BodyHash, err = decodeB64(mustGet(tags, "bh")); err != nil {
+		return fmt.Errorf("bad base64 in bh=")
+	}
+	if s.Sig, err = decodeB64(s.B); err != nil || len(s.Sig) == 0 {
+		return fmt.Errorf("bad base64 in b=")
+	}
+
+	if q, ok := tags.Get("q"); ok {
+		dnsTXT := false
+		for _, m := range dkim.SplitColonList(q) {
+			if strings.EqualFold(m, "dns/txt") {
+				dnsTXT = true
+			}
+		}
+		if !dnsTXT {
+			return fmt.Errorf("unknown query method q=%s", sanitize(q))
+		}
+	}
+	if t, ok := tags.Get("t"); ok {
+		if s.Time, err = parseTime(t); err != nil {
+			return fmt.Errorf("bad t= timestamp %q", sanitize(t))
+		}
+		s.HasTime = true
+	}
+	if x, ok := tags.Get("x"); ok {
+		if s.Expire, err = parseTime(x); err != nil {
+			return fmt.Errorf("bad x= timestamp %q", sanitize(x))
+		}
+		s.HasExpire = true
+		// RFC 6376 §3.5: x= MUST be greater than t=.
+		if s.HasTime && !s.Expire.After(s.Time) {
+			return errors.New("x= is not after t=")
+		}
+	}
+	if l, ok := tags.Get("l"); ok {
+		n, err := strconv.ParseInt(l, 10, 64)
+		if err != nil || n < 0 || len(l) > 76 {
+			return fmt.Errorf("bad l= body length %q", sanitize(l))
+		}
+		s.Length = n
+	}
+	return nil
+}
+
+// name fills the fields that identify a signature in A-R and logs.
+func (s *Signature) name(tags dkim.TagList) {
+	if d, ok := tags.Get("d"); ok {
+		s.Domain = strings.ToLower(strings.TrimSuffix(d, "."))
+	}
+	s.Selector, _ = tags.Get("s")
+	s.Algorithm, _ = tags.Get("a")
+	if b, ok := tags.Get("b"); ok {
+		s.B = dkim.StripFWS(b)
+	}
+}
+
+func mustGet(tags dkim.TagList, name string) string {
+	v, _ := tags.Get(name)
+	return v
+}
+
+func decodeB64(s string) ([]byte, error) {
+	s = dkim.StripFWS(s)
+	if b, err := base64.StdEncoding.DecodeString(s); err == nil {
+		return b, nil
+	}
+	// Some signers drop the padding.
+	return base64.RawStdEncoding.DecodeString(strings.TrimRight(s, "="))
+}
+
+// parseTime reads t= and x=: up to 12 digits of seconds since the epoch
+// (RFC 6376 §3.5).
+func parseTime(s string) (time.Time, error) {
+	if s == "" || len(s) > 12 {
+		return time.Time{}, errors.New("bad timestamp")
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return time.Unix(int64(n), 0), nil
+}
+
+// validDomain accepts a DNS name of LDH labels (underscore allowed, as some
+// signers use it) and UTF-8 U-labels (RFC 8616 §4), at least two labels.
+func validDomain(d string) bool {
+	if len(d) == 0 || len(d) > 253 || !strings.Contains(d, ".") {
+		return false
+	}
+	for _, l := range strings.Split(d, ".") {
+		if !validLabel(l) {
+			return false
+		}
+	}
+	return true
+}
+
+func validSelector(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(s, ".") {
+		if !validLabel(l) {
+			return false
+		}
+	}
+	return true
+}
+
+func validLabel(l string) bool {
+	if l == "" || len(l) > 63 {
+		return false
+	}
+	for i := 0; i < len(l); i++ {
+		c := l[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c >= 0x80) {
+			return false
+		}
+	}
+	return true
+}
+
+// sanitize makes text from a message safe to put in a reason or a log:
+// control characters (a CR LF could start a new header field) become '?'
+// and length is bounded.
+func sanitize(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "..."
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
+}
