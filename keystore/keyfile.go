@@ -75,12 +75,21 @@ func ReadPrivateKey(path string) (*PrivateKey, error) {
 func fileError(path string, err error) error {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("%s does not exist (hint: dkimmilter keys gen writes one, or fix the path): %w", path, fs.ErrNotExist)
+		return notExist(path)
 	case errors.Is(err, fs.ErrPermission):
 		return fmt.Errorf("cannot read %s: permission denied (hint: the key must be owned by the user dkimmilter runs as: chown that user %s)", path, path)
 	}
 	return err
 }
+
+// notExist is a missing key file; it matches fs.ErrNotExist.
+type notExist string
+
+func (e notExist) Error() string {
+	return string(e) + " does not exist (hint: fix the path, or generate a key as the README's \"Keys\" section shows)"
+}
+
+func (e notExist) Unwrap() error { return fs.ErrNotExist }
 
 // ParsePrivateKey parses key data in any of the forms ReadPrivateKey takes.
 func ParsePrivateKey(data []byte) (*PrivateKey, error) {
@@ -129,7 +138,7 @@ func wrapKey(k any) (*PrivateKey, error) {
 	case *rsa.PrivateKey:
 		bits := k.N.BitLen()
 		if bits < MinSigningBits {
-			return nil, fmt.Errorf("%w: %d bits; signers must use at least %d (RFC 8301 §3.2) and should use %d (hint: dkimmilter keys gen -b 2048)",
+			return nil, fmt.Errorf("%w: %d bits; signers must use at least %d (RFC 8301 §3.2) and should use %d (hint: openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048, and publish its record under a new selector)",
 				ErrKeyTooShort, bits, MinSigningBits, WarnBits)
 		}
 		if err := k.Validate(); err != nil {

@@ -67,8 +67,8 @@ func Load(cfg *config.Config) (s *Store, warnings []string, err error) {
 			continue
 		}
 		if pk.KeyType == "rsa" && pk.Bits < WarnBits {
-			warnings = append(warnings, fmt.Sprintf("%s: keys.%s: %s is a %d-bit RSA key; RFC 8301 §3.2 says signers should use 2048 bits (hint: dkimmilter keys rotate -d %s)",
-				cfg.Where(ck.Line), name, ck.File, pk.Bits, ck.Domain))
+			warnings = append(warnings, fmt.Sprintf("%s: keys.%s: %s is a %d-bit RSA key; RFC 8301 §3.2 says signers should use 2048 bits (hint: make a 2048-bit key under a new selector, as the README's \"Keys\" section shows)",
+				cfg.Where(ck.Line), name, ck.File, pk.Bits))
 		}
 		s.files[ck.File] = pk
 	}

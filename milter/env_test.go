@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	msgauth "github.com/emersion/go-msgauth/dkim"
 	gomilter "github.com/emersion/go-milter"
+	msgauth "github.com/emersion/go-msgauth/dkim"
 
 	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/internal/dnstest"

@@ -99,6 +99,7 @@ func printSummary(w io.Writer, cfg *config.Config) {
 		fmt.Fprintf(w, "key %s: d=%s s=%s, %s %d bits, %s\n", name, k.Domain, k.Selector, pk.KeyType, pk.Bits, k.File)
 	}
 	for i, r := range cfg.Signing {
-		fmt.Fprintf(w, "signing[%d]: %s -> %s\n", i, r.From, strings.Join(r.Keys, ", "))
+		// 1-based, as config errors count rules.
+		fmt.Fprintf(w, "signing[%d]: %s -> %s\n", i+1, r.From, strings.Join(r.Keys, ", "))
 	}
 }

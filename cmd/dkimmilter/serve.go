@@ -48,7 +48,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	if defaulted {
 		log.Warn("no configuration file: verifying only, signing is off",
 			"missing", config.DefaultPath, "listen", cfg.Listen,
-			"hint", "to sign, write "+config.DefaultPath+" with [keys.NAME] and [[signing]] (see README, or 'dkimmilter keys gen'), then run 'dkimmilter check'")
+			"hint", "to sign, write "+config.DefaultPath+" with [keys.NAME] and [[signing]] (README: \"Sign outbound mail\"), then run 'dkimmilter check'")
 	}
 	rt, warnings, err := loadRuntime(cfg)
 	for _, w := range warnings {

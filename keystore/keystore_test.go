@@ -1,0 +1,252 @@
+package keystore
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/internal/testkit"
+)
+
+func writeFile(t *testing.T, dir, name string, data []byte, mode os.FileMode) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, data, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, mode); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Every key format admins have on disk loads: OpenDKIM's .private (PKCS#1
+// PEM), PKCS#8 PEM for RSA and Ed25519, DER, dkimpy's base64 Ed25519 seed.
+func TestReadPrivateKeyFormats(t *testing.T) {
+	dir := t.TempDir()
+	rsaKey := testkit.RSAKey(2048)
+	_, ed, _ := ed25519.GenerateKey(rand.Reader)
+	pkcs8rsa, _ := x509.MarshalPKCS8PrivateKey(rsaKey)
+	pkcs8ed, _ := x509.MarshalPKCS8PrivateKey(ed)
+	tests := []struct {
+		name string
+		data []byte
+		alg  string
+		bits int
+	}{
+		{"opendkim.private", pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(rsaKey)}), "rsa-sha256", 2048},
+		{"rsa-pkcs8.pem", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8rsa}), "rsa-sha256", 2048},
+		{"ed-pkcs8.pem", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8ed}), "ed25519-sha256", 256},
+		{"rsa.der", pkcs8rsa, "rsa-sha256", 2048},
+		{"rsa-pkcs1.der", x509.MarshalPKCS1PrivateKey(rsaKey), "rsa-sha256", 2048},
+		{"dknewkey-ed25519.key", []byte(base64.StdEncoding.EncodeToString(ed.Seed()) + "\n"), "ed25519-sha256", 256},
+		{"rfc8463-ed25519.key", testkit.File("rfc8463-ed25519.key"), "ed25519-sha256", 256},
+		{"rfc8463-rsa.key", testkit.File("rfc8463-rsa.key"), "rsa-sha256", 1024},
+	}
+	for _, tt := range tests {
+		p := writeFile(t, dir, tt.name, tt.data, 0o600)
+		k, err := ReadPrivateKey(p)
+		if err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+			continue
+		}
+		if k.Algorithm != tt.alg || k.Bits != tt.bits {
+			t.Errorf("%s: %s %d bits", tt.name, k.Algorithm, k.Bits)
+		}
+	}
+}
+
+func TestReadPrivateKeyErrors(t *testing.T) {
+	dir := t.TempDir()
+	good := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(testkit.RSAKey(2048))})
+	tests := []struct {
+		name string
+		data []byte
+		mode os.FileMode
+		want string
+	}{
+		{"group-readable.pem", good, 0o640, "can be read or written by its group (hint: chmod 600 "},
+		{"world-readable.pem", good, 0o604, "by others (hint: chmod 600"},
+		{"both.pem", good, 0o644, "by group or others (hint: chmod 600"},
+		{"encrypted.pem", pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: []byte{1}}), 0o600, "encrypted"},
+		{"cert.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1}}), 0o600, `"CERTIFICATE" is not a private key`},
+		{"garbage", []byte("hello"), 0o600, "not a private key"},
+		{"short.pem", testkit.File("rsa512.key"), 0o600, "512 bits; signers must use at least 1024"},
+	}
+	for _, tt := range tests {
+		p := writeFile(t, dir, tt.name, tt.data, tt.mode)
+		_, err := ReadPrivateKey(p)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: err = %v, want %q", tt.name, err, tt.want)
+		}
+		if tt.mode&0o077 != 0 && !errors.Is(err, ErrUnsafePermissions) {
+			t.Errorf("%s: not ErrUnsafePermissions", tt.name)
+		}
+	}
+	if _, err := ReadPrivateKey(filepath.Join(dir, "missing.pem")); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestMatch(t *testing.T) {
+	tests := []struct {
+		pattern, addr string
+		want          bool
+	}{
+		{"*", "a@b.example", true},
+		{"*@example.com", "alice@example.com", true},
+		{"*@example.com", "ALICE@EXAMPLE.COM", true},
+		{"*@example.com", "alice@sub.example.com", false},
+		{"*@*.example.com", "alice@sub.example.com", true},
+		{"*@*.example.com", "alice@a.b.example.com", true},
+		{"*@*.example.com", "alice@example.com", false},
+		{"*@*.example.com", "alice@badexample.com", false},
+		{"alice@example.com", "Alice@Example.com", true},
+		{"alice@example.com", "bob@example.com", false},
+	}
+	for _, tt := range tests {
+		l, d, _ := SplitAddress(tt.addr)
+		if got := Match(tt.pattern, l, d); got != tt.want {
+			t.Errorf("Match(%q, %q) = %v", tt.pattern, tt.addr, got)
+		}
+	}
+}
+
+func TestFromAddress(t *testing.T) {
+	tests := map[string]string{
+		" Alice <alice@example.com>":                   "alice@example.com",
+		" alice@example.com":                           "alice@example.com",
+		" \"Doe, John\" <john@example.com>":            "john@example.com",
+		" =?utf-8?q?J=C3=BCrgen?= <j@example.com>":     "j@example.com",
+		" a@example.com, b@example.org":                "a@example.com",
+		" Broken <<x@example.com>":                     "x@example.com",
+		" undisclosed <odd name@example.com>":          "odd name@example.com",
+		" (comment) bob@example.com (another comment)": "bob@example.com",
+	}
+	for in, want := range tests {
+		if got, ok := FromAddress(in); !ok || got != want {
+			t.Errorf("FromAddress(%q) = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+	if _, ok := FromAddress(" no address here"); ok {
+		t.Error("found an address in nothing")
+	}
+}
+
+// Load reports every bad key at once, with the config file and line, and
+// the first matching rule wins.
+func TestLoadAndLookup(t *testing.T) {
+	dir := t.TempDir()
+	testkit.WriteKey(dir, "a.pem", testkit.RSAKey(2048), true)
+	testkit.WriteKey(dir, "b.pem", testkit.RSAKey(1024), false)
+	_, ed, _ := ed25519.GenerateKey(rand.Reader)
+	testkit.WriteKey(dir, "ed.pem", ed, false)
+	cfgText := `
+[keys.a]
+domain = "example.com"
+selector = "a"
+file = "a.pem"
+[keys.b]
+domain = "example.com"
+selector = "b"
+file = "b.pem"
+[keys.ed]
+domain = "example.com"
+selector = "ed"
+file = "ed.pem"
+[keys.pct]
+domain = "%"
+selector = "p"
+file = "pct/%.pem"
+[[signing]]
+from = "ceo@example.com"
+keys = ["b"]
+identity = "ceo@example.com"
+[[signing]]
+from = "*@example.com"
+keys = ["a", "ed"]
+[[signing]]
+from = "*@*.example.com"
+keys = ["pct"]
+`
+	cfg, err := config.Parse(filepath.Join(dir, "dkimmilter.toml"), []byte(cfgText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, warnings, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "1024-bit") || !strings.Contains(warnings[0], "keys.b") {
+		t.Errorf("warnings %q", warnings)
+	}
+	sel, err := s.Lookup("CEO@example.com")
+	if err != nil || sel == nil || len(sel.Keys) != 1 || sel.Keys[0].Selector != "b" || sel.Identity != "ceo@example.com" {
+		t.Errorf("ceo: %+v %v", sel, err)
+	}
+	sel, err = s.Lookup("alice@example.com")
+	if err != nil || len(sel.Keys) != 2 || sel.Keys[0].Algorithm != "rsa-sha256" || sel.Keys[1].Algorithm != "ed25519-sha256" {
+		t.Errorf("alice: %+v %v", sel, err)
+	}
+	if sel, err := s.Lookup("alice@news.example.com"); sel != nil || err != nil {
+		t.Errorf("no key file for news.example.com: %+v %v", sel, err)
+	}
+	testkit.WriteKey(dir, "pct/news.example.com.pem", testkit.RSAKey(2048), false)
+	sel, err = s.Lookup("alice@news.example.com")
+	if err != nil || sel == nil || sel.Keys[0].Domain != "news.example.com" || !strings.HasSuffix(sel.Keys[0].File, "pct/news.example.com.pem") {
+		t.Errorf("pct: %+v %v", sel, err)
+	}
+	if sel, _ := s.Lookup("alice@other.example"); sel != nil {
+		t.Errorf("other.example matched %+v", sel.Rule)
+	}
+
+	// A broken key behind a "%" rule is an error, not a silent skip.
+	p := testkit.WriteKey(dir, "pct/bad.example.com.pem", testkit.RSAKey(2048), false)
+	os.Chmod(p, 0o644)
+	if _, err := s.Lookup("x@bad.example.com"); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("unsafe %% key: %v", err)
+	}
+	// File names cannot be steered out of the directory.
+	if _, err := s.Lookup("x@..example.com"); err != nil && !strings.Contains(err.Error(), "file name") {
+		t.Errorf("dot-dot domain: %v", err)
+	}
+}
+
+func TestLoadReportsAllErrors(t *testing.T) {
+	dir := t.TempDir()
+	p := testkit.WriteKey(dir, "open.pem", testkit.RSAKey(2048), true)
+	os.Chmod(p, 0o644)
+	cfgText := `
+[keys.open]
+domain = "example.com"
+selector = "a"
+file = "open.pem"
+
+[keys.missing]
+domain = "example.com"
+selector = "b"
+file = "missing.pem"
+`
+	cfg, err := config.Parse(filepath.Join(dir, "dkimmilter.toml"), []byte(cfgText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = Load(cfg)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	msg := err.Error()
+	for _, want := range []string{"dkimmilter.toml:2: keys.open:", "chmod 600 " + p, "dkimmilter.toml:7: keys.missing:", "missing.pem does not exist"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+}
