@@ -272,3 +272,22 @@ func TestParseRelativeKeyFile(t *testing.T) {
 		t.Errorf("file = %q", got)
 	}
 }
+
+func TestSuggest(t *testing.T) {
+	names := []string{"example-ed", "example-rsa", "other"}
+	for _, tc := range []struct{ name, want string }{
+		{"exmple-ed", ` (did you mean "example-ed"?)`},
+		{"Example-RSA", ` (did you mean "example-rsa"?)`},
+		{"example-rsa", ""},
+		{"unrelated", ""},
+		{"othr", ` (did you mean "other"?)`},
+	} {
+		if got := suggest(tc.name, names); got != tc.want {
+			t.Errorf("suggest(%q) = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	long := strings.Repeat("a", 100)
+	if got := editDistance(long, long+"bc"); got != 2 {
+		t.Errorf("editDistance of long names = %d", got)
+	}
+}

@@ -79,16 +79,17 @@ func (e Errors) sort() {
 }
 
 // suggest returns ` (did you mean "x"?)` for the candidate closest to
-// name, or "" when none is close: within two edits, or equal but for case.
-// Two edits catch the usual typos (a dropped, doubled or swapped letter)
+// name, or "" when none is close: within two edits, ignoring case. Two
+// edits catch the usual typos (a dropped, doubled or swapped letter)
 // without suggesting unrelated short words.
 func suggest(name string, candidates []string) string {
 	best, bestDist := "", 3
+	lower := strings.ToLower(name)
 	for _, c := range candidates {
-		if c == name {
-			continue
+		if c == name || len(c) > len(name)+2 || len(name) > len(c)+2 {
+			continue // identical, or more than two edits apart
 		}
-		d := editDistance(strings.ToLower(name), strings.ToLower(c))
+		d := editDistance(lower, strings.ToLower(c))
 		if d < bestDist || (d == bestDist && c < best) {
 			best, bestDist = c, d
 		}
@@ -100,10 +101,14 @@ func suggest(name string, candidates []string) string {
 }
 
 // editDistance is the Levenshtein distance between a and b, counting
-// bytes: key names are ASCII.
+// bytes: names are ASCII.
 func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
+	var buf [2][64]int
+	prev, cur := buf[0][:0], buf[1][:0]
+	if len(b) >= 64 {
+		prev, cur = make([]int, 0, len(b)+1), make([]int, 0, len(b)+1)
+	}
+	prev, cur = prev[:len(b)+1], cur[:len(b)+1]
 	for j := range prev {
 		prev[j] = j
 	}

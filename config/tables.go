@@ -116,6 +116,7 @@ func (c *checker) signing(f []*fileRule, keys map[string]*Key) []*SigningRule {
 		names = append(names, n)
 	}
 	slices.Sort(names)
+	sh := shadowing{}
 	for i, fr := range f {
 		if fr == nil {
 			fr = &fileRule{}
@@ -151,7 +152,8 @@ func (c *checker) signing(f []*fileRule, keys map[string]*Key) []*SigningRule {
 			c.identity(p.child("identity"), r.Identity, r.Keys, keys)
 		}
 		if fromOK {
-			c.shadowed(p.child("from"), r.From, rules, keys)
+			c.shadowed(p.child("from"), r.From, sh)
+			sh.add(i+1, r, keys)
 		}
 		rules = append(rules, r)
 	}
@@ -255,45 +257,58 @@ func (c *checker) identity(p path, id string, names []string, keys map[string]*K
 	}
 }
 
-// shadowed reports a rule that an earlier one always wins over: the
-// SigningTable is first match wins. An earlier rule lets mail through to
-// later rules only when a key file named with '%' is missing for the From
-// domain (see keystore), so only rules without such keys shadow.
-func (c *checker) shadowed(p path, from string, earlier []*SigningRule, keys map[string]*Key) {
-	for i, e := range earlier {
-		if !covers(e.From, from) {
-			continue
-		}
-		passes := false
-		for _, n := range e.Keys {
-			passes = passes || strings.Contains(keys[n].File, "%")
-		}
-		if !passes {
-			c.errf(p, "%q is never used: signing[%d] (%s, from = %q) matches first, and the first match wins; move this rule above it", from, i+1, c.where(e.Line), e.From)
+// shadowing records, by pattern, the first rule that wins over any later
+// rule its pattern covers: the SigningTable is first match wins. A rule
+// lets mail through to later rules only when a key file named with '%' is
+// missing for the From domain (see keystore), so only rules without such
+// keys shadow.
+type shadowing map[string]shadower
+
+type shadower struct {
+	n    int // signing[n], from 1
+	rule *SigningRule
+}
+
+func (sh shadowing) add(n int, r *SigningRule, keys map[string]*Key) {
+	for _, k := range r.Keys {
+		if strings.Contains(keys[k].File, "%") {
 			return
 		}
 	}
+	if _, ok := sh[r.From]; !ok {
+		sh[r.From] = shadower{n, r}
+	}
 }
 
-// covers reports whether pattern e matches every address pattern l
-// matches. Both are valid, lower-case patterns.
-func covers(e, l string) bool {
-	if e == "*" || e == l {
-		return true
+// shadowed reports a rule that an earlier rule always wins over. The
+// patterns that match every address from matches are few: "*", from
+// itself, "*@dom" for "user@dom", and "*@*.parent" for each parent
+// domain; looking them up keeps this linear in the number of rules.
+func (c *checker) shadowed(p path, from string, sh shadowing) {
+	cands := []string{"*", from}
+	local, domain, _ := strings.Cut(from, "@")
+	if local != "*" {
+		cands = append(cands, "*@"+domain)
 	}
-	if l == "*" {
-		return false
+	domain = strings.TrimPrefix(domain, "*.")
+	for {
+		_, parent, ok := strings.Cut(domain, ".")
+		if !ok {
+			break
+		}
+		cands = append(cands, "*@*."+parent)
+		domain = parent
 	}
-	el, ed, _ := strings.Cut(e, "@")
-	_, ld, _ := strings.Cut(l, "@")
-	if el != "*" {
-		return false
+	var first shadower
+	for _, cand := range cands {
+		if e, ok := sh[cand]; ok && (first.rule == nil || e.n < first.n) {
+			first = e
+		}
 	}
-	if sub, ok := strings.CutPrefix(ed, "*."); ok {
-		ld = strings.TrimPrefix(ld, "*.")
-		return strings.HasSuffix(ld, "."+sub)
+	if first.rule != nil {
+		c.errf(p, "%q is never used: signing[%d] (%s, from = %q) matches first, and the first match wins; move this rule above it",
+			from, first.n, c.where(first.rule.Line), first.rule.From)
 	}
-	return ld == ed
 }
 
 func (c *checker) where(line int) string {

@@ -159,6 +159,8 @@ func (s *session) decide() {
 			return
 		}
 		why = "no signing rule for " + msg.from
+	} else if cfg.SignEnabled() && trusted {
+		why += ", but the message has no From address to sign for"
 	}
 	if !cfg.VerifyEnabled() {
 		msg.decision = "skipped"

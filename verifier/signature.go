@@ -232,17 +232,11 @@ func parseTime(s string) (time.Time, error) {
 // validDomain accepts a DNS name of LDH labels (underscore allowed, as some
 // signers use it) and UTF-8 U-labels (RFC 8616 §4), at least two labels.
 func validDomain(d string) bool {
-	if len(d) == 0 || len(d) > 253 || !strings.Contains(d, ".") {
-		return false
-	}
-	for _, l := range strings.Split(d, ".") {
-		if !validLabel(l) {
-			return false
-		}
-	}
-	return true
+	return strings.Contains(d, ".") && validSelector(d)
 }
 
+// validSelector accepts one or more labels (RFC 6376 §3.1: selectors may
+// have dots).
 func validSelector(s string) bool {
 	if s == "" || len(s) > 253 {
 		return false
