@@ -120,6 +120,14 @@ func (e *env) start(c *config.Config) {
 	})
 }
 
+// on returns the env for a subtest, so that failures are reported on the
+// subtest's t.
+func (e *env) on(t *testing.T) *env {
+	c := *e
+	c.t = t
+	return &c
+}
+
 // dial opens a milter connection for an SMTP client at ip.
 func (e *env) dial(ip string) *testkit.Client {
 	e.t.Helper()

@@ -262,12 +262,13 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 		}
 	case msg.verify != nil:
 		results = msg.verify.Finish()
-		if err := s.removeForgedAR(m); err != nil {
-			return nil, err
-		}
 		var quarantine string
 		resp, action, quarantine = s.verifyAction(results)
 		if resp == gomilter.RespContinue {
+			// Header changes only matter for a message Postfix accepts.
+			if err := s.removeForgedAR(m); err != nil {
+				return nil, err
+			}
 			if quarantine != "" {
 				if err := m.Quarantine(quarantine); err != nil {
 					return nil, err

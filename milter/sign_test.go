@@ -49,6 +49,7 @@ func TestSignOutbound(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			e := e.on(t)
 			r, out := e.send(tt.ip, tt.env, outbound, tt.chunk)
 			if r.Action.Code != gomilter.ActContinue {
 				t.Fatalf("answer %c %d %s", r.Action.Code, r.Action.SMTPCode, r.Action.SMTPText)

@@ -106,7 +106,7 @@ func TestVerifyResultTable(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			for _, chunk := range []int{0, 5} {
-				r, out := e.send(remote, daveEnv, tt.msg, chunk)
+				r, out := e.on(t).send(remote, daveEnv, tt.msg, chunk)
 				if r.Action.Code != gomilter.ActContinue {
 					t.Fatalf("answer %+v", r.Action)
 				}
