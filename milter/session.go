@@ -156,6 +156,7 @@ func (s *session) decide() {
 			return
 		}
 		if sel != nil {
+			msg.note = why
 			return
 		}
 		why = "no signing rule for " + msg.from
@@ -355,9 +356,15 @@ func firstField(h dkim.Header, name string) (string, bool) {
 	return "", false
 }
 
+// clientDesc names the client as Postfix logs it: "name[ip]", or "[ip]"
+// when Postfix found no name (it then sends "[ip]" as the name).
 func (s *session) clientDesc() string {
-	if s.clientIP.IsValid() {
-		return s.clientHost + "[" + s.clientIP.String() + "]"
+	ip := s.clientIP.String()
+	switch {
+	case !s.clientIP.IsValid():
+		return s.clientHost
+	case s.clientHost == "" || s.clientHost == "["+ip+"]" || s.clientHost == "unknown":
+		return "[" + ip + "]"
 	}
-	return s.clientHost
+	return s.clientHost + "[" + ip + "]"
 }

@@ -1,6 +1,7 @@
 package milter
 
 import (
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -261,5 +262,23 @@ func TestSimpleCanonicalizationSurvives(t *testing.T) {
 	res := e.verify(out)
 	if len(res) != 1 || res[0].Result != verifier.Pass || res[0].Signature.Canonicalization != "simple/simple" {
 		t.Fatalf("%+v", res)
+	}
+}
+
+func TestClientDesc(t *testing.T) {
+	tests := []struct{ host, ip, want string }{
+		{"mail.example.net", "198.51.100.7", "mail.example.net[198.51.100.7]"},
+		{"[198.51.100.7]", "198.51.100.7", "[198.51.100.7]"},
+		{"unknown", "2001:db8::1", "[2001:db8::1]"},
+		{"localhost", "", "localhost"},
+	}
+	for _, tt := range tests {
+		s := &session{clientHost: tt.host}
+		if tt.ip != "" {
+			s.clientIP = netip.MustParseAddr(tt.ip)
+		}
+		if got := s.clientDesc(); got != tt.want {
+			t.Errorf("clientDesc(%q, %q) = %q, want %q", tt.host, tt.ip, got, tt.want)
+		}
 	}
 }
