@@ -50,16 +50,8 @@ func ReadPrivateKey(path string) (*PrivateKey, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is not a regular file", path)
 	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		who := "group or others"
-		switch {
-		case perm&0o070 != 0 && perm&0o007 == 0:
-			who = "its group"
-		case perm&0o070 == 0:
-			who = "others"
-		}
-		return nil, fmt.Errorf("%w: %s has mode %04o and can be read or written by %s (hint: chmod 600 %s)",
-			ErrUnsafePermissions, path, perm, who, path)
+	if err := permError(path, fi.Mode().Perm()); err != nil {
+		return nil, err
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -70,6 +62,27 @@ func ReadPrivateKey(path string) (*PrivateKey, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return k, nil
+}
+
+// permError refuses a key file that anyone but its owner may read or
+// write; the error wraps ErrUnsafePermissions and says which chmod fixes it.
+func permError(path string, perm fs.FileMode) error {
+	if perm&0o077 == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %s has mode %04o and can be read or written by %s (hint: chmod 600 %s)",
+		ErrUnsafePermissions, path, perm, unsafeWho(perm), path)
+}
+
+// unsafeWho names who besides the owner has access under perm.
+func unsafeWho(perm fs.FileMode) string {
+	switch {
+	case perm&0o070 != 0 && perm&0o007 == 0:
+		return "its group"
+	case perm&0o070 == 0:
+		return "others"
+	}
+	return "group or others"
 }
 
 func fileError(path string, err error) error {
@@ -86,13 +99,37 @@ func fileError(path string, err error) error {
 type notExist string
 
 func (e notExist) Error() string {
-	return string(e) + " does not exist (hint: fix the path, or generate a key as the README's \"Keys\" section shows)"
+	return string(e) + " does not exist (hint: fix the path, or generate a key with 'dkimmilter keys gen -d DOMAIN -s SELECTOR -dir DIR', which writes DIR/DOMAIN/SELECTOR.pem)"
 }
 
 func (e notExist) Unwrap() error { return fs.ErrNotExist }
 
 // ParsePrivateKey parses key data in any of the forms ReadPrivateKey takes.
+// RSA keys under MinSigningBits are refused with ErrKeyTooShort.
 func ParsePrivateKey(data []byte) (*PrivateKey, error) {
+	k, err := decodeKey(data)
+	if err != nil {
+		return nil, err
+	}
+	if err := sizeError(k); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// sizeError refuses RSA keys under MinSigningBits, which RFC 8301 §3.2
+// forbids signers to use.
+func sizeError(k *PrivateKey) error {
+	if k.KeyType == "rsa" && k.Bits < MinSigningBits {
+		return fmt.Errorf("%w: %d bits; signers must use at least %d (RFC 8301 §3.2) and should use %d (hint: 'dkimmilter keys rotate -d DOMAIN' makes a %d-bit key under a new selector and prints the steps to switch to it)",
+			ErrKeyTooShort, k.Bits, MinSigningBits, WarnBits, WarnBits)
+	}
+	return nil
+}
+
+// decodeKey is ParsePrivateKey without the size policy, so that listings
+// can still say what a too-short key is.
+func decodeKey(data []byte) (*PrivateKey, error) {
 	if block, _ := pem.Decode(data); block != nil {
 		switch block.Type {
 		case "RSA PRIVATE KEY":
@@ -137,10 +174,6 @@ func wrapKey(k any) (*PrivateKey, error) {
 	switch k := k.(type) {
 	case *rsa.PrivateKey:
 		bits := k.N.BitLen()
-		if bits < MinSigningBits {
-			return nil, fmt.Errorf("%w: %d bits; signers must use at least %d (RFC 8301 §3.2) and should use %d (hint: openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048, and publish its record under a new selector)",
-				ErrKeyTooShort, bits, MinSigningBits, WarnBits)
-		}
 		if err := k.Validate(); err != nil {
 			return nil, fmt.Errorf("invalid RSA key: %v", err)
 		}

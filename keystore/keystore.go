@@ -67,8 +67,8 @@ func Load(cfg *config.Config) (s *Store, warnings []string, err error) {
 			continue
 		}
 		if pk.KeyType == "rsa" && pk.Bits < WarnBits {
-			warnings = append(warnings, fmt.Sprintf("%s: keys.%s: %s is a %d-bit RSA key; RFC 8301 §3.2 says signers should use 2048 bits (hint: make a 2048-bit key under a new selector, as the README's \"Keys\" section shows)",
-				cfg.Where(ck.Line), name, ck.File, pk.Bits))
+			warnings = append(warnings, fmt.Sprintf("%s: keys.%s: %s is a %d-bit RSA key; RFC 8301 §3.2 says signers should use 2048 bits (hint: 'dkimmilter keys rotate -d %s%s' makes a 2048-bit key under a new selector and prints the steps to switch to it)",
+				cfg.Where(ck.Line), name, ck.File, pk.Bits, ck.Domain, configFlag(cfg)))
 		}
 		s.files[ck.File] = pk
 	}
@@ -76,6 +76,15 @@ func Load(cfg *config.Config) (s *Store, warnings []string, err error) {
 		return nil, warnings, errors.Join(errs...)
 	}
 	return s, warnings, nil
+}
+
+// configFlag is " -config FILE" for a hint that names a command, when the
+// configuration is not at the default path.
+func configFlag(cfg *config.Config) string {
+	if cfg.File == "" || cfg.File == config.DefaultPath {
+		return ""
+	}
+	return " -config " + cfg.File
 }
 
 // Config returns the configuration the store was loaded from.

@@ -65,6 +65,9 @@ const (
 type DNSResolver struct {
 	servers []string // "IP:port", in the order they are tried
 	timeout time.Duration
+	// noRecurse sends RD=0 queries, to ask authoritative servers about
+	// their own zone (see NewAuthResolver in dnsquery.go).
+	noRecurse bool
 }
 
 // NewDNSResolver returns a resolver that queries nameservers in order. Each
@@ -149,16 +152,45 @@ var errDNSMismatch = errors.New("reply does not match the query")
 
 // LookupTXT queries the TXT RRs of name, never applying a search list.
 func (r *DNSResolver) LookupTXT(ctx context.Context, name string) (*TXTResult, error) {
-	qname := dns.Fqdn(name)
-	display := strings.TrimSuffix(qname, ".")
-	if _, ok := dns.IsDomainName(qname); !ok || qname == "." {
-		// The name came from a signature and can never exist: as good as
-		// NXDOMAIN, a permanent failure.
-		return nil, &net.DNSError{Err: "invalid domain name", Name: display, IsNotFound: true}
+	qname, display, err := dnsQueryName(name)
+	if err != nil {
+		return nil, err
 	}
+	resp, server, err := r.exchange(ctx, qname, dns.TypeTXT)
+	if err != nil {
+		return nil, err
+	}
+	if resp.Rcode == dns.RcodeNameError {
+		return nil, &net.DNSError{Err: "NXDOMAIN", Name: display, Server: server, IsNotFound: true}
+	}
+	res := txtFromAnswer(qname, resp.Answer)
+	if len(res.Records) == 0 {
+		return nil, &net.DNSError{Err: "no TXT record", Name: display, Server: server, IsNotFound: true}
+	}
+	res.Authenticated = resp.AuthenticatedData
+	return res, nil
+}
 
+// dnsQueryName returns the FQDN to query for name and the name to show in
+// errors, or an IsNotFound error for a name that can never exist (it came
+// from a signature: as good as NXDOMAIN, a permanent failure).
+func dnsQueryName(name string) (qname, display string, err error) {
+	qname = dns.Fqdn(name)
+	display = strings.TrimSuffix(qname, ".")
+	if _, ok := dns.IsDomainName(qname); !ok || qname == "." {
+		return "", "", &net.DNSError{Err: "invalid domain name", Name: display, IsNotFound: true}
+	}
+	return qname, display, nil
+}
+
+// exchange asks the servers in turn, twice round, until one answers NOERROR
+// or NXDOMAIN, and returns that reply and the server that sent it. Every
+// other outcome is a temporary *net.DNSError: SERVFAIL and REFUSED make it
+// try the next server, and the whole exchange is bounded by r.timeout.
+func (r *DNSResolver) exchange(ctx context.Context, qname string, qtype uint16) (*dns.Msg, string, error) {
+	display := strings.TrimSuffix(qname, ".")
 	if len(r.servers) == 0 { // a zero DNSResolver, not one from NewDNSResolver
-		return nil, &net.DNSError{Err: "no nameservers configured", Name: display, IsTemporary: true}
+		return nil, "", &net.DNSError{Err: "no nameservers configured", Name: display, IsTemporary: true}
 	}
 
 	bound := r.timeout
@@ -181,7 +213,7 @@ tries:
 				break tries
 			}
 			tried = server
-			resp, err := r.query(ctx, qname, server, perTry)
+			resp, err := r.query(ctx, qname, qtype, server, perTry)
 			if err != nil {
 				if errors.Is(err, context.Canceled) {
 					break tries
@@ -190,15 +222,8 @@ tries:
 				continue
 			}
 			switch resp.Rcode {
-			case dns.RcodeSuccess:
-				res := txtFromAnswer(qname, resp.Answer)
-				if len(res.Records) == 0 {
-					return nil, &net.DNSError{Err: "no TXT record", Name: display, Server: server, IsNotFound: true}
-				}
-				res.Authenticated = resp.AuthenticatedData
-				return res, nil
-			case dns.RcodeNameError:
-				return nil, &net.DNSError{Err: "NXDOMAIN", Name: display, Server: server, IsNotFound: true}
+			case dns.RcodeSuccess, dns.RcodeNameError:
+				return resp, server, nil
 			default:
 				// SERVFAIL, REFUSED and the rest: another server may do better.
 				lastErr = &net.DNSError{Err: dnsRcodeString(resp.Rcode), Name: display, Server: server, IsTemporary: true}
@@ -206,9 +231,9 @@ tries:
 		}
 	}
 	if ctx.Err() != nil {
-		return nil, dnsContextError(ctx, display, tried, bound)
+		return nil, "", dnsContextError(ctx, display, tried, bound)
 	}
-	return nil, lastErr
+	return nil, "", lastErr
 }
 
 // dnsContextError describes an expired or cancelled lookup.
@@ -241,8 +266,8 @@ func dnsRcodeString(rcode int) string {
 
 // query asks one server over UDP and repeats over TCP if the answer was
 // truncated. Each transport gets at most perTry.
-func (r *DNSResolver) query(ctx context.Context, qname, server string, perTry time.Duration) (*dns.Msg, error) {
-	resp, err := dnsExchange(ctx, "udp", qname, server, perTry)
+func (r *DNSResolver) query(ctx context.Context, qname string, qtype uint16, server string, perTry time.Duration) (*dns.Msg, error) {
+	resp, err := dnsExchange(ctx, "udp", qname, qtype, !r.noRecurse, server, perTry)
 	switch {
 	case errors.Is(err, errTruncatedUnpack):
 	case err != nil:
@@ -250,20 +275,20 @@ func (r *DNSResolver) query(ctx context.Context, qname, server string, perTry ti
 	case !resp.Truncated:
 		return resp, nil
 	}
-	return dnsExchange(ctx, "tcp", qname, server, perTry)
+	return dnsExchange(ctx, "tcp", qname, qtype, !r.noRecurse, server, perTry)
 }
 
 // dnsExchange sends one query and reads its reply. It does the reading itself,
 // rather than using dns.Client.ExchangeContext, to check the question
 // section (miekg only checks the ID), to keep waiting past stray UDP
 // datagrams, and to honour ctx cancellation, not only its deadline.
-func dnsExchange(ctx context.Context, network, qname, server string, limit time.Duration) (*dns.Msg, error) {
+func dnsExchange(ctx context.Context, network, qname string, qtype uint16, rd bool, server string, limit time.Duration) (*dns.Msg, error) {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 
 	q := new(dns.Msg)
-	q.SetQuestion(qname, dns.TypeTXT) // fresh random ID per exchange
-	q.RecursionDesired = true
+	q.SetQuestion(qname, qtype) // fresh random ID per exchange
+	q.RecursionDesired = rd
 	q.AuthenticatedData = true // RFC 6840 §5.7: ask for AD explicitly
 	q.SetEdns0(ednsUDPSize, true)
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,13 +17,20 @@ import (
 const checkHelp = `
 Validate the configuration, load every key (also each file a "%" key name
 matches), resolve every reference, and print what would run. Exit 0 when all
-is well, 78 (EX_CONFIG) with every problem listed otherwise.`
+is well, 78 (EX_CONFIG) with every problem listed otherwise. With -dns, a
+valid configuration's keys are then looked up in DNS as 'dkimmilter keys
+check' does, and its exit status is that of keys check: 1 when a key fails,
+2 when one could not be checked.`
 
 func runCheck(args []string, stdout, stderr io.Writer) int {
 	fl := flag.NewFlagSet("check", flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	cfgPath := fl.String("config", "", "configuration file (default "+config.DefaultPath+")")
+	withDNS := fl.Bool("dns", false, "also look every key up in DNS and check it (see 'dkimmilter keys check -h')")
 	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
 		return exitUsage
 	}
 	cfg, defaulted, err := loadConfig(*cfgPath)
@@ -52,6 +60,12 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 	printSummary(stdout, cfg)
+	if *withDNS && len(cfg.Keys) > 0 {
+		if code := checkKeysDNS(context.Background(), cfg, cfg.KeyNames(), keysCheckOptions{}, stdout, stderr); code != exitOK {
+			fmt.Fprintf(stderr, "%s: configuration OK, DNS check FAILED\n", cfg.File)
+			return code
+		}
+	}
 	fmt.Fprintf(stdout, "%s: OK\n", cfg.File)
 	return exitOK
 }

@@ -2,6 +2,8 @@
 //
 //	dkimmilter [serve] [-config FILE]   run the milter (the default)
 //	dkimmilter check   [-config FILE]   validate the config and keys, exit 0 or 78
+//	dkimmilter keys …                   generate, list, publish, check and rotate keys
+//	dkimmilter verify  [FILE]           verify a saved message and explain every signature
 //
 // main only parses flags and wires the packages together.
 package main
@@ -36,7 +38,9 @@ var commands []command
 func init() {
 	commands = []command{
 		{"serve", "[-config FILE] [-log-format text|json] [-log-level info|debug]", serveHelp, runServe},
-		{"check", "[-config FILE]", checkHelp, runCheck},
+		{"check", "[-config FILE] [-dns]", checkHelp, runCheck},
+		{"keys", "gen|list|dns|check|rotate [flags]", keysHelp, runKeys},
+		{"verify", "[-config FILE] [-dns HOST:PORT] [-json] [FILE|-]", verifyHelp, runVerify},
 	}
 }
 

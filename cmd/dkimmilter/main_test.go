@@ -256,7 +256,7 @@ func TestServeDefault(t *testing.T) {
 	}
 	d := startDaemon(t)
 	logs := d.stderr.String()
-	for _, want := range []string{"verifying only", "listen=inet:127.0.0.1:8891", "mode=v", "Sign outbound mail"} {
+	for _, want := range []string{"verifying only", "listen=inet:127.0.0.1:8891", "mode=v", "dkimmilter keys gen -d example.com"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("log lacks %q:\n%s", want, logs)
 		}

@@ -48,7 +48,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	if defaulted {
 		log.Warn("no configuration file: verifying only, signing is off",
 			"missing", config.DefaultPath, "listen", cfg.Listen,
-			"hint", "to sign, write "+config.DefaultPath+" with [keys.NAME] and [[signing]] (README: \"Sign outbound mail\"), then run 'dkimmilter check'")
+			"hint", "to sign, run 'dkimmilter keys gen -d example.com' (with your domain), put the [keys.NAME] and [[signing]] lines it prints in "+config.DefaultPath+", then run 'dkimmilter check'")
 	}
 	rt, warnings, err := loadRuntime(cfg)
 	for _, w := range warnings {

@@ -40,6 +40,7 @@ type Server struct {
 	queries  map[string]int
 	truncate bool
 	ad       bool
+	ns       nsData // zones, see ns.go
 }
 
 // entry is the scripted behaviour of one owner name.
@@ -325,7 +326,9 @@ func (s *Server) answer(req *dns.Msg, udp bool) *dns.Msg {
 	m.AuthenticatedData = s.ad
 	truncate := s.truncate
 	cur := key(q.Name)
-	for hop := 0; ; hop++ {
+	// NS, SOA, A and AAAA questions about zones set up by ns.go.
+	zoneAnswered := s.hasZones() && s.answerZoneType(m, q)
+	for hop := 0; !zoneAnswered; hop++ {
 		e := s.names[cur]
 		if e == nil || hop == maxChain {
 			m.Rcode = dns.RcodeNameError
@@ -349,6 +352,9 @@ func (s *Server) answer(req *dns.Msg, udp bool) *dns.Msg {
 			}
 		}
 		break
+	}
+	if s.hasZones() {
+		s.finishZone(m, q)
 	}
 	s.mu.Unlock()
 

@@ -1,0 +1,279 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/keystore"
+	"github.com/dkimmilter/dkimmilter/verifier"
+)
+
+const keysCheckHelp = `
+Look up each key's record (SELECTOR._domainkey.DOMAIN) in DNS and check it
+against the private key: found, NXDOMAIN or timeout; the record parses;
+p= is the key's public key (RSA and Ed25519); not revoked; t=y; k=, h= and
+s= allow the key; the RSA key size; a second TXT record at the name; the
+DNSSEC status (AD bit from a resolver on this host); and answers that
+differ between resolvers. One line per key, then each problem with a hint
+saying what to do. With NAMEs, only those keys; a key whose file name has
+'%' is checked for each key file that matches it.
+
+The resolvers are [dns] nameservers (default /etc/resolv.conf), each
+asked on its own, or those given with -resolver. With -authoritative, the
+zone's own name servers are found through them and asked directly (RD=0),
+which shows what is published now rather than what resolvers cached.
+
+Exit status:
+   0  every key is published and matches (warnings allowed)
+   1  at least one key fails: verifiers would answer permerror or fail
+   2  at least one key could not be checked (timeout, SERVFAIL): try again
+  64  usage error (an unknown NAME, a bad -resolver)
+  78  configuration error, or a key file that cannot be used
+When several apply, 78 wins over 1, and 1 over 2.`
+
+// Exit codes of keys check beyond those of main.go.
+const (
+	exitKeysFail = 1
+	exitKeysTemp = 2
+)
+
+// keysCheckOptions is how keys check asks DNS.
+type keysCheckOptions struct {
+	resolvers     []string      // -resolver; empty: [dns] nameservers
+	authoritative bool          // ask the zone's servers with RD=0
+	timeout       time.Duration // 0: [dns] timeout
+	verbose       bool          // print every resolver's answer
+	// authPort is the port the zone's name servers are asked on (0: 53);
+	// tests point it at an in-process server.
+	authPort int
+}
+
+func runKeysCheck(args []string, stdout, stderr io.Writer) int {
+	fl := newKeysFlagSet("check", "[-config FILE] [-resolver IP[:PORT]]... [-authoritative] [-timeout D] [-v] [NAME...]", keysCheckHelp, stderr)
+	cfgPath := fl.String("config", "", "configuration file (default "+config.DefaultPath+")")
+	var opts keysCheckOptions
+	var resolvers stringsFlag
+	fl.Var(&resolvers, "resolver", "ask this resolver, `IP[:PORT]`, instead of [dns] nameservers (repeatable: each is asked and compared)")
+	fl.BoolVar(&opts.authoritative, "authoritative", false, "ask each key's zone's own name servers directly (RD=0), found through the resolvers")
+	fl.DurationVar(&opts.timeout, "timeout", 0, "bound on each lookup (default [dns] timeout)")
+	fl.BoolVar(&opts.verbose, "v", false, "print what each resolver answered, also when they agree")
+	// Flags may follow the names: "keys check example-rsa -resolver 1.1.1.1".
+	var names []string
+	for {
+		if err := fl.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return exitOK
+			}
+			return exitUsage
+		}
+		if fl.NArg() == 0 {
+			break
+		}
+		names, args = append(names, fl.Arg(0)), fl.Args()[1:]
+	}
+	opts.resolvers = resolvers
+	if opts.timeout < 0 {
+		fmt.Fprintln(stderr, "dkimmilter keys check: -timeout must not be negative")
+		return exitUsage
+	}
+	if len(opts.resolvers) > 0 {
+		if _, err := verifier.NewDNSResolver(opts.resolvers, 0); err != nil {
+			fmt.Fprintf(stderr, "dkimmilter keys check: -resolver: %v\n", strings.TrimPrefix(err.Error(), "dns: "))
+			return exitUsage
+		}
+	}
+	cfg, ok := loadKeysConfig(*cfgPath, stderr)
+	if !ok {
+		return exitConfig
+	}
+	var uniq []string
+	for _, n := range names {
+		if !slices.Contains(uniq, n) {
+			uniq = append(uniq, n)
+		}
+	}
+	names = uniq
+	for _, n := range names {
+		if _, ok := cfg.Keys[n]; !ok {
+			fmt.Fprintf(stderr, "dkimmilter keys check: no key %q in %s; the keys are: %s\n", n, cfg.File, strings.Join(cfg.KeyNames(), ", "))
+			return exitUsage
+		}
+	}
+	if len(names) == 0 {
+		names = cfg.KeyNames()
+	}
+	if len(names) == 0 {
+		fmt.Fprintf(stdout, "no keys in %s: nothing to check\n", cfg.File)
+		return exitOK
+	}
+	return checkKeysDNS(context.Background(), cfg, names, opts, stdout, stderr)
+}
+
+// keyCheck is one key file to check, and what came of it.
+type keyCheck struct {
+	label   string // "NAME", or "NAME (DOMAIN)" for a '%' file
+	key     *keystore.Key
+	fileErr error // the key file cannot be used as it is
+	res     *keystore.CheckResult
+}
+
+// checkKeysDNS checks the named keys in DNS, prints one report per key
+// and a tally, and returns the exit status documented in keysCheckHelp.
+func checkKeysDNS(ctx context.Context, cfg *config.Config, names []string, opts keysCheckOptions, stdout, stderr io.Writer) int {
+	timeout := opts.timeout
+	if timeout == 0 {
+		timeout = cfg.DNS.Timeout
+	}
+	servers, where := opts.resolvers, "-resolver"
+	if len(servers) == 0 {
+		servers, where = cfg.DNS.Nameservers, cfg.Where(0)+": dns"
+	}
+	resolvers, err := keystore.CheckResolvers(servers, timeout)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %s\n", where, strings.TrimPrefix(err.Error(), "dns: "))
+		return exitConfig
+	}
+	// With -authoritative, the zones' servers are found through these.
+	recursive, err := verifier.NewDNSResolver(servers, timeout)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %s\n", where, strings.TrimPrefix(err.Error(), "dns: "))
+		return exitConfig
+	}
+
+	var checks []*keyCheck
+	for _, kf := range configuredKeyFiles(cfg, names) {
+		label := kf.name
+		if strings.Contains(cfg.Keys[kf.name].File, "%") && !kf.noMatch {
+			label += " (" + kf.domain + ")"
+		}
+		switch {
+		case kf.noMatch:
+			fmt.Fprintf(stdout, "none %s: no key file matches %s: nothing to check\n", label, kf.path)
+			continue
+		case strings.Contains(kf.domain, "%"):
+			fmt.Fprintf(stdout, "none %s: the domain is the From domain (%q) and the key file is shared: nothing to check without a domain\n", label, kf.domain)
+			continue
+		}
+		k := &keystore.Key{Name: kf.name, Domain: kf.domain, Selector: kf.selector, File: kf.path, PrivateKey: kf.status.Key}
+		checks = append(checks, &keyCheck{label: label, key: k, fileErr: kf.status.Err})
+	}
+
+	// A few keys at a time, each asking all its resolvers at once.
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for _, c := range checks {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if opts.authoritative {
+				c.res = keystore.CheckKeyAuthoritative(ctx, c.key, recursive, timeout, verifier.AuthOptions{Port: opts.authPort})
+			} else {
+				c.res = keystore.CheckKey(ctx, c.key, resolvers)
+			}
+		})
+	}
+	wg.Wait()
+
+	code := exitOK
+	tally := map[keystore.CheckStatus]int{}
+	for _, c := range checks {
+		if c.fileErr != nil {
+			// The daemon would refuse the file. A key too short to sign
+			// with is already a problem of the check itself.
+			if !errors.Is(c.fileErr, keystore.ErrKeyTooShort) {
+				c.res.Problems = append([]keystore.CheckProblem{fileProblem(c.fileErr)}, c.res.Problems...)
+			}
+			c.res.Status = keystore.CheckFail
+			code = exitConfig
+		}
+		tally[c.res.Status]++
+		printKeyCheck(stdout, c, opts.verbose)
+	}
+	plural := "s"
+	if len(checks) == 1 {
+		plural = ""
+	}
+	fmt.Fprintf(stdout, "%d key%s checked: %d ok, %d with warnings, %d failing, %d not checked\n",
+		len(checks), plural, tally[keystore.CheckOK], tally[keystore.CheckWarn], tally[keystore.CheckFail], tally[keystore.CheckTemp])
+	switch {
+	case code != exitOK:
+	case tally[keystore.CheckFail] > 0:
+		code = exitKeysFail
+	case tally[keystore.CheckTemp] > 0:
+		code = exitKeysTemp
+	}
+	return code
+}
+
+// fileProblem reports a key file that the daemon would refuse, splitting
+// the "(hint: …)" that keystore's errors carry into a hint.
+func fileProblem(err error) keystore.CheckProblem {
+	text, hint, ok := strings.Cut(err.Error(), " (hint: ")
+	if !ok {
+		hint = "fix the key file: 'dkimmilter check' lists every problem of the configuration"
+	}
+	return keystore.CheckProblem{Status: keystore.CheckFail, Text: "key file: " + text, Hints: []string{strings.TrimSuffix(hint, ")")}}
+}
+
+// statusWords are the first column of a report: short, and loud when
+// something is wrong.
+var statusWords = map[keystore.CheckStatus]string{
+	keystore.CheckOK: "ok  ", keystore.CheckWarn: "WARN", keystore.CheckTemp: "TEMP", keystore.CheckFail: "FAIL",
+}
+
+// printKeyCheck prints one key: a line with its status, name, DNS name and
+// what the resolvers see, then each problem with its hints, indented.
+func printKeyCheck(w io.Writer, c *keyCheck, verbose bool) {
+	r := c.res
+	line := fmt.Sprintf("%s %s %s: %s", statusWords[r.Status], c.label, r.DNSName, r.Summary)
+	// DNSSEC matters for a record that is used, not for one to fix.
+	if r.DNSSEC != "" && r.Status <= keystore.CheckWarn {
+		line += "; DNSSEC: " + r.DNSSEC
+	}
+	fmt.Fprintln(w, line)
+	if verbose || len(distinctSummaries(r.Answers)) > 1 {
+		if r.Zone != "" {
+			fmt.Fprintf(w, "     name servers of %s:\n", r.Zone)
+		}
+		for _, a := range r.Answers {
+			extra := ""
+			if a.Err == nil {
+				extra = fmt.Sprintf(" (TTL %s%s)", a.TTL, map[bool]string{true: ", AD"}[a.AD])
+			}
+			fmt.Fprintf(w, "     %s: %s%s\n", a.Resolver, a.Summary, extra)
+		}
+		for _, s := range r.NotAsked {
+			fmt.Fprintf(w, "     %s: not asked (no route from this host)\n", s)
+		}
+	}
+	for _, p := range r.Problems {
+		fmt.Fprintf(w, "  %s: %s\n", p.Status, p.Text)
+		for _, h := range p.Hints {
+			first, rest, _ := strings.Cut(h, "\n")
+			fmt.Fprintf(w, "     hint: %s\n", first)
+			for _, l := range strings.Split(rest, "\n") {
+				if l != "" {
+					fmt.Fprintf(w, "       %s\n", l)
+				}
+			}
+		}
+	}
+}
+
+func distinctSummaries(answers []keystore.CheckAnswer) []string {
+	var s []string
+	for _, a := range answers {
+		if !slices.Contains(s, a.Summary) {
+			s = append(s, a.Summary)
+		}
+	}
+	return s
+}

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/keystore"
+)
+
+const keysDNSHelp = `
+Print the DNS records to publish for the configured keys (all, or the ones
+named), in the two forms 'dkimmilter keys gen' prints: a zone-file line
+with p= split into quoted strings of at most 255 bytes (RFC 6376
+§3.6.2.2), and the value on one line for DNS web panels. A key whose file
+name has '%' gets one record per file that matches it.
+
+Exit status: 0 printed; 64 a NAME is not a configured key; 78 the
+configuration cannot be loaded or a key file cannot be read.`
+
+func runKeysDNS(args []string, stdout, stderr io.Writer) int {
+	fl := newKeysFlagSet("dns", "[-config FILE] [NAME...]", keysDNSHelp, stderr)
+	cfgPath := fl.String("config", "", "configuration file (default "+config.DefaultPath+")")
+	// Flags may follow the names, as in keys check: "keys dns NAME -config F".
+	var nameArgs []string
+	for {
+		if code, ok := parseKeysFlags(fl, args, true, stderr); !ok {
+			return code
+		}
+		if fl.NArg() == 0 {
+			break
+		}
+		nameArgs, args = append(nameArgs, fl.Arg(0)), fl.Args()[1:]
+	}
+	cfg, ok := loadKeysConfig(*cfgPath, stderr)
+	if !ok {
+		return exitConfig
+	}
+	names, ok := selectKeys(cfg, nameArgs, "keys dns", stderr)
+	if !ok {
+		return exitUsage
+	}
+	if len(names) == 0 {
+		fmt.Fprintf(stdout, "; no keys in %s (hint: dkimmilter keys gen -d example.com)\n", cfg.File)
+		return exitOK
+	}
+	code := exitOK
+	first := true
+	for _, kf := range configuredKeyFiles(cfg, names) {
+		st := kf.status
+		switch {
+		case kf.noMatch:
+			fmt.Fprintf(stderr, "dkimmilter keys dns: keys.%s: no file matches %s: no record to publish\n", kf.name, kf.path)
+			continue
+		case st.Key == nil:
+			fmt.Fprintf(stderr, "dkimmilter keys dns: %s: keys.%s: %v\n", cfg.Where(cfg.Keys[kf.name].Line), kf.name, st.Err)
+			code = exitConfig
+			continue
+		case st.Err != nil:
+			// The public key is right whatever the file's mode or size;
+			// say what the daemon will refuse.
+			fmt.Fprintf(stderr, "warning: keys.%s: %v\n", kf.name, st.Err)
+		}
+		if !first {
+			fmt.Fprintln(stdout)
+		}
+		first = false
+		fmt.Fprintf(stdout, "; keys.%s: %s %d bits, %s\n", kf.name, st.Key.KeyType, st.Key.Bits, kf.path)
+		value := keystore.Record(st.Key)
+		fmt.Fprintln(stdout, keystore.ZoneLine(keystore.DNSName(kf.selector, kf.domain), value))
+		writePanelHint(stdout, "on one line, for DNS web panels", kf.selector, kf.domain)
+		fmt.Fprintln(stdout, value)
+	}
+	return code
+}
+
+// selectKeys checks NAME arguments against the KeyTable: all keys when
+// there are none, each named key once otherwise. An unknown name is a
+// usage error with the closest name, or the list of names.
+func selectKeys(cfg *config.Config, args []string, cmd string, stderr io.Writer) ([]string, bool) {
+	all := cfg.KeyNames()
+	if len(args) == 0 {
+		return all, true
+	}
+	var names []string
+	ok := true
+	for _, a := range args {
+		if _, found := cfg.Keys[a]; !found {
+			hint := closestKeyName(a, all)
+			switch {
+			case hint != "":
+				hint = fmt.Sprintf(" (did you mean %q?)", hint)
+			case len(all) > 0:
+				hint = "; the keys are " + strings.Join(all, ", ")
+			}
+			fmt.Fprintf(stderr, "dkimmilter %s: no key %q in %s%s\n", cmd, a, cfg.File, hint)
+			ok = false
+			continue
+		}
+		if !slices.Contains(names, a) {
+			names = append(names, a)
+		}
+	}
+	return names, ok
+}
+
+// closestKeyName returns the name within two edits of name (ignoring
+// case), or "": a dropped, doubled or swapped letter, as config's own
+// did-you-mean.
+func closestKeyName(name string, names []string) string {
+	best, bestDist := "", 3
+	for _, n := range names {
+		if d := keyNameDistance(strings.ToLower(name), strings.ToLower(n)); d < bestDist {
+			best, bestDist = n, d
+		}
+	}
+	return best
+}
+
+// keyNameDistance is the Levenshtein distance between a and b, in bytes.
+func keyNameDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

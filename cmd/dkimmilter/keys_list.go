@@ -1,0 +1,197 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/keystore"
+)
+
+const keysListHelp = `
+List every configured key: its name, domain, selector, type and size, file,
+whether the file's permissions are safe (only its owner may read it), its
+age (from the file's modification time) and the [[signing]] rules that use
+it, numbered from 1 as 'dkimmilter check' prints them. A key whose file
+name has '%' is listed once per file that matches it, with the domain each
+file is for. Problems with a file are listed below the table.
+
+Exit status: 0 listed (even with problems: 'dkimmilter check' is the
+command that fails on them); 78 the configuration cannot be loaded.`
+
+func runKeysList(args []string, stdout, stderr io.Writer) int {
+	return keysList(args, stdout, stderr, time.Now())
+}
+
+// keysList is keys list with the clock that ages the files.
+func keysList(args []string, stdout, stderr io.Writer, now time.Time) int {
+	fl := newKeysFlagSet("list", "[-config FILE]", keysListHelp, stderr)
+	cfgPath := fl.String("config", "", "configuration file (default "+config.DefaultPath+")")
+	if code, ok := parseKeysFlags(fl, args, false, stderr); !ok {
+		return code
+	}
+	cfg, ok := loadKeysConfig(*cfgPath, stderr)
+	if !ok {
+		return exitConfig
+	}
+	if len(cfg.Keys) == 0 {
+		fmt.Fprintf(stdout, "no keys in %s (hint: dkimmilter keys gen -d example.com)\n", cfg.File)
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tDOMAIN\tSELECTOR\tTYPE\tBITS\tFILE\tPERMISSIONS\tAGE\tUSED BY")
+	var problems []string
+	for _, kf := range configuredKeyFiles(cfg, cfg.KeyNames()) {
+		typ, bits, perm, age := "-", "-", "-", "-"
+		st := kf.status
+		if k := st.Key; k != nil {
+			typ, bits = k.KeyType, fmt.Sprint(k.Bits)
+		}
+		if !st.ModTime.IsZero() {
+			age = formatAge(now.Sub(st.ModTime))
+			perm = fmt.Sprintf("%04o ok", st.Mode)
+			if st.Unsafe != "" {
+				perm = fmt.Sprintf("%04o BAD: open to %s (chmod 600)", st.Mode, st.Unsafe)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			kf.name, kf.domain, kf.selector, typ, bits, kf.path, perm, age, keyUsers(cfg, kf.name))
+		switch {
+		case kf.noMatch:
+			problems = append(problems, fmt.Sprintf("keys.%s: no file matches %s, so the key signs nothing", kf.name, kf.path))
+		case st.Err != nil && !errors.Is(st.Err, keystore.ErrUnsafePermissions):
+			problems = append(problems, fmt.Sprintf("keys.%s: %v", kf.name, st.Err))
+		}
+	}
+	tw.Flush()
+	if len(problems) > 0 {
+		fmt.Fprintln(stdout)
+		for _, p := range problems {
+			fmt.Fprintln(stdout, p)
+		}
+	}
+	return exitOK
+}
+
+// loadKeysConfig loads the configuration for a keys subcommand. These
+// commands are about configured keys, so a missing default file is an
+// error here, where serve and check fall back to the built-in defaults.
+func loadKeysConfig(path string, stderr io.Writer) (*config.Config, bool) {
+	cfg, defaulted, err := loadConfig(path)
+	if err != nil {
+		printErrors(stderr, err)
+		return nil, false
+	}
+	if defaulted {
+		fmt.Fprintf(stderr, "dkimmilter keys: no configuration file at %s: no keys are configured (hint: -config FILE, or 'dkimmilter keys gen -d example.com' to make a first key)\n", config.DefaultPath)
+		return nil, false
+	}
+	return cfg, true
+}
+
+// keyFile is one key file that a configured key uses: its file, or for a
+// key whose file name has '%', each existing file that the name matches.
+type keyFile struct {
+	name, domain, selector, path string // domain and path with '%' filled in
+	status                       keystore.KeyFileStatus
+	noMatch                      bool // a '%' key that no file matches; path is the pattern
+}
+
+// configuredKeyFiles returns the files of the named keys, in order.
+func configuredKeyFiles(cfg *config.Config, names []string) []keyFile {
+	var out []keyFile
+	for _, name := range names {
+		k := cfg.Keys[name]
+		if !strings.Contains(k.File, "%") {
+			out = append(out, keyFile{name: name, domain: k.Domain, selector: k.Selector, path: k.File, status: keystore.InspectKeyFile(k.File)})
+			continue
+		}
+		matches := percentMatches(k.File)
+		if len(matches) == 0 {
+			out = append(out, keyFile{name: name, domain: k.Domain, selector: k.Selector, path: k.File, noMatch: true})
+		}
+		for _, m := range matches {
+			out = append(out, keyFile{name: name, domain: strings.ReplaceAll(k.Domain, "%", m.domain), selector: k.Selector,
+				path: m.path, status: keystore.InspectKeyFile(m.path)})
+		}
+	}
+	return out
+}
+
+type percentMatch struct{ path, domain string }
+
+// percentMatches returns the existing files that a key file name with
+// '%' matches, and the domain each is for. '%' is one path element part,
+// never a '/', and every '%' in the name stands for the same domain, as
+// when the milter fills it in from a From address.
+func percentMatches(pattern string) []percentMatch {
+	var glob, re strings.Builder
+	re.WriteString("^")
+	for i, part := range strings.Split(pattern, "%") {
+		if i > 0 {
+			glob.WriteString("*")
+			re.WriteString("([^/]+)")
+		}
+		// Escape glob characters that are part of the name itself.
+		for _, r := range part {
+			if strings.ContainsRune(`*?[\`, r) {
+				glob.WriteByte('\\')
+			}
+			glob.WriteRune(r)
+		}
+		re.WriteString(regexp.QuoteMeta(part))
+	}
+	re.WriteString("$")
+	rx := regexp.MustCompile(re.String())
+	files, _ := filepath.Glob(glob.String())
+	var out []percentMatch
+	for _, f := range files {
+		m := rx.FindStringSubmatch(f)
+		if m == nil || strings.HasPrefix(m[1], ".") {
+			continue
+		}
+		same := true
+		for _, d := range m[2:] {
+			same = same && d == m[1]
+		}
+		if same {
+			out = append(out, percentMatch{f, m[1]})
+		}
+	}
+	return out
+}
+
+// keyUsers lists the [[signing]] rules that name a key, numbered from 1
+// as check prints them: "signing[1] *@example.com".
+func keyUsers(cfg *config.Config, name string) string {
+	var used []string
+	for i, r := range cfg.Signing {
+		for _, k := range r.Keys {
+			if k == name {
+				used = append(used, fmt.Sprintf("signing[%d] %s", i+1, r.From))
+			}
+		}
+	}
+	if len(used) == 0 {
+		return "not used"
+	}
+	return strings.Join(used, ", ")
+}
+
+// formatAge says how old a file is in whole days: "412 days".
+func formatAge(d time.Duration) string {
+	days := int(d.Hours() / 24)
+	switch {
+	case days <= 0:
+		return "today"
+	case days == 1:
+		return "1 day"
+	}
+	return fmt.Sprintf("%d days", days)
+}

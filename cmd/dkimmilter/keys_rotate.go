@@ -1,0 +1,354 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/keystore"
+)
+
+const keysRotateHelp = `
+Rotate a domain's key safely, in the five steps of the usual guides:
+  1. generate a new key under a new selector (the date, as keys gen) in the
+     directory of the current key (or DIR/DOMAIN with -dir), of the same
+     type as the current key unless -t, and at least 2048 bits for RSA;
+  2. print its DNS record, to publish next to the old one;
+  3. print the configuration lines: the new [keys.NAME] table, and the
+     [[signing]] lines that switch from the old key to the new one;
+  4. say to run 'dkimmilter keys check NEWNAME' and to switch only once it
+     reports the record published and matching (the DNS gate);
+  5. say until which date to keep the old record (sign.expire, at least 7
+     days, plus 2 days for delayed mail, counted from the switch), then to
+     revoke it with an empty p= rather than delete it, and to remove the
+     old key.
+It changes nothing but the new key file: the configuration and DNS are
+yours to edit. With several keys for the domain (an RSA and an Ed25519 key),
+-t or -key says which one to replace.
+
+Exit status: 0 done; 1 the key file exists or cannot be written; 64 usage
+(no key for the domain, an unknown -key, a bad -t, -b or -s); 78 the
+configuration cannot be loaded.`
+
+const keysRotateUsage = "-d DOMAIN [-config FILE] [-t rsa|ed25519] [-b BITS] [-s SELECTOR] [-dir DIR] [-key NAME]"
+
+// Minimum time to keep a retired key's record published after the
+// switch, whatever sign.expire says: a message may wait 5 days in a
+// sending queue (Postfix's maximal_queue_lifetime) and be verified only
+// when it arrives, and receivers may hold it longer (greylisting, a
+// backup MX). https://www.postfix.org/postconf.5.html#maximal_queue_lifetime
+const (
+	retireFloor  = 7 * 24 * time.Hour
+	retireMargin = 2 * 24 * time.Hour
+)
+
+func runKeysRotate(args []string, stdout, stderr io.Writer) int {
+	return keysRotate(args, stdout, stderr, time.Now())
+}
+
+// keysRotate is keys rotate with the clock for the selector and dates.
+func keysRotate(args []string, stdout, stderr io.Writer, now time.Time) int {
+	fl := newKeysFlagSet("rotate", keysRotateUsage, keysRotateHelp, stderr)
+	domain := fl.String("d", "", "the domain whose key to rotate (required)")
+	cfgPath := fl.String("config", "", "configuration file (default "+config.DefaultPath+")")
+	kind := fl.String("t", "", "type of the new key: rsa or ed25519 (default: the current key's)")
+	bits := fl.Int("b", 0, "RSA key size in bits (default: the current key's, at least 2048)")
+	selector := fl.String("s", "", "selector of the new key (default sYYYYMM from today's date)")
+	dir := fl.String("dir", "", "write the new key to DIR/DOMAIN/SELECTOR.pem (default: the current key's directory)")
+	keyName := fl.String("key", "", "the key to replace, when the domain has several")
+	if code, ok := parseKeysFlags(fl, args, false, stderr); !ok {
+		return code
+	}
+	if *domain == "" {
+		fmt.Fprintln(stderr, "dkimmilter keys rotate: -d DOMAIN is required, e.g. dkimmilter keys rotate -d example.com")
+		return exitUsage
+	}
+	req := genRequest{domain: *domain, selector: *selector, kind: *kind, bits: *bits, now: now}
+	if !req.checkDomain(stderr) {
+		return exitUsage
+	}
+	cfg, ok := loadKeysConfig(*cfgPath, stderr)
+	if !ok {
+		return exitConfig
+	}
+	old, ok := keyToRotate(cfg, req.domain, *kind, *keyName, stderr)
+	if !ok {
+		return exitUsage
+	}
+	if req.kind == "" {
+		if old.status.Key == nil {
+			fmt.Fprintf(stderr, "dkimmilter keys rotate: cannot tell the type of keys.%s: %v (hint: give -t rsa or -t ed25519)\n", old.name, old.status.Err)
+			return exitUsage
+		}
+		req.kind = old.status.Key.KeyType
+	}
+	if req.bits == 0 && req.kind == "rsa" && old.status.Key != nil && old.status.Key.KeyType == "rsa" {
+		req.bits = min(max(old.status.Key.Bits, keystore.DefaultRSABits), keystore.MaxRSABits)
+	}
+	req.keyDir = filepath.Dir(old.path)
+	if *dir != "" {
+		req.keyDir = filepath.Join(*dir, req.domain)
+	}
+	for _, k := range cfg.Keys {
+		if k.Domain == req.domain {
+			req.used = append(req.used, k.Selector)
+		}
+	}
+	if req.selector != "" && slices.ContainsFunc(req.used, func(s string) bool { return strings.EqualFold(s, req.selector) }) {
+		fmt.Fprintf(stderr, "dkimmilter keys rotate: selector %q is already used by a key for %s in %s; a new key needs a new selector, or mail in transit signed with the old key fails (hint: leave out -s)\n", req.selector, req.domain, cfg.File)
+		return exitUsage
+	}
+	if req.selector == "" {
+		// Chosen here, not by generateKey, so that the key name is known
+		// to be free before the key is made.
+		req.selector = keystore.SelectorFor(now, req.keyDir, req.kind, req.used)
+	}
+	newName := keystore.KeyName(req.domain, req.selector)
+	for i := 2; cfg.Keys[newName] != nil; i++ {
+		newName = fmt.Sprintf("%s-%d", keystore.KeyName(req.domain, req.selector), i)
+	}
+	g, code := generateKey(req, stderr)
+	if g == nil {
+		return code
+	}
+	printRotation(stdout, cfg, old, g, newName, now)
+	return exitOK
+}
+
+// keyToRotate finds the configured key that a rotation for domain
+// replaces: the domain's only key; else the one of type kind; else the
+// one the [[signing]] rules use; else the one named by -key.
+func keyToRotate(cfg *config.Config, domain, kind, name string, stderr io.Writer) (keyFile, bool) {
+	var cands []keyFile
+	for _, kf := range configuredKeyFiles(cfg, cfg.KeyNames()) {
+		if kf.domain == domain && !strings.Contains(cfg.Keys[kf.name].File, "%") && (name == "" || kf.name == name) {
+			cands = append(cands, kf)
+		}
+	}
+	if name != "" && len(cands) == 0 {
+		k := cfg.Keys[name]
+		switch {
+		case k == nil:
+			selectKeys(cfg, []string{name}, "keys rotate -key", stderr)
+		case strings.Contains(k.File, "%"):
+			fmt.Fprintf(stderr, "dkimmilter keys rotate: keys.%s has '%%' in its file name: such a key is rotated for all its domains at once, with 'dkimmilter keys gen -s SELECTOR' for each domain and a new [keys.NAME] table for the new selector\n", name)
+		default:
+			fmt.Fprintf(stderr, "dkimmilter keys rotate: keys.%s is for %s, not %s\n", name, k.Domain, domain)
+		}
+		return keyFile{}, false
+	}
+	if len(cands) == 0 {
+		fmt.Fprintf(stderr, "dkimmilter keys rotate: no key for %s in %s%s (hint: 'dkimmilter keys gen -d %s' makes a first key)\n",
+			domain, cfg.File, configuredDomains(cfg), domain)
+		for _, kf := range configuredKeyFiles(cfg, cfg.KeyNames()) {
+			if kf.domain == domain && !kf.noMatch {
+				fmt.Fprintf(stderr, "keys.%s signs for %s through '%%' (%s): such a key is rotated for all its domains at once, with 'dkimmilter keys gen -s SELECTOR' for each domain and a new [keys.NAME] table for the new selector\n", kf.name, domain, kf.path)
+			}
+		}
+		return keyFile{}, false
+	}
+	if kind != "" {
+		var same []keyFile
+		for _, kf := range cands {
+			if kf.status.Key != nil && kf.status.Key.KeyType == kind {
+				same = append(same, kf)
+			}
+		}
+		if len(same) > 0 {
+			cands = same
+		}
+	}
+	if len(cands) > 1 {
+		var used []keyFile
+		for _, kf := range cands {
+			if keyUsers(cfg, kf.name) != "not used" {
+				used = append(used, kf)
+			}
+		}
+		if len(used) > 0 {
+			cands = used
+		}
+	}
+	if len(cands) > 1 {
+		var list []string
+		for _, kf := range cands {
+			typ := "?"
+			if kf.status.Key != nil {
+				typ = kf.status.Key.KeyType
+			}
+			list = append(list, fmt.Sprintf("%s (%s, %s)", kf.name, typ, keyUsers(cfg, kf.name)))
+		}
+		fmt.Fprintf(stderr, "dkimmilter keys rotate: %s has several keys: %s; say which one to replace with -t rsa, -t ed25519 or -key NAME\n", domain, strings.Join(list, "; "))
+		return keyFile{}, false
+	}
+	return cands[0], true
+}
+
+// configuredDomains is "; the configured domains are a, b" for an error.
+func configuredDomains(cfg *config.Config) string {
+	var ds []string
+	for _, k := range cfg.Keys {
+		if !strings.Contains(k.Domain, "%") && !slices.Contains(ds, k.Domain) {
+			ds = append(ds, k.Domain)
+		}
+	}
+	if len(ds) == 0 {
+		return "; it has no keys"
+	}
+	slices.Sort(ds)
+	return "; the configured domains are " + strings.Join(ds, ", ")
+}
+
+func printRotation(w io.Writer, cfg *config.Config, old keyFile, g *generated, newName string, now time.Time) {
+	oldDesc := "unreadable"
+	oldType := g.pk.KeyType
+	if k := old.status.Key; k != nil {
+		oldDesc, oldType = fmt.Sprintf("%s %d bits", k.KeyType, k.Bits), k.KeyType
+	}
+	cf := keysConfigArg(cfg)
+	fmt.Fprintf(w, "Rotating the key of %s, today %s:\n  old: keys.%s, selector %s, %s, %s\n  new: keys.%s, selector %s, %s %d bits, %s\n",
+		g.domain, now.Format(time.DateOnly), old.name, old.selector, oldDesc, old.path, newName, g.selector, g.pk.KeyType, g.pk.Bits, g.path)
+
+	fmt.Fprintf(w, "\nStep 1 of 5: the new key\nWrote %s (mode 0600).\nThe old key and its record stay as they are: mail is signed with the old key\nuntil you switch (steps 3 and 4).\n", g.path)
+	if h := ownerHint(g); h != "" {
+		fmt.Fprintf(w, "It belongs to root. If dkimmilter runs as its own user, give the user the key,\nor it cannot sign:\n  %s\n", h)
+	}
+
+	fmt.Fprintf(w, "\nStep 2 of 5: publish the new record now, next to the old one (leave %s as it is)\n", old.selector)
+	fmt.Fprintln(w, keystore.ZoneLine(keystore.DNSName(g.selector, g.domain), g.value))
+	writePanelHint(w, "on one line, for DNS web panels", g.selector, g.domain)
+	fmt.Fprintln(w, g.value)
+
+	fmt.Fprintf(w, "\nStep 3 of 5: the configuration (%s)\n", cfg.File)
+	fmt.Fprintln(w, "Add this table now; it signs nothing until a rule names it:")
+	fmt.Fprintln(w)
+	fmt.Fprint(w, keystore.TOMLLines(newName, g.domain, g.selector, g.path))
+	fmt.Fprintln(w)
+	rules := 0
+	for i, r := range cfg.Signing {
+		if !slices.Contains(r.Keys, old.name) {
+			continue
+		}
+		if rules == 0 {
+			fmt.Fprintln(w, "The switch, to make only after step 4, changes these lines:")
+		}
+		rules++
+		oldLine, newLine, where := switchLines(cfg, r, old.name, newName)
+		fmt.Fprintf(w, "%s (signing[%d], from = %q):\n-%s\n+%s\n", where, i+1, r.From, oldLine, newLine)
+		if g.pk.KeyType == "ed25519" && !ruleKeepsRSA(cfg, r, old.name) {
+			fmt.Fprintf(w, "Note: signing[%d] then signs with Ed25519 only, which many receivers do not\nverify yet: to them the mail looks unsigned. Keep an RSA key in the rule\nnext to the Ed25519 one.\n", i+1)
+		}
+	}
+	if rules == 0 {
+		fmt.Fprintf(w, "No [[signing]] rule uses keys.%s, so nothing switches. To sign with the new key, after step 4, add:\n\n%s\n", old.name, keystore.SigningTOML("*@"+g.domain, []string{newName}))
+	}
+	fmt.Fprintf(w, "After each change, run 'dkimmilter check%s',\nthen reload dkimmilter (systemctl reload dkimmilter, or restart it).\n", cf)
+
+	fmt.Fprintf(w, "\nStep 4 of 5: the DNS gate\nWith the table of step 3 added, run\n  dkimmilter keys check%s %s\n", cf, newName)
+	fmt.Fprintln(w, "and make the switch of step 3 only once it reports the record published and")
+	fmt.Fprintln(w, "matching the key. Switching earlier makes receivers that do not see the")
+	fmt.Fprintln(w, "record yet fail the new signatures with \"no key for signature\".")
+
+	keep, why := retireAfter(cfg.Sign.Expire)
+	days := int(math.Ceil(keep.Hours() / 24))
+	oldDNS := keystore.DNSName(old.selector, old.domain)
+	fmt.Fprintf(w, "\nStep 5 of 5: retire the old key\nKeep %s published for %d days after the switch:\n%s\n", oldDNS, days, why)
+	fmt.Fprintf(w, "If you switch today, that is until %s; switching later moves the date\nby as many days. Then:\n", now.AddDate(0, 0, days).Format(time.DateOnly))
+	fmt.Fprintln(w, "- revoke the old key by publishing an empty p= rather than deleting the record")
+	fmt.Fprintln(w, "  (RFC 6376 §3.6.1: verifiers then report \"key revoked\", not a DNS error or a typo):")
+	fmt.Fprintln(w, keystore.ZoneLine(oldDNS, keystore.RevokedRecord(oldType)))
+	fmt.Fprintf(w, "- remove the [keys.%s] table (%s),\n  run 'dkimmilter check%s' and reload dkimmilter;\n", old.name, cfg.Where(cfg.Keys[old.name].Line), cf)
+	fmt.Fprintf(w, "- then delete the old key file: rm %s\n", old.path)
+}
+
+// ruleKeepsRSA reports whether rule r still has an RSA key once old is
+// replaced.
+func ruleKeepsRSA(cfg *config.Config, r *config.SigningRule, old string) bool {
+	for _, kf := range configuredKeyFiles(cfg, r.Keys) {
+		if kf.name != old && kf.status.Key != nil && kf.status.Key.KeyType == "rsa" {
+			return true
+		}
+	}
+	return false
+}
+
+// retireAfter is how long to keep a retired key's record after the
+// switch, and why: until the last signature made with it has expired
+// (x= is t= plus sign.expire), and at least retireFloor, plus
+// retireMargin for mail delayed on the way.
+func retireAfter(expire time.Duration) (time.Duration, string) {
+	switch {
+	case expire == 0:
+		return retireFloor + retireMargin, `sign.expire is 0, so signatures carry no x= and nothing says when one made
+with the old key stops being checked. 7 days cover a message that waits out
+a sending queue (Postfix retries for 5 days), 2 more mail delayed at the
+receiver.`
+	case expire < retireFloor:
+		return retireFloor + retireMargin, fmt.Sprintf(`signatures expire after sign.expire (%s), but a message can wait in a
+sending queue for 5 days (Postfix's maximal_queue_lifetime) and be verified
+only then: 7 days, and 2 more for mail delayed at the receiver.`, formatDays(expire))
+	}
+	return expire + retireMargin, fmt.Sprintf(`signatures made with it are valid until their x=, sign.expire (%s) after
+signing, and 2 more days cover mail delayed at the receiver.`, formatDays(expire))
+}
+
+// formatDays writes a duration in days when it is whole days: "7 days".
+func formatDays(d time.Duration) string {
+	if d%(24*time.Hour) == 0 {
+		return formatAge(d)
+	}
+	return strings.TrimSuffix(strings.TrimSuffix(d.String(), "0s"), "0m")
+}
+
+var keysLineRE = regexp.MustCompile(`^\s*keys\s*=`)
+
+// switchLines returns the keys = line of rule r as written in the config
+// file and with old replaced by new, and where it is ("FILE:LINE"). When
+// the line cannot be found as one line (an array over several lines), it
+// returns the rule's keys as TOML and the rule's place.
+func switchLines(cfg *config.Config, r *config.SigningRule, old, new string) (before, after, where string) {
+	renamed := make([]string, len(r.Keys))
+	for i, k := range r.Keys {
+		renamed[i] = k
+		if k == old {
+			renamed[i] = new
+		}
+	}
+	before, after, where = "keys = "+keystore.TOMLList(r.Keys), "keys = "+keystore.TOMLList(renamed), cfg.Where(r.Line)
+	data, err := os.ReadFile(cfg.File)
+	if err != nil || r.Line <= 0 {
+		return
+	}
+	lines := strings.Split(string(data), "\n")
+	for i := r.Line; i < len(lines); i++ { // lines[r.Line] is the line after [[signing]]
+		l := lines[i]
+		if t := strings.TrimSpace(l); strings.HasPrefix(t, "[") {
+			return // the next table
+		}
+		if !keysLineRE.MatchString(l) || !strings.Contains(l, "]") {
+			continue
+		}
+		repl := strings.NewReplacer(`"`+old+`"`, `"`+new+`"`, `'`+old+`'`, `"`+new+`"`)
+		if nl := repl.Replace(l); nl != l {
+			return l, nl, cfg.Where(i + 1)
+		}
+		return
+	}
+	return
+}
+
+// keysConfigArg is " -config FILE" for a command the user is told to
+// run, unless FILE is the default.
+func keysConfigArg(cfg *config.Config) string {
+	if cfg.File == config.DefaultPath {
+		return ""
+	}
+	return " -config " + cfg.File
+}

@@ -1,0 +1,61 @@
+package keystore
+
+import (
+	"fmt"
+	"io/fs"
+	"os"
+	"time"
+)
+
+// KeyFileStatus is what a listing says about a key file. Unlike
+// ReadPrivateKey, which stops at the first problem, it reports the
+// permissions and the key separately, so that an admin sees both the
+// algorithm of a group-readable key and the fix.
+type KeyFileStatus struct {
+	Path    string
+	Key     *PrivateKey // nil when the file cannot be read or parsed
+	Mode    fs.FileMode // permission bits
+	ModTime time.Time
+	// Unsafe says who besides the owner may read or write the file
+	// ("its group", "others", "group or others"); "" when only the owner.
+	Unsafe string
+	// Err is the problem ReadPrivateKey would report, permissions
+	// included: a missing or unreadable file, not a key, a key too
+	// short to sign with (Key is then still set).
+	Err error
+}
+
+// InspectKeyFile looks at a key file without the refusals of
+// ReadPrivateKey getting in the way of saying what it holds.
+func InspectKeyFile(path string) KeyFileStatus {
+	st := KeyFileStatus{Path: path}
+	fi, err := os.Stat(path)
+	if err != nil {
+		st.Err = fileError(path, err)
+		return st
+	}
+	if !fi.Mode().IsRegular() {
+		st.Err = fmt.Errorf("%s is not a regular file", path)
+		return st
+	}
+	st.Mode, st.ModTime = fi.Mode().Perm(), fi.ModTime()
+	if err := permError(path, st.Mode); err != nil {
+		st.Unsafe, st.Err = unsafeWho(st.Mode), err
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if st.Err == nil {
+			st.Err = fileError(path, err)
+		}
+		return st
+	}
+	k, err := decodeKey(data)
+	if err == nil {
+		st.Key = k
+		err = sizeError(k)
+	}
+	if err != nil && st.Err == nil {
+		st.Err = fmt.Errorf("%s: %w", path, err)
+	}
+	return st
+}

@@ -1,0 +1,193 @@
+package keystore
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
+)
+
+// maxTXTString is the longest character-string a TXT record holds: one
+// length octet, RFC 1035 §3.3. https://www.rfc-editor.org/rfc/rfc1035#section-3.3
+const maxTXTString = 255
+
+// DNSName is the name a key record is published at, RFC 6376 §3.6.2.1:
+// SELECTOR._domainkey.DOMAIN (without the final dot).
+// https://www.rfc-editor.org/rfc/rfc6376#section-3.6.2.1
+func DNSName(selector, domain string) string {
+	return selector + "._domainkey." + strings.TrimSuffix(domain, ".")
+}
+
+// Record returns the key record to publish for pk, RFC 6376 §3.6.1:
+// "v=DKIM1; k=rsa; p=…" with p= the base64 SubjectPublicKeyInfo, or
+// "v=DKIM1; k=ed25519; p=…" with p= the raw 32-byte public key, RFC 8463
+// §4.2 (https://www.rfc-editor.org/rfc/rfc8463#section-4.2), not the SPKI
+// that openssl prints and that opendkim-genkey's --ed25519 gets wrong.
+// k= is written even for RSA, its default, so the record says what it is.
+// It panics for a key type that this package never makes.
+func Record(pk *PrivateKey) string {
+	kt, p, err := dkim.EncodePublicKey(pk.Signer.Public())
+	if err != nil {
+		panic("keystore: " + err.Error())
+	}
+	return "v=DKIM1; k=" + kt + "; p=" + p
+}
+
+// RevokedRecord is the record that retires a key of type kt: an empty p=
+// means "revoked" (RFC 6376 §3.6.1), which verifiers report as such,
+// where a deleted record looks like a typo or a DNS failure.
+// https://www.rfc-editor.org/rfc/rfc6376#section-3.6.1
+func RevokedRecord(kt string) string {
+	return "v=DKIM1; k=" + kt + "; p="
+}
+
+// TXTStrings splits a record value into the character-strings of a TXT
+// record, each at most 255 bytes (RFC 1035 §3.3). Verifiers join them with
+// nothing in between, RFC 6376 §3.6.2.2
+// (https://www.rfc-editor.org/rfc/rfc6376#section-3.6.2.2), so any split
+// is valid; a value that fits stays whole, and a longer one is split
+// before "p=" and then every 255 bytes, so that the tags read on their own
+// and the key is in as few strings as possible. (opendkim-genkey splits
+// every 250 characters from the start.)
+func TXTStrings(value string) []string {
+	if len(value) <= maxTXTString {
+		return []string{value}
+	}
+	var out []string
+	head, p := value, ""
+	if i := pTagStart(value); i > 0 {
+		head, p = value[:i], value[i:]
+	}
+	for _, part := range []string{head, p} {
+		for len(part) > maxTXTString {
+			out = append(out, part[:maxTXTString])
+			part = part[maxTXTString:]
+		}
+		if part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}
+
+// pTagStart is the offset of the p= tag in a key record, or -1.
+func pTagStart(value string) int {
+	for i := 0; i < len(value); {
+		j := strings.IndexByte(value[i:], ';')
+		tag := value[i:]
+		if j >= 0 {
+			tag = value[i : i+j]
+		}
+		trimmed := strings.TrimLeft(tag, " \t\r\n")
+		name, _, _ := strings.Cut(trimmed, "=")
+		if strings.TrimSpace(name) == "p" {
+			return i + len(tag) - len(trimmed)
+		}
+		if j < 0 {
+			break
+		}
+		i += j + 1
+	}
+	return -1
+}
+
+// ZoneLine renders a TXT record as one zone-file line (RFC 1035 §5.1):
+//
+//	s202611._domainkey.example.com. IN TXT ( "v=DKIM1; k=rsa; " "p=MIIB…" "…" )
+//
+// name is made absolute. The value is split by TXTStrings before quoting,
+// so the 255-byte limit applies to the bytes the resolver sees and an
+// escape (\" \\ \DDD) is never cut in two.
+// https://www.rfc-editor.org/rfc/rfc1035#section-5.1
+func ZoneLine(name, value string) string {
+	var b strings.Builder
+	b.WriteString(strings.TrimSuffix(name, ".") + ". IN TXT (")
+	for _, s := range TXTStrings(value) {
+		b.WriteString(" ")
+		b.WriteString(quoteTXT(s))
+	}
+	b.WriteString(" )")
+	return b.String()
+}
+
+// quoteTXT quotes one character-string for a zone file.
+func quoteTXT(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c < ' ' || c > '~':
+			fmt.Fprintf(&b, "\\%03d", c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// KeyName suggests a [keys.NAME] for a key: DOMAIN-SELECTOR with dots
+// replaced by '-' ("example-com-s202611"), so that it needs no quoting in
+// TOML and says which record it is.
+func KeyName(domain, selector string) string {
+	return strings.ReplaceAll(strings.TrimSuffix(domain, ".")+"-"+selector, ".", "-")
+}
+
+// TOMLLines returns the [keys.NAME] table for a key, as the configuration
+// expects it (see config.Key).
+func TOMLLines(name, domain, selector, file string) string {
+	return fmt.Sprintf("[keys.%s]\ndomain   = %s\nselector = %s\nfile     = %s\n",
+		tomlKey(name), tomlString(domain), tomlString(selector), tomlString(file))
+}
+
+// SigningTOML returns a [[signing]] table that signs mail from the
+// pattern from with keys (see config.SigningRule).
+func SigningTOML(from string, keys []string) string {
+	return fmt.Sprintf("[[signing]]\nfrom = %s\nkeys = %s\n", tomlString(from), TOMLList(keys))
+}
+
+// TOMLList renders strings as a TOML array: ["a", "b"].
+func TOMLList(list []string) string {
+	q := make([]string, len(list))
+	for i, s := range list {
+		q[i] = tomlString(s)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
+// tomlKey writes a table key bare when TOML allows it, quoted otherwise.
+func tomlKey(k string) string {
+	for _, r := range k {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return tomlString(k)
+		}
+	}
+	if k == "" {
+		return `""`
+	}
+	return k
+}
+
+// tomlString quotes s as a TOML basic string: Go's quoting is the same for
+// printable text; other characters become \uXXXX, which TOML has and Go's
+// \x escapes are not.
+func tomlString(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r < ' ' || r == 0x7f:
+			fmt.Fprintf(&b, "\\u%04X", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}

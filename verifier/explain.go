@@ -1,0 +1,350 @@
+// Explanations of a saved message's signatures, for `dkimmilter verify`.
+//
+// The results are the milter's own: Explain runs the same Verifier over the
+// message. What it adds is the why an operator otherwise gets with dig,
+// openssl and guesswork (OpenDKIM's "bad signature data" and nothing more):
+// what the DNS answered, the body hashes under both canonicalizations, a
+// probe for the usual culprits of a body hash failure (a footer, white
+// space, line ends; explain_probe.go), the exact signed header block and
+// the usual culprits of a header failure (explain_header.go), whether an
+// expired signature would otherwise verify, and DMARC alignment (dmarc.go).
+//
+// The message is verified again for the what-ifs, with every DNS answer of
+// the first run replayed, so that they cost no queries and see the same
+// keys.
+
+package verifier
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
+)
+
+// Report explains the DKIM verification of one message.
+type Report struct {
+	Header dkim.Header
+	Body   []byte    // with CRLF line ends, as on the wire
+	Notes  []string  // how the file was read (line ends, an mbox From line)
+	Now    time.Time // the clock the results were computed with
+
+	AuthorDomain string // RFC5322.From domain; "" when AuthorErr is set
+	AuthorErr    error
+
+	// Verifications are the milter's results, top to bottom: feed them to
+	// AuthResults. Signatures explains each, in the same order.
+	Verifications []*Verification
+	Signatures    []*Explanation
+}
+
+// Explanation is everything known about one signature.
+type Explanation struct {
+	Verification *Verification // the result the milter stamps
+	// Detail is the verification the rest explains: Verification, or for
+	// a signature rejected by its dates, Clock.Otherwise.
+	Detail *Verification
+
+	Clock         *ClockCheck // x= or t= rejected the signature
+	DNS           *DNSAnswer  // the key lookup; nil when none was made
+	BodyHashes    *BodyHashes // nil when the signature could not be parsed
+	Probe         *Probe      // body hash failures
+	SignedHeaders []string    // header failures: the canonical block hashed, line by line
+	HeaderHints   []string    // header failures: what probably changed
+	Alignment     *Alignment  // nil without a usable From domain
+}
+
+// ClockCheck tells "expired, otherwise valid" from "expired and broken".
+type ClockCheck struct {
+	Expired bool      // x= has passed; else t= is in the future
+	At      time.Time // x= when Expired, else t=
+	// RunAt is the clock of the second verification: t= (x= minus one
+	// second without t=) for an expired signature, t= for a future one.
+	RunAt     time.Time
+	Otherwise *Verification
+}
+
+// DNSAnswer is what the key lookup returned.
+type DNSAnswer struct {
+	Name          string
+	Records       []string
+	Authenticated bool // AD bit
+	Err           error
+	ttl           time.Duration
+}
+
+// Outcome describes the answer in DNS terms: the record count, NXDOMAIN,
+// NODATA, timeout, SERVFAIL, with the server that said so.
+func (a *DNSAnswer) Outcome() string {
+	if a.Err == nil {
+		if len(a.Records) == 1 {
+			return "1 TXT record"
+		}
+		return fmt.Sprintf("%d TXT records", len(a.Records))
+	}
+	var de *net.DNSError
+	if !errors.As(a.Err, &de) {
+		return a.Err.Error()
+	}
+	s := de.Err
+	switch {
+	case de.IsNotFound && de.Err == "NXDOMAIN":
+		s = "NXDOMAIN (no such name)"
+	case de.IsNotFound && de.Err == "no TXT record":
+		s = "NODATA (the name exists but has no TXT record)"
+	}
+	if de.Server != "" {
+		s += " from " + de.Server
+	}
+	return s
+}
+
+// BodyHashes are the body hashes of the message as it is now, beside bh=.
+type BodyHashes struct {
+	Signed          []byte     // bh=
+	Canon           dkim.Canon // the body canonicalization c= names
+	Simple, Relaxed []byte     // computed, honouring l=
+}
+
+// Computed returns the hash under the signature's own canonicalization.
+func (b *BodyHashes) Computed() []byte {
+	if b.Canon == dkim.Relaxed {
+		return b.Relaxed
+	}
+	return b.Simple
+}
+
+// OtherMatches reports that bh= matches the canonicalization the signature
+// does not name: the signer declared one and used the other.
+func (b *BodyHashes) OtherMatches() bool {
+	other := b.Relaxed
+	if b.Canon == dkim.Relaxed {
+		other = b.Simple
+	}
+	return !bytes.Equal(b.Computed(), b.Signed) && bytes.Equal(other, b.Signed)
+}
+
+// Explain verifies a saved message (LF or CRLF line ends, as sent or as
+// delivered) with v's settings and explains every signature. It fails only
+// when raw has no header fields.
+func (v *Verifier) Explain(ctx context.Context, raw []byte) (*Report, error) {
+	h, body, notes := ParseMessage(raw)
+	if len(h) == 0 {
+		return nil, errors.New("no header fields: not a mail message")
+	}
+	rec := &recorder{r: v.Resolver, m: map[string]*DNSAnswer{}}
+	base := *v
+	base.Resolver = rec
+	now := v.now()
+	base.Now = func() time.Time { return now } // one clock for every re-run
+
+	rep := &Report{Header: h, Body: body, Notes: notes, Now: now}
+	rep.AuthorDomain, rep.AuthorErr = AuthorDomain(h)
+	rep.Verifications = base.run(ctx, h, body)
+	memo := map[string]*OrgDomain{}
+	for i, r := range rep.Verifications {
+		e := &Explanation{Verification: r, Detail: r}
+		rep.Signatures = append(rep.Signatures, e)
+		s := r.Signature
+		if s == nil || s.Err != nil || errors.Is(r.Err, ErrTooMany) {
+			continue
+		}
+		vv := &base
+		if errors.Is(r.Err, ErrExpired) || errors.Is(r.Err, ErrFuture) {
+			e.Clock, vv = base.clockCheck(ctx, h, body, i, s, errors.Is(r.Err, ErrExpired))
+			e.Detail = e.Clock.Otherwise
+		}
+		e.DNS = rec.answer(s.DNSName())
+		e.BodyHashes = bodyHashes(s, body)
+		switch {
+		case errors.Is(e.Detail.Err, ErrBodyHash):
+			e.Probe = vv.probeBody(ctx, h, body, i, s, e.BodyHashes)
+		case errors.Is(e.Detail.Err, ErrSignature):
+			e.SignedHeaders = signedHeaderLines(h, s)
+			e.HeaderHints = vv.headerHints(ctx, h, body, i, s)
+		}
+		if rep.AuthorErr == nil {
+			e.Alignment = alignWith(ctx, rec, rep.AuthorDomain, s.Domain, memo)
+		}
+	}
+	return rep, nil
+}
+
+// run verifies a whole message at once.
+func (v *Verifier) run(ctx context.Context, h dkim.Header, body []byte) []*Verification {
+	m := v.Begin(ctx, h)
+	m.Write(body)
+	return m.Finish()
+}
+
+// passes reports whether signature i of the message verifies.
+func (v *Verifier) passes(ctx context.Context, h dkim.Header, body []byte, i int) bool {
+	res := v.run(ctx, h, body)
+	return i < len(res) && res[i].Result == Pass
+}
+
+// clockCheck verifies again with the clock at signing time (RFC 6376
+// §3.5: t= is when the signature was made), which is when the signature
+// last had to be valid. It returns the verifier with that clock, for the
+// probes.
+func (v *Verifier) clockCheck(ctx context.Context, h dkim.Header, body []byte, i int, s *Signature, expired bool) (*ClockCheck, *Verifier) {
+	c := &ClockCheck{Expired: expired}
+	switch {
+	case c.Expired:
+		c.At = s.Expire
+		c.RunAt = s.Expire.Add(-time.Second)
+		if s.HasTime {
+			c.RunAt = s.Time
+		}
+	default:
+		c.At, c.RunAt = s.Time, s.Time
+	}
+	at := *v
+	at.Now = func() time.Time { return c.RunAt }
+	c.Otherwise = at.run(ctx, h, body)[i]
+	return c, &at
+}
+
+func bodyHashes(s *Signature, body []byte) *BodyHashes {
+	return &BodyHashes{
+		Signed:  s.BodyHash,
+		Canon:   s.BodyCanon,
+		Simple:  hashBody(dkim.Simple, s.Length, body),
+		Relaxed: hashBody(dkim.Relaxed, s.Length, body),
+	}
+}
+
+func hashBody(c dkim.Canon, limit int64, body []byte) []byte {
+	b := dkim.NewBodyHasher(c, sha256.New(), limit)
+	b.Write(body)
+	return b.Sum()
+}
+
+// signedHeaderLines returns exactly what the header hash covers: the
+// signed fields, canonicalized, then the DKIM-Signature field without its
+// b= value (RFC 6376 §3.7, https://www.rfc-editor.org/rfc/rfc6376#section-3.7).
+func signedHeaderLines(h dkim.Header, s *Signature) []string {
+	data := h.AppendSignedHeaders(nil, s.HeaderCanon, s.Headers)
+	data = dkim.AppendSignatureField(data, s.HeaderCanon, stripB(s))
+	return strings.Split(string(data), "\r\n")
+}
+
+// ParseMessage splits a saved message into header fields and body. Line
+// ends may be LF (a Unix mailbox, a saved .eml) or CRLF; both come out as
+// CRLF, which is what was on the wire and what was signed. A leading mbox
+// "From " line is skipped. notes says what was done, for the reader.
+func ParseMessage(raw []byte) (h dkim.Header, body []byte, notes []string) {
+	switch lf, crlf := countLineEnds(raw); {
+	case lf > 0 && crlf == 0:
+		notes = append(notes, "the file has LF line ends (as saved on Unix): read as CRLF, as the message was on the wire")
+	case lf > 0:
+		notes = append(notes, fmt.Sprintf("the file mixes LF (%d) and CRLF (%d) line ends: all read as CRLF", lf, crlf))
+	}
+	rest := raw
+	// An mbox "From sender date" line, not a "From :" field (RFC 5322
+	// §4.5.3 allows white space before the colon).
+	if bytes.HasPrefix(rest, []byte("From ")) && !bytes.HasPrefix(bytes.TrimLeft(rest[5:], " \t"), []byte(":")) {
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			rest = rest[i+1:]
+			notes = append(notes, `skipped the mbox "From " line at the top`)
+		}
+	}
+	for len(rest) > 0 {
+		line, next := rest, []byte(nil)
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			line, next = rest[:i], rest[i+1:]
+		}
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		if len(line) == 0 {
+			body = next
+			break
+		}
+		if (line[0] == ' ' || line[0] == '\t') && len(h) > 0 {
+			h[len(h)-1].Raw += "\r\n" + string(line)
+		} else {
+			h = append(h, dkim.ParseField(string(line)))
+		}
+		rest = next
+	}
+	return h, toCRLF(body), notes
+}
+
+// countLineEnds counts bare LF and CRLF line ends.
+func countLineEnds(b []byte) (lf, crlf int) {
+	for i, c := range b {
+		if c == '\n' {
+			if i > 0 && b[i-1] == '\r' {
+				crlf++
+			} else {
+				lf++
+			}
+		}
+	}
+	return lf, crlf
+}
+
+// toCRLF turns bare LF line ends into CRLF, leaving CRLF alone.
+func toCRLF(b []byte) []byte {
+	if bytes.Count(b, []byte("\n")) == bytes.Count(b, []byte("\r\n")) {
+		return b
+	}
+	out := make([]byte, 0, len(b)+len(b)/32)
+	for i, c := range b {
+		if c == '\n' && (i == 0 || b[i-1] != '\r') {
+			out = append(out, '\r')
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// recorder is a Resolver that keeps every answer of the first
+// verification and replays it afterwards: the what-if runs then cost no
+// queries, see the same keys, and the report can show what the DNS said
+// (the verifier keeps only the record it used).
+type recorder struct {
+	r  Resolver
+	mu sync.Mutex
+	m  map[string]*DNSAnswer
+}
+
+func (rc *recorder) LookupTXT(ctx context.Context, name string) (*TXTResult, error) {
+	key := strings.ToLower(strings.TrimSuffix(name, "."))
+	if a := rc.answer(key); a != nil {
+		return a.result()
+	}
+	res, err := rc.r.LookupTXT(ctx, name)
+	if errors.Is(err, context.Canceled) {
+		return res, err // our own cancellation says nothing about the name
+	}
+	a := &DNSAnswer{Name: key, Err: err}
+	if res != nil {
+		a.Records, a.Authenticated, a.ttl = res.Records, res.Authenticated, res.TTL
+	}
+	rc.mu.Lock()
+	if rc.m[key] == nil {
+		rc.m[key] = a
+	}
+	rc.mu.Unlock()
+	return res, err
+}
+
+func (rc *recorder) answer(name string) *DNSAnswer {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.m[strings.ToLower(strings.TrimSuffix(name, "."))]
+}
+
+func (a *DNSAnswer) result() (*TXTResult, error) {
+	if a.Err != nil {
+		return nil, a.Err
+	}
+	return &TXTResult{Records: append([]string(nil), a.Records...), TTL: a.ttl, Authenticated: a.Authenticated}, nil
+}

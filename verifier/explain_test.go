@@ -1,0 +1,310 @@
+package verifier
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
+	"github.com/dkimmilter/dkimmilter/internal/testkit"
+)
+
+// explainMsg has what the probes need: a signature separator with its
+// trailing space, a link, a line that an mbox would quote.
+const explainMsg = `From: Alice <alice@example.com>
+To: list@lists.example.org
+Subject: Quarterly numbers
+Date: Mon, 23 Nov 2026 10:00:00 +0000
+Message-ID: <q4@example.com>
+
+Hello Bob,
+
+the numbers are at https://example.com/q4 as promised.
+From now on they will be there every quarter.
+
+-- 
+Alice
+`
+
+const explainMIME = `From: Alice <alice@example.com>
+To: list@lists.example.org
+Subject: Quarterly numbers
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="b1"
+
+--b1
+Content-Type: text/plain
+
+Hello Bob.
+--b1
+Content-Type: text/csv
+
+q,n
+4,42
+--b1--
+`
+
+func TestExplain(t *testing.T) {
+	key := testkit.RSAKey(2048)
+	txt := map[string][]string{"sel._domainkey.example.com": {keyRecord(t, key, "")}}
+	tags := func(c string, extra string) string {
+		return "v=1; a=rsa-sha256; c=" + c + "; d=example.com; s=sel; t=1795000000; x=1795604800; h=from:to:subject:date:message-id:content-type" + extra
+	}
+	relaxed := signRaw(t, explainMsg, tags("relaxed/relaxed", ""), key)
+	simple := signRaw(t, explainMsg, tags("simple/simple", ""), key)
+	footer := "\r\n--\r\nlist mailing list\r\nhttps://lists.example.org/unsubscribe\r\n"
+	expiredTags := "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=sel; t=1794000000; x=1794600000; h=from:to:subject"
+	expired := signRaw(t, explainMsg, expiredTags, key)
+	future := signRaw(t, explainMsg, "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=sel; t=1795086400; h=from:to:subject", key)
+	mime := signRaw(t, explainMIME, tags("relaxed/relaxed", ""), key)
+	// bh= of the body hashed with LF line ends, as a broken signer would.
+	lfBH := base64.StdEncoding.EncodeToString(lfBodyHash(dkim.Relaxed, -1, splitLines(testkit.CRLF([]byte(explainMsg[strings.Index(explainMsg, "\n\n")+2:])))))
+
+	tests := []struct {
+		name   string
+		msg    string
+		txt    map[string][]string
+		result Result
+		err    error  // the milter's reason
+		detail error  // Detail's reason (the re-run for x=/t=)
+		probe  string // Probe.Kind
+		text   string // in Probe.Text or a header hint
+		lines  int    // len(Probe.Lines)
+		verif  bool   // Probe.Verifies
+	}{
+		{name: "pass", msg: relaxed, result: Pass},
+		{name: "pass, LF line ends", msg: strings.ReplaceAll(relaxed, "\r\n", "\n"), result: Pass},
+		{name: "pass, simple, LF line ends", msg: strings.ReplaceAll(simple, "\r\n", "\n"), result: Pass},
+		{name: "pass, as delivered", msg: "Authentication-Results: mx.example.net; dkim=pass\r\nReceived: from a by b\r\n" + relaxed, result: Pass},
+		{name: "pass, mbox From line", msg: "From alice@example.com Mon Nov 23 10:00:00 2026\n" + strings.ReplaceAll(relaxed, "\r\n", "\n"), result: Pass},
+		{name: "footer", msg: relaxed + footer, result: Fail, err: ErrBodyHash, probe: ProbeFooter, text: "without its last 4 lines", lines: 4, verif: true},
+		{name: "footer, LF file", msg: strings.ReplaceAll(relaxed+footer, "\r\n", "\n"), result: Fail, err: ErrBodyHash, probe: ProbeFooter, lines: 4, verif: true},
+		{name: "long footer at a separator", msg: relaxed + "\r\n_____\r\n" + strings.Repeat("legal text\r\n", 50), result: Fail, err: ErrBodyHash, probe: ProbeFooter, lines: 52, verif: true},
+		{name: "footer and Subject tag", msg: strings.Replace(relaxed, "Subject: ", "Subject: [list] ", 1) + footer, result: Fail, err: ErrBodyHash, probe: ProbeFooter, verif: false},
+		{name: "MIME footer part", msg: strings.Replace(mime, "--b1--", "--b1\r\nContent-Type: text/plain\r\n\r\nlist footer\r\n--b1--", 1), result: Fail, err: ErrBodyHash, probe: ProbeMIMEFooter, text: "a footer MIME part", lines: 4, verif: true},
+		{name: "link rewritten", msg: strings.Replace(relaxed, "https://example.com/q4", "https://safe.example.net/?u=example.com%2Fq4", 1), result: Fail, err: ErrBodyHash, probe: ProbeNone, text: probeNoneText},
+		{name: "sig separator stripped, simple", msg: strings.Replace(simple, "-- \r\n", "--\r\n", 1), result: Fail, err: ErrBodyHash, probe: ProbeSpaceRemoved, text: `"-- "`, lines: 1, verif: true},
+		{name: "sig separator stripped, relaxed", msg: strings.Replace(relaxed, "-- \r\n", "--\r\n", 1), result: Pass},
+		{name: "trailing space added, simple", msg: strings.Replace(simple, "Hello Bob,", "Hello Bob,  ", 1), result: Fail, err: ErrBodyHash, probe: ProbeSpaceAdded, lines: 1, verif: true},
+		{name: "CR CR LF", msg: strings.Replace(simple, "Alice\r\n", "Alice\r\r\n", 1), result: Fail, err: ErrBodyHash, probe: ProbeLineEnds, text: "doubled CRs", verif: true},
+		{name: "mbox quoting", msg: strings.Replace(relaxed, "\r\nFrom now", "\r\n>From now", 1), result: Fail, err: ErrBodyHash, probe: ProbeMboxFrom, lines: 1, verif: true},
+		{name: "c= says simple, bh= is relaxed", msg: strings.Replace(relaxed, "c=relaxed/relaxed", "c=relaxed/simple", 1), result: Fail, err: ErrBodyHash, probe: ProbeCanonicalization, text: "under relaxed body canonicalization"},
+		{name: "signed with LF line ends", msg: replaceBH(t, signRaw(t, explainMsg, tags("relaxed/relaxed", ""), key), lfBH), result: Fail, err: ErrBodyHash, probe: ProbeLineEnds, text: "bare LF"},
+		{name: "Subject altered", msg: strings.Replace(relaxed, "Quarterly", "Annual", 1), result: Fail, err: ErrSignature, text: "is not the one that signed"},
+		{name: "Subject tagged", msg: strings.Replace(relaxed, "Subject: ", "Subject: [list] ", 1), result: Fail, err: ErrSignature, text: `"[list] " is removed from Subject`},
+		{name: "Subject tagged, simple", msg: strings.Replace(simple, "Subject: ", "Subject: [SPAM] ", 1), result: Fail, err: ErrSignature, text: `"[SPAM] " is removed`},
+		{name: "Subject tag at the end", msg: strings.Replace(relaxed, "Quarterly numbers", "Quarterly numbers [External]", 1), result: Fail, err: ErrSignature, text: `" [External]"`},
+		{name: "From rewritten", msg: strings.Replace(relaxed, "From: Alice <alice@example.com>", "From: Alice via list <list@lists.example.org>\r\nX-Original-From: Alice <alice@example.com>", 1), result: Fail, err: ErrSignature, text: "X-Original-From holds"},
+		{name: "expired, otherwise valid", msg: expired, result: PermError, err: ErrExpired, detail: nil},
+		{name: "expired and broken", msg: expired + footer, result: PermError, err: ErrExpired, detail: ErrBodyHash, probe: ProbeFooter, lines: 4, verif: true},
+		{name: "future t=", msg: future, result: PermError, err: ErrFuture, detail: nil},
+		{name: "no key", msg: relaxed, txt: map[string][]string{}, result: PermError, err: ErrNoKey, detail: ErrNoKey},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := fakeResolver{txt: txt}
+			if tc.txt != nil {
+				r.txt = tc.txt
+			}
+			v := &Verifier{Resolver: r, Now: func() time.Time { return now }}
+			rep, err := v.Explain(context.Background(), []byte(tc.msg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.Signatures) != 1 {
+				t.Fatalf("%d signatures", len(rep.Signatures))
+			}
+			e := rep.Signatures[0]
+			if e.Verification.Result != tc.result || !errors.Is(e.Verification.Err, tc.err) && tc.err != nil {
+				t.Fatalf("result %s (%v), want %s (%v)", e.Verification.Result, e.Verification.Err, tc.result, tc.err)
+			}
+			// Explain's results are the verifier's own.
+			if got := verify(t, v, string(testkit.Join(rep.Header, rep.Body)), 7); got[0].Result != e.Verification.Result {
+				t.Errorf("Explain says %s, the verifier %s", e.Verification.Result, got[0].Result)
+			}
+			if tc.err == ErrExpired || tc.err == ErrFuture {
+				if e.Clock == nil {
+					t.Fatal("no clock check")
+				}
+				if !errors.Is(e.Detail.Err, tc.detail) || (tc.detail == nil) != (e.Detail.Result == Pass) {
+					t.Errorf("otherwise %s (%v), want %v", e.Detail.Result, e.Detail.Err, tc.detail)
+				}
+				if e.Clock.Expired != (tc.err == ErrExpired) {
+					t.Errorf("Clock.Expired = %v", e.Clock.Expired)
+				}
+			}
+			checkProbe(t, e, tc.probe, tc.text, tc.lines, tc.verif)
+		})
+	}
+}
+
+func checkProbe(t *testing.T, e *Explanation, kind, text string, lines int, verifies bool) {
+	t.Helper()
+	if kind == "" {
+		if e.Probe != nil {
+			t.Errorf("unexpected probe %+v", e.Probe)
+		}
+		if text != "" && !strings.Contains(strings.Join(e.HeaderHints, "\n"), text) {
+			t.Errorf("header hints %q, want %q", e.HeaderHints, text)
+		}
+		if errors.Is(e.Detail.Err, ErrSignature) && len(e.SignedHeaders) == 0 {
+			t.Error("no signed header block")
+		}
+		return
+	}
+	p := e.Probe
+	if p == nil {
+		t.Fatal("no probe")
+	}
+	if p.Kind != kind || !strings.Contains(p.Text, text) {
+		t.Errorf("probe %s %q, want %s with %q", p.Kind, p.Text, kind, text)
+	}
+	if lines > 0 && len(p.Lines) != lines {
+		t.Errorf("probe lines %q, want %d", p.Lines, lines)
+	}
+	if p.Verifies != verifies {
+		t.Errorf("Verifies = %v", p.Verifies)
+	}
+}
+
+// replaceBH swaps the bh= value of the top signature.
+func replaceBH(t *testing.T, msg, bh string) string {
+	t.Helper()
+	i := strings.Index(msg, "bh=")
+	j := strings.Index(msg[i:], ";")
+	return msg[:i] + "bh=" + bh + msg[i+j:]
+}
+
+func TestExplainDetails(t *testing.T) {
+	key := testkit.RSAKey(2048)
+	signed := signRaw(t, explainMsg, "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=sel; t=1795000000; h=from:to:subject", key)
+	r := fakeResolver{txt: map[string][]string{"sel._domainkey.example.com": {"v=spf1 -all", keyRecord(t, key, "t=y; ")}}, ad: true}
+	v := &Verifier{Resolver: r, Now: func() time.Time { return now }}
+
+	rep, err := v.Explain(context.Background(), []byte(strings.Replace(signed, "Quarterly", "Annual", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := rep.Signatures[0]
+	if a := e.DNS; a == nil || a.Name != "sel._domainkey.example.com" || len(a.Records) != 2 || !a.Authenticated || a.Outcome() != "2 TXT records" {
+		t.Errorf("DNS answer %+v", e.DNS)
+	}
+	if d := e.Detail; d.KeyType != "rsa" || d.KeyBits != 2048 || !d.Testing {
+		t.Errorf("key %s %d testing=%v", d.KeyType, d.KeyBits, d.Testing)
+	}
+	want := []string{"from:Alice <alice@example.com>", "to:list@lists.example.org", "subject:Annual numbers"}
+	if len(e.SignedHeaders) != 4 || fmt.Sprint(e.SignedHeaders[:3]) != fmt.Sprint(want) || !strings.HasPrefix(e.SignedHeaders[3], "dkim-signature:v=1;") || !strings.HasSuffix(e.SignedHeaders[3], "b=") {
+		t.Errorf("signed headers %q", e.SignedHeaders)
+	}
+	if b := e.BodyHashes; b == nil || string(b.Computed()) != string(b.Signed) || b.OtherMatches() {
+		t.Errorf("body hashes %+v", b)
+	}
+	if rep.AuthorDomain != "example.com" || e.Alignment == nil || !e.Alignment.Strict || !e.Alignment.Relaxed {
+		t.Errorf("alignment %+v", e.Alignment)
+	}
+
+	// NXDOMAIN is shown as such, with its name.
+	v.Resolver = fakeResolver{}
+	rep, _ = v.Explain(context.Background(), []byte(signed))
+	if a := rep.Signatures[0].DNS; a == nil || !strings.HasPrefix(a.Outcome(), "NXDOMAIN") {
+		t.Errorf("NXDOMAIN answer %+v", a)
+	}
+
+	// Unsigned, LF, a note about it.
+	rep, _ = v.Explain(context.Background(), []byte(explainMsg))
+	if len(rep.Verifications) != 0 || len(rep.Notes) != 1 || !strings.Contains(rep.Notes[0], "LF") {
+		t.Errorf("unsigned: %d results, notes %q", len(rep.Verifications), rep.Notes)
+	}
+	if _, err := v.Explain(context.Background(), []byte("\n\nno header")); err == nil {
+		t.Error("no header fields: no error")
+	}
+}
+
+// The what-if runs replay the first run's DNS answers: one query per name.
+func TestExplainReplaysDNS(t *testing.T) {
+	key := testkit.RSAKey(2048)
+	signed := signRaw(t, explainMsg, "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=sel; h=from:to:subject", key)
+	cr := &queryCounter{r: fakeResolver{txt: map[string][]string{"sel._domainkey.example.com": {keyRecord(t, key, "")}}}}
+	v := &Verifier{Resolver: cr, Now: func() time.Time { return now }}
+	rep, err := v.Explain(context.Background(), []byte(strings.Replace(signed, "Subject: ", "Subject: [list] ", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Signatures[0].HeaderHints) == 0 {
+		t.Fatal("no hint")
+	}
+	if n := cr.count("sel._domainkey.example.com"); n != 1 {
+		t.Errorf("%d key queries, want 1", n)
+	}
+}
+
+func TestSubjectTags(t *testing.T) {
+	tests := []struct{ in, tag, out string }{
+		{" [list] Hello", "[list] ", " Hello"},
+		{" Re: [list] Hello", "[list] ", " Re: Hello"},
+		{" Hello [External]", " [External]", " Hello"},
+		{" ***SPAM*** Hello", "***SPAM*** ", " Hello"},
+	}
+	for _, tc := range tests {
+		got := subjectTags(tc.in)
+		found := false
+		for _, g := range got {
+			if g.tag == tc.tag && g.value == tc.out {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("subjectTags(%q) = %+v, want %q -> %q", tc.in, got, tc.tag, tc.out)
+		}
+	}
+	if got := subjectTags(" Hello"); len(got) != 0 {
+		t.Errorf("no tag: %+v", got)
+	}
+}
+
+func TestParseMessage(t *testing.T) {
+	h, body, notes := ParseMessage([]byte("From x Mon\nA: 1\n  2\nB: 3\r\n\nline\nline2\r\n"))
+	if len(h) != 2 || h[0].Raw != "A: 1\r\n  2" || h[1].Raw != "B: 3" {
+		t.Errorf("header %q", h)
+	}
+	if string(body) != "line\r\nline2\r\n" {
+		t.Errorf("body %q", body)
+	}
+	if len(notes) != 2 || !strings.Contains(notes[0], "mixes") || !strings.Contains(notes[1], "mbox") {
+		t.Errorf("notes %q", notes)
+	}
+	if h, _, _ := ParseMessage([]byte("From : a@example.com\r\n\r\n")); len(h) != 1 || h[0].Name != "From" {
+		t.Errorf("From field with space before the colon: %q", h)
+	}
+	if _, _, notes := ParseMessage([]byte("A: 1\r\n\r\nx\r\n")); len(notes) != 0 {
+		t.Errorf("CRLF notes %q", notes)
+	}
+}
+
+// queryCounter counts the queries per name that reach r.
+type queryCounter struct {
+	r  Resolver
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (q *queryCounter) LookupTXT(ctx context.Context, name string) (*TXTResult, error) {
+	q.mu.Lock()
+	if q.n == nil {
+		q.n = map[string]int{}
+	}
+	q.n[name]++
+	q.mu.Unlock()
+	return q.r.LookupTXT(ctx, name)
+}
+
+func (q *queryCounter) count(name string) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.n[name]
+}
