@@ -39,6 +39,10 @@ type Config struct {
 	Verify     Verify
 	DNS        DNS
 	Actions    Actions
+	Limits     Limits
+	// MetricsListen is where Prometheus metrics are served ("host:port");
+	// "" serves none.
+	MetricsListen string
 }
 
 // Sign is the [sign] table.
@@ -80,6 +84,15 @@ type Verify struct {
 type DNS struct {
 	Nameservers []string // "IP:port" ("[v6]:port"); empty means /etc/resolv.conf
 	Timeout     time.Duration
+}
+
+// Limits is the [limits] table: what one milter connection may cost, and
+// how long a stop waits for messages in flight.
+type Limits struct {
+	MaxSessions     int           // concurrent milter connections
+	IdleTimeout     time.Duration // no packet from Postfix for this long closes the connection
+	MessageTimeout  time.Duration // MAIL FROM to end of message
+	ShutdownTimeout time.Duration // SIGTERM waits this long for messages in flight
 }
 
 // Actions is the [actions] table: what the milter answers Postfix.
@@ -135,6 +148,11 @@ func Default() *Config {
 		Verify:  Verify{MinRSABits: 1024, MaxSignatures: 8},
 		DNS:     DNS{Nameservers: []string{}, Timeout: 5 * time.Second},
 		Actions: Actions{SignError: "tempfail", DNSError: "accept", BadSignature: "accept"},
+		// Postfix runs at most default_process_limit (100) smtpd
+		// processes, each with one milter connection; the idle timeout
+		// outlasts smtpd_timeout (300s), so a slow client's session is
+		// not cut between its commands.
+		Limits: Limits{MaxSessions: 500, IdleTimeout: 10 * time.Minute, MessageTimeout: 30 * time.Minute, ShutdownTimeout: 30 * time.Second},
 	}
 }
 

@@ -67,22 +67,24 @@ func TestFull(t *testing.T) {
 			Oversign:          []string{"from", "subject"},
 		},
 		Keys: map[string]*Key{
-			"example-rsa": {Name: "example-rsa", Domain: "example.com", Selector: "s2026r", File: "/etc/dkimmilter/keys/example.com/s2026r.pem", Line: 22},
-			"example.ed":  {Name: "example.ed", Domain: "example.com", Selector: "S2026e.Lab_1", File: filepath.Join(dir, "keys/s2026e.pem"), Line: 27},
-			"any-domain":  {Name: "any-domain", Domain: "%", Selector: "dkim", File: "/etc/dkimmilter/keys/%/dkim.pem", Line: 33},
+			"example-rsa": {Name: "example-rsa", Domain: "example.com", Selector: "s2026r", File: "/etc/dkimmilter/keys/example.com/s2026r.pem", Line: 23},
+			"example.ed":  {Name: "example.ed", Domain: "example.com", Selector: "S2026e.Lab_1", File: filepath.Join(dir, "keys/s2026e.pem"), Line: 28},
+			"any-domain":  {Name: "any-domain", Domain: "%", Selector: "dkim", File: "/etc/dkimmilter/keys/%/dkim.pem", Line: 34},
 		},
 		Signing: []*SigningRule{
-			{From: "alice@example.com", Keys: []string{"example-rsa"}, Identity: "alice@example.com", Line: 35},
-			{From: "*@example.com", Keys: []string{"example-rsa", "example.ed"}, Identity: "@mail.example.com", Line: 40},
-			{From: "*@*.example.com", Keys: []string{"example-rsa"}, Line: 45},
-			{From: "*", Keys: []string{"any-domain"}, Identity: "@%", Line: 49},
+			{From: "alice@example.com", Keys: []string{"example-rsa"}, Identity: "alice@example.com", Line: 36},
+			{From: "*@example.com", Keys: []string{"example-rsa", "example.ed"}, Identity: "@mail.example.com", Line: 41},
+			{From: "*@*.example.com", Keys: []string{"example-rsa"}, Line: 46},
+			{From: "*", Keys: []string{"any-domain"}, Identity: "@%", Line: 50},
 		},
 		Verify: Verify{MinRSABits: 2048, MaxSignatures: 4},
 		DNS: DNS{
 			Nameservers: []string{"127.0.0.1:5353", "[::1]:53", "192.0.2.53:53", "[2001:db8::53]:5300"},
 			Timeout:     2500 * time.Millisecond,
 		},
-		Actions: Actions{SignError: "reject", DNSError: "tempfail", BadSignature: "quarantine"},
+		Actions:       Actions{SignError: "reject", DNSError: "tempfail", BadSignature: "quarantine"},
+		Limits:        Limits{MaxSessions: 64, IdleTimeout: 5 * time.Minute, MessageTimeout: time.Hour},
+		MetricsListen: "127.0.0.1:9180",
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got\n%+v\nwant\n%+v", cfg, want)

@@ -24,6 +24,15 @@ type fileConfig struct {
 	Verify     fileVerify          `toml:"verify"`
 	DNS        fileDNS             `toml:"dns"`
 	Actions    fileActions         `toml:"actions"`
+	Limits     fileLimits          `toml:"limits"`
+	Metrics    string              `toml:"metrics_listen"`
+}
+
+type fileLimits struct {
+	MaxSessions     int      `toml:"max_sessions"`
+	IdleTimeout     rawValue `toml:"idle_timeout"`
+	MessageTimeout  rawValue `toml:"message_timeout"`
+	ShutdownTimeout rawValue `toml:"shutdown_timeout"`
 }
 
 type fileSign struct {
@@ -94,6 +103,13 @@ func toFile(c *Config) *fileConfig {
 		Verify:  fileVerify{MinRSABits: c.Verify.MinRSABits, MaxSignatures: c.Verify.MaxSignatures},
 		DNS:     fileDNS{Nameservers: slices.Clone(c.DNS.Nameservers), Timeout: rawValue{c.DNS.Timeout.String()}},
 		Actions: fileActions{SignError: c.Actions.SignError, DNSError: c.Actions.DNSError, BadSignature: c.Actions.BadSignature},
+		Limits: fileLimits{
+			MaxSessions:     c.Limits.MaxSessions,
+			IdleTimeout:     rawValue{c.Limits.IdleTimeout.String()},
+			MessageTimeout:  rawValue{c.Limits.MessageTimeout.String()},
+			ShutdownTimeout: rawValue{c.Limits.ShutdownTimeout.String()},
+		},
+		Metrics: c.MetricsListen,
 	}
 	for _, p := range c.Sign.InternalHosts {
 		s := p.String()

@@ -45,6 +45,8 @@ func (c *checker) build(f *fileConfig, md *toml.MetaData) *Config {
 	cfg.Signing = c.signing(f.Signing, cfg.Keys)
 	cfg.Verify = c.verify(f.Verify)
 	cfg.DNS = c.dns(f.DNS)
+	cfg.Limits = c.limits(f.Limits)
+	cfg.MetricsListen = c.metricsListen(f.Metrics)
 	a := f.Actions
 	cfg.Actions = Actions{
 		SignError:    c.action(keyPath("actions", "sign_error"), a.SignError, "accept", "tempfail", "reject"),
@@ -333,6 +335,45 @@ func (c *checker) dns(f fileDNS) DNS {
 		c.errf(p.child("timeout"), `%q is out of range; write a duration from "1ms" to "60s", such as "5s"`, f.Timeout.v)
 	}
 	return out
+}
+
+func (c *checker) limits(f fileLimits) Limits {
+	p := keyPath("limits")
+	out := Limits{MaxSessions: f.MaxSessions}
+	if f.MaxSessions < 1 || f.MaxSessions > 100000 {
+		c.errf(p.child("max_sessions"), "%d is out of range; write a number from 1 to 100000 (Postfix opens one milter connection per smtpd process)", f.MaxSessions)
+	}
+	for _, d := range []struct {
+		name     string
+		v        any
+		dst      *time.Duration
+		example  string
+		min, max time.Duration
+	}{
+		{"idle_timeout", f.IdleTimeout.v, &out.IdleTimeout, "10m", time.Second, 24 * time.Hour},
+		{"message_timeout", f.MessageTimeout.v, &out.MessageTimeout, "30m", time.Second, 24 * time.Hour},
+		{"shutdown_timeout", f.ShutdownTimeout.v, &out.ShutdownTimeout, "30s", 0, time.Hour},
+	} {
+		v, ok := c.duration(p.child(d.name), d.v, d.example)
+		if ok && (v < d.min || v > d.max) {
+			c.errf(p.child(d.name), "%q is out of range; write a duration from %q to %q, such as %q", d.v, d.min.String(), d.max.String(), d.example)
+		}
+		*d.dst = v
+	}
+	return out
+}
+
+// metricsListen takes "host:port" for the Prometheus endpoint, or "".
+func (c *checker) metricsListen(s string) string {
+	if s == "" {
+		return ""
+	}
+	_, port, err := net.SplitHostPort(s)
+	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 {
+		c.errf(keyPath("metrics_listen"), `%q is not host:port; write e.g. "127.0.0.1:9180" (or "" for no metrics)`, s)
+		return ""
+	}
+	return s
 }
 
 func (c *checker) action(p path, v string, allowed ...string) string {

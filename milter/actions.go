@@ -36,6 +36,7 @@ func reply(text string) gomilter.Response {
 func (s *session) failSigning(err error) {
 	msg := s.msg
 	msg.signer, msg.note = nil, err.Error()
+	s.metrics.signError()
 	switch s.rt.Config.Actions.SignError {
 	case "accept":
 		msg.decision = "not signed"
@@ -121,7 +122,10 @@ func (s *session) logMessage(msg *message, results []*verifier.Verification, act
 	if msg.note != "" {
 		attrs = append(attrs, "why", msg.note)
 	}
-	attrs = append(attrs, "duration", s.rt.now().Sub(msg.start).Round(time.Microsecond))
+	d := s.rt.now().Sub(msg.start)
+	attrs = append(attrs, "duration", d.Round(time.Microsecond))
+	s.metrics.message(msg.decision, results, d)
+	s.metrics.action(action)
 	level := slog.LevelInfo
 	if msg.decision == "sign error" {
 		level = slog.LevelError

@@ -6,6 +6,7 @@
 package milter
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -63,9 +65,16 @@ func (rt *Runtime) now() time.Time {
 
 // Server serves milter connections.
 type Server struct {
-	log *slog.Logger
-	rt  atomic.Pointer[Runtime]
-	srv *gomilter.Server
+	log    *slog.Logger
+	rt     atomic.Pointer[Runtime]
+	srv    *gomilter.Server
+	limits Limits
+
+	metrics atomic.Pointer[Metrics]
+
+	mu      sync.Mutex
+	tracker *tracker
+	closed  bool
 }
 
 // Actions and Protocol we negotiate. Postfix offers every action, so this
@@ -84,7 +93,7 @@ func NewServer(rt *Runtime, log *slog.Logger) *Server {
 	s := &Server{log: log}
 	s.rt.Store(rt)
 	s.srv = &gomilter.Server{
-		NewMilter: func() gomilter.Milter { return newSession(s.rt.Load(), log) },
+		NewMilter: func() gomilter.Milter { return newSession(s.rt.Load(), log, s.metrics.Load()) },
 		Actions:   actions,
 		Protocol:  protocol,
 	}
@@ -97,17 +106,74 @@ func (s *Server) SetRuntime(rt *Runtime) { s.rt.Store(rt) }
 // Runtime returns the runtime new sessions get.
 func (s *Server) Runtime() *Runtime { return s.rt.Load() }
 
-// Serve accepts connections until Close. It returns nil after Close.
+// SetMetrics makes new sessions count what they do.
+func (s *Server) SetMetrics(m *Metrics) { s.metrics.Store(m) }
+
+// SetLimits sets the connection limits; call it before Serve.
+func (s *Server) SetLimits(l Limits) { s.limits = l }
+
+// Serve accepts connections until Close or Shutdown. It returns nil then.
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.srv.Serve(ln)
-	if errors.Is(err, gomilter.ErrServerClosed) {
+	t := newTracker(ln, s.limits, s.log)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return nil
+	}
+	s.tracker = t
+	s.mu.Unlock()
+	err := s.srv.Serve(t)
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
 		return nil
 	}
 	return err
 }
 
-// Close stops accepting connections.
-func (s *Server) Close() error { return s.srv.Close() }
+// Close stops accepting connections; sessions in flight go on.
+//
+// It closes the listener itself rather than calling go-milter's
+// Server.Close, which writes its closed flag and reads its listener slice
+// without a lock while Serve runs (a data race in v0.5.0).
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	t := s.tracker
+	s.mu.Unlock()
+	if t != nil {
+		return t.Listener.Close()
+	}
+	return nil
+}
+
+// Shutdown stops accepting connections, ends idle sessions at once and
+// busy ones when their message is done, and cuts what is left when ctx
+// ends. It returns how many sessions were cut in the middle of a message
+// (each costs that message Postfix's milter_default_action).
+func (s *Server) Shutdown(ctx context.Context) int {
+	s.Close()
+	s.mu.Lock()
+	t := s.tracker
+	s.mu.Unlock()
+	if t == nil {
+		return 0
+	}
+	return t.drain(ctx)
+}
+
+// Sessions returns the number of open milter connections.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	t := s.tracker
+	s.mu.Unlock()
+	if t == nil {
+		return 0
+	}
+	return t.Sessions()
+}
 
 // Listen opens the milter socket: "unix:/path" or "inet:host:port". A
 // stale unix socket left by a crash is removed (but not a live one: that

@@ -28,8 +28,9 @@ import (
 // away after any other final answer, and with it the client address of the
 // connection (golibs.md §0.3).
 type session struct {
-	rt  *Runtime
-	log *slog.Logger
+	rt      *Runtime
+	log     *slog.Logger
+	metrics *Metrics // nil records nothing
 
 	// Connection.
 	clientHost string
@@ -57,8 +58,8 @@ type message struct {
 	note     string            // why the decision was taken, for the log
 }
 
-func newSession(rt *Runtime, log *slog.Logger) *session {
-	return &session{rt: rt, log: log}
+func newSession(rt *Runtime, log *slog.Logger, m *Metrics) *session {
+	return &session{rt: rt, log: log, metrics: m}
 }
 
 func (s *session) macros(m *gomilter.Modifier) {
@@ -88,6 +89,7 @@ func (s *session) Connect(host, family string, port uint16, addr net.IP, m *gomi
 		s.clientIP = a.Unmap()
 	}
 	s.mtaHost = m.Macros["j"]
+	s.metrics.connection()
 	return gomilter.RespContinue, nil
 }
 
@@ -341,6 +343,7 @@ func (s *session) removeForgedAR(m *gomilter.Modifier) error {
 			return err
 		}
 	}
+	s.metrics.forgedAR(len(idx))
 	if len(idx) > 0 {
 		s.msg.note = strings.TrimPrefix(s.msg.note+fmt.Sprintf("; removed %d forged Authentication-Results", len(idx)), "; ")
 	}

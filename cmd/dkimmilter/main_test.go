@@ -137,18 +137,25 @@ func TestUsage(t *testing.T) {
 	}
 }
 
-// daemon runs the real process and returns it once it logged readiness.
-type daemon struct {
+// proc is the daemon run as a real process; startProc returns it once it
+// logged readiness.
+type proc struct {
 	cmd    *exec.Cmd
 	stderr *syncWriter
 	done   chan error
 }
 
-func startDaemon(t *testing.T, args ...string) *daemon {
+func startProc(t *testing.T, args ...string) *proc {
+	t.Helper()
+	return startProcEnv(t, nil, args...)
+}
+
+// startProcEnv is startProc with extra environment variables.
+func startProcEnv(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "DKIMMILTER_TEST_MAIN=1")
-	d := &daemon{cmd: cmd, stderr: &syncWriter{}, done: make(chan error, 1)}
+	cmd.Env = append(append(os.Environ(), "DKIMMILTER_TEST_MAIN=1"), env...)
+	d := &proc{cmd: cmd, stderr: &syncWriter{}, done: make(chan error, 1)}
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {
@@ -173,16 +180,16 @@ func startDaemon(t *testing.T, args ...string) *daemon {
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		if t.Failed() {
-			t.Logf("daemon stderr:\n%s", d.stderr.String())
+			t.Logf("proc stderr:\n%s", d.stderr.String())
 		}
 	})
 	select {
 	case ok := <-ready:
 		if !ok {
-			t.Fatalf("daemon exited before ready:\n%s", d.stderr.String())
+			t.Fatalf("proc exited before ready:\n%s", d.stderr.String())
 		}
 	case <-time.After(20 * time.Second):
-		t.Fatalf("daemon not ready:\n%s", d.stderr.String())
+		t.Fatalf("proc not ready:\n%s", d.stderr.String())
 	}
 	return d
 }
@@ -201,7 +208,7 @@ func TestServeEndToEnd(t *testing.T) {
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	ln.Close()
 
-	d := startDaemon(t, "serve", "-config", f.cfg)
+	d := startProc(t, "serve", "-config", f.cfg)
 	fi, err := os.Stat(sock)
 	if err != nil || fi.Mode().Perm() != 0o660 {
 		t.Fatalf("socket: %v %v", fi.Mode(), err)
@@ -254,7 +261,7 @@ func TestServeDefault(t *testing.T) {
 	} else {
 		ln.Close()
 	}
-	d := startDaemon(t)
+	d := startProc(t)
 	logs := d.stderr.String()
 	for _, want := range []string{"verifying only", "listen=inet:127.0.0.1:8891", "mode=v", "dkimmilter keys gen -d example.com"} {
 		if !strings.Contains(logs, want) {

@@ -1,15 +1,18 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/dkimmilter/dkimmilter/config"
@@ -50,7 +53,10 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 			"missing", config.DefaultPath, "listen", cfg.Listen,
 			"hint", "to sign, run 'dkimmilter keys gen -d example.com' (with your domain), put the [keys.NAME] and [[signing]] lines it prints in "+config.DefaultPath+", then run 'dkimmilter check'")
 	}
-	rt, warnings, err := loadRuntime(cfg)
+	d := &daemon{log: log, path: *cfgPath}
+	d.srv = milter.NewServer(nil, log)
+	d.metrics = milter.NewMetrics(d.srv.Sessions)
+	rt, warnings, err := loadRuntime(cfg, d.metrics)
 	for _, w := range warnings {
 		log.Warn(w)
 	}
@@ -58,28 +64,145 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		logConfigError(log, err)
 		return exitConfig
 	}
+	d.srv.SetRuntime(rt)
+	d.srv.SetMetrics(d.metrics)
+	d.srv.SetLimits(milter.Limits{
+		MaxSessions:    cfg.Limits.MaxSessions,
+		IdleTimeout:    cfg.Limits.IdleTimeout,
+		MessageTimeout: cfg.Limits.MessageTimeout,
+	})
 
 	ln, err := milter.Listen(cfg.Listen, cfg.SocketMode)
 	if err != nil {
 		log.Error("cannot listen", "listen", cfg.Listen, "err", err)
 		return exitFailure
 	}
-	srv := milter.NewServer(rt, log)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			ln.Close()
+			log.Error("cannot listen for metrics", "metrics_listen", cfg.MetricsListen, "err", err)
+			return exitFailure
+		}
+		go func() {
+			if err := d.metrics.Serve(ctx, mln); err != nil {
+				log.Error("metrics server failed", "err", err)
+			}
+		}()
+	}
+	go d.keyHealth(ctx)
 	logEffective(log, cfg)
 
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	go func() {
-		sig := <-sigs
-		log.Info("stopping", "signal", sig.String())
-		srv.Close()
-	}()
-	if err := srv.Serve(ln); err != nil {
-		log.Error("milter server failed", "err", err)
-		return exitFailure
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	served := make(chan error, 1)
+	go func() { served <- d.srv.Serve(ln) }()
+	sdNotify("READY=1\nSTATUS=serving on " + cfg.Listen)
+	for {
+		select {
+		case err := <-served:
+			if err != nil {
+				log.Error("milter server failed", "err", err)
+				return exitFailure
+			}
+			return exitOK
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				d.reload()
+				continue
+			}
+			return d.stop(sig, served)
+		}
 	}
-	log.Info("stopped")
+}
+
+// daemon is the running server with what reload and stop need.
+type daemon struct {
+	log     *slog.Logger
+	path    string // -config, or "" for the default path
+	srv     *milter.Server
+	metrics *milter.Metrics
+	mu      sync.Mutex // serialises reloads with the key-health round
+}
+
+// reload re-reads the configuration and the keys. A new configuration
+// replaces the old one only if all of it loads: otherwise every problem is
+// logged and the old one stays in force. Sessions in flight keep the
+// configuration they started with; new connections get the new one.
+func (d *daemon) reload() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	sdNotify("RELOADING=1\n" + monotonicUsec())
+	defer sdNotify("READY=1")
+	old := d.srv.Runtime().Config
+	d.log.Info("reloading", "config", configName(d.path))
+	cfg, _, err := loadConfig(d.path)
+	var rt *milter.Runtime
+	var warnings []string
+	if err == nil {
+		rt, warnings, err = loadRuntime(cfg, d.metrics)
+	}
+	for _, w := range warnings {
+		d.log.Warn(w)
+	}
+	if err != nil {
+		logConfigError(d.log, err)
+		d.log.Error("reload failed: the previous configuration stays in force", "config", configName(d.path))
+		d.metrics.Reload(false)
+		return
+	}
+	for _, c := range restartOnly(old, cfg) {
+		d.log.Warn("this setting changes only with a restart", "setting", c)
+	}
+	d.srv.SetRuntime(rt)
+	d.metrics.Reload(true)
+	d.log.Info("configuration reloaded: new connections use it, sessions in flight finish on the old one", "config", configName(d.path))
+	logEffective(d.log, cfg)
+	go d.checkKeys(context.Background(), cfg)
+}
+
+// restartOnly names the settings that a reload cannot apply: the sockets
+// are open and the connection limits are in force.
+func restartOnly(old, cfg *config.Config) []string {
+	var out []string
+	if old.Listen != cfg.Listen || old.SocketMode != cfg.SocketMode {
+		out = append(out, "listen, socket_mode")
+	}
+	if old.MetricsListen != cfg.MetricsListen {
+		out = append(out, "metrics_listen")
+	}
+	if old.Limits != cfg.Limits {
+		out = append(out, "[limits]")
+	}
+	return out
+}
+
+// stop drains: no new connections, idle sessions end now, messages in
+// flight get limits.shutdown_timeout to finish.
+func (d *daemon) stop(sig os.Signal, served <-chan error) int {
+	sdNotify("STOPPING=1")
+	limit := d.srv.Runtime().Config.Limits.ShutdownTimeout
+	d.log.Info("stopping: letting messages in flight finish", "signal", sig.String(), "sessions", d.srv.Sessions(), "shutdown_timeout", limit)
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	cut := d.srv.Shutdown(ctx)
+	<-served
+	if cut > 0 {
+		d.log.Warn("stopped with messages in flight: Postfix applies milter_default_action to them", "cut", cut)
+	} else {
+		d.log.Info("stopped")
+	}
 	return exitOK
+}
+
+func configName(path string) string {
+	if path == "" {
+		return config.DefaultPath
+	}
+	return path
 }
 
 // loadConfig reads path, or the default path; a missing default file means
@@ -98,8 +221,9 @@ func loadConfig(path string) (cfg *config.Config, defaulted bool, err error) {
 	return cfg, false, err
 }
 
-// loadRuntime loads the keys and builds the resolver for cfg.
-func loadRuntime(cfg *config.Config) (*milter.Runtime, []string, error) {
+// loadRuntime loads the keys and builds the resolver for cfg: DNS, timed
+// and counted by m (nil: not counted), under a TTL cache.
+func loadRuntime(cfg *config.Config, m *milter.Metrics) (*milter.Runtime, []string, error) {
 	keys, warnings, err := keystore.Load(cfg)
 	if err != nil {
 		return nil, warnings, err
@@ -108,7 +232,7 @@ func loadRuntime(cfg *config.Config) (*milter.Runtime, []string, error) {
 	if err != nil {
 		return nil, warnings, fmt.Errorf("%s: dns: %w", cfg.Where(0), err)
 	}
-	res := verifier.NewCachingResolver(dns, verifier.CacheOptions{})
+	res := verifier.NewCachingResolver(m.ObserveResolver(dns), verifier.CacheOptions{})
 	return milter.NewRuntime(cfg, keys, res), warnings, nil
 }
 

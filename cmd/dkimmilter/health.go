@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/keystore"
+)
+
+// keyCheckInterval is how often the daemon checks its keys' DNS records in
+// the background, for the key-health metrics; also after each reload. An
+// hour catches a removed or replaced record well before mail piles up,
+// at a few queries per key.
+const keyCheckInterval = time.Hour
+
+// keyHealth runs `keys check` on every configured key now and then every
+// keyCheckInterval, until ctx ends.
+func (d *daemon) keyHealth(ctx context.Context) {
+	t := time.NewTicker(keyCheckInterval)
+	defer t.Stop()
+	for {
+		d.checkKeys(ctx, d.srv.Runtime().Config)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// checkKeys sets, per key, dkimmilter_key_published (a DKIM record is at
+// its DNS name), dkimmilter_key_matches (the record is this private key
+// and usable), dkimmilter_key_check_status (0 ok, 1 warning, 2 not
+// checked, 3 failing) and dkimmilter_key_age_seconds; problems go to the
+// log with the same hints as `dkimmilter keys check`.
+func (d *daemon) checkKeys(ctx context.Context, cfg *config.Config) {
+	if len(cfg.Keys) == 0 || d.metrics == nil {
+		return
+	}
+	resolvers, err := keystore.CheckResolvers(cfg.DNS.Nameservers, cfg.DNS.Timeout)
+	if err != nil {
+		d.log.Warn("key health check: no resolver", "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 4*cfg.DNS.Timeout)
+	defer cancel()
+	for _, kf := range configuredKeyFiles(cfg, cfg.KeyNames()) {
+		if kf.noMatch || strings.Contains(kf.domain, "%") {
+			continue
+		}
+		label := kf.name
+		if strings.Contains(cfg.Keys[kf.name].File, "%") {
+			label += "(" + kf.domain + ")"
+		}
+		if !kf.status.ModTime.IsZero() {
+			d.metrics.KeyGauge("dkimmilter_key_age_seconds", label, time.Since(kf.status.ModTime).Seconds())
+		}
+		k := &keystore.Key{Name: kf.name, Domain: kf.domain, Selector: kf.selector, File: kf.path, PrivateKey: kf.status.Key}
+		res := keystore.CheckKey(ctx, k, resolvers)
+		published := 0.0
+		for _, a := range res.Answers {
+			if a.Err == nil && len(a.Records) > 0 {
+				published = 1
+			}
+		}
+		matches := 0.0
+		if kf.status.Key != nil && (res.Status == keystore.CheckOK || res.Status == keystore.CheckWarn) {
+			matches = 1
+		}
+		d.metrics.KeyGauge("dkimmilter_key_published", label, published)
+		d.metrics.KeyGauge("dkimmilter_key_matches", label, matches)
+		d.metrics.KeyGauge("dkimmilter_key_check_status", label, float64(res.Status))
+		if res.Status != keystore.CheckOK {
+			var problems []string
+			for _, p := range res.Problems {
+				problems = append(problems, p.Text)
+			}
+			d.log.Warn("key health check", "key", label, "dns", res.DNSName, "status", res.Status.String(),
+				"problems", strings.Join(problems, "; "), "hint", "run 'dkimmilter keys check "+kf.name+"' for the fix")
+		}
+	}
+}

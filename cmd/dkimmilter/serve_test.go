@@ -1,0 +1,214 @@
+package main
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
+	"github.com/dkimmilter/dkimmilter/internal/testkit"
+)
+
+// waitLog waits until the daemon's log has s (the daemon is a real
+// process: there is nothing to wait on but its output).
+func (p *proc) waitLog(t *testing.T, s string) {
+	t.Helper()
+	for i := 0; i < 2000; i++ {
+		if strings.Contains(p.stderr.String(), s) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("log never said %q:\n%s", s, p.stderr.String())
+}
+
+func (f *fixture) dial(t *testing.T) *testkit.Client {
+	t.Helper()
+	c, err := testkit.Dial("unix", filepath.Join(f.dir, "milter.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.Connect("localhost", "127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+var testMsg = testkit.CRLF([]byte("From: a@example.com\nTo: b@example.net\nSubject: hi\n\nhello\n"))
+
+// selectorOf sends a message and returns the s= of the signature added.
+func selectorOf(t *testing.T, c *testkit.Client) string {
+	t.Helper()
+	r, err := c.Send(testkit.Envelope{From: "a@example.com"}, testMsg, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ins := testkit.Mods(r, gomilter.ActInsertHeader)
+	if len(ins) != 1 {
+		t.Fatalf("mods %+v", r.Mods)
+	}
+	tags, err := dkim.ParseTagList(ins[0].HeaderValue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := tags.Get("s")
+	return s
+}
+
+// SIGHUP: a new key takes over for new connections; a connection opened
+// before keeps its configuration; a broken configuration is refused with
+// every error logged, and mail keeps being signed with the last good one.
+func TestReload(t *testing.T) {
+	f := newFixture(t, "")
+	notify := filepath.Join(f.dir, "notify")
+	nl, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nl.Close()
+	p := startProcEnv(t, []string{"NOTIFY_SOCKET=" + notify}, "serve", "-config", f.cfg)
+	expectNotify(t, nl, "READY=1")
+	before := f.dial(t)
+	if s := selectorOf(t, before); s != "rsa" {
+		t.Fatalf("s=%s", s)
+	}
+
+	key := testkit.RSAKey(2048)
+	testkit.WriteKey(f.dir, "keys/new.pem", key, false)
+	f.dns.SetTXT("new._domainkey.example.com", testkit.KeyRecord(key, ""))
+	cfg, _ := os.ReadFile(f.cfg)
+	good := strings.Replace(string(cfg), `selector = "rsa"
+file = "keys/rsa.pem"`, `selector = "new"
+file = "keys/new.pem"`, 1)
+	os.WriteFile(f.cfg, []byte(good), 0o644)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	expectNotify(t, nl, "RELOADING=1")
+	expectNotify(t, nl, "READY=1")
+	p.waitLog(t, "configuration reloaded")
+	if s := selectorOf(t, f.dial(t)); s != "new" {
+		t.Errorf("after reload: s=%s, want new", s)
+	}
+	if s := selectorOf(t, before); s != "rsa" {
+		t.Errorf("connection opened before the reload: s=%s, want rsa (its own configuration)", s)
+	}
+
+	os.WriteFile(f.cfg, []byte(good+"\n[verify]\nmax_signatures = 0\nbogus = 1\n"), 0o644)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitLog(t, "reload failed: the previous configuration stays in force")
+	for _, want := range []string{"verify.max_signatures", "verify.bogus"} {
+		if !strings.Contains(p.stderr.String(), want) {
+			t.Errorf("the failed reload does not log %s", want)
+		}
+	}
+	if s := selectorOf(t, f.dial(t)); s != "new" {
+		t.Errorf("after a failed reload: s=%s, want new", s)
+	}
+}
+
+func expectNotify(t *testing.T, c *net.UnixConn, want string) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	buf := make([]byte, 512)
+	n, _, err := c.ReadFromUnix(buf)
+	if err != nil {
+		t.Fatalf("waiting for %s: %v", want, err)
+	}
+	if !strings.HasPrefix(string(buf[:n]), want) {
+		t.Fatalf("notify %q, want %s", buf[:n], want)
+	}
+}
+
+// SIGTERM with a message in flight: the message finishes (signed), then
+// the daemon exits 0.
+func TestStopDrains(t *testing.T) {
+	f := newFixture(t, "")
+	p := startProc(t, "serve", "-config", f.cfg)
+	c := f.dial(t)
+	s := c.Session
+	if _, err := s.Mail("a@example.com", nil); err != nil {
+		t.Fatal(err)
+	}
+	h, body := testkit.Split(testMsg)
+	for _, fl := range h {
+		s.HeaderField(fl.Name, testkit.HeaderValue(fl, true))
+	}
+	s.HeaderEnd()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.waitLog(t, "stopping: letting messages in flight finish")
+	// New connections are refused now.
+	if _, err := testkit.Dial("unix", filepath.Join(f.dir, "milter.sock")); err == nil {
+		t.Error("a new connection was accepted while stopping")
+	}
+	if _, err := s.BodyChunk(body); err != nil {
+		t.Fatal(err)
+	}
+	mods, act, err := s.End()
+	if err != nil || act.Code != gomilter.ActContinue || len(mods) != 1 || mods[0].HeaderName != "DKIM-Signature" {
+		t.Fatalf("message in flight: %v %+v %+v", err, act, mods)
+	}
+	s.Abort()
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("exit: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no exit after the message")
+	}
+	if !strings.Contains(p.stderr.String(), "msg=stopped") {
+		t.Errorf("log:\n%s", p.stderr.String())
+	}
+}
+
+// metrics_listen serves the Prometheus text format, with message counts
+// and the key-health gauges of the background keys check.
+func TestMetricsEndpoint(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	f := newFixture(t, "")
+	cfg, _ := os.ReadFile(f.cfg)
+	os.WriteFile(f.cfg, []byte(`metrics_listen = "`+addr+`"`+"\n"+string(cfg)), 0o644)
+	p := startProc(t, "serve", "-config", f.cfg)
+	selectorOf(t, f.dial(t))
+	var body string
+	for i := 0; i < 500; i++ {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body = string(b)
+			if strings.Contains(body, "dkimmilter_key_matches") {
+				break
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, want := range []string{
+		`dkimmilter_messages_total{decision="signed"} 1`,
+		`dkimmilter_key_published{key="rsa"} 1`,
+		`dkimmilter_key_matches{key="rsa"} 1`,
+		`dkimmilter_key_check_status{key="rsa"} 0`,
+		`dkimmilter_key_age_seconds{key="rsa"}`,
+		`dkimmilter_sessions 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("scrape:\n%s\nlog:\n%s", body, p.stderr.String())
+	}
+}

@@ -1,0 +1,314 @@
+package milter
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Limits bound what one connection may cost. go-milter v0.5.0 has no
+// timeouts, no limit on connections and no drain (golibs.md §1.7): its
+// Serve starts a goroutine per connection and reads with no deadline, and
+// Close only closes the listener. The listener and connection wrappers in
+// this file add all three without forking it.
+type Limits struct {
+	MaxSessions    int           // concurrent milter connections; 0: no limit
+	IdleTimeout    time.Duration // no packet from Postfix for this long ends the session; 0: none
+	MessageTimeout time.Duration // one message (MAIL to ABORT) may take this long; 0: none
+}
+
+// tracker is the listener wrapper: it counts connections, enforces
+// MaxSessions, and knows each connection's state for a graceful drain.
+type tracker struct {
+	net.Listener
+	limits Limits
+	log    *slog.Logger
+	sem    chan struct{}
+	now    func() time.Time
+
+	mu       sync.Mutex
+	conns    map[*conn]struct{}
+	draining bool
+	done     sync.WaitGroup
+
+	full atomic.Bool // logged "limit reached" once per episode
+}
+
+func newTracker(ln net.Listener, limits Limits, log *slog.Logger) *tracker {
+	t := &tracker{Listener: ln, limits: limits, log: log, conns: map[*conn]struct{}{}, now: time.Now}
+	if limits.MaxSessions > 0 {
+		t.sem = make(chan struct{}, limits.MaxSessions)
+	}
+	return t
+}
+
+// Accept waits for a free session slot, then for a connection. While all
+// slots are taken, new connections wait in the kernel's backlog: Postfix
+// waits milter_connect_timeout for them, which beats refusing outright.
+func (t *tracker) Accept() (net.Conn, error) {
+	if t.sem != nil {
+		select {
+		case t.sem <- struct{}{}:
+		default:
+			if !t.full.Swap(true) {
+				t.log.Warn("session limit reached: new milter connections wait", "max_sessions", t.limits.MaxSessions)
+			}
+			t.sem <- struct{}{}
+			t.full.Store(false)
+		}
+	}
+	c, err := t.acceptRetry()
+	if err != nil {
+		if t.sem != nil {
+			<-t.sem
+		}
+		return nil, err
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		// Replies are single small writes (go-milter flushes a bufio per
+		// packet); Nagle would hold each one back for a delayed ACK.
+		tc.SetNoDelay(true)
+	}
+	mc := &conn{Conn: c, t: t, lastRead: t.now()}
+	t.mu.Lock()
+	if t.draining {
+		t.mu.Unlock()
+		c.Close()
+		if t.sem != nil {
+			<-t.sem
+		}
+		return nil, net.ErrClosed
+	}
+	t.conns[mc] = struct{}{}
+	t.done.Add(1)
+	t.mu.Unlock()
+	return mc, nil
+}
+
+// acceptRetry retries the errors a busy server sees (out of file
+// descriptors, a connection reset before it was accepted) with a backoff,
+// as net/http does: go-milter's Serve returns on the first Accept error,
+// which would stop the daemon from serving for a passing shortage.
+func (t *tracker) acceptRetry() (net.Conn, error) {
+	delay := 5 * time.Millisecond
+	for {
+		c, err := t.Listener.Accept()
+		if err == nil || errors.Is(err, net.ErrClosed) || !retryable(err) {
+			return c, err
+		}
+		t.log.Warn("accept failed, retrying", "err", err, "in", delay)
+		time.Sleep(delay)
+		if delay *= 2; delay > time.Second {
+			delay = time.Second
+		}
+	}
+}
+
+func retryable(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
+}
+
+// Sessions returns the number of open milter connections.
+func (t *tracker) Sessions() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.conns)
+}
+
+// drain stops new sessions, ends idle ones now and the others as soon as
+// their message is done, and force-closes what is left when ctx ends. It
+// returns how many connections had to be cut mid-message.
+func (t *tracker) drain(ctx context.Context) int {
+	t.mu.Lock()
+	t.draining = true
+	for c := range t.conns {
+		c.wake()
+	}
+	t.mu.Unlock()
+
+	finished := make(chan struct{})
+	go func() { t.done.Wait(); close(finished) }()
+	select {
+	case <-finished:
+		return 0
+	case <-ctx.Done():
+	}
+	t.mu.Lock()
+	cut := len(t.conns)
+	for c := range t.conns {
+		c.Conn.Close()
+	}
+	t.mu.Unlock()
+	<-finished
+	return cut
+}
+
+func (t *tracker) isDraining() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.draining
+}
+
+func (t *tracker) remove(c *conn) {
+	t.mu.Lock()
+	_, ok := t.conns[c]
+	delete(t.conns, c)
+	t.mu.Unlock()
+	if ok {
+		t.done.Done()
+		if t.sem != nil {
+			<-t.sem
+		}
+	}
+}
+
+// conn follows the milter packets Postfix sends, without buffering them,
+// to know whether a message is in progress: MAIL starts one, ABORT (which
+// Postfix sends after every message) or QUIT ends it. That is what lets a
+// drain close idle sessions at once and busy ones between messages.
+type conn struct {
+	net.Conn
+	t *tracker
+
+	// Packet parser state: hdr collects the 4-byte length and the command
+	// byte; skip counts the payload bytes still to pass over.
+	hdr  [5]byte
+	hn   int
+	skip uint32
+
+	busy      atomic.Bool
+	msgStart  time.Time
+	lastRead  time.Time
+	closeOnce sync.Once
+	eof       bool
+}
+
+func (c *conn) Read(p []byte) (int, error) {
+	if c.eof {
+		return 0, io.EOF
+	}
+	if c.t.isDraining() && !c.busy.Load() {
+		// Between messages: end the session cleanly. go-milter treats
+		// EOF as the MTA hanging up and logs nothing.
+		c.eof = true
+		return 0, io.EOF
+	}
+	c.setDeadline()
+	if c.t.isDraining() && !c.busy.Load() {
+		// The drain began after the check above; its wake-up may have
+		// been overwritten by setDeadline.
+		c.eof = true
+		return 0, io.EOF
+	}
+	n, err := c.Conn.Read(p)
+	c.parse(p[:n])
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		return n, c.timeoutError()
+	}
+	return n, err
+}
+
+// timeoutError explains why a deadline ended the session; during a drain,
+// a deadline forced by wake() is the signal to re-check the state.
+func (c *conn) timeoutError() error {
+	if c.t.isDraining() && !c.busy.Load() {
+		c.eof = true
+		return io.EOF
+	}
+	now := c.t.now()
+	l := c.t.limits
+	if c.busy.Load() && l.MessageTimeout > 0 && now.Sub(c.msgStart) >= l.MessageTimeout {
+		c.t.log.Warn("message took longer than limits.message_timeout: session closed", "limit", l.MessageTimeout, "client", c.RemoteAddr().String())
+		return errors.New("milter: message timeout")
+	}
+	if c.t.isDraining() {
+		// Busy during a drain: keep waiting for the message to end.
+		return nil
+	}
+	c.t.log.Info("milter connection idle longer than limits.idle_timeout: closed", "limit", l.IdleTimeout)
+	return errors.New("milter: idle timeout")
+}
+
+// setDeadline arms the read deadline: the idle timeout, or the end of the
+// message deadline if sooner.
+func (c *conn) setDeadline() {
+	l := c.t.limits
+	var d time.Time
+	now := c.t.now()
+	if l.IdleTimeout > 0 {
+		d = now.Add(l.IdleTimeout)
+	}
+	if c.busy.Load() && l.MessageTimeout > 0 {
+		if end := c.msgStart.Add(l.MessageTimeout); d.IsZero() || end.Before(d) {
+			d = end
+		}
+	}
+	c.Conn.SetReadDeadline(d)
+}
+
+// wake interrupts a blocked Read so that it sees the drain.
+func (c *conn) wake() {
+	if !c.busy.Load() {
+		c.Conn.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+func (c *conn) parse(p []byte) {
+	for len(p) > 0 {
+		if c.skip > 0 {
+			n := uint32(len(p))
+			if n > c.skip {
+				n = c.skip
+			}
+			c.skip -= n
+			p = p[n:]
+			continue
+		}
+		n := copy(c.hdr[c.hn:], p)
+		c.hn += n
+		p = p[n:]
+		if c.hn < len(c.hdr) {
+			return
+		}
+		c.hn = 0
+		if l := binary.BigEndian.Uint32(c.hdr[:4]); l > 0 {
+			c.skip = l - 1
+		}
+		switch c.hdr[4] {
+		case 'M': // SMFIC_MAIL: a message starts
+			if !c.busy.Load() {
+				c.msgStart = c.t.now()
+				c.busy.Store(true)
+			}
+		case 'A', 'Q': // SMFIC_ABORT after each message, SMFIC_QUIT
+			c.busy.Store(false)
+		}
+	}
+}
+
+func (c *conn) Write(p []byte) (int, error) {
+	if l := c.t.limits.IdleTimeout; l > 0 {
+		// Postfix not reading our reply for this long is as dead as one
+		// not writing.
+		c.Conn.SetWriteDeadline(c.t.now().Add(l))
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *conn) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		err = c.Conn.Close()
+		c.t.remove(c)
+	})
+	return err
+}

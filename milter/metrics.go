@@ -1,0 +1,180 @@
+package milter
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/dkimmilter/dkimmilter/verifier"
+)
+
+// Metrics counts what the milter does, for Prometheus. Every metric is
+// listed in the README with its meaning. A nil *Metrics records nothing,
+// so tests and tools that do not care pass nil.
+//
+// VictoriaMetrics/metrics writes the Prometheus text format with three
+// small dependencies, against client_golang's protobuf stack; it has no
+// HELP descriptions, which the README provides instead.
+type Metrics struct {
+	set *metrics.Set
+}
+
+// NewMetrics returns a metric set; sessions is read when scraped.
+func NewMetrics(sessions func() int) *Metrics {
+	m := &Metrics{set: metrics.NewSet()}
+	if sessions != nil {
+		m.set.NewGauge("dkimmilter_sessions", func() float64 { return float64(sessions()) })
+	}
+	return m
+}
+
+// WritePrometheus writes every metric, with the process_* and go_* ones.
+func (m *Metrics) WritePrometheus(w io.Writer) {
+	m.set.WritePrometheus(w)
+	metrics.WriteProcessMetrics(w)
+}
+
+// Handler serves /metrics.
+func (m *Metrics) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		m.WritePrometheus(w)
+	})
+	return mux
+}
+
+// Serve serves /metrics on ln until ctx ends.
+func (m *Metrics) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func (m *Metrics) counter(name string) *metrics.Counter {
+	return m.set.GetOrCreateCounter(name)
+}
+
+// connection counts a new milter connection.
+func (m *Metrics) connection() {
+	if m != nil {
+		m.counter("dkimmilter_connections_total").Inc()
+	}
+}
+
+// message counts one message by decision, and its DKIM results by result
+// and reason class (a bounded set, unlike reason texts).
+func (m *Metrics) message(decision string, results []*verifier.Verification, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.counter(`dkimmilter_messages_total{decision="` + metricLabel(decision) + `"}`).Inc()
+	m.set.GetOrCreatePrometheusHistogram(`dkimmilter_message_duration_seconds{decision="` + metricLabel(decision) + `"}`).Update(d.Seconds())
+	if decision != "verified" {
+		return
+	}
+	if len(results) == 0 {
+		m.counter(`dkimmilter_dkim_results_total{result="none",reason=""}`).Inc()
+	}
+	for _, v := range results {
+		m.counter(`dkimmilter_dkim_results_total{result="` + string(v.Result) + `",reason="` + verifier.ReasonClass(v.Err) + `"}`).Inc()
+	}
+}
+
+// signError counts a message that could not be signed.
+func (m *Metrics) signError() {
+	if m != nil {
+		m.counter("dkimmilter_sign_errors_total").Inc()
+	}
+}
+
+// forgedAR counts forged Authentication-Results fields removed.
+func (m *Metrics) forgedAR(n int) {
+	if m != nil && n > 0 {
+		m.counter("dkimmilter_forged_authentication_results_removed_total").Add(n)
+	}
+}
+
+// action counts an [actions] answer other than accept.
+func (m *Metrics) action(a string) {
+	if m != nil && a != "" {
+		m.counter(`dkimmilter_actions_total{action="` + metricLabel(a) + `"}`).Inc()
+	}
+}
+
+// Reload counts a configuration reload and its outcome.
+func (m *Metrics) Reload(ok bool) {
+	if m == nil {
+		return
+	}
+	result := "error"
+	if ok {
+		result = "ok"
+		m.set.GetOrCreateGauge("dkimmilter_config_last_reload_success_timestamp_seconds", nil).Set(float64(time.Now().Unix()))
+	}
+	m.counter(`dkimmilter_config_reloads_total{result="` + result + `"}`).Inc()
+}
+
+// KeyGauge sets a per-key gauge (key age, key health).
+func (m *Metrics) KeyGauge(name, key string, v float64) {
+	if m != nil {
+		m.set.GetOrCreateGauge(name+`{key="`+metricLabel(key)+`"}`, nil).Set(v)
+	}
+}
+
+// ObserveResolver wraps a resolver so that each upstream lookup is counted
+// by outcome and timed. It goes under the cache: cache hits are not
+// lookups.
+func (m *Metrics) ObserveResolver(next verifier.Resolver) verifier.Resolver {
+	if m == nil {
+		return next
+	}
+	return &observedResolver{next: next, m: m}
+}
+
+type observedResolver struct {
+	next verifier.Resolver
+	m    *Metrics
+}
+
+func (r *observedResolver) LookupTXT(ctx context.Context, name string) (*verifier.TXTResult, error) {
+	start := time.Now()
+	res, err := r.next.LookupTXT(ctx, name)
+	outcome := "ok"
+	var de *net.DNSError
+	switch {
+	case err == nil:
+	case errors.As(err, &de) && de.IsNotFound:
+		outcome = "not_found"
+	case errors.As(err, &de) && de.IsTimeout:
+		outcome = "timeout"
+	default:
+		outcome = "error"
+	}
+	r.m.counter(`dkimmilter_dns_lookups_total{outcome="` + outcome + `"}`).Inc()
+	r.m.set.GetOrCreatePrometheusHistogram(`dkimmilter_dns_lookup_duration_seconds`).Update(time.Since(start).Seconds())
+	return res, err
+}
+
+// metricLabel keeps label values to a safe alphabet: they are our own
+// words, but a key name comes from the config file.
+func metricLabel(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ' ') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
