@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -79,8 +80,9 @@ func (m *Metrics) message(decision string, results []*verifier.Verification, d t
 	if m == nil {
 		return
 	}
-	m.counter(`dkimmilter_messages_total{decision="` + metricLabel(decision) + `"}`).Inc()
-	m.set.GetOrCreatePrometheusHistogram(`dkimmilter_message_duration_seconds{decision="` + metricLabel(decision) + `"}`).Update(d.Seconds())
+	label := strings.ReplaceAll(metricLabel(decision), " ", "_")
+	m.counter(`dkimmilter_messages_total{decision="` + label + `"}`).Inc()
+	m.set.GetOrCreatePrometheusHistogram(`dkimmilter_message_duration_seconds{decision="` + label + `"}`).Update(d.Seconds())
 	if decision != "verified" {
 		return
 	}
