@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"path/filepath"
 	"strings"
 
 	"github.com/dkimmilter/dkimmilter/config"
@@ -79,9 +78,8 @@ func checkPercentKeys(cfg *config.Config) []error {
 		if !strings.Contains(k.File, "%") {
 			continue
 		}
-		files, _ := filepath.Glob(strings.ReplaceAll(k.File, "%", "*"))
-		for _, f := range files {
-			if _, err := keystore.ReadPrivateKey(f); err != nil {
+		for _, m := range percentMatches(k.File, fixedKeyFiles(cfg)) {
+			if _, err := keystore.ReadPrivateKey(m.path); err != nil {
 				errs = append(errs, fmt.Errorf("%s: keys.%s: %w", cfg.Where(k.Line), name, err))
 			}
 		}
@@ -102,8 +100,8 @@ func printSummary(w io.Writer, cfg *config.Config) {
 	for _, name := range cfg.KeyNames() {
 		k := cfg.Keys[name]
 		if strings.Contains(k.File, "%") {
-			files, _ := filepath.Glob(strings.ReplaceAll(k.File, "%", "*"))
-			fmt.Fprintf(w, "key %s: d=%s s=%s, %s (per From domain; %d key files found)\n", name, k.Domain, k.Selector, k.File, len(files))
+			n := len(percentMatches(k.File, fixedKeyFiles(cfg)))
+			fmt.Fprintf(w, "key %s: d=%s s=%s, %s (per From domain; %d key files found)\n", name, k.Domain, k.Selector, k.File, n)
 			continue
 		}
 		pk, err := keystore.ReadPrivateKey(k.File)

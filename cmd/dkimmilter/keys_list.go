@@ -112,7 +112,7 @@ func configuredKeyFiles(cfg *config.Config, names []string) []keyFile {
 			out = append(out, keyFile{name: name, domain: k.Domain, selector: k.Selector, path: k.File, status: keystore.InspectKeyFile(k.File)})
 			continue
 		}
-		matches := percentMatches(k.File)
+		matches := percentMatches(k.File, fixedKeyFiles(cfg))
 		if len(matches) == 0 {
 			out = append(out, keyFile{name: name, domain: k.Domain, selector: k.Selector, path: k.File, noMatch: true})
 		}
@@ -126,11 +126,27 @@ func configuredKeyFiles(cfg *config.Config, names []string) []keyFile {
 
 type percentMatch struct{ path, domain string }
 
+// fixedKeyFiles are the key files named without '%'.
+func fixedKeyFiles(cfg *config.Config) map[string]bool {
+	m := map[string]bool{}
+	for _, k := range cfg.Keys {
+		if !strings.Contains(k.File, "%") {
+			m[k.File] = true
+		}
+	}
+	return m
+}
+
 // percentMatches returns the existing files that a key file name with
 // '%' matches, and the domain each is for. '%' is one path element part,
 // never a '/', and every '%' in the name stands for the same domain, as
 // when the milter fills it in from a From address.
-func percentMatches(pattern string) []percentMatch {
+//
+// A pattern such as keys/%.pem also matches files that are not for a
+// domain: another key's file (keys/rsa.pem) or a name that is not a
+// domain at all. Those are skipped: the milter would never look them up,
+// and checking them would report keys that do not exist.
+func percentMatches(pattern string, skip map[string]bool) []percentMatch {
 	var glob, re strings.Builder
 	re.WriteString("^")
 	for i, part := range strings.Split(pattern, "%") {
@@ -153,7 +169,7 @@ func percentMatches(pattern string) []percentMatch {
 	var out []percentMatch
 	for _, f := range files {
 		m := rx.FindStringSubmatch(f)
-		if m == nil || strings.HasPrefix(m[1], ".") {
+		if m == nil || skip[f] || !strings.Contains(m[1], ".") || keystore.NameProblem(m[1]) != "" {
 			continue
 		}
 		same := true

@@ -95,9 +95,15 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	go d.keyHealth(ctx)
 	logEffective(log, cfg)
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
+	// Stop and reload signals have their own channels: signal.Notify
+	// drops a signal when the channel is full, and a SIGTERM must not be
+	// lost behind a queued SIGHUP while a reload runs.
+	stop := make(chan os.Signal, 2)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(stop)
+	defer signal.Stop(hup)
 	served := make(chan error, 1)
 	go func() { served <- d.srv.Serve(ln) }()
 	sdNotify("READY=1\nSTATUS=serving on " + cfg.Listen)
@@ -109,12 +115,10 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 				return exitFailure
 			}
 			return exitOK
-		case sig := <-sigs:
-			if sig == syscall.SIGHUP {
-				d.reload()
-				continue
-			}
-			return d.stop(sig, served)
+		case <-hup:
+			d.reload()
+		case sig := <-stop:
+			return d.stop(sig, stop, served)
 		}
 	}
 }
@@ -125,7 +129,7 @@ type daemon struct {
 	path    string // -config, or "" for the default path
 	srv     *milter.Server
 	metrics *milter.Metrics
-	mu      sync.Mutex // serialises reloads with the key-health round
+	mu      sync.Mutex // serialises reloads
 }
 
 // reload re-reads the configuration and the keys. A new configuration
@@ -181,13 +185,22 @@ func restartOnly(old, cfg *config.Config) []string {
 }
 
 // stop drains: no new connections, idle sessions end now, messages in
-// flight get limits.shutdown_timeout to finish.
-func (d *daemon) stop(sig os.Signal, served <-chan error) int {
+// flight get limits.shutdown_timeout to finish. A second SIGTERM or
+// SIGINT cuts them at once.
+func (d *daemon) stop(sig os.Signal, again <-chan os.Signal, served <-chan error) int {
 	sdNotify("STOPPING=1")
 	limit := d.srv.Runtime().Config.Limits.ShutdownTimeout
 	d.log.Info("stopping: letting messages in flight finish", "signal", sig.String(), "sessions", d.srv.Sessions(), "shutdown_timeout", limit)
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
+	go func() {
+		select {
+		case sig := <-again:
+			d.log.Warn("second stop signal: cutting the sessions left", "signal", sig.String())
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	cut := d.srv.Shutdown(ctx)
 	<-served
 	if cut > 0 {
