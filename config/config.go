@@ -86,13 +86,15 @@ type DNS struct {
 	Timeout     time.Duration
 }
 
-// Limits is the [limits] table: what one milter connection may cost, and
-// how long a stop waits for messages in flight.
+// Limits is the [limits] table: what one milter connection and one
+// message may cost, and how long a stop waits for messages in flight.
 type Limits struct {
 	MaxSessions     int           // concurrent milter connections
 	IdleTimeout     time.Duration // no packet from Postfix for this long closes the connection
 	MessageTimeout  time.Duration // MAIL FROM to end of message
 	ShutdownTimeout time.Duration // SIGTERM waits this long for messages in flight
+	MaxHeaders      int           // header fields of one message
+	MaxHeaderBytes  int           // bytes of one message's header block
 }
 
 // Actions is the [actions] table: what the milter answers Postfix.
@@ -151,8 +153,22 @@ func Default() *Config {
 		// Postfix runs at most default_process_limit (100) smtpd
 		// processes, each with one milter connection; the idle timeout
 		// outlasts smtpd_timeout (300s), so a slow client's session is
-		// not cut between its commands.
-		Limits: Limits{MaxSessions: 500, IdleTimeout: 10 * time.Minute, MessageTimeout: 30 * time.Minute, ShutdownTimeout: 30 * time.Second},
+		// not cut between its commands (EHLO, RSET and NOOP do not
+		// reach the milter, though: a client that idles with them for
+		// longer loses the milter connection).
+		//
+		// A header block is the one part of a message a milter must
+		// hold. Real ones are a few kilobytes and rarely pass 64 KiB
+		// (long Received and ARC chains); Postfix cuts each field at
+		// header_size_limit (102400) but bounds the whole block only by
+		// message_size_limit (10 MB). 1 MiB is ten maximal fields, and
+		// bounds a session's header memory (about twice that: go-milter
+		// keeps its own copy) whatever a client sends; 1000 fields is
+		// twenty times hopcount_limit's 50 Received fields.
+		Limits: Limits{
+			MaxSessions: 500, IdleTimeout: 10 * time.Minute, MessageTimeout: 30 * time.Minute, ShutdownTimeout: 30 * time.Second,
+			MaxHeaders: 1000, MaxHeaderBytes: 1 << 20,
+		},
 	}
 }
 
@@ -205,6 +221,12 @@ func Parse(file string, data []byte) (*Config, error) {
 	if name == "" {
 		name = "<input>"
 	}
+	ix := indexLines(data)
+	if ix.deep > 0 {
+		// Before the toml package sees it: its time grows with the
+		// square of the depth.
+		return nil, Errors{{File: name, Line: ix.deep, Msg: fmt.Sprintf("a key nested more than %d levels deep; no setting is deeper than three (keys.NAME.file)", maxKeyDepth)}}
+	}
 	f := toFile(Default())
 	md, err := toml.Decode(string(data), f)
 	if err != nil {
@@ -214,7 +236,7 @@ func Parse(file string, data []byte) (*Config, error) {
 			return nil, Errors{{File: name, Line: pe.Position.Line, Msg: "TOML syntax error: " + pe.Message}}
 		}
 	}
-	c := &checker{file: name, ix: indexLines(data), dotted: map[string]bool{}}
+	c := &checker{file: name, ix: ix, dotted: map[string]bool{}}
 	if err != nil {
 		// A type mismatch stops the toml package half way through, so the
 		// values cannot be checked; the unknown keys still can.

@@ -83,7 +83,7 @@ func TestFull(t *testing.T) {
 			Timeout:     2500 * time.Millisecond,
 		},
 		Actions:       Actions{SignError: "reject", DNSError: "tempfail", BadSignature: "quarantine"},
-		Limits:        Limits{MaxSessions: 64, IdleTimeout: 5 * time.Minute, MessageTimeout: time.Hour},
+		Limits:        Limits{MaxSessions: 64, IdleTimeout: 5 * time.Minute, MessageTimeout: time.Hour, MaxHeaders: 200, MaxHeaderBytes: 65536},
 		MetricsListen: "127.0.0.1:9180",
 	}
 	if !reflect.DeepEqual(cfg, want) {

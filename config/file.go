@@ -33,6 +33,8 @@ type fileLimits struct {
 	IdleTimeout     rawValue `toml:"idle_timeout"`
 	MessageTimeout  rawValue `toml:"message_timeout"`
 	ShutdownTimeout rawValue `toml:"shutdown_timeout"`
+	MaxHeaders      int      `toml:"max_headers"`
+	MaxHeaderBytes  int      `toml:"max_header_bytes"`
 }
 
 type fileSign struct {
@@ -108,6 +110,8 @@ func toFile(c *Config) *fileConfig {
 			IdleTimeout:     rawValue{c.Limits.IdleTimeout.String()},
 			MessageTimeout:  rawValue{c.Limits.MessageTimeout.String()},
 			ShutdownTimeout: rawValue{c.Limits.ShutdownTimeout.String()},
+			MaxHeaders:      c.Limits.MaxHeaders,
+			MaxHeaderBytes:  c.Limits.MaxHeaderBytes,
 		},
 		Metrics: c.MetricsListen,
 	}

@@ -98,6 +98,25 @@ type lineIndex struct {
 	keys    []keyPos         // in file order
 	first   map[string]int   // path.String() → line of its first mention
 	byPlain map[string][]int // path.plain() → indexes in keys
+	// deep is the first line with a key nested deeper than maxKeyDepth,
+	// 0 if none; such keys are not indexed.
+	deep int
+}
+
+// maxKeyDepth bounds key paths. The schema is three levels deep at most
+// (keys.NAME.file), and the toml package, like the index, takes time
+// quadratic in the depth: "a.a.a…" ten thousand bytes long took seconds.
+const maxKeyDepth = 8
+
+// deeper reports whether p may not grow, noting the line if so.
+func (ix *lineIndex) deeper(p path, line int) bool {
+	if len(p) < maxKeyDepth {
+		return false
+	}
+	if ix.deep == 0 {
+		ix.deep = line
+	}
+	return true
 }
 
 // line returns the line of p, or else of its nearest ancestor that is in
@@ -177,6 +196,9 @@ func (sc *scanner) header() path {
 	names := sc.key()
 	var p path
 	for n, name := range names {
+		if sc.ix.deeper(p, line) {
+			break
+		}
 		p = p.child(name)
 		last := n == len(names)-1
 		if array && last {
@@ -201,6 +223,9 @@ func (sc *scanner) keyValue(table path) {
 	p := table
 	names := sc.key()
 	for n, name := range names {
+		if sc.ix.deeper(p, line) {
+			break
+		}
 		p = p.child(name)
 		if n < len(names)-1 {
 			sc.ix.add(p, line, kindTable) // dotted keys make tables

@@ -1,8 +1,11 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/BurntSushi/toml"
@@ -110,7 +113,9 @@ v = 07:32:00
 }
 
 // FuzzParse checks that no input makes Parse or the line index panic or
-// hang; the seeds are the test configs.
+// hang, that every error names the file and says something (the admin
+// must be able to find and fix it), and that a file parses the same every
+// time. The seeds are the test configs and testdata/fuzz/FuzzParse.
 func FuzzParse(f *testing.F) {
 	files, _ := filepath.Glob("testdata/*.toml")
 	bad, _ := filepath.Glob("testdata/bad/*.toml")
@@ -126,6 +131,22 @@ func FuzzParse(f *testing.F) {
 		cfg, err := Parse("fuzz.toml", data)
 		if (cfg == nil) == (err == nil) {
 			t.Fatalf("Parse returned config %v and error %v", cfg, err)
+		}
+		if err != nil {
+			var errs Errors
+			if !errors.As(err, &errs) || len(errs) == 0 {
+				t.Fatalf("error %T %v is not a non-empty Errors", err, err)
+			}
+			for _, e := range errs {
+				if e.File != "fuzz.toml" || strings.TrimSpace(e.Msg) == "" || e.Line < 0 {
+					t.Fatalf("error without a file, a line or a message: %#v", e)
+				}
+			}
+			return
+		}
+		again, err := Parse("fuzz.toml", data)
+		if err != nil || !reflect.DeepEqual(cfg, again) {
+			t.Fatalf("a second Parse differs: %v", err)
 		}
 	})
 }

@@ -339,9 +339,15 @@ func (c *checker) dns(f fileDNS) DNS {
 
 func (c *checker) limits(f fileLimits) Limits {
 	p := keyPath("limits")
-	out := Limits{MaxSessions: f.MaxSessions}
+	out := Limits{MaxSessions: f.MaxSessions, MaxHeaders: f.MaxHeaders, MaxHeaderBytes: f.MaxHeaderBytes}
 	if f.MaxSessions < 1 || f.MaxSessions > 100000 {
 		c.errf(p.child("max_sessions"), "%d is out of range; write a number from 1 to 100000 (Postfix opens one milter connection per smtpd process)", f.MaxSessions)
+	}
+	if f.MaxHeaders < 50 || f.MaxHeaders > 1000000 {
+		c.errf(p.child("max_headers"), "%d is out of range; write a number of header fields from 50 to 1000000, such as 1000 (Postfix alone allows 50 Received fields)", f.MaxHeaders)
+	}
+	if f.MaxHeaderBytes < 16384 || f.MaxHeaderBytes > 1<<28 {
+		c.errf(p.child("max_header_bytes"), "%d is out of range; write a number of bytes from 16384 to 268435456, such as 1048576 (1 MiB)", f.MaxHeaderBytes)
 	}
 	for _, d := range []struct {
 		name     string

@@ -16,6 +16,8 @@ import (
 	"net/mail"
 	"strings"
 	"sync"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/dkimmilter/dkimmilter/config"
 )
@@ -121,6 +123,10 @@ var errNoDomainKey = errors.New("no key file for this domain")
 func (s *Store) selection(r *config.SigningRule, domain string) (*Selection, error) {
 	sel := &Selection{Rule: r, Identity: strings.ReplaceAll(r.Identity, "%", domain)}
 	for _, name := range r.Keys {
+		if ck := s.cfg.Keys[name]; ck != nil && strings.Contains(ck.Domain+ck.File, "%") && !signableDomain(domain) {
+			// Not a domain this rule can sign for (see signableDomain).
+			return nil, errNoDomainKey
+		}
 		k, err := s.key(name, domain)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) && strings.Contains(s.cfg.Keys[name].File, "%") {
@@ -131,6 +137,27 @@ func (s *Store) selection(r *config.SigningRule, domain string) (*Selection, err
 		sel.Keys = append(sel.Keys, k)
 	}
 	return sel, nil
+}
+
+// signableDomain reports whether a From domain may stand in for '%': it
+// becomes the d= of the signature and part of a file name, so it must be a
+// DNS name (U-labels allowed). The From field is the client's text, and
+// "<a@b.example;l=0>" or a domain with a line break in it would otherwise
+// write tags of its own into the DKIM-Signature we add.
+func signableDomain(d string) bool {
+	if !utf8.ValidString(d) {
+		return false
+	}
+	ascii := strings.Map(func(r rune) rune {
+		if r < utf8.RuneSelf {
+			return r
+		}
+		if unicode.IsLetter(r) || unicode.IsDigit(r) || unicode.IsMark(r) {
+			return 'x' // what IDNA allows in a label, roughly
+		}
+		return '!' // not allowed
+	}, d)
+	return NameProblem(ascii) == ""
 }
 
 func (s *Store) key(name, domain string) (*Key, error) {

@@ -250,3 +250,107 @@ file = "missing.pem"
 		}
 	}
 }
+
+// A From domain stands in for '%' only if it is a domain name: it becomes
+// d= and part of a file name. Regression: "<a@b.example;l=0>" (FromAddress
+// falls back to the text between < and >) made d=b.example;l=0, which
+// wrote an l= tag of the sender's choosing into our DKIM-Signature, and a
+// folded From put a line break into d=.
+func TestPercentDomainMustBeADomainName(t *testing.T) {
+	dir := t.TempDir()
+	testkit.WriteKey(dir, "shared.pem", testkit.RSAKey(2048), false)
+	cfg, err := config.Parse(filepath.Join(dir, "dkimmilter.toml"), []byte(`
+[keys.hosted]
+domain = "%"
+selector = "s1"
+file = "shared.pem"
+[[signing]]
+from = "*"
+keys = ["hosted"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, from := range []string{"<a@b.example;l=0>", "x <a@b.exa\r\n mple>", "a@[192.0.2.1]", "a@b.example\x00x", "a@b.ex\u2603ample", "a@-b.example", "a@b..example", "a@b.example\xff"} {
+		addr, _ := FromAddress(from)
+		if sel, err := s.Lookup(addr); sel != nil || err != nil {
+			t.Errorf("From %q (address %q): signed as %+v, %v", from, addr, sel, err)
+		}
+	}
+	for _, addr := range []string{"a@b.example", "a@BÜCHER.example", "a@x_y.example"} {
+		if sel, err := s.Lookup(addr); sel == nil || err != nil {
+			t.Errorf("%s: not signed: %v", addr, err)
+		}
+	}
+}
+
+// Key files that anyone but their owner may read or write are refused
+// when the daemon loads its keys, through a symlink too, with the chmod
+// that fixes it; owner-only modes load.
+func TestUnsafeKeyPermissions(t *testing.T) {
+	for _, tt := range []struct {
+		mode    os.FileMode
+		symlink bool
+		ok      bool
+	}{
+		{0o600, false, true}, {0o400, false, true}, {0o700, false, true},
+		{0o644, false, false}, {0o640, false, false}, {0o604, false, false},
+		{0o620, false, false}, {0o602, false, false}, {0o660, false, false},
+		{0o666, false, false}, {0o610, false, false}, {0o644, true, false},
+	} {
+		dir := t.TempDir()
+		p := testkit.WriteKey(dir, "k.pem", testkit.RSAKey(2048), false)
+		if err := os.Chmod(p, tt.mode); err != nil {
+			t.Fatal(err)
+		}
+		file := p
+		if tt.symlink {
+			file = filepath.Join(dir, "link.pem")
+			if err := os.Symlink(p, file); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cfg, err := config.Parse(filepath.Join(dir, "dkimmilter.toml"), []byte(
+			"[keys.k]\ndomain = \"example.com\"\nselector = \"s\"\nfile = \""+file+"\"\n[[signing]]\nfrom = \"*@example.com\"\nkeys = [\"k\"]\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = Load(cfg)
+		if tt.ok != (err == nil) {
+			t.Errorf("mode %04o (symlink %v): err = %v", tt.mode, tt.symlink, err)
+		}
+		if !tt.ok && (!errors.Is(err, ErrUnsafePermissions) || !strings.Contains(err.Error(), "chmod 600 "+file)) {
+			t.Errorf("mode %04o: %v does not say what to do", tt.mode, err)
+		}
+	}
+}
+
+// FuzzFromAddress: the From field is the client's text, and the address
+// read from it decides signing: never a panic, an address always has an
+// '@', and a domain that may stand in for '%' has nothing in it that could
+// end a tag or a header field.
+func FuzzFromAddress(f *testing.F) {
+	for _, s := range []string{
+		" Alice <alice@example.com>", " <a@b.example;l=0>", " x <a@b.exa\r\n mple>",
+		` "alice@example.com" <mallory@evil.example>`, " =?utf-8?q?a=40b.example?= <m@evil.example>",
+		" a@[192.0.2.1]", " undisclosed-recipients:;", " a@b.example, c@d.example", "",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		addr, ok := FromAddress(v)
+		if !ok {
+			return
+		}
+		if !strings.Contains(addr, "@") {
+			t.Fatalf("FromAddress(%q) = %q", v, addr)
+		}
+		if _, d, ok := SplitAddress(addr); ok && signableDomain(d) && strings.ContainsAny(d, " \t\r\n;=\"\\()<>\x00") {
+			t.Fatalf("domain %q of %q may stand in for %%", d, v)
+		}
+	})
+}

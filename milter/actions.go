@@ -88,13 +88,31 @@ func (s *session) verifyAction(results []*verifier.Verification) (resp gomilter.
 	return gomilter.RespContinue, "", ""
 }
 
+// firstReason is the reason of the first failing signature, made safe for
+// an SMTP reply line or a quarantine reason: reasons can quote tag values
+// from the message (a= or k= as written), and a CR LF there would start a
+// new reply line, '%' is eaten by Postfix, and RFC 5321 §4.5.3.1.5 caps a
+// reply line at 512 octets.
 func firstReason(results []*verifier.Verification) string {
 	for _, v := range results {
 		if v.Result == verifier.Fail || v.Result == verifier.PermError {
-			return v.Reason()
+			return replySafe(v.Reason(), 200)
 		}
 	}
 	return ""
+}
+
+func replySafe(s string, max int) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c < 0x20 || c > 0x7e || c == '%' {
+			b[i] = '?'
+		}
+	}
+	if len(b) > max {
+		b = append(b[:max-3], "..."...)
+	}
+	return string(b)
 }
 
 // logMessage writes the one line per message: queue id, client, decision,

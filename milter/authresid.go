@@ -17,13 +17,23 @@ func ClaimsAuthservID(value, id string) bool {
 	if !ok || id == "" {
 		return false
 	}
-	if strings.EqualFold(got, id) {
+	if sameID(got, id) {
 		return true
 	}
-	if base, _, ok := strings.Cut(got, "/"); ok && strings.EqualFold(base, id) {
-		return true
+	// OpenDKIM's "id/queue-id": a '/' where our id (give or take a final
+	// dot) would end.
+	for i := max(len(id)-1, 0); i <= len(id)+1 && i < len(got); i++ {
+		if got[i] == '/' && sameID(got[:i], id) {
+			return true
+		}
 	}
 	return false
+}
+
+// sameID compares authserv-ids as host names: without regard to case or
+// to a final dot, which a lenient reader downstream would also ignore.
+func sameID(a, b string) bool {
+	return strings.EqualFold(strings.TrimSuffix(a, "."), strings.TrimSuffix(b, "."))
 }
 
 // authservID extracts the authserv-id from an A-R value.

@@ -29,10 +29,11 @@ type Limits struct {
 // MaxSessions, and knows each connection's state for a graceful drain.
 type tracker struct {
 	net.Listener
-	limits Limits
-	log    *slog.Logger
-	sem    chan struct{}
-	now    func() time.Time
+	limits  Limits
+	log     *slog.Logger
+	metrics *Metrics // nil counts nothing
+	sem     chan struct{}
+	now     func() time.Time
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
@@ -40,10 +41,13 @@ type tracker struct {
 	done     sync.WaitGroup
 
 	full atomic.Bool // logged "limit reached" once per episode
+
+	quit     chan struct{} // closed by Close: Accept stops waiting for a slot
+	quitOnce sync.Once
 }
 
 func newTracker(ln net.Listener, limits Limits, log *slog.Logger) *tracker {
-	t := &tracker{Listener: ln, limits: limits, log: log, conns: map[*conn]struct{}{}, now: time.Now}
+	t := &tracker{Listener: ln, limits: limits, log: log, conns: map[*conn]struct{}{}, now: time.Now, quit: make(chan struct{})}
 	if limits.MaxSessions > 0 {
 		t.sem = make(chan struct{}, limits.MaxSessions)
 	}
@@ -58,10 +62,15 @@ func (t *tracker) Accept() (net.Conn, error) {
 		select {
 		case t.sem <- struct{}{}:
 		default:
+			t.metrics.limit("max_sessions")
 			if !t.full.Swap(true) {
 				t.log.Warn("session limit reached: new milter connections wait", "max_sessions", t.limits.MaxSessions)
 			}
-			t.sem <- struct{}{}
+			select {
+			case t.sem <- struct{}{}:
+			case <-t.quit:
+				return nil, net.ErrClosed
+			}
 			t.full.Store(false)
 		}
 	}
@@ -77,7 +86,7 @@ func (t *tracker) Accept() (net.Conn, error) {
 		// packet); Nagle would hold each one back for a delayed ACK.
 		tc.SetNoDelay(true)
 	}
-	mc := &conn{Conn: c, t: t, lastRead: t.now()}
+	mc := &conn{Conn: c, t: t}
 	t.mu.Lock()
 	if t.draining {
 		t.mu.Unlock()
@@ -115,6 +124,12 @@ func (t *tracker) acceptRetry() (net.Conn, error) {
 func retryable(err error) bool {
 	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
 		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
+}
+
+// Close stops accepting, also while Accept waits for a free slot.
+func (t *tracker) Close() error {
+	t.quitOnce.Do(func() { close(t.quit) })
+	return t.Listener.Close()
 }
 
 // Sessions returns the number of open milter connections.
@@ -179,17 +194,13 @@ type conn struct {
 	net.Conn
 	t *tracker
 
-	// Packet parser state: hdr collects the 4-byte length and the command
-	// byte; skip counts the payload bytes still to pass over.
-	hdr  [5]byte
-	hn   int
-	skip uint32
+	in, out packets // what Postfix sends, what we answer
 
 	busy      atomic.Bool
 	msgStart  time.Time
-	lastRead  time.Time
 	closeOnce sync.Once
 	eof       bool
+	onClose   func() // set before the connection is served
 }
 
 func (c *conn) Read(p []byte) (int, error) {
@@ -227,6 +238,7 @@ func (c *conn) timeoutError() error {
 	now := c.t.now()
 	l := c.t.limits
 	if c.busy.Load() && l.MessageTimeout > 0 && now.Sub(c.msgStart) >= l.MessageTimeout {
+		c.t.metrics.limit("message_timeout")
 		c.t.log.Warn("message took longer than limits.message_timeout: session closed", "limit", l.MessageTimeout, "client", c.RemoteAddr().String())
 		return errors.New("milter: message timeout")
 	}
@@ -234,6 +246,7 @@ func (c *conn) timeoutError() error {
 		// Busy during a drain: keep waiting for the message to end.
 		return nil
 	}
+	c.t.metrics.limit("idle_timeout")
 	c.t.log.Info("milter connection idle longer than limits.idle_timeout: closed", "limit", l.IdleTimeout)
 	return errors.New("milter: idle timeout")
 }
@@ -262,37 +275,73 @@ func (c *conn) wake() {
 	}
 }
 
-func (c *conn) parse(p []byte) {
+// packets follows packet boundaries in a byte stream without buffering
+// it: hdr collects the 4-byte length and the command byte, skip counts the
+// payload bytes still to pass over.
+type packets struct {
+	hdr  [5]byte
+	hn   int
+	skip uint32
+}
+
+// feed calls cmd with the command byte of each packet that starts in p.
+func (k *packets) feed(p []byte, cmd func(byte)) {
 	for len(p) > 0 {
-		if c.skip > 0 {
+		if k.skip > 0 {
 			n := uint32(len(p))
-			if n > c.skip {
-				n = c.skip
+			if n > k.skip {
+				n = k.skip
 			}
-			c.skip -= n
+			k.skip -= n
 			p = p[n:]
 			continue
 		}
-		n := copy(c.hdr[c.hn:], p)
-		c.hn += n
+		n := copy(k.hdr[k.hn:], p)
+		k.hn += n
 		p = p[n:]
-		if c.hn < len(c.hdr) {
+		if k.hn < len(k.hdr) {
 			return
 		}
-		c.hn = 0
-		if l := binary.BigEndian.Uint32(c.hdr[:4]); l > 0 {
-			c.skip = l - 1
+		k.hn = 0
+		if l := binary.BigEndian.Uint32(k.hdr[:4]); l > 0 {
+			k.skip = l - 1
 		}
-		switch c.hdr[4] {
-		case 'M': // SMFIC_MAIL: a message starts
+		cmd(k.hdr[4])
+	}
+}
+
+// parse follows what Postfix sends. A message ends at end of message
+// (SMFIC_BODYEOB): Postfix 3.7 sends SMFIC_ABORT only before the next
+// MAIL or at QUIT, not after each message, so waiting for ABORT would
+// keep a finished session "busy" and make every drain wait its deadline.
+func (c *conn) parse(p []byte) {
+	c.in.feed(p, func(code byte) {
+		switch code {
+		case 'M', 'L', 'N', 'B':
+			// SMFIC_MAIL starts a message. A header, end of headers or
+			// body without it (no MTA does that) starts one too, so that
+			// limits.message_timeout bounds it: go-milter keeps every
+			// header field until ABORT, whatever our limits keep.
 			if !c.busy.Load() {
 				c.msgStart = c.t.now()
 				c.busy.Store(true)
 			}
-		case 'A', 'Q': // SMFIC_ABORT after each message, SMFIC_QUIT
+		case 'E', 'A', 'Q': // SMFIC_BODYEOB, SMFIC_ABORT, SMFIC_QUIT
 			c.busy.Store(false)
 		}
-	}
+	})
+}
+
+// sent follows our answers: a reply code, reject, tempfail, discard or
+// accept ends the message too (at end of headers, Postfix sends no more
+// of it).
+func (c *conn) sent(p []byte) {
+	c.out.feed(p, func(code byte) {
+		switch code {
+		case 'y', 'r', 't', 'd', 'a':
+			c.busy.Store(false)
+		}
+	})
 }
 
 func (c *conn) Write(p []byte) (int, error) {
@@ -301,14 +350,27 @@ func (c *conn) Write(p []byte) (int, error) {
 		// not writing.
 		c.Conn.SetWriteDeadline(c.t.now().Add(l))
 	}
-	return c.Conn.Write(p)
+	n, err := c.Conn.Write(p)
+	c.sent(p[:n])
+	return n, err
 }
 
+// Close is called by go-milter when the session ends, after its own
+// recover: a panic here would take the daemon down, so onClose gets a
+// recover of its own.
 func (c *conn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
 		err = c.Conn.Close()
 		c.t.remove(c)
+		if c.onClose != nil {
+			defer func() {
+				if v := recover(); v != nil {
+					c.t.log.Error("panic while closing a milter session", "panic", v)
+				}
+			}()
+			c.onClose()
+		}
 	})
 	return err
 }

@@ -2,6 +2,8 @@ package milter
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -204,4 +206,76 @@ func listenLoopback(t *testing.T) (net.Listener, string) {
 		t.Fatal(err)
 	}
 	return ln, ln.Addr().String()
+}
+
+// A client that sends header fields without ever starting a message (no
+// MAIL, no ABORT: no MTA does this) is still bound by message_timeout:
+// go-milter would otherwise keep every field it sends, for ever.
+func TestMessageTimeoutWithoutMail(t *testing.T) {
+	e := newEnv(t, "")
+	logTo(t, e.logs)
+	srv, addr := e.startLimited(Limits{IdleTimeout: time.Minute, MessageTimeout: 300 * time.Millisecond})
+	r := dialRaw(t, addr)
+	r.negotiate()
+	waitFor(t, "the session to be cut", func() bool {
+		if err := r.header("X-Pad", " padding"); err != nil {
+			return true
+		}
+		_, err := r.read()
+		return err != nil
+	})
+	waitFor(t, "the session to end", func() bool { return srv.Sessions() == 0 })
+	if !strings.Contains(e.logs.String(), "limits.message_timeout") {
+		t.Errorf("log: %s", e.logs.String())
+	}
+}
+
+// Postfix sends no ABORT after a message (only before the next MAIL): a
+// session whose message is done is idle, and a drain does not wait for it.
+func TestShutdownAfterFinishedMessage(t *testing.T) {
+	e := newEnv(t, "")
+	srv, addr := e.startLimited(Limits{})
+	done := dialAt(t, addr, "127.0.0.1")
+	if _, err := done.Send(aliceEnv, testkit.CRLF([]byte(outbound)), 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the session", func() bool { return srv.Sessions() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if cut := srv.Shutdown(ctx); cut != 0 {
+		t.Errorf("%d finished sessions were cut as if a message were in flight", cut)
+	}
+}
+
+// The packet follower: MAIL, a header, end of headers or body start a
+// message; end of message, ABORT and QUIT end it, and so does a final
+// answer of ours (a reply code at end of headers), split across writes
+// or not.
+func TestConnBusyState(t *testing.T) {
+	pkt := func(code byte, payload string) []byte {
+		b := []byte{0, 0, 0, byte(len(payload) + 1), code}
+		return append(b, payload...)
+	}
+	c := &conn{t: newTracker(nil, Limits{}, slog.New(slog.NewTextHandler(io.Discard, nil)))}
+	steps := []struct {
+		in, out []byte
+		busy    bool
+	}{
+		{in: pkt('D', "i\x00Q1\x00"), busy: false},
+		{in: pkt('M', "<a@example.com>\x00"), busy: true},
+		{in: pkt('L', "From\x00 a\x00"), busy: true},
+		{out: pkt('y', "451 4.3.0 try later\x00")[:3], busy: true},
+		{out: pkt('y', "451 4.3.0 try later\x00")[3:], busy: false},
+		{in: append(pkt('A', ""), pkt('M', "<b@example.com>\x00")...), busy: true},
+		{in: pkt('B', "body"), busy: true},
+		{out: pkt('i', "\x00\x00\x00\x00DKIM-Signature\x00 v=1\x00"), busy: true},
+		{in: pkt('E', ""), busy: false},
+	}
+	for i, st := range steps {
+		c.parse(st.in)
+		c.sent(st.out)
+		if c.busy.Load() != st.busy {
+			t.Errorf("step %d: busy %v, want %v", i, c.busy.Load(), st.busy)
+		}
+	}
 }

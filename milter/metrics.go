@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -23,6 +24,9 @@ import (
 // HELP descriptions, which the README provides instead.
 type Metrics struct {
 	set *metrics.Set
+
+	mu       sync.Mutex
+	keyNames map[string]map[string]bool // key label -> metric names set for it
 }
 
 // NewMetrics returns a metric set; sessions is read when scraped.
@@ -108,6 +112,13 @@ func (m *Metrics) forgedAR(n int) {
 	}
 }
 
+// limit counts a [limits] setting that was hit, by its name.
+func (m *Metrics) limit(name string) {
+	if m != nil {
+		m.counter(`dkimmilter_limits_hit_total{limit="` + metricLabel(name) + `"}`).Inc()
+	}
+}
+
 // action counts an [actions] answer other than accept.
 func (m *Metrics) action(a string) {
 	if m != nil && a != "" {
@@ -130,8 +141,38 @@ func (m *Metrics) Reload(ok bool) {
 
 // KeyGauge sets a per-key gauge (key age, key health).
 func (m *Metrics) KeyGauge(name, key string, v float64) {
-	if m != nil {
-		m.set.GetOrCreateGauge(name+`{key="`+metricLabel(key)+`"}`, nil).Set(v)
+	if m == nil {
+		return
+	}
+	full := name + `{key="` + metricLabel(key) + `"}`
+	m.set.GetOrCreateGauge(full, nil).Set(v)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.keyNames == nil {
+		m.keyNames = map[string]map[string]bool{}
+	}
+	if m.keyNames[key] == nil {
+		m.keyNames[key] = map[string]bool{}
+	}
+	m.keyNames[key][full] = true
+}
+
+// KeepKeys drops the per-key gauges of keys not in keep, so that a key
+// removed by a reload stops being reported (and alerted on).
+func (m *Metrics) KeepKeys(keep map[string]bool) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for key, names := range m.keyNames {
+		if keep[key] {
+			continue
+		}
+		for n := range names {
+			m.set.UnregisterMetric(n)
+		}
+		delete(m.keyNames, key)
 	}
 }
 

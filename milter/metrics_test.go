@@ -77,3 +77,16 @@ func TestMetricLabel(t *testing.T) {
 		t.Errorf("metricLabel let through %q", got)
 	}
 }
+
+// A key removed by a reload stops being reported.
+func TestKeepKeys(t *testing.T) {
+	m := NewMetrics(nil)
+	m.KeyGauge("dkimmilter_key_matches", "old", 1)
+	m.KeyGauge("dkimmilter_key_matches", "new", 1)
+	m.KeepKeys(map[string]bool{"new": true})
+	var b bytes.Buffer
+	m.WritePrometheus(&b)
+	if strings.Contains(b.String(), `key="old"`) || !strings.Contains(b.String(), `dkimmilter_key_matches{key="new"} 1`) {
+		t.Errorf("scrape:\n%s", b.String())
+	}
+}

@@ -67,7 +67,6 @@ func (rt *Runtime) now() time.Time {
 type Server struct {
 	log    *slog.Logger
 	rt     atomic.Pointer[Runtime]
-	srv    *gomilter.Server
 	limits Limits
 
 	metrics atomic.Pointer[Metrics]
@@ -92,11 +91,6 @@ const (
 func NewServer(rt *Runtime, log *slog.Logger) *Server {
 	s := &Server{log: log}
 	s.rt.Store(rt)
-	s.srv = &gomilter.Server{
-		NewMilter: func() gomilter.Milter { return newSession(s.rt.Load(), log, s.metrics.Load()) },
-		Actions:   actions,
-		Protocol:  protocol,
-	}
 	return s
 }
 
@@ -122,29 +116,73 @@ func (s *Server) Serve(ln net.Listener) error {
 		return nil
 	}
 	s.tracker = t
+	t.metrics = s.metrics.Load()
 	s.mu.Unlock()
-	err := s.srv.Serve(t)
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
-		return nil
+	defer t.Close()
+	for {
+		c, err := t.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return nil
+			}
+			return err
+		}
+		go s.serveConn(c.(*conn))
 	}
-	return err
 }
 
+// serveConn runs one milter connection through go-milter. go-milter's
+// Server.Serve is given a listener that yields just this connection, so
+// that the session it creates is known here: go-milter drops a session
+// without calling Abort when its connection ends (a timeout, a protocol
+// error, a panic, a client gone mid-message), and the session must then
+// cancel its key lookups and say in the log which message was cut.
+func (s *Server) serveConn(c *conn) {
+	var cur *session
+	srv := &gomilter.Server{
+		// Called here once, then on the connection's own goroutine after
+		// any final answer; closed runs on that goroutine too, so cur
+		// needs no lock.
+		NewMilter: func() gomilter.Milter {
+			cur = newSession(s.rt.Load(), s.log, s.metrics.Load())
+			return cur
+		},
+		Actions:  actions,
+		Protocol: protocol,
+	}
+	c.onClose = func() { cur.closed() }
+	srv.Serve(&oneConn{c: c}) // returns at once; the session goes on
+}
+
+// oneConn is a listener with a single connection to accept; closing it
+// leaves the connection alone.
+type oneConn struct {
+	c    net.Conn
+	done bool
+}
+
+func (o *oneConn) Accept() (net.Conn, error) {
+	if o.done {
+		return nil, net.ErrClosed
+	}
+	o.done = true
+	return o.c, nil
+}
+
+func (o *oneConn) Close() error   { return nil }
+func (o *oneConn) Addr() net.Addr { return o.c.LocalAddr() }
+
 // Close stops accepting connections; sessions in flight go on.
-//
-// It closes the listener itself rather than calling go-milter's
-// Server.Close, which writes its closed flag and reads its listener slice
-// without a lock while Serve runs (a data race in v0.5.0).
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
 	t := s.tracker
 	s.mu.Unlock()
 	if t != nil {
-		return t.Listener.Close()
+		return t.Close()
 	}
 	return nil
 }

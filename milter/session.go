@@ -49,13 +49,27 @@ type message struct {
 	authAuthen string
 	header     dkim.Header
 
+	// What the header limits need: every field is counted, kept or not.
+	fields      int
+	headerBytes int
+	overLimit   error  // the limit the header passed: the rest is not kept
+	fromValue   string // the first From field's value, even past a limit
+	hasFrom     bool
+	// Authentication-Results fields, counted as Postfix counts them for
+	// ChangeHeader (1-based, by name), and those that claim our
+	// authserv-id: forged ones are removed even past a header limit.
+	arCount int
+	forged  []int
+
+	decided  bool   // end of headers seen, or implied (see BodyChunk)
 	decision string // "signed", "verified", "not signed", "skipped"
 	from     string // address of the first From field
 	sel      *keystore.Selection
 	signer   *signer.Signer
 	verify   *verifier.Message
-	reply    gomilter.Response // an early answer, at end of headers
-	note     string            // why the decision was taken, for the log
+	results  []*verifier.Verification // decided without verifying (a header limit)
+	reply    gomilter.Response        // an early answer, at end of headers
+	note     string                   // why the decision was taken, for the log
 }
 
 func newSession(rt *Runtime, log *slog.Logger, m *Metrics) *session {
@@ -116,10 +130,58 @@ func (s *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Res
 		s.msg = &message{start: s.rt.now()}
 	}
 	s.macros(m)
+	msg := s.msg
 	// With SMFIP_HDR_LEADSPC the value is exactly what followed the colon,
 	// so the field is rebuilt byte for byte (golibs.md §7.1).
-	s.msg.header = append(s.msg.header, dkim.NewField(name, value))
+	f := dkim.NewField(name, value)
+	if dkim.EqualFoldASCII(f.Name, "Authentication-Results") {
+		msg.arCount++
+		if ClaimsAuthservID(f.Value(), s.authservID()) {
+			msg.forged = append(msg.forged, msg.arCount)
+		}
+	}
+	if msg.decided {
+		// After end of headers (Postfix never does this): too late to
+		// sign or verify, but a forged A-R was noted above.
+		return gomilter.RespContinue, nil
+	}
+	if !msg.hasFrom && dkim.EqualFoldASCII(f.Name, "From") {
+		msg.fromValue, msg.hasFrom = f.Value(), true
+	}
+	msg.fields++
+	msg.headerBytes += len(f.Raw) + 2
+	if msg.overLimit == nil {
+		s.checkHeaderLimits()
+	}
+	if msg.overLimit == nil {
+		msg.header = append(msg.header, f)
+	}
 	return gomilter.RespContinue, nil
+}
+
+// checkHeaderLimits applies [limits] max_headers and max_header_bytes:
+// past either, the rest of the header is not kept (but still counted and
+// read for forged A-R fields), and the message gets a defined result at
+// end of headers (see decide).
+func (s *session) checkHeaderLimits() {
+	msg, l := s.msg, s.rt.Config.Limits
+	var key string
+	var limit int
+	switch {
+	case l.MaxHeaders > 0 && msg.fields > l.MaxHeaders:
+		msg.overLimit, key, limit = verifier.ErrTooManyHeaders, "max_headers", l.MaxHeaders
+	case l.MaxHeaderBytes > 0 && msg.headerBytes > l.MaxHeaderBytes:
+		msg.overLimit, key, limit = verifier.ErrHeaderTooLarge, "max_header_bytes", l.MaxHeaderBytes
+	default:
+		return
+	}
+	// What was kept is no use now: free it. (go-milter keeps a copy of
+	// every field until the message ends, which our limits cannot bound;
+	// Postfix's message_size_limit and limits.message_timeout do.)
+	msg.header = nil
+	s.metrics.limit(key)
+	s.log.Warn("message header over limits."+key+": the rest of the header is not kept",
+		"qid", msg.qid, "client", s.clientDesc(), "limit", limit, "fields", msg.fields, "bytes", msg.headerBytes)
 }
 
 // Headers is the end of the header block: the message is signed or
@@ -137,16 +199,25 @@ func (s *session) Headers(_ textproto.MIMEHeader, m *gomilter.Modifier) (gomilte
 }
 
 // decide applies DESIGN.md's rule: sign when the client is trusted and the
-// SigningTable has keys for the From address; verify everything else.
+// SigningTable has keys for the From address; verify everything else. It
+// runs once per message, at end of headers, or at the first body chunk or
+// end of message when a client skipped end of headers.
 func (s *session) decide() {
 	msg, cfg := s.msg, s.rt.Config
-	if v, ok := firstField(msg.header, "From"); ok {
-		msg.from, _ = keystore.FromAddress(v)
+	if msg.decided {
+		return
+	}
+	msg.decided = true
+	if msg.hasFrom {
+		msg.from, _ = keystore.FromAddress(msg.fromValue)
 	}
 	trusted, why := s.trusted()
 	if cfg.SignEnabled() && trusted && msg.from != "" {
 		sel, err := s.rt.Keys.Lookup(msg.from)
-		if err == nil && sel != nil {
+		if err == nil && sel != nil && msg.overLimit != nil {
+			// What was not kept cannot be signed.
+			err = fmt.Errorf("cannot sign: %w (%s)", msg.overLimit, s.limitText())
+		} else if err == nil && sel != nil {
 			err = s.startSigning(sel)
 		}
 		if err != nil {
@@ -172,7 +243,23 @@ func (s *session) decide() {
 	}
 	msg.decision = "verified"
 	msg.note = why
+	if msg.overLimit != nil {
+		// RFC 8601 §2.7.1 permerror: the message cannot be verified. Its
+		// signatures may be in the part that was not kept.
+		msg.results = []*verifier.Verification{{Result: verifier.PermError, Err: msg.overLimit}}
+		msg.note += "; not verified: " + s.limitText()
+		return
+	}
 	msg.verify = s.rt.Verifier.Begin(context.Background(), msg.header)
+}
+
+// limitText names the header limit the message passed, for logs.
+func (s *session) limitText() string {
+	l, msg := s.rt.Config.Limits, s.msg
+	if msg.overLimit == verifier.ErrTooManyHeaders {
+		return fmt.Sprintf("%d header fields, over limits.max_headers = %d", msg.fields, l.MaxHeaders)
+	}
+	return fmt.Sprintf("%d header bytes, over limits.max_header_bytes = %d", msg.headerBytes, l.MaxHeaderBytes)
 }
 
 // trusted says whether the client may have its mail signed, and why.
@@ -217,6 +304,14 @@ func (s *session) BodyChunk(chunk []byte, m *gomilter.Modifier) (gomilter.Respon
 	if s.msg == nil {
 		return gomilter.RespContinue, nil
 	}
+	if !s.msg.decided {
+		// A body without end of headers (Postfix always sends it): the
+		// header block is over all the same.
+		s.decide()
+		if r := s.msg.reply; r != nil {
+			return r, nil
+		}
+	}
 	if s.msg.signer != nil {
 		s.msg.signer.Write(chunk)
 	}
@@ -235,6 +330,10 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 	s.macros(m)
 	msg := s.msg
 	defer s.reset()
+	if !msg.decided {
+		// End of message without end of headers: decide on what came.
+		s.decide()
+	}
 	if msg.reply != nil {
 		// Answered at end of headers; Postfix does not send the body of a
 		// message it refused, but a client that does gets the same answer.
@@ -242,14 +341,10 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 	}
 	var resp gomilter.Response = gomilter.RespContinue
 	var results []*verifier.Verification
-	var action string
+	var sigs []string
+	var action, quarantine string
 	switch {
 	case msg.signer != nil:
-		if !s.trustedInternal() {
-			if err := s.removeForgedAR(m); err != nil {
-				return nil, err
-			}
-		}
 		values, err := msg.signer.Sign()
 		if err != nil {
 			s.failSigning(err)
@@ -258,25 +353,33 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 			}
 			break
 		}
-		for _, v := range values {
+		sigs = values
+	case msg.decision == "verified":
+		results = msg.results
+		if msg.verify != nil {
+			results = msg.verify.Finish()
+		}
+		resp, action, quarantine = s.verifyAction(results)
+	}
+	if resp == gomilter.RespContinue {
+		// Header changes only matter for a message Postfix accepts.
+		// Deletions first: an inserted field would shift the indexes.
+		if !s.trustedInternal() {
+			if err := s.removeForgedAR(m); err != nil {
+				return nil, err
+			}
+		}
+		for _, v := range sigs {
 			if err := m.InsertHeader(0, "DKIM-Signature", v); err != nil {
 				return nil, err
 			}
 		}
-	case msg.verify != nil:
-		results = msg.verify.Finish()
-		var quarantine string
-		resp, action, quarantine = s.verifyAction(results)
-		if resp == gomilter.RespContinue {
-			// Header changes only matter for a message Postfix accepts.
-			if err := s.removeForgedAR(m); err != nil {
+		if quarantine != "" {
+			if err := m.Quarantine(quarantine); err != nil {
 				return nil, err
 			}
-			if quarantine != "" {
-				if err := m.Quarantine(quarantine); err != nil {
-					return nil, err
-				}
-			}
+		}
+		if msg.decision == "verified" {
 			if err := m.InsertHeader(0, "Authentication-Results", verifier.AuthResults(s.authservID(), results)); err != nil {
 				return nil, err
 			}
@@ -289,6 +392,18 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 func (s *session) Abort(m *gomilter.Modifier) error {
 	s.reset()
 	return nil
+}
+
+// closed is called once the connection is gone, however it went: Postfix
+// hung up, a timeout or a protocol error ended it, or a handler panicked.
+// Postfix sends ABORT after every message, so a message still open here
+// was cut off: Postfix applies milter_default_action to it (or has hung up
+// on it), and the log names it by queue id.
+func (s *session) closed() {
+	if msg := s.msg; msg != nil {
+		s.log.Warn("milter connection ended in the middle of a message", "qid", msg.qid, "client", s.clientDesc(), "from", msg.from)
+	}
+	s.reset()
 }
 
 // reset drops the message state; pending key lookups are cancelled.
@@ -327,17 +442,7 @@ func (s *session) authservID() string {
 // says otherwise anyone can forge a pass. ChangeHeader indexes are 1-based
 // per field name and shift as fields go, so delete from the last up.
 func (s *session) removeForgedAR(m *gomilter.Modifier) error {
-	id := s.authservID()
-	var idx []int
-	n := 0
-	for _, f := range s.msg.header {
-		if strings.EqualFold(f.Name, "Authentication-Results") {
-			n++
-			if ClaimsAuthservID(f.Value(), id) {
-				idx = append(idx, n)
-			}
-		}
-	}
+	idx := s.msg.forged // noted by Header, limits or not
 	for i := len(idx) - 1; i >= 0; i-- {
 		if err := m.ChangeHeader(idx[i], "Authentication-Results", ""); err != nil {
 			return err
@@ -348,15 +453,6 @@ func (s *session) removeForgedAR(m *gomilter.Modifier) error {
 		s.msg.note = strings.TrimPrefix(s.msg.note+fmt.Sprintf("; removed %d forged Authentication-Results", len(idx)), "; ")
 	}
 	return nil
-}
-
-func firstField(h dkim.Header, name string) (string, bool) {
-	for _, f := range h {
-		if strings.EqualFold(f.Name, name) {
-			return f.Value(), true
-		}
-	}
-	return "", false
 }
 
 // clientDesc names the client as Postfix logs it: "name[ip]", or "[ip]"

@@ -82,6 +82,14 @@ func New(h dkim.Header, params []Params) (*Signer, error) {
 		if p.Domain == "" || p.Selector == "" {
 			return nil, fmt.Errorf("signature needs a domain and a selector")
 		}
+		// d= and s= are written as they are: a byte that could end the
+		// tag or the field would let whoever chose them (a From domain
+		// standing in for '%') add tags of their own.
+		if i := strings.IndexFunc(p.Domain+p.Selector, func(r rune) bool {
+			return r <= ' ' || r == ';' || r == '=' || r == '"' || r == 0x7f
+		}); i >= 0 {
+			return nil, fmt.Errorf("d=%q s=%q: not a domain name and a selector", p.Domain, p.Selector)
+		}
 		s.algs = append(s.algs, alg)
 		if s.bodies[p.BodyCanon] == nil {
 			s.bodies[p.BodyCanon] = dkim.NewBodyHasher(p.BodyCanon, sha256.New(), -1)

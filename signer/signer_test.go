@@ -231,4 +231,12 @@ func TestSignErrors(t *testing.T) {
 	if _, err := New(h, []Params{{Domain: "", Selector: "s", Key: testkit.RSAKey(2048)}}); err == nil {
 		t.Error("empty domain accepted")
 	}
+	// Bytes that would end a tag or the field are refused, whoever chose
+	// d= and s= (a From domain stands in for '%').
+	for _, p := range []Params{{Domain: "example.com;l=0", Selector: "s"}, {Domain: "example.com", Selector: "s\r\n x"}, {Domain: "a b", Selector: "s"}} {
+		p.Key = testkit.RSAKey(2048)
+		if _, err := New(h, []Params{p}); err == nil {
+			t.Errorf("d=%q s=%q accepted", p.Domain, p.Selector)
+		}
+	}
 }

@@ -35,4 +35,6 @@ var reasonClasses = []struct {
 	{ErrBodyTooShort, "body_length"},
 	{ErrUnsignedFrom, "unsigned_from"},
 	{ErrTooMany, "too_many"},
+	{ErrTooManyHeaders, "header_limit"},
+	{ErrHeaderTooLarge, "header_limit"},
 }

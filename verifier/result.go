@@ -38,6 +38,11 @@ var (
 	ErrUnsignedFrom    = errors.New("unsigned From header")
 	ErrTooMany         = errors.New("too many signatures")
 	ErrBodyTooShort    = errors.New("l= is longer than the body")
+
+	// A message whose header passes the milter's [limits] is not
+	// verified at all (its signatures may be in the part not kept).
+	ErrTooManyHeaders = errors.New("too many header fields")
+	ErrHeaderTooLarge = errors.New("header too large")
 )
 
 // Verification is the result of one signature, with everything

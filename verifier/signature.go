@@ -265,9 +265,13 @@ func validLabel(l string) bool {
 // sanitize makes text from a message safe to put in a reason or a log:
 // control characters (a CR LF could start a new header field) become '?'
 // and length is bounded.
-func sanitize(s string) string {
-	if len(s) > 64 {
-		s = s[:64] + "..."
+func sanitize(s string) string { return sanitizeN(s, 64) }
+
+// sanitizeN is sanitize with room for n bytes: A-R property values need
+// more than a reason does, since a domain may be 253 characters long.
+func sanitizeN(s string, n int) string {
+	if n > 0 && len(s) > n {
+		s = s[:n] + "..."
 	}
 	return strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {

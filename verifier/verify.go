@@ -63,6 +63,7 @@ type Message struct {
 	sigs    []*Signature
 	timeErr []error // x= and t= judged once, at end of headers
 	extra   int     // signatures beyond MaxSignatures
+	max     int     // MaxSignatures, or its default
 	lookups map[string]*lookup
 	bodies  map[bodyKey]*dkim.BodyHasher
 	ctx     context.Context
@@ -91,10 +92,10 @@ func (v *Verifier) Begin(ctx context.Context, h dkim.Header) *Message {
 	if max <= 0 {
 		max = 8
 	}
-	m := &Message{v: v, header: h, lookups: map[string]*lookup{}, bodies: map[bodyKey]*dkim.BodyHasher{}}
+	m := &Message{v: v, header: h, max: max, lookups: map[string]*lookup{}, bodies: map[bodyKey]*dkim.BodyHasher{}}
 	m.ctx, m.cancel = context.WithTimeout(ctx, timeout)
 	for _, f := range h {
-		if !strings.EqualFold(f.Name, "DKIM-Signature") {
+		if !dkim.EqualFoldASCII(f.Name, "DKIM-Signature") {
 			continue
 		}
 		if len(m.sigs) == max {
@@ -143,7 +144,11 @@ func (m *Message) Write(p []byte) (int, error) {
 func (m *Message) Close() { m.cancel() }
 
 // Finish ends the body and returns one Verification per DKIM-Signature
-// field, top to bottom; nil for an unsigned message.
+// field, top to bottom; nil for an unsigned message. Beyond MaxSignatures,
+// as many again are listed as neutral ("too many signatures") and the rest
+// not at all: a message of a thousand junk signatures would otherwise make
+// us stamp an Authentication-Results field of hundreds of kilobytes, and
+// an unlisted signature is no more a pass than a neutral one.
 func (m *Message) Finish() []*Verification {
 	defer m.cancel()
 	sums := map[bodyKey][]byte{}
@@ -154,14 +159,18 @@ func (m *Message) Finish() []*Verification {
 	for i, s := range m.sigs {
 		out = append(out, m.verify(s, m.timeErr[i], sums))
 	}
-	for i := 0; i < m.extra; i++ {
+	listed := min(m.extra, m.max)
+	for i := 0; i < listed; i++ {
 		out = append(out, &Verification{Result: Neutral, Err: ErrTooMany})
 	}
-	if m.extra > 0 {
+	if listed > 0 {
 		// Name the ignored signatures too, so A-R tells them apart.
 		i := 0
 		for _, f := range m.header {
-			if strings.EqualFold(f.Name, "DKIM-Signature") {
+			if i == len(out) {
+				break
+			}
+			if dkim.EqualFoldASCII(f.Name, "DKIM-Signature") {
 				if i >= len(m.sigs) {
 					s := ParseSignature(f)
 					v := out[i]
@@ -372,7 +381,7 @@ func stripB(s *Signature) string {
 func countName(names []string, name string) int {
 	n := 0
 	for _, x := range names {
-		if strings.EqualFold(x, name) {
+		if dkim.EqualFoldASCII(x, name) {
 			n++
 		}
 	}

@@ -46,6 +46,8 @@ func (d *daemon) checkKeys(ctx context.Context, cfg *config.Config) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 4*cfg.DNS.Timeout)
 	defer cancel()
+	seen := map[string]bool{}
+	defer func() { d.metrics.KeepKeys(seen) }()
 	for _, kf := range configuredKeyFiles(cfg, cfg.KeyNames()) {
 		if kf.noMatch || strings.Contains(kf.domain, "%") {
 			continue
@@ -54,6 +56,7 @@ func (d *daemon) checkKeys(ctx context.Context, cfg *config.Config) {
 		if strings.Contains(cfg.Keys[kf.name].File, "%") {
 			label += "(" + kf.domain + ")"
 		}
+		seen[label] = true
 		if !kf.status.ModTime.IsZero() {
 			d.metrics.KeyGauge("dkimmilter_key_age_seconds", label, time.Since(kf.status.ModTime).Seconds())
 		}

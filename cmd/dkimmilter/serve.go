@@ -169,7 +169,8 @@ func (d *daemon) reload() {
 }
 
 // restartOnly names the settings that a reload cannot apply: the sockets
-// are open and the connection limits are in force.
+// are open and the connection limits are in force. The header limits and
+// shutdown_timeout are read per message and at stop: a reload applies them.
 func restartOnly(old, cfg *config.Config) []string {
 	var out []string
 	if old.Listen != cfg.Listen || old.SocketMode != cfg.SocketMode {
@@ -178,8 +179,9 @@ func restartOnly(old, cfg *config.Config) []string {
 	if old.MetricsListen != cfg.MetricsListen {
 		out = append(out, "metrics_listen")
 	}
-	if old.Limits != cfg.Limits {
-		out = append(out, "[limits]")
+	o, n := old.Limits, cfg.Limits
+	if o.MaxSessions != n.MaxSessions || o.IdleTimeout != n.IdleTimeout || o.MessageTimeout != n.MessageTimeout {
+		out = append(out, "limits.max_sessions, idle_timeout, message_timeout")
 	}
 	return out
 }

@@ -81,10 +81,15 @@ func appendRelaxedHeader(dst []byte, raw string) []byte {
 	wsp := false
 	started := false
 	for i := 0; i < len(value); i++ {
-		switch c := value[i]; c {
-		case '\r', '\n':
+		c := value[i]
+		if c == '\r' && i+1 < len(value) && value[i+1] == '\n' {
+			continue // CRLF: see LF below
+		}
+		switch c {
+		case '\n':
 			// Unfolding removes the line break itself; the WSP that
-			// follows it is collapsed below.
+			// follows it is collapsed below. A lone CR is content, as
+			// dkimpy has it.
 		case ' ', '\t':
 			wsp = true
 		default:

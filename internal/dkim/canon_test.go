@@ -135,6 +135,8 @@ func TestHeaderCanonicalization(t *testing.T) {
 		{"B : Y\t\r\n\tZ  ", "B : Y\t\r\n\tZ  \r\n", "b:Y Z\r\n"},
 		{"Subject:\r\n  folded   value ", "Subject:\r\n  folded   value \r\n", "subject:folded value\r\n"},
 		{"X-Empty:", "X-Empty:\r\n", "x-empty:\r\n"},
+		// A lone CR is content, not a fold (dkimpy agrees).
+		{"Subject: a\rb", "Subject: a\rb\r\n", "subject:a\rb\r\n"},
 	}
 	for _, tt := range tests {
 		if got := string(AppendCanonicalHeader(nil, Simple, tt.raw)); got != tt.simple {

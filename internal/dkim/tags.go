@@ -45,6 +45,11 @@ type TagList []Tag
 // StripFWS for base64 values.
 func ParseTagList(s string) (TagList, error) {
 	var tags TagList
+	// seen takes over the duplicate check once the list is long: a
+	// hostile signature of a few hundred kilobytes holds tens of
+	// thousands of tags, and comparing each with all before it cost
+	// seconds of CPU per field.
+	var seen map[string]struct{}
 	pos := 0
 	for pos <= len(s) {
 		end := strings.IndexByte(s[pos:], ';')
@@ -76,12 +81,11 @@ func ParseTagList(s string) (TagList, error) {
 		for ve > vs && isFWS(s[ve-1]) {
 			ve--
 		}
-		for _, t := range tags {
-			if t.Name == name {
-				return nil, fmt.Errorf("%w %s=", ErrDuplicateTag, name)
-			}
+		if tags.has(name, seen) {
+			return nil, fmt.Errorf("%w %s=", ErrDuplicateTag, name)
 		}
 		tags = append(tags, Tag{Name: name, Value: s[vs:ve], Start: pos + eq + 1, End: end})
+		seen = tags.index(seen)
 		pos = end + 1
 	}
 	return tags, nil
@@ -93,17 +97,53 @@ func ParseTagList(s string) (TagList, error) {
 // Authentication-Results and logs, never for verifying one.
 func ParseTagListLoose(s string) TagList {
 	var tags TagList
+	var seen map[string]struct{}
 	for _, spec := range strings.Split(s, ";") {
 		name, value, ok := strings.Cut(spec, "=")
 		name = strings.Trim(name, " \t\r\n")
 		if !ok || !validTagName(name) {
 			continue
 		}
-		if _, dup := tags.Get(name); !dup {
+		if !tags.has(name, seen) {
 			tags = append(tags, Tag{Name: name, Value: strings.Trim(value, " \t\r\n")})
+			seen = tags.index(seen)
 		}
 	}
 	return tags
+}
+
+// indexFrom is the list length from which duplicate checks go through a
+// map: below it, a scan is cheaper than hashing.
+const indexFrom = 16
+
+// has reports whether the list has a tag named name; seen is its index,
+// nil while the list is short.
+func (l TagList) has(name string, seen map[string]struct{}) bool {
+	if seen != nil {
+		_, ok := seen[name]
+		return ok
+	}
+	for _, t := range l {
+		if t.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// index keeps seen in step with l after an append, building it when the
+// list reaches indexFrom tags.
+func (l TagList) index(seen map[string]struct{}) map[string]struct{} {
+	switch {
+	case seen != nil:
+		seen[l[len(l)-1].Name] = struct{}{}
+	case len(l) >= indexFrom:
+		seen = make(map[string]struct{}, 2*len(l))
+		for _, t := range l {
+			seen[t.Name] = struct{}{}
+		}
+	}
+	return seen
 }
 
 // Get returns the value of the named tag.

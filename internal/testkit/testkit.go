@@ -181,3 +181,19 @@ func KeyRecord(key crypto.Signer, extra string) string {
 	}
 	return "v=DKIM1; k=" + kt + "; " + extra + "p=" + p
 }
+
+// RFC8463Keys returns the two private keys of RFC 8463 Appendix A, which
+// sign deterministically: seeds for fuzz corpora that must not change
+// from run to run.
+func RFC8463Keys() (*rsa.PrivateKey, ed25519.PrivateKey) {
+	block, _ := pem.Decode(File("rfc8463-rsa.key"))
+	rk, err := x509.ParsePKCS1PrivateKey(block.Bytes)
+	if err != nil {
+		panic(err)
+	}
+	seed, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(File("rfc8463-ed25519.key"))))
+	if err != nil {
+		panic(err)
+	}
+	return rk, ed25519.NewKeyFromSeed(seed)
+}
