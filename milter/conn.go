@@ -1,6 +1,7 @@
 package milter
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -35,10 +36,11 @@ type tracker struct {
 	sem     chan struct{}
 	now     func() time.Time
 
-	mu       sync.Mutex
-	conns    map[*conn]struct{}
-	draining bool
-	done     sync.WaitGroup
+	mu          sync.Mutex
+	conns       map[*conn]struct{}
+	draining    bool
+	drainingNow atomic.Bool
+	done        sync.WaitGroup
 
 	full atomic.Bool // logged "limit reached" once per episode
 
@@ -87,6 +89,7 @@ func (t *tracker) Accept() (net.Conn, error) {
 		tc.SetNoDelay(true)
 	}
 	mc := &conn{Conn: c, t: t}
+	mc.rd = bufio.NewReaderSize(socket{mc}, 4096)
 	t.mu.Lock()
 	if t.draining {
 		t.mu.Unlock()
@@ -145,6 +148,7 @@ func (t *tracker) Sessions() int {
 func (t *tracker) drain(ctx context.Context) int {
 	t.mu.Lock()
 	t.draining = true
+	t.drainingNow.Store(true)
 	for c := range t.conns {
 		c.wake()
 	}
@@ -167,11 +171,8 @@ func (t *tracker) drain(ctx context.Context) int {
 	return cut
 }
 
-func (t *tracker) isDraining() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.draining
-}
+// isDraining is read on every packet: an atomic copy of draining.
+func (t *tracker) isDraining() bool { return t.drainingNow.Load() }
 
 func (t *tracker) remove(c *conn) {
 	t.mu.Lock()
@@ -195,6 +196,7 @@ type conn struct {
 	t *tracker
 
 	in, out packets // what Postfix sends, what we answer
+	rd      *bufio.Reader
 
 	busy      atomic.Bool
 	msgStart  time.Time
@@ -203,6 +205,11 @@ type conn struct {
 	onClose   func() // set before the connection is served
 }
 
+// Read serves go-milter from a small buffer: go-milter reads each packet
+// with two reads (its length, then the rest), and with the no-reply flags
+// Postfix sends a message's header packets back to back, so one system
+// call now brings many packets. Body chunks bigger than the buffer are
+// read straight into go-milter's slice.
 func (c *conn) Read(p []byte) (int, error) {
 	if c.eof {
 		return 0, io.EOF
@@ -213,20 +220,28 @@ func (c *conn) Read(p []byte) (int, error) {
 		c.eof = true
 		return 0, io.EOF
 	}
-	c.setDeadline()
-	if c.t.isDraining() && !c.busy.Load() {
-		// The drain began after the check above; its wake-up may have
-		// been overwritten by setDeadline.
-		c.eof = true
-		return 0, io.EOF
+	if c.rd.Buffered() == 0 {
+		// Only a read that goes to the socket can wait.
+		c.setDeadline()
+		if c.t.isDraining() && !c.busy.Load() {
+			// The drain began after the check above; its wake-up may
+			// have been overwritten by setDeadline.
+			c.eof = true
+			return 0, io.EOF
+		}
 	}
-	n, err := c.Conn.Read(p)
+	n, err := c.rd.Read(p)
 	c.parse(p[:n])
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		return n, c.timeoutError()
 	}
 	return n, err
 }
+
+// socket is the connection's unbuffered read side, for conn.rd.
+type socket struct{ c *conn }
+
+func (s socket) Read(p []byte) (int, error) { return s.c.Conn.Read(p) }
 
 // timeoutError explains why a deadline ended the session; during a drain,
 // a deadline forced by wake() is the signal to re-check the state.

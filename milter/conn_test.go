@@ -97,7 +97,9 @@ func TestShutdownDrains(t *testing.T) {
 		cut <- srv.Shutdown(ctx)
 	}()
 	waitFor(t, "the idle session to end", func() bool { return srv.Sessions() == 1 })
-	if _, err := idle.Session.Mail("x@example.com", nil); err == nil {
+	// MAIL gets no reply (SMFIP_NR_MAIL); end of headers does.
+	idle.Session.Mail("x@example.com", nil)
+	if _, err := idle.Session.HeaderEnd(); err == nil {
 		t.Error("idle session still answers after the drain began")
 	}
 	mods := finishMessage(t, busy)

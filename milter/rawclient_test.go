@@ -23,6 +23,9 @@ import (
 type rawConn struct {
 	t *testing.T
 	c net.Conn
+
+	pflags gomilter.OptProtocol // what the milter asked for at OPTNEG
+	last   byte                 // the last command sent
 }
 
 func dialRaw(t *testing.T, addr string) *rawConn {
@@ -42,8 +45,22 @@ func (r *rawConn) send(cmd byte, payload ...string) error {
 	b := make([]byte, 5, 5+len(p))
 	binary.BigEndian.PutUint32(b, uint32(1+len(p)))
 	b[4] = cmd
+	if cmd != 'D' {
+		r.last = cmd
+	}
 	_, err := r.c.Write(append(b, p...))
 	return err
+}
+
+// noReply says whether the milter asked not to answer cmd (the
+// SMFIP_NR_* flags): such an event is continued without a packet.
+func (r *rawConn) noReply(cmd byte) bool {
+	flag := map[byte]gomilter.OptProtocol{
+		'C': gomilter.OptNoConnReply, 'H': gomilter.OptNoHeloReply, 'M': gomilter.OptNoMailReply,
+		'R': gomilter.OptNoRcptReply, 'L': gomilter.OptNoHeaderReply, 'N': gomilter.OptNoEOHReply,
+		'B': gomilter.OptNoBodyReply,
+	}[cmd]
+	return flag != 0 && r.pflags&flag != 0
 }
 
 func (r *rawConn) write(b []byte) error {
@@ -91,9 +108,13 @@ func (r *rawConn) answer() (mods []packet, final packet) {
 	}
 }
 
-// expect reads one answer and checks its code.
+// expect reads one answer and checks its code. A continue for an event
+// the milter does not answer (SMFIP_NR_*) is implied, as Postfix takes it.
 func (r *rawConn) expect(code byte) []packet {
 	r.t.Helper()
+	if code == 'c' && r.noReply(r.last) {
+		return nil
+	}
 	mods, final := r.answer()
 	if final.code != code {
 		r.t.Fatalf("answer %q %q, want %q", final.code, final.data, code)
@@ -128,9 +149,11 @@ func (r *rawConn) negotiate() {
 	binary.BigEndian.PutUint32(b[4:], 0x1ff)
 	binary.BigEndian.PutUint32(b[8:], 0x1fffff)
 	r.send('O', string(b[:]))
-	if _, final := r.answer(); final.code != 'O' {
+	_, final := r.answer()
+	if final.code != 'O' || len(final.data) < 12 {
 		r.t.Fatalf("negotiation answered %q", final.code)
 	}
+	r.pflags = gomilter.OptProtocol(binary.BigEndian.Uint32(final.data[8:12]))
 }
 
 // connect sends SMFIC_CONNECT for an IPv4 client.

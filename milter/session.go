@@ -104,7 +104,7 @@ func (s *session) Connect(host, family string, port uint16, addr net.IP, m *gomi
 	}
 	s.mtaHost = m.Macros["j"]
 	s.metrics.connection()
-	return gomilter.RespContinue, nil
+	return nil, nil // SMFIP_NR_CONN
 }
 
 func (s *session) Helo(name string, m *gomilter.Modifier) (gomilter.Response, error) {
@@ -115,7 +115,7 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response
 	s.reset()
 	s.msg = &message{start: s.rt.now(), envFrom: from}
 	s.macros(m)
-	return gomilter.RespContinue, nil
+	return nil, nil // SMFIP_NR_MAIL
 }
 
 func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, error) {
@@ -143,7 +143,7 @@ func (s *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Res
 	if msg.decided {
 		// After end of headers (Postfix never does this): too late to
 		// sign or verify, but a forged A-R was noted above.
-		return gomilter.RespContinue, nil
+		return nil, nil // SMFIP_NR_HDR
 	}
 	if !msg.hasFrom && dkim.EqualFoldASCII(f.Name, "From") {
 		msg.fromValue, msg.hasFrom = f.Value(), true
@@ -156,7 +156,7 @@ func (s *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Res
 	if msg.overLimit == nil {
 		msg.header = append(msg.header, f)
 	}
-	return gomilter.RespContinue, nil
+	return nil, nil // SMFIP_NR_HDR
 }
 
 // checkHeaderLimits applies [limits] max_headers and max_header_bytes:
@@ -302,15 +302,14 @@ func (s *session) startSigning(sel *keystore.Selection) error {
 
 func (s *session) BodyChunk(chunk []byte, m *gomilter.Modifier) (gomilter.Response, error) {
 	if s.msg == nil {
-		return gomilter.RespContinue, nil
+		return nil, nil // SMFIP_NR_BODY
 	}
 	if !s.msg.decided {
 		// A body without end of headers (Postfix always sends it): the
 		// header block is over all the same.
+		// A refusal (msg.reply) is sent at end of message: with
+		// SMFIP_NR_BODY there is no reply to a body chunk.
 		s.decide()
-		if r := s.msg.reply; r != nil {
-			return r, nil
-		}
 	}
 	if s.msg.signer != nil {
 		s.msg.signer.Write(chunk)
@@ -318,7 +317,7 @@ func (s *session) BodyChunk(chunk []byte, m *gomilter.Modifier) (gomilter.Respon
 	if s.msg.verify != nil {
 		s.msg.verify.Write(chunk)
 	}
-	return gomilter.RespContinue, nil
+	return nil, nil // SMFIP_NR_BODY
 }
 
 // Body is the end of the message: every header change happens here.
