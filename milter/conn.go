@@ -210,32 +210,43 @@ type conn struct {
 // Postfix sends a message's header packets back to back, so one system
 // call now brings many packets. Body chunks bigger than the buffer are
 // read straight into go-milter's slice.
+//
+// During a drain, a session between messages ends here with a clean EOF
+// (go-milter takes it as the MTA hanging up and logs nothing), unless
+// Postfix has already sent more: with the no-reply flags it does not wait
+// for us after MAIL, so a message may be in the socket before we see it.
 func (c *conn) Read(p []byte) (int, error) {
-	if c.eof {
-		return 0, io.EOF
-	}
-	if c.t.isDraining() && !c.busy.Load() {
-		// Between messages: end the session cleanly. go-milter treats
-		// EOF as the MTA hanging up and logs nothing.
-		c.eof = true
-		return 0, io.EOF
-	}
-	if c.rd.Buffered() == 0 {
-		// Only a read that goes to the socket can wait.
-		c.setDeadline()
-		if c.t.isDraining() && !c.busy.Load() {
-			// The drain began after the check above; its wake-up may
-			// have been overwritten by setDeadline.
+	for {
+		if c.eof {
+			return 0, io.EOF
+		}
+		if c.t.isDraining() && !c.busy.Load() && !c.pending() {
 			c.eof = true
 			return 0, io.EOF
 		}
+		if c.rd.Buffered() == 0 {
+			// Only a read that goes to the socket can wait.
+			c.setDeadline()
+			if c.t.isDraining() && !c.busy.Load() {
+				// The drain began after the check above, and setDeadline
+				// may have undone its wake-up: check again.
+				continue
+			}
+		}
+		n, err := c.rd.Read(p)
+		c.parse(p[:n])
+		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+			if n == 0 && c.t.isDraining() {
+				// Woken by the drain, or a deadline during it: between
+				// messages the check above ends the session; during one,
+				// keep waiting for its end (the drain's own deadline
+				// cuts it otherwise).
+				continue
+			}
+			return n, c.timeoutError()
+		}
+		return n, err
 	}
-	n, err := c.rd.Read(p)
-	c.parse(p[:n])
-	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-		return n, c.timeoutError()
-	}
-	return n, err
 }
 
 // socket is the connection's unbuffered read side, for conn.rd.
@@ -243,23 +254,28 @@ type socket struct{ c *conn }
 
 func (s socket) Read(p []byte) (int, error) { return s.c.Conn.Read(p) }
 
-// timeoutError explains why a deadline ended the session; during a drain,
-// a deadline forced by wake() is the signal to re-check the state.
-func (c *conn) timeoutError() error {
-	if c.t.isDraining() && !c.busy.Load() {
-		c.eof = true
-		return io.EOF
+// drainGrace is how long a drain waits for packets already on their way
+// from an idle session before ending it.
+const drainGrace = 100 * time.Millisecond
+
+// pending reports whether Postfix has sent something we have not read.
+func (c *conn) pending() bool {
+	if c.rd.Buffered() > 0 {
+		return true
 	}
+	c.Conn.SetReadDeadline(c.t.now().Add(drainGrace))
+	_, err := c.rd.Peek(1)
+	return err == nil
+}
+
+// timeoutError says which limit ended the session.
+func (c *conn) timeoutError() error {
 	now := c.t.now()
 	l := c.t.limits
 	if c.busy.Load() && l.MessageTimeout > 0 && now.Sub(c.msgStart) >= l.MessageTimeout {
 		c.t.metrics.limit("message_timeout")
 		c.t.log.Warn("message took longer than limits.message_timeout: session closed", "limit", l.MessageTimeout, "client", c.RemoteAddr().String())
 		return errors.New("milter: message timeout")
-	}
-	if c.t.isDraining() {
-		// Busy during a drain: keep waiting for the message to end.
-		return nil
 	}
 	c.t.metrics.limit("idle_timeout")
 	c.t.log.Info("milter connection idle longer than limits.idle_timeout: closed", "limit", l.IdleTimeout)

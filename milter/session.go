@@ -192,10 +192,9 @@ func (s *session) Headers(_ textproto.MIMEHeader, m *gomilter.Modifier) (gomilte
 	}
 	s.macros(m)
 	s.decide()
-	if r := s.msg.reply; r != nil {
-		return r, nil
-	}
-	return gomilter.RespContinue, nil
+	// SMFIP_NR_EOH: a refusal decided here (msg.reply) is answered at
+	// end of message, where Postfix waits for an answer anyway.
+	return nil, nil
 }
 
 // decide applies DESIGN.md's rule: sign when the client is trusted and the
@@ -223,7 +222,8 @@ func (s *session) decide() {
 		if err != nil {
 			s.failSigning(err)
 			if msg.reply != nil {
-				// Postfix answers the client now and sends ABORT.
+				// The answer goes out at end of message; the body that
+				// comes before it is not looked at.
 				s.logMessage(msg, nil, s.rt.Config.Actions.SignError)
 			}
 			return
@@ -334,8 +334,7 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 		s.decide()
 	}
 	if msg.reply != nil {
-		// Answered at end of headers; Postfix does not send the body of a
-		// message it refused, but a client that does gets the same answer.
+		// Refused at end of headers (and logged there).
 		return msg.reply, nil
 	}
 	var resp gomilter.Response = gomilter.RespContinue
