@@ -51,6 +51,7 @@ func NewRuntime(cfg *config.Config, keys *keystore.Store, resolver verifier.Reso
 			// The resolver gives up after dns.timeout; the message waits a
 			// little longer so that the resolver's own answer wins.
 			Timeout: cfg.DNS.Timeout + time.Second,
+			Records: verifier.NewRecordCache(),
 		},
 		Hostname: host,
 	}

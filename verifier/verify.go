@@ -41,6 +41,11 @@ type Verifier struct {
 	MaxSignatures int              // 0: 8
 	Timeout       time.Duration    // bound on waiting for keys, per message; 0: 10s
 	Skew          time.Duration    // clock skew allowed for t= and x=; 0: 5 minutes
+	// Records, when set, keeps parsed key records by their text: the key
+	// cache serves the same record to every message from a domain, and
+	// parsing it (base64, ASN.1) each time is most of a verification
+	// after the RSA operation itself.
+	Records *RecordCache
 }
 
 // MaxRSABits bounds the work one signature can ask for: RFC 8301 §3.2 asks
@@ -217,7 +222,7 @@ func (m *Message) verify(s *Signature, timeErr error, sums map[bodyKey][]byte) *
 	}
 	v.Authenticated = l.res.Authenticated
 
-	keys, err := parseKeys(l.res.Records)
+	keys, err := m.v.parseKeys(l.res.Records)
 	if err != nil {
 		return fail(PermError, err)
 	}
@@ -245,14 +250,14 @@ type parsedKey struct {
 
 // parseKeys keeps the TXT records that are DKIM key records (another TXT
 // record may share the name). With none left the reason says why.
-func parseKeys(records []string) ([]parsedKey, error) {
+func (v *Verifier) parseKeys(records []string) ([]parsedKey, error) {
 	if len(records) == 0 {
 		return nil, ErrNoKey
 	}
 	var keys []parsedKey
 	var notKey error
 	for _, t := range records {
-		rec, err := dkim.ParseKeyRecord(t)
+		rec, err := v.Records.parse(t)
 		if errors.Is(err, dkim.ErrNotKeyRecord) {
 			if notKey == nil {
 				notKey = err

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash"
 	"strings"
+	"sync"
 )
 
 // Canon is a canonicalization algorithm (RFC 6376 §3.4).
@@ -120,12 +121,20 @@ type BodyHasher struct {
 	wsp    bool  // relaxed: WSP seen, not yet emitted
 	cr     bool  // a CR ended the previous write
 	out    []byte
+	pooled *[]byte // where out came from; Sum gives it back
 }
 
 // NewBodyHasher returns a BodyHasher; limit is the l= value or -1.
 func NewBodyHasher(c Canon, h hash.Hash, limit int64) *BodyHasher {
-	return &BodyHasher{canon: c, h: h, limit: limit, out: make([]byte, 0, 4096)}
+	p := outBufs.Get().(*[]byte)
+	return &BodyHasher{canon: c, h: h, limit: limit, out: (*p)[:0], pooled: p}
 }
+
+// outBufs recycles the canonicalization buffers: each message needs one
+// (growing to 32 KB with Postfix's 64 KB chunks) for the time of its
+// body, and thousands of messages a second made them most of what the
+// body path allocated.
+var outBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
 // Write canonicalizes p. It never fails.
 func (b *BodyHasher) Write(p []byte) (int, error) {
@@ -225,6 +234,11 @@ func (b *BodyHasher) Sum() []byte {
 	}
 	b.crlfs = 0
 	b.flush(out)
+	if b.pooled != nil {
+		*b.pooled = out[:0]
+		outBufs.Put(b.pooled)
+		b.pooled, b.out = nil, nil
+	}
 	return b.h.Sum(nil)
 }
 
