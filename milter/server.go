@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,6 +36,8 @@ type Runtime struct {
 	Verifier *verifier.Verifier
 	Hostname string           // authserv-id of last resort
 	Now      func() time.Time // nil: time.Now
+
+	signGate chan struct{} // see signer.Params.Gate
 }
 
 // NewRuntime builds a Runtime. The resolver is the seam for tests (an
@@ -54,6 +57,7 @@ func NewRuntime(cfg *config.Config, keys *keystore.Store, resolver verifier.Reso
 			Records: verifier.NewRecordCache(),
 		},
 		Hostname: host,
+		signGate: make(chan struct{}, runtime.GOMAXPROCS(0)),
 	}
 }
 

@@ -289,7 +289,7 @@ func (s *session) startSigning(sel *keystore.Selection) error {
 			Domain: k.Domain, Selector: k.Selector, Identity: sel.Identity, Key: k.Signer,
 			HeaderCanon: hc, BodyCanon: bc,
 			Headers: cfg.Sign.Headers, Oversign: cfg.Sign.Oversign,
-			Time: now, Expire: cfg.Sign.Expire,
+			Time: now, Expire: cfg.Sign.Expire, Gate: s.rt.signGate,
 		})
 	}
 	sg, err := signer.New(s.msg.header, params)

@@ -240,3 +240,26 @@ func TestSignErrors(t *testing.T) {
 		}
 	}
 }
+
+// With a Gate, signing holds one token while it signs and gives it back.
+func TestGate(t *testing.T) {
+	gate := make(chan struct{}, 1)
+	params := []Params{{Domain: "example.com", Selector: "s1", Key: testkit.RSAKey(2048), Headers: []string{"from"}, Gate: gate}}
+	done := make(chan struct{})
+	gate <- struct{}{} // taken: the signer must wait
+	go func() {
+		signMessage(t, testkit.CRLF([]byte(plainMsg)), params, 65535)
+		close(done)
+	}()
+	select {
+	case <-done:
+		t.Fatal("signed without a token")
+	case <-time.After(200 * time.Millisecond):
+		// Still waiting for the token, as it should.
+	}
+	<-gate
+	<-done
+	if len(gate) != 0 {
+		t.Error("the token was not given back")
+	}
+}
