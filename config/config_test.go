@@ -284,8 +284,8 @@ func TestSuggest(t *testing.T) {
 		{"unrelated", ""},
 		{"othr", ` (did you mean "other"?)`},
 	} {
-		if got := suggest(tc.name, names); got != tc.want {
-			t.Errorf("suggest(%q) = %q, want %q", tc.name, got, tc.want)
+		if got := Suggest(tc.name, names); got != tc.want {
+			t.Errorf("Suggest(%q) = %q, want %q", tc.name, got, tc.want)
 		}
 	}
 	long := strings.Repeat("a", 100)

@@ -78,11 +78,11 @@ func (e Errors) sort() {
 	})
 }
 
-// suggest returns ` (did you mean "x"?)` for the candidate closest to
+// Suggest returns ` (did you mean "x"?)` for the candidate closest to
 // name, or "" when none is close: within two edits, ignoring case. Two
 // edits catch the usual typos (a dropped, doubled or swapped letter)
 // without suggesting unrelated short words.
-func suggest(name string, candidates []string) string {
+func Suggest(name string, candidates []string) string {
 	best, bestDist := "", 3
 	lower := strings.ToLower(name)
 	for _, c := range candidates {

@@ -294,7 +294,7 @@ func unknownMsg(bad path, table *schema, isTable bool) string {
 			return msg + fmt.Sprintf("; keys are case-sensitive: write %q", k)
 		}
 	}
-	if s := suggest(name, known); s != "" {
+	if s := Suggest(name, known); s != "" {
 		return msg + s
 	}
 	if where, ok := homes[name]; ok {

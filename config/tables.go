@@ -136,7 +136,7 @@ func (c *checker) signing(f []*fileRule, keys map[string]*Key) []*SigningRule {
 				c.errf(kp.elem(j+1), "%q is listed twice; each key makes one signature", kn)
 				continue
 			case keys[kn] == nil:
-				hint := suggest(kn, names)
+				hint := Suggest(kn, names)
 				if hint == "" && len(names) > 0 {
 					hint = "; the keys are " + orList(names)
 				} else if hint == "" {

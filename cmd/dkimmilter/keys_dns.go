@@ -88,10 +88,9 @@ func selectKeys(cfg *config.Config, args []string, cmd string, stderr io.Writer)
 	ok := true
 	for _, a := range args {
 		if _, found := cfg.Keys[a]; !found {
-			hint := closestKeyName(a, all)
+			hint := config.Suggest(a, all)
 			switch {
 			case hint != "":
-				hint = fmt.Sprintf(" (did you mean %q?)", hint)
 			case len(all) > 0:
 				hint = "; the keys are " + strings.Join(all, ", ")
 			}
@@ -104,38 +103,4 @@ func selectKeys(cfg *config.Config, args []string, cmd string, stderr io.Writer)
 		}
 	}
 	return names, ok
-}
-
-// closestKeyName returns the name within two edits of name (ignoring
-// case), or "": a dropped, doubled or swapped letter, as config's own
-// did-you-mean.
-func closestKeyName(name string, names []string) string {
-	best, bestDist := "", 3
-	for _, n := range names {
-		if d := keyNameDistance(strings.ToLower(name), strings.ToLower(n)); d < bestDist {
-			best, bestDist = n, d
-		}
-	}
-	return best
-}
-
-// keyNameDistance is the Levenshtein distance between a and b, in bytes.
-func keyNameDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
