@@ -3,12 +3,15 @@ module github.com/dkimmilter/dkimmilter
 go 1.25.0
 
 require (
-	github.com/BurntSushi/toml v1.6.0 // indirect
-	github.com/VictoriaMetrics/metrics v1.44.0 // indirect
+	github.com/BurntSushi/toml v1.6.0
+	github.com/VictoriaMetrics/metrics v1.44.0
+	github.com/emersion/go-milter v0.5.0
+	github.com/emersion/go-msgauth v0.7.0
+	github.com/miekg/dns v1.1.73
+)
+
+require (
 	github.com/emersion/go-message v0.18.2 // indirect
-	github.com/emersion/go-milter v0.5.0 // indirect
-	github.com/emersion/go-msgauth v0.7.0 // indirect
-	github.com/miekg/dns v1.1.73 // indirect
 	github.com/valyala/fastrand v1.1.0 // indirect
 	github.com/valyala/histogram v1.2.0 // indirect
 	golang.org/x/crypto v0.54.0 // indirect
