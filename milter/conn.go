@@ -236,11 +236,11 @@ func (c *conn) Read(p []byte) (int, error) {
 		n, err := c.rd.Read(p)
 		c.parse(p[:n])
 		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-			if n == 0 && c.t.isDraining() {
+			if n == 0 && c.t.isDraining() && !c.messageExpired() {
 				// Woken by the drain, or a deadline during it: between
 				// messages the check above ends the session; during one,
 				// keep waiting for its end (the drain's own deadline
-				// cuts it otherwise).
+				// cuts it otherwise, and so does the message timeout).
 				continue
 			}
 			return n, c.timeoutError()
@@ -268,11 +268,17 @@ func (c *conn) pending() bool {
 	return err == nil
 }
 
+// messageExpired: a message is in flight and has used up
+// limits.message_timeout.
+func (c *conn) messageExpired() bool {
+	l := c.t.limits
+	return c.busy.Load() && l.MessageTimeout > 0 && c.t.now().Sub(c.msgStart) >= l.MessageTimeout
+}
+
 // timeoutError says which limit ended the session.
 func (c *conn) timeoutError() error {
-	now := c.t.now()
 	l := c.t.limits
-	if c.busy.Load() && l.MessageTimeout > 0 && now.Sub(c.msgStart) >= l.MessageTimeout {
+	if c.messageExpired() {
 		c.t.metrics.limit("message_timeout")
 		c.t.log.Warn("message took longer than limits.message_timeout: session closed", "limit", l.MessageTimeout, "client", c.RemoteAddr().String())
 		return errors.New("milter: message timeout")

@@ -281,3 +281,22 @@ func TestConnBusyState(t *testing.T) {
 		}
 	}
 }
+
+// A message that outlives limits.message_timeout during a drain is cut by
+// the timeout, not spun on: the drain ends without its own deadline.
+func TestShutdownMessageTimeout(t *testing.T) {
+	e := newEnv(t, "")
+	srv, addr := e.startLimited(Limits{MessageTimeout: 300 * time.Millisecond})
+	busy := dialAt(t, addr, "127.0.0.1")
+	startMessage(t, busy)
+	waitFor(t, "the session", func() bool { return srv.Sessions() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv.Shutdown(ctx)
+	if ctx.Err() != nil {
+		t.Error("the drain waited for its own deadline: the message timeout did not end the session")
+	}
+	if !strings.Contains(e.logs.String(), "limits.message_timeout") {
+		t.Errorf("log: %s", e.logs.String())
+	}
+}
