@@ -14,8 +14,6 @@ import (
 	"github.com/dkimmilter/dkimmilter/internal/dnstest"
 	"github.com/dkimmilter/dkimmilter/internal/loadgen"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
-	"github.com/dkimmilter/dkimmilter/keystore"
-	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
 // benchServer runs the milter on a unix socket with the production
@@ -59,16 +57,11 @@ keys = ["ed"]
 	if err != nil {
 		b.Fatal(err)
 	}
-	keys, _, err := keystore.Load(c)
+	rt, _, err := LoadRuntime(c, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	res, err := verifier.NewDNSResolver(c.DNS.Nameservers, c.DNS.Timeout)
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := NewServer(NewRuntime(c, keys, verifier.NewCachingResolver(res, verifier.CacheOptions{})),
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv := NewServer(rt, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ln, err := Listen("unix:"+filepath.Join(dir, "milter.sock"), 0o600)
 	if err != nil {
 		b.Fatal(err)

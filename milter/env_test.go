@@ -21,7 +21,6 @@ import (
 	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/internal/dnstest"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
-	"github.com/dkimmilter/dkimmilter/keystore"
 	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
@@ -90,15 +89,11 @@ func newEnv(t *testing.T, cfg string) *env {
 
 func (e *env) start(c *config.Config) {
 	t := e.t
-	keys, _, err := keystore.Load(c)
+	rt, _, err := LoadRuntime(c, nil)
 	if err != nil {
-		t.Fatalf("keys: %v", err)
+		t.Fatalf("runtime: %v", err)
 	}
-	res, err := verifier.NewDNSResolver(c.DNS.Nameservers, c.DNS.Timeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.rt = NewRuntime(c, keys, verifier.NewCachingResolver(res, verifier.CacheOptions{}))
+	e.rt = rt
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.srv = NewServer(e.rt, log)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -61,6 +61,22 @@ func NewRuntime(cfg *config.Config, keys *keystore.Store, resolver verifier.Reso
 	}
 }
 
+// LoadRuntime loads cfg's keys and builds its resolver: DNS, timed and
+// counted by m (nil: not counted), under a TTL cache. It is what serve
+// runs at start and on each reload; warnings (short keys) do not stop it.
+func LoadRuntime(cfg *config.Config, m *Metrics) (*Runtime, []string, error) {
+	keys, warnings, err := keystore.Load(cfg)
+	if err != nil {
+		return nil, warnings, err
+	}
+	dns, err := verifier.NewDNSResolver(cfg.DNS.Nameservers, cfg.DNS.Timeout)
+	if err != nil {
+		return nil, warnings, fmt.Errorf("%s: dns: %w", cfg.Where(0), err)
+	}
+	res := verifier.NewCachingResolver(m.ObserveResolver(dns), verifier.CacheOptions{})
+	return NewRuntime(cfg, keys, res), warnings, nil
+}
+
 func (rt *Runtime) now() time.Time {
 	if rt.Now != nil {
 		return rt.Now()

@@ -16,9 +16,7 @@ import (
 	"syscall"
 
 	"github.com/dkimmilter/dkimmilter/config"
-	"github.com/dkimmilter/dkimmilter/keystore"
 	"github.com/dkimmilter/dkimmilter/milter"
-	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
 const serveHelp = `
@@ -56,7 +54,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	d := &daemon{log: log, path: *cfgPath}
 	d.srv = milter.NewServer(nil, log)
 	d.metrics = milter.NewMetrics(d.srv.Sessions)
-	rt, warnings, err := loadRuntime(cfg, d.metrics)
+	rt, warnings, err := milter.LoadRuntime(cfg, d.metrics)
 	for _, w := range warnings {
 		log.Warn(w)
 	}
@@ -147,7 +145,7 @@ func (d *daemon) reload() {
 	var rt *milter.Runtime
 	var warnings []string
 	if err == nil {
-		rt, warnings, err = loadRuntime(cfg, d.metrics)
+		rt, warnings, err = milter.LoadRuntime(cfg, d.metrics)
 	}
 	for _, w := range warnings {
 		d.log.Warn(w)
@@ -234,21 +232,6 @@ func loadConfig(path string) (cfg *config.Config, defaulted bool, err error) {
 		return cfg, true, nil
 	}
 	return cfg, false, err
-}
-
-// loadRuntime loads the keys and builds the resolver for cfg: DNS, timed
-// and counted by m (nil: not counted), under a TTL cache.
-func loadRuntime(cfg *config.Config, m *milter.Metrics) (*milter.Runtime, []string, error) {
-	keys, warnings, err := keystore.Load(cfg)
-	if err != nil {
-		return nil, warnings, err
-	}
-	dns, err := verifier.NewDNSResolver(cfg.DNS.Nameservers, cfg.DNS.Timeout)
-	if err != nil {
-		return nil, warnings, fmt.Errorf("%s: dns: %w", cfg.Where(0), err)
-	}
-	res := verifier.NewCachingResolver(m.ObserveResolver(dns), verifier.CacheOptions{})
-	return milter.NewRuntime(cfg, keys, res), warnings, nil
 }
 
 // logConfigError logs every problem on its own line.

@@ -16,9 +16,7 @@ import (
 	"github.com/dkimmilter/dkimmilter/internal/dnstest"
 	"github.com/dkimmilter/dkimmilter/internal/loadgen"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
-	"github.com/dkimmilter/dkimmilter/keystore"
 	"github.com/dkimmilter/dkimmilter/milter"
-	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
 // startMilter runs dkimmilter in this process on a unix socket and on
@@ -61,15 +59,10 @@ keys = ["ed"]
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, _, err := keystore.Load(c)
+	rt, _, err := milter.LoadRuntime(c, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := verifier.NewDNSResolver(c.DNS.Nameservers, c.DNS.Timeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt := milter.NewRuntime(c, keys, verifier.NewCachingResolver(res, verifier.CacheOptions{}))
 	srv := milter.NewServer(rt, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	sock := filepath.Join(dir, "milter.sock")
 	for _, a := range []string{"unix:" + sock, "inet:127.0.0.1:0"} {
