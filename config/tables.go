@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
 )
 
 // The KeyTable ([keys.NAME]) and the SigningTable ([[signing]]), checked
@@ -46,7 +47,7 @@ func (c *checker) keys(f map[string]*fileKey, md *toml.MetaData) map[string]*Key
 		}
 		if required("selector", fk.Selector, `the selector (s=) the public key is published under, e.g. selector = "s2026r"`) {
 			k.Selector = fk.Selector
-			if prob := selectorProblem(k.Selector); prob != "" {
+			if prob := dkim.NameProblem(k.Selector); prob != "" { // RFC 6376 §3.1, '_' allowed as in DNS
 				c.errf(p.child("selector"), "%q is not a selector: %s; write one or more DNS labels (letters, digits, '-', '_') separated by dots, e.g. \"s2026r\"", fk.Selector, prob)
 			} else if !strings.Contains(k.Domain, "%") && len(k.Selector)+len("._domainkey.")+len(k.Domain) > 253 {
 				c.errf(p.child("selector"), "%s._domainkey.%s is longer than the 253 characters of a DNS name", k.Selector, k.Domain)
@@ -76,32 +77,6 @@ func keyNameProblem(name string) string {
 	for _, r := range name {
 		if !(r < utf8.RuneSelf && isBare(byte(r)) || r == '.') {
 			return fmt.Sprintf("%q contains %q", name, r)
-		}
-	}
-	return ""
-}
-
-// selectorProblem checks s= syntax, RFC 6376 §3.1, allowing '_' as DNS
-// does. Case is kept: the selector is a DNS name and the record lookup is
-// case-insensitive, but the admin may want s= to look as typed.
-// https://www.rfc-editor.org/rfc/rfc6376#section-3.1
-func selectorProblem(s string) string {
-	if s == "" {
-		return "it is empty"
-	}
-	for _, l := range strings.Split(s, ".") {
-		switch {
-		case l == "":
-			return "it has an empty label"
-		case len(l) > 63:
-			return fmt.Sprintf("the label %q is longer than 63 characters", l)
-		case l[0] == '-' || l[len(l)-1] == '-':
-			return fmt.Sprintf("the label %q starts or ends with '-'", l)
-		}
-		for _, r := range l {
-			if r >= utf8.RuneSelf || !isBare(byte(r)) {
-				return fmt.Sprintf("%q is not allowed", r)
-			}
 		}
 	}
 	return ""

@@ -20,6 +20,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
 )
 
 // Key is one KeyTable entry resolved for a From domain: its d= and file
@@ -157,7 +158,7 @@ func signableDomain(d string) bool {
 		}
 		return '!' // not allowed
 	}, d)
-	return NameProblem(ascii) == ""
+	return dkim.NameProblem(ascii) == ""
 }
 
 func (s *Store) key(name, domain string) (*Key, error) {

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/keystore"
 )
 
@@ -149,7 +150,7 @@ type generated struct {
 // checkDomain normalises r.domain and says what is wrong with it.
 func (r *genRequest) checkDomain(stderr io.Writer) bool {
 	r.domain = strings.ToLower(strings.TrimSuffix(r.domain, "."))
-	if p := keystore.NameProblem(r.domain); p != "" {
+	if p := dkim.NameProblem(r.domain); p != "" {
 		fmt.Fprintf(stderr, "dkimmilter keys: -d %q is not a domain name: %s\n", r.domain, p)
 		return false
 	}
@@ -167,7 +168,7 @@ func generateKey(r genRequest, stderr io.Writer) (*generated, int) {
 	}
 	if r.selector == "" {
 		r.selector = keystore.SelectorFor(r.now, r.keyDir, r.kind, r.used)
-	} else if p := keystore.NameProblem(r.selector); p != "" {
+	} else if p := dkim.NameProblem(r.selector); p != "" {
 		fmt.Fprintf(stderr, "dkimmilter keys: -s %q is not a selector: %s; write DNS labels (letters, digits, '-', '_') separated by dots, e.g. s202611\n", r.selector, p)
 		return nil, exitUsage
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/keystore"
 )
 
@@ -169,7 +170,7 @@ func percentMatches(pattern string, skip map[string]bool) []percentMatch {
 	var out []percentMatch
 	for _, f := range files {
 		m := rx.FindStringSubmatch(f)
-		if m == nil || skip[f] || !strings.Contains(m[1], ".") || keystore.NameProblem(m[1]) != "" {
+		if m == nil || skip[f] || !strings.Contains(m[1], ".") || dkim.NameProblem(m[1]) != "" {
 			continue
 		}
 		same := true
