@@ -68,6 +68,10 @@ type CheckAnswer struct {
 	Err      error // a *net.DNSError, or nil
 	Status   CheckStatus
 	Summary  string // "published and matching", "no record (NXDOMAIN)", …
+	// KeyRecord: a DKIM key record (even a broken one) is at the name,
+	// not only other TXT records. Matching: a usable one with the private
+	// key's public key.
+	KeyRecord, Matching bool
 }
 
 // CheckProblem is one thing wrong, with what to do about it.
@@ -79,7 +83,7 @@ type CheckProblem struct {
 
 // CheckResult is the report on one key.
 type CheckResult struct {
-	Key      string // the keys.NAME, with "(domain)" for a '%' file
+	Key      string // the keys.NAME
 	Domain   string
 	Selector string
 	DNSName  string // SELECTOR._domainkey.DOMAIN
@@ -88,8 +92,7 @@ type CheckResult struct {
 	Bits     int
 	Record   string // the record to publish: "v=DKIM1; k=…; p=…"
 	Status   CheckStatus
-	Summary  string // one line: what most resolvers see
-	TTL      time.Duration
+	Summary  string   // one line: what most resolvers see
 	DNSSEC   string   // "validated", "not validated", …; "" when not known
 	Zone     string   // with CheckKeyAuthoritative: the zone whose servers were asked
 	NotAsked []string // and its server addresses this host has no route to
@@ -111,13 +114,11 @@ func CheckKey(ctx context.Context, k *Key, resolvers []CheckResolver) *CheckResu
 func checkKey(ctx context.Context, k *Key, resolvers []CheckResolver, none CheckProblem) *CheckResult {
 	r := &CheckResult{
 		Key: k.Name, Domain: k.Domain, Selector: k.Selector, File: k.File,
-		DNSName: k.Selector + "._domainkey." + strings.TrimSuffix(k.Domain, "."),
+		DNSName: DNSName(k.Selector, k.Domain),
 	}
 	if k.PrivateKey != nil {
 		r.KeyType, r.Bits = k.KeyType, k.Bits
-		if kt, p, err := dkim.EncodePublicKey(k.Signer.Public()); err == nil {
-			r.Record = "v=DKIM1; k=" + kt + "; p=" + p
-		}
+		r.Record = Record(k.PrivateKey)
 	}
 	r.Answers = make([]CheckAnswer, len(resolvers))
 	var wg sync.WaitGroup
@@ -138,8 +139,12 @@ func checkKey(ctx context.Context, k *Key, resolvers []CheckResolver, none Check
 	c := &keyChecker{k: k, r: r, resolvers: resolvers}
 	verdicts := make([]*verdict, len(r.Answers))
 	for i := range r.Answers {
-		verdicts[i] = c.evaluate(&r.Answers[i])
-		r.Answers[i].Status, r.Answers[i].Summary = verdicts[i].status, verdicts[i].summary
+		a := &r.Answers[i]
+		verdicts[i] = c.evaluate(a)
+		a.Status, a.Summary, a.Matching = verdicts[i].status, verdicts[i].summary, verdicts[i].matching
+		for _, rec := range a.Records {
+			a.KeyRecord = a.KeyRecord || isKeyRecord(rec)
+		}
 	}
 	if len(resolvers) == 0 {
 		r.Summary = "not checked"

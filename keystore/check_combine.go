@@ -39,7 +39,7 @@ func CheckResolvers(nameservers []string, timeout time.Duration) ([]CheckResolve
 // outside the zone (a provider's key) are looked up through res. What
 // keeps the servers from being found becomes the result's problem.
 func CheckKeyAuthoritative(ctx context.Context, k *Key, res *verifier.DNSResolver, timeout time.Duration, opts verifier.AuthOptions) *CheckResult {
-	name := k.Selector + "._domainkey." + strings.TrimSuffix(k.Domain, ".")
+	name := DNSName(k.Selector, k.Domain)
 	auth, err := verifier.FindAuthoritative(ctx, res, name, opts)
 	if err != nil {
 		p := CheckProblem{Status: CheckTemp, Text: "finding the zone's name servers: " + err.Error(),
@@ -99,9 +99,6 @@ func (c *keyChecker) combine(verdicts []*verdict) {
 			groups = append(groups, g)
 		}
 		g.resolvers = append(g.resolvers, a.Resolver)
-		if r.TTL == 0 && verdicts[i].matching {
-			r.TTL = a.TTL
-		}
 	}
 	if len(groups) == 0 {
 		return // checkKey reports why

@@ -86,11 +86,6 @@ func Generate(kind string, bits int) (*PrivateKey, error) {
 	return wrapKey(k)
 }
 
-// KeyPath is the file keys gen writes for a key: DIR/DOMAIN/SELECTOR.pem.
-func KeyPath(dir, domain, selector string) string {
-	return filepath.Join(dir, domain, selector+".pem")
-}
-
 // WriteKeyFile writes pk to path as a PKCS#8 PEM file with mode 0600,
 // creating its directory with mode 0700. It never replaces a file: the key
 // is written to a temporary file (created with O_EXCL) in the same
@@ -162,12 +157,6 @@ func writeSync(f *os.File, data []byte) error {
 
 func existsError(path string) error {
 	return fmt.Errorf("%w: %s (a key is never overwritten: choose another selector with -s, or remove the file yourself if no DNS record or config uses it)", ErrKeyExists, path)
-}
-
-// DefaultSelector returns the selector for a new key of kind ("rsa" or
-// "ed25519") in dir/domain; see SelectorFor.
-func DefaultSelector(now time.Time, dir, domain, kind string) string {
-	return SelectorFor(now, filepath.Join(dir, domain), kind, nil)
 }
 
 // SelectorFor returns a date selector for a new key in keyDir: "s" and

@@ -12,7 +12,6 @@ import (
 // permissions and the key separately, so that an admin sees both the
 // algorithm of a group-readable key and the fix.
 type KeyFileStatus struct {
-	Path    string
 	Key     *PrivateKey // nil when the file cannot be read or parsed
 	Mode    fs.FileMode // permission bits
 	ModTime time.Time
@@ -28,7 +27,7 @@ type KeyFileStatus struct {
 // InspectKeyFile looks at a key file without the refusals of
 // ReadPrivateKey getting in the way of saying what it holds.
 func InspectKeyFile(path string) KeyFileStatus {
-	st := KeyFileStatus{Path: path}
+	var st KeyFileStatus
 	fi, err := os.Stat(path)
 	if err != nil {
 		st.Err = fileError(path, err)

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"strings"
 )
 
@@ -43,25 +42,11 @@ type PrivateKey struct {
 // ("PRIVATE KEY", RSA or Ed25519), DER, and the base64 Ed25519 seed that
 // dkimpy's dknewkey writes.
 func ReadPrivateKey(path string) (*PrivateKey, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, fileError(path, err)
+	st := InspectKeyFile(path)
+	if st.Err != nil {
+		return nil, st.Err
 	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	if err := permError(path, fi.Mode().Perm()); err != nil {
-		return nil, err
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fileError(path, err)
-	}
-	k, err := ParsePrivateKey(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return k, nil
+	return st.Key, nil
 }
 
 // permError refuses a key file that anyone but its owner may read or

@@ -90,9 +90,6 @@ func configFlag(cfg *config.Config) string {
 	return " -config " + cfg.File
 }
 
-// Config returns the configuration the store was loaded from.
-func (s *Store) Config() *config.Config { return s.cfg }
-
 // Lookup returns the keys that sign mail from addr (the address of the
 // first From field), or nil when no rule matches. An error means a rule
 // matched but one of its keys cannot be used: the message must not go out

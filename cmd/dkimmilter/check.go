@@ -26,11 +26,8 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	fl.SetOutput(stderr)
 	cfgPath := fl.String("config", "", "configuration file (default "+config.DefaultPath+")")
 	withDNS := fl.Bool("dns", false, "also look every key up in DNS and check it (see 'dkimmilter keys check -h')")
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	if code, ok := parseFlags(fl, args, false, stderr); !ok {
+		return code
 	}
 	cfg, defaulted, err := loadConfig(*cfgPath)
 	if err != nil {

@@ -30,11 +30,12 @@ func (d *daemon) keyHealth(ctx context.Context) {
 	}
 }
 
-// checkKeys sets, per key, dkimmilter_key_published (a DKIM record is at
-// its DNS name), dkimmilter_key_matches (the record is this private key
-// and usable), dkimmilter_key_check_status (0 ok, 1 warning, 2 not
-// checked, 3 failing) and dkimmilter_key_age_seconds; problems go to the
-// log with the same hints as `dkimmilter keys check`.
+// checkKeys sets, per key, dkimmilter_key_published (a resolver sees a
+// DKIM record at its DNS name), dkimmilter_key_matches (a resolver sees a
+// usable record with this key's public key), dkimmilter_key_check_status
+// (0 ok, 1 warning, 2 not checked, 3 failing) and
+// dkimmilter_key_age_seconds; problems go to the log with the same hints
+// as `dkimmilter keys check`.
 func (d *daemon) checkKeys(ctx context.Context, cfg *config.Config) {
 	if len(cfg.Keys) == 0 || d.metrics == nil {
 		return
@@ -44,8 +45,6 @@ func (d *daemon) checkKeys(ctx context.Context, cfg *config.Config) {
 		d.log.Warn("key health check: no resolver", "err", err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, 4*cfg.DNS.Timeout)
-	defer cancel()
 	seen := map[string]bool{}
 	defer func() { d.metrics.KeepKeys(seen) }()
 	for _, kf := range configuredKeyFiles(cfg, cfg.KeyNames()) {
@@ -61,16 +60,22 @@ func (d *daemon) checkKeys(ctx context.Context, cfg *config.Config) {
 			d.metrics.KeyGauge("dkimmilter_key_age_seconds", label, time.Since(kf.status.ModTime).Seconds())
 		}
 		k := &keystore.Key{Name: kf.name, Domain: kf.domain, Selector: kf.selector, File: kf.path, PrivateKey: kf.status.Key}
-		res := keystore.CheckKey(ctx, k, resolvers)
-		published := 0.0
+		// Each key gets its own bound: one resolver that times out must
+		// not eat the time of the keys after it.
+		kctx, cancel := context.WithTimeout(ctx, 2*cfg.DNS.Timeout)
+		res := keystore.CheckKey(kctx, k, resolvers)
+		cancel()
+		// Per answer, not from the overall status: a resolver that
+		// times out makes the status "not checked", but the record is
+		// published and matching where it was seen.
+		published, matches := 0.0, 0.0
 		for _, a := range res.Answers {
-			if a.Err == nil && len(a.Records) > 0 {
+			if a.KeyRecord {
 				published = 1
 			}
-		}
-		matches := 0.0
-		if kf.status.Key != nil && (res.Status == keystore.CheckOK || res.Status == keystore.CheckWarn) {
-			matches = 1
+			if a.Matching {
+				matches = 1
+			}
 		}
 		d.metrics.KeyGauge("dkimmilter_key_published", label, published)
 		d.metrics.KeyGauge("dkimmilter_key_matches", label, matches)

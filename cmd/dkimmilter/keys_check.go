@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"slices"
@@ -65,19 +64,9 @@ func runKeysCheck(args []string, stdout, stderr io.Writer) int {
 	fl.BoolVar(&opts.authoritative, "authoritative", false, "ask each key's zone's own name servers directly (RD=0), found through the resolvers")
 	fl.DurationVar(&opts.timeout, "timeout", 0, "bound on each lookup (default [dns] timeout)")
 	fl.BoolVar(&opts.verbose, "v", false, "print what each resolver answered, also when they agree")
-	// Flags may follow the names: "keys check example-rsa -resolver 1.1.1.1".
-	var names []string
-	for {
-		if err := fl.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return exitOK
-			}
-			return exitUsage
-		}
-		if fl.NArg() == 0 {
-			break
-		}
-		names, args = append(names, fl.Arg(0)), fl.Args()[1:]
+	nameArgs, code, ok := parseNamesAndFlags(fl, args, stderr)
+	if !ok {
+		return code
 	}
 	opts.resolvers = resolvers
 	if opts.timeout < 0 {
@@ -94,21 +83,9 @@ func runKeysCheck(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return exitConfig
 	}
-	var uniq []string
-	for _, n := range names {
-		if !slices.Contains(uniq, n) {
-			uniq = append(uniq, n)
-		}
-	}
-	names = uniq
-	for _, n := range names {
-		if _, ok := cfg.Keys[n]; !ok {
-			fmt.Fprintf(stderr, "dkimmilter keys check: no key %q in %s; the keys are: %s\n", n, cfg.File, strings.Join(cfg.KeyNames(), ", "))
-			return exitUsage
-		}
-	}
-	if len(names) == 0 {
-		names = cfg.KeyNames()
+	names, ok := selectKeys(cfg, nameArgs, "keys check", stderr)
+	if !ok {
+		return exitUsage
 	}
 	if len(names) == 0 {
 		fmt.Fprintf(stdout, "no keys in %s: nothing to check\n", cfg.File)

@@ -119,7 +119,7 @@ func TestKeysCheckUsageAndConfig(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"-config", f.cfg, "nosuchkey"}, exitUsage, `no key "nosuchkey" in ` + f.cfg + "; the keys are: rsa"},
+		{[]string{"-config", f.cfg, "nosuchkey"}, exitUsage, `no key "nosuchkey" in ` + f.cfg + "; the keys are rsa"},
 		{[]string{"-config", f.cfg, "-resolver", "dns.example.net"}, exitUsage, "-resolver: invalid nameserver"},
 		{[]string{"-config", f.cfg, "-frobnicate"}, exitUsage, "flag provided but not defined"},
 		{[]string{"-config", f.cfg, "-timeout", "-1s"}, exitUsage, "-timeout must not be negative"},

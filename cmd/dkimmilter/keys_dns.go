@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"slices"
@@ -23,16 +24,9 @@ configuration cannot be loaded or a key file cannot be read.`
 func runKeysDNS(args []string, stdout, stderr io.Writer) int {
 	fl := newKeysFlagSet("dns", "[-config FILE] [NAME...]", keysDNSHelp, stderr)
 	cfgPath := fl.String("config", "", "configuration file (default "+config.DefaultPath+")")
-	// Flags may follow the names, as in keys check: "keys dns NAME -config F".
-	var nameArgs []string
-	for {
-		if code, ok := parseKeysFlags(fl, args, true, stderr); !ok {
-			return code
-		}
-		if fl.NArg() == 0 {
-			break
-		}
-		nameArgs, args = append(nameArgs, fl.Arg(0)), fl.Args()[1:]
+	nameArgs, code, ok := parseNamesAndFlags(fl, args, stderr)
+	if !ok {
+		return code
 	}
 	cfg, ok := loadKeysConfig(*cfgPath, stderr)
 	if !ok {
@@ -46,7 +40,7 @@ func runKeysDNS(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "; no keys in %s (hint: dkimmilter keys gen -d example.com)\n", cfg.File)
 		return exitOK
 	}
-	code := exitOK
+	code = exitOK
 	first := true
 	for _, kf := range configuredKeyFiles(cfg, names) {
 		st := kf.status
@@ -69,11 +63,36 @@ func runKeysDNS(args []string, stdout, stderr io.Writer) int {
 		first = false
 		fmt.Fprintf(stdout, "; keys.%s: %s %d bits, %s\n", kf.name, st.Key.KeyType, st.Key.Bits, kf.path)
 		value := keystore.Record(st.Key)
+		if strings.Contains(kf.domain, "%") {
+			// One shared key for every From domain: the same record at
+			// each domain's name.
+			fmt.Fprintf(stdout, "; publish at %s for each From domain D this key signs, e.g.\n",
+				keystore.DNSName(kf.selector, strings.ReplaceAll(kf.domain, "%", "D")))
+			fmt.Fprintln(stdout, keystore.ZoneLine(keystore.DNSName(kf.selector, strings.ReplaceAll(kf.domain, "%", "example.com")), value))
+			fmt.Fprintln(stdout, "; the value, on one line:")
+			fmt.Fprintln(stdout, value)
+			continue
+		}
 		fmt.Fprintln(stdout, keystore.ZoneLine(keystore.DNSName(kf.selector, kf.domain), value))
 		writePanelHint(stdout, "on one line, for DNS web panels", kf.selector, kf.domain)
 		fmt.Fprintln(stdout, value)
 	}
 	return code
+}
+
+// parseNamesAndFlags parses flags that may come before, between or after
+// the key names ("keys check NAME -resolver 1.1.1.1") and returns the
+// names; when it returns false, the command exits with code.
+func parseNamesAndFlags(fl *flag.FlagSet, args []string, stderr io.Writer) (names []string, code int, ok bool) {
+	for {
+		if code, ok := parseFlags(fl, args, true, stderr); !ok {
+			return nil, code, false
+		}
+		if fl.NArg() == 0 {
+			return names, 0, true
+		}
+		names, args = append(names, fl.Arg(0)), fl.Args()[1:]
+	}
 }
 
 // selectKeys checks NAME arguments against the KeyTable: all keys when

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -48,7 +47,7 @@ func keysGen(args []string, stdout, stderr io.Writer, now time.Time) int {
 	kind := fl.String("t", "rsa", "key type: rsa or ed25519")
 	bits := fl.Int("b", 0, "RSA key size in bits, 1024 to 8192 (default 2048)")
 	dir := fl.String("dir", keystore.DefaultKeyDir, "key directory: the key is written to DIR/DOMAIN/SELECTOR.pem")
-	if code, ok := parseKeysFlags(fl, args, false, stderr); !ok {
+	if code, ok := parseFlags(fl, args, false, stderr); !ok {
 		return code
 	}
 	if *domain == "" {
@@ -104,23 +103,6 @@ func newKeysFlagSet(name, synopsis, help string, stderr io.Writer) *flag.FlagSet
 		fl.PrintDefaults()
 	}
 	return fl
-}
-
-// parseKeysFlags parses args, and refuses arguments after the flags
-// unless allowArgs; when it returns false, the command exits with code:
-// 0 after -h, 64 for a usage error.
-func parseKeysFlags(fl *flag.FlagSet, args []string, allowArgs bool, stderr io.Writer) (code int, ok bool) {
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK, false
-		}
-		return exitUsage, false
-	}
-	if fl.NArg() > 0 && !allowArgs {
-		fmt.Fprintf(stderr, "dkimmilter %s: unexpected argument %q (flags go before it? run 'dkimmilter %s -h')\n", fl.Name(), fl.Arg(0), fl.Name())
-		return exitUsage, false
-	}
-	return 0, true
 }
 
 // writePanelHint tells, in zone-file comments, what to type into a DNS

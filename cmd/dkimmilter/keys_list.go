@@ -34,7 +34,7 @@ func runKeysList(args []string, stdout, stderr io.Writer) int {
 func keysList(args []string, stdout, stderr io.Writer, now time.Time) int {
 	fl := newKeysFlagSet("list", "[-config FILE]", keysListHelp, stderr)
 	cfgPath := fl.String("config", "", "configuration file (default "+config.DefaultPath+")")
-	if code, ok := parseKeysFlags(fl, args, false, stderr); !ok {
+	if code, ok := parseFlags(fl, args, false, stderr); !ok {
 		return code
 	}
 	cfg, ok := loadKeysConfig(*cfgPath, stderr)

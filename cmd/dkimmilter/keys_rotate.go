@@ -63,7 +63,7 @@ func keysRotate(args []string, stdout, stderr io.Writer, now time.Time) int {
 	selector := fl.String("s", "", "selector of the new key (default sYYYYMM from today's date)")
 	dir := fl.String("dir", "", "write the new key to DIR/DOMAIN/SELECTOR.pem (default: the current key's directory)")
 	keyName := fl.String("key", "", "the key to replace, when the domain has several")
-	if code, ok := parseKeysFlags(fl, args, false, stderr); !ok {
+	if code, ok := parseFlags(fl, args, false, stderr); !ok {
 		return code
 	}
 	if *domain == "" {
@@ -304,7 +304,15 @@ func formatDays(d time.Duration) string {
 	if d%(24*time.Hour) == 0 {
 		return formatAge(d)
 	}
-	return strings.TrimSuffix(strings.TrimSuffix(d.String(), "0s"), "0m")
+	// "200h0m0s" reads "200h", "1h30m0s" "1h30m": drop zero units only.
+	s := d.String()
+	if t, ok := strings.CutSuffix(s, "m0s"); ok {
+		s = t + "m"
+	}
+	if t, ok := strings.CutSuffix(s, "h0m"); ok {
+		s = t + "h"
+	}
+	return s
 }
 
 var keysLineRE = regexp.MustCompile(`^\s*keys\s*=`)

@@ -28,6 +28,7 @@ func TestKeysRotate(t *testing.T) {
 		{`expire = "24h"`, 9, "2026-11-23", "signatures expire after sign.expire (1 day), but a message can wait"},
 		{`expire = "336h"`, 16, "2026-11-30", "sign.expire (14 days)"},
 		{`expire = "200h"`, 11, "2026-11-25", "sign.expire (200h) after"},
+		{`expire = "90m"`, 9, "2026-11-23", "sign.expire (1h30m)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.expire, func(t *testing.T) {

@@ -387,6 +387,14 @@ func TestKeysDNS(t *testing.T) {
 	if code != exitUsage || !strings.Contains(errs, "the keys are example-ed, example-rsa, hosted") {
 		t.Errorf("unknown name: exit %d, %q", code, errs)
 	}
+	// One shared key file for every From domain: the record is shown once,
+	// for a name with the domain filled in, never for "%".
+	f.add(t, "[keys.shared]\ndomain = \"%\"\nselector = \"sh\"\nfile = \"keys/example.com/s2026e.pem\"\n")
+	code, out, errs = runCmd("keys", "dns", "-config", f.cfg, "shared")
+	if code != 0 || strings.Contains(out, "%") || !strings.Contains(out, "sh._domainkey.D for each From domain") ||
+		!strings.Contains(out, "sh._domainkey.example.com. IN TXT") {
+		t.Errorf("shared '%%' key: exit %d, %q %q", code, out, errs)
+	}
 	os.Remove(f.rsa)
 	code, out, errs = runCmd("keys", "dns", "-config", f.cfg)
 	if code != exitConfig || !strings.Contains(errs, "keys.example-rsa: "+f.rsa+" does not exist") || !strings.Contains(out, "s2026e._domainkey") {

@@ -1,7 +1,7 @@
 // Command dkimmilter is a DKIM signing and verifying milter for Postfix.
 //
 //	dkimmilter [serve] [-config FILE]   run the milter (the default)
-//	dkimmilter check   [-config FILE]   validate the config and keys, exit 0 or 78
+//	dkimmilter check   [-config FILE]   validate the config and keys (-dns: and their DNS records)
 //	dkimmilter keys …                   generate, list, publish, check and rotate keys
 //	dkimmilter verify  [FILE]           verify a saved message and explain every signature
 //
@@ -9,6 +9,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -37,7 +39,7 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"serve", "[-config FILE] [-log-format text|json] [-log-level info|debug]", serveHelp, runServe},
+		{"serve", "[-config FILE] [-log-format text|json] [-log-level debug|info|warn|error]", serveHelp, runServe},
 		{"check", "[-config FILE] [-dns]", checkHelp, runCheck},
 		{"keys", "gen|list|dns|check|rotate [flags]", keysHelp, runKeys},
 		{"verify", "[-config FILE] [-dns HOST:PORT] [-json] [FILE|-]", verifyHelp, runVerify},
@@ -77,6 +79,28 @@ func usage(w io.Writer) {
 		}
 	}
 	fmt.Fprintln(w, "\nWith no command, dkimmilter serves. Run 'dkimmilter COMMAND -h' for a command's flags.")
+}
+
+// parseFlags parses a command's flags, and refuses arguments after them
+// unless allowArgs ("dkimmilter check /etc/x.toml" would otherwise check
+// the default file and say OK). When it returns false, the command exits
+// with code: 0 after -h, 64 for a usage error.
+func parseFlags(fl *flag.FlagSet, args []string, allowArgs bool, stderr io.Writer) (code int, ok bool) {
+	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK, false
+		}
+		return exitUsage, false
+	}
+	if fl.NArg() > 0 && !allowArgs {
+		hint := "flags go before it? run 'dkimmilter " + fl.Name() + " -h'"
+		if strings.HasSuffix(fl.Arg(0), ".toml") {
+			hint = "did you mean -config " + fl.Arg(0) + "?"
+		}
+		fmt.Fprintf(stderr, "dkimmilter %s: unexpected argument %q (%s)\n", fl.Name(), fl.Arg(0), hint)
+		return exitUsage, false
+	}
+	return 0, true
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {

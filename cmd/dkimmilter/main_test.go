@@ -131,6 +131,14 @@ func TestUsage(t *testing.T) {
 	if code, _, _ := runCmd("frobnicate"); code != exitUsage {
 		t.Errorf("unknown command: exit %d", code)
 	}
+	// A config path without -config is refused, not silently ignored for
+	// the default file.
+	if code, _, errs := runCmd("check", "/etc/other.toml"); code != exitUsage || !strings.Contains(errs, "did you mean -config /etc/other.toml?") {
+		t.Errorf("check FILE: exit %d, %q", code, errs)
+	}
+	if code, _, errs := runCmd("serve", "-h"); code != exitOK || !strings.Contains(errs, "-config") {
+		t.Errorf("serve -h: exit %d, %q", code, errs)
+	}
 	code, out, _ := runCmd("help")
 	if code != 0 || !strings.Contains(out, "dkimmilter check") {
 		t.Errorf("help: %d %s", code, out)

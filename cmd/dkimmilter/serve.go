@@ -29,8 +29,8 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	cfgPath := fl.String("config", "", "configuration file (default "+config.DefaultPath+")")
 	logFormat := fl.String("log-format", "text", "log format: text or json")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
-	if err := fl.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := parseFlags(fl, args, false, stderr); !ok {
+		return code
 	}
 	log, err := newLogger(stderr, *logFormat, *logLevel)
 	if err != nil {

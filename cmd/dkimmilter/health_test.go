@@ -1,0 +1,54 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/internal/dnstest"
+	"github.com/dkimmilter/dkimmilter/internal/testkit"
+	"github.com/dkimmilter/dkimmilter/milter"
+)
+
+// The key-health gauges: a key published and matching stays healthy when
+// one of the resolvers times out, and a name with only non-DKIM TXT
+// records is not "published".
+func TestKeyHealthGauges(t *testing.T) {
+	f := newFixture(t, `[keys.other]
+domain = "example.com"
+selector = "other"
+file = "keys/other.pem"
+`)
+	testkit.WriteKey(f.dir, "keys/other.pem", testkit.RSAKey(1024), false)
+	f.dns.SetTXT("other._domainkey.example.com", "google-site-verification=abc")
+	dead := dnstest.New(t)
+	dead.SetTimeout("rsa._domainkey.example.com")
+	dead.SetTimeout("other._domainkey.example.com")
+	cfg, err := config.Load(f.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DNS.Nameservers = []string{f.dns.Addr, dead.Addr}
+	cfg.DNS.Timeout = 300 * time.Millisecond
+	d := &daemon{log: slog.New(slog.NewTextHandler(io.Discard, nil)), metrics: milter.NewMetrics(nil)}
+	d.checkKeys(context.Background(), cfg)
+
+	var b bytes.Buffer
+	d.metrics.WritePrometheus(&b)
+	for _, want := range []string{
+		`dkimmilter_key_published{key="rsa"} 1`,
+		`dkimmilter_key_matches{key="rsa"} 1`,
+		`dkimmilter_key_check_status{key="rsa"} 2`, // one resolver could not answer
+		`dkimmilter_key_published{key="other"} 0`,
+		`dkimmilter_key_matches{key="other"} 0`,
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("metrics lack %q:\n%s", want, b.String())
+		}
+	}
+}
