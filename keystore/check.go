@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
-	"github.com/dkimmilter/dkimmilter/verifier"
+	"github.com/dkimmilter/dkimmilter/internal/dns"
 )
 
 // CheckStatus is how a key, an answer or a problem fares. The order is
@@ -50,9 +50,9 @@ func (s CheckStatus) String() string {
 // CheckResolver is one resolver to ask, with the name reports use.
 type CheckResolver struct {
 	Name string // "127.0.0.1:53", "ns1.example.com (192.0.2.1)"
-	verifier.Resolver
+	dns.Resolver
 	// TrustAD says the resolver's AD bit can be believed: a validating
-	// resolver on this host (see verifier.LocalServer).
+	// resolver on this host (see dns.LocalServer).
 	TrustAD bool
 	// Authoritative says it is one of the zone's own servers, asked with
 	// RD=0. They do not validate, so no DNSSEC status is reported.

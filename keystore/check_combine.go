@@ -12,24 +12,24 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dkimmilter/dkimmilter/verifier"
+	"github.com/dkimmilter/dkimmilter/internal/dns"
 )
 
 // CheckResolvers returns one resolver per server of nameservers (those of
 // /etc/resolv.conf when empty), each asked on its own so that a resolver
 // that serves an old answer shows by name.
 func CheckResolvers(nameservers []string, timeout time.Duration) ([]CheckResolver, error) {
-	all, err := verifier.NewDNSResolver(nameservers, timeout)
+	all, err := dns.NewClient(nameservers, timeout)
 	if err != nil {
 		return nil, err
 	}
 	var out []CheckResolver
 	for _, s := range all.Servers() {
-		r, err := verifier.NewDNSResolver([]string{s}, timeout)
+		r, err := dns.NewClient([]string{s}, timeout)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, CheckResolver{Name: s, Resolver: r, TrustAD: verifier.LocalServer(s)})
+		out = append(out, CheckResolver{Name: s, Resolver: r, TrustAD: dns.LocalServer(s)})
 	}
 	return out, nil
 }
@@ -38,9 +38,9 @@ func CheckResolvers(nameservers []string, timeout time.Duration) ([]CheckResolve
 // zone, found through res, each asked directly with RD=0; CNAME targets
 // outside the zone (a provider's key) are looked up through res. What
 // keeps the servers from being found becomes the result's problem.
-func CheckKeyAuthoritative(ctx context.Context, k *Key, res *verifier.DNSResolver, timeout time.Duration, opts verifier.AuthOptions) *CheckResult {
+func CheckKeyAuthoritative(ctx context.Context, k *Key, res *dns.Client, timeout time.Duration, port int) *CheckResult {
 	name := DNSName(k.Selector, k.Domain)
-	auth, err := verifier.FindAuthoritative(ctx, res, name, opts)
+	auth, err := dns.FindZone(ctx, res, name, port)
 	if err != nil {
 		p := CheckProblem{Status: CheckTemp, Text: "finding the zone's name servers: " + err.Error(),
 			Hints: []string{"check that the domain " + k.Domain + " is delegated (dig " + k.Domain + " NS), or check without -authoritative"}}
@@ -55,17 +55,17 @@ func CheckKeyAuthoritative(ctx context.Context, k *Key, res *verifier.DNSResolve
 	}
 	var rs []CheckResolver
 	for _, srv := range auth.Servers {
-		ar, err := verifier.NewAuthResolver(srv.Addr, timeout, res)
+		ar, err := dns.NewZoneResolver(srv.Addr, timeout, res)
 		if err != nil {
-			continue // FindAuthoritative only returns valid addresses
+			continue // FindZone only returns valid addresses
 		}
 		rs = append(rs, CheckResolver{Name: srv.String(), Resolver: ar, Authoritative: true})
 	}
 	r := CheckKey(ctx, k, rs)
-	r.Zone, r.NotAsked = auth.Zone, auth.Unroutable
+	r.Zone, r.NotAsked = auth.Apex, auth.Unroutable
 	for _, s := range auth.Skipped {
 		r.Problems = append(r.Problems, CheckProblem{Status: CheckWarn,
-			Text:  "a name server of " + auth.Zone + " could not be asked: " + s,
+			Text:  "a name server of " + auth.Apex + " could not be asked: " + s,
 			Hints: []string{"resolvers that pick this server fail to look the key up: fix the zone's NS records or give the host an address"}})
 		r.Status = max(r.Status, CheckWarn)
 	}

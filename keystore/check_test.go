@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dkimmilter/dkimmilter/internal/dns"
 	"github.com/dkimmilter/dkimmilter/internal/dnstest"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
-	"github.com/dkimmilter/dkimmilter/verifier"
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 )
 
 const chkName = "sel._domainkey.example.com"
@@ -160,10 +160,10 @@ func TestCheckKey(t *testing.T) {
 			setup:  func(s *dnstest.Server) { s.SetTXT(chkName, testkit.KeyRecord(testkit.RSAKey(1024), "")) },
 			status: CheckWarn, summary: "rsa 1024-bit key published and matching",
 			problems: []string{"1024-bit RSA key"}, hints: []string{"keys rotate -d example.com"}},
-		{name: "SERVFAIL", setup: func(s *dnstest.Server) { s.SetRcode(chkName, dns.RcodeServerFailure) },
+		{name: "SERVFAIL", setup: func(s *dnstest.Server) { s.SetRcode(chkName, mdns.RcodeServerFailure) },
 			status: CheckTemp, summary: "lookup failed (SERVFAIL)",
 			problems: []string{"SERVFAIL: the key could not be checked there"}, hints: []string{"dig +cd"}},
-		{name: "REFUSED", setup: func(s *dnstest.Server) { s.SetRcode(chkName, dns.RcodeRefused) },
+		{name: "REFUSED", setup: func(s *dnstest.Server) { s.SetRcode(chkName, mdns.RcodeRefused) },
 			status: CheckTemp, hints: []string{"lame delegation"}},
 	}
 	for _, tt := range tests {
@@ -226,7 +226,7 @@ func TestCheckKeyPropagation(t *testing.T) {
 	newer.SetTXT(chkName, rec)
 	older.SetTXT(chkName, rec)
 	older.SetTTL(chkName, 3600)
-	missing.SetRcode(chkName, dns.RcodeNameError)
+	missing.SetRcode(chkName, mdns.RcodeNameError)
 
 	t.Run("one resolver still has no record", func(t *testing.T) {
 		r := CheckKey(context.Background(), chkKey(t, key), []CheckResolver{
@@ -311,11 +311,11 @@ func TestCheckKeyAuthoritative(t *testing.T) {
 	s.SetTXT("sel._domainkey.sub.example.com", rec)
 	s.SetAD(true)
 	port, _ := strconv.Atoi(s.Addr[strings.LastIndexByte(s.Addr, ':')+1:])
-	res, err := verifier.NewDNSResolver([]string{s.Addr}, 5*time.Second)
+	res, err := dns.NewClient([]string{s.Addr}, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := verifier.AuthOptions{Port: port}
+	opts := port
 
 	k := chkKey(t, key)
 	k.Domain = "sub.example.com"
@@ -357,11 +357,11 @@ func TestCheckKeyAuthoritativeDiffer(t *testing.T) {
 	primary.SetTXT(chkName, testkit.KeyRecord(key, ""))
 	var rs []CheckResolver
 	for i, s := range []*dnstest.Server{primary, secondary} {
-		ar, err := verifier.NewAuthResolver(s.Addr, 5*time.Second, nil)
+		ar, err := dns.NewZoneResolver(s.Addr, 5*time.Second, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		name := verifier.AuthServer{Host: "ns" + strconv.Itoa(i+1) + ".example.com", Addr: s.Addr}.String()
+		name := dns.NameServer{Host: "ns" + strconv.Itoa(i+1) + ".example.com", Addr: s.Addr}.String()
 		rs = append(rs, CheckResolver{Name: name, Resolver: ar, Authoritative: true})
 	}
 	r := CheckKey(context.Background(), chkKey(t, key), rs)

@@ -6,11 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 
+	"github.com/dkimmilter/dkimmilter/internal/dns"
 	"github.com/dkimmilter/dkimmilter/internal/dnstest"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
-	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
 // DNS faults from the in-process server, end to end through the milter:
@@ -35,9 +35,9 @@ func TestDNSFaults(t *testing.T) {
 	}{
 		{"timeout", func(s *dnstest.Server, n string) { s.SetTimeout(n) },
 			`dkim=temperror reason="DNS timeout"`, func(s *dnstest.Server, n string) { s.SetTXT(n, good) }},
-		{"servfail", func(s *dnstest.Server, n string) { s.SetRcode(n, dns.RcodeServerFailure) },
+		{"servfail", func(s *dnstest.Server, n string) { s.SetRcode(n, mdns.RcodeServerFailure) },
 			`dkim=temperror reason="DNS server failure"`, func(s *dnstest.Server, n string) { s.SetTXT(n, good) }},
-		{"refused", func(s *dnstest.Server, n string) { s.SetRcode(n, dns.RcodeRefused) },
+		{"refused", func(s *dnstest.Server, n string) { s.SetRcode(n, mdns.RcodeRefused) },
 			`dkim=temperror reason="DNS server failure"`, func(s *dnstest.Server, n string) { s.SetTXT(n, good) }},
 		{"wrongid", func(s *dnstest.Server, n string) { s.SetTXT(n, good); s.SetWrongID(n) },
 			`dkim=temperror reason="DNS timeout"`, func(s *dnstest.Server, n string) { s.Remove(n); s.SetTXT(n, good) }},
@@ -101,17 +101,17 @@ func TestDNSFaults(t *testing.T) {
 }
 
 // A missing key is a permanent answer, cached for the cache's negative TTL
-// (60s by default, as verifier/cache.go documents): a key published in
+// (60s by default, as internal/dns/cache.go documents): a key published in
 // the meantime is seen once that time has passed, not before.
 func TestDNSNegativeCache(t *testing.T) {
 	e := newEnv(t, "")
 	e.rt.Verifier.Now = fixedClock(signTime)
 	clock := &testClock{now: time.Unix(1795000000, 0)}
-	res, err := verifier.NewDNSResolver([]string{e.dns.Addr}, time.Second)
+	res, err := dns.NewClient([]string{e.dns.Addr}, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.rt.Verifier.Resolver = verifier.NewCachingResolver(res, verifier.CacheOptions{Now: clock.Now})
+	e.rt.Verifier.Resolver = dns.NewCache(res, dns.CacheOptions{Now: clock.Now})
 	k := testkit.RSAKey(2048)
 	n := "late._domainkey.sender.example"
 	msg := sign(t, inbound, "v=1; a=rsa-sha256; d=sender.example; s=late; h=from:subject", k)

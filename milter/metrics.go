@@ -12,6 +12,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/dkimmilter/dkimmilter/internal/dns"
 	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
@@ -179,7 +180,7 @@ func (m *Metrics) KeepKeys(keep map[string]bool) {
 // ObserveResolver wraps a resolver so that each upstream lookup is counted
 // by outcome and timed. It goes under the cache: cache hits are not
 // lookups.
-func (m *Metrics) ObserveResolver(next verifier.Resolver) verifier.Resolver {
+func (m *Metrics) ObserveResolver(next dns.Resolver) dns.Resolver {
 	if m == nil {
 		return next
 	}
@@ -187,11 +188,11 @@ func (m *Metrics) ObserveResolver(next verifier.Resolver) verifier.Resolver {
 }
 
 type observedResolver struct {
-	next verifier.Resolver
+	next dns.Resolver
 	m    *Metrics
 }
 
-func (r *observedResolver) LookupTXT(ctx context.Context, name string) (*verifier.TXTResult, error) {
+func (r *observedResolver) LookupTXT(ctx context.Context, name string) (*dns.TXTResult, error) {
 	start := time.Now()
 	res, err := r.next.LookupTXT(ctx, name)
 	outcome := "ok"

@@ -4,11 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/dkimmilter/dkimmilter/internal/dns"
 	"net"
 	"strings"
 	"testing"
-
-	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
 // After a signed, a verified (pass and fail) and an unsigned message, the
@@ -45,11 +44,13 @@ func TestMetrics(t *testing.T) {
 
 func TestObserveResolver(t *testing.T) {
 	m := NewMetrics(nil)
-	r := m.ObserveResolver(fakeTXT{
-		"a.example": nil,
-		"b.example": &net.DNSError{Err: "NXDOMAIN", IsNotFound: true},
-		"c.example": &net.DNSError{Err: "timeout", IsTimeout: true, IsTemporary: true},
-		"d.example": errors.New("boom"),
+	r := m.ObserveResolver(&dns.Fake{
+		TXT: map[string][]string{"a.example": {"v=DKIM1; p="}},
+		Err: map[string]error{
+			"b.example": &net.DNSError{Err: "NXDOMAIN", IsNotFound: true},
+			"c.example": &net.DNSError{Err: "timeout", IsTimeout: true, IsTemporary: true},
+			"d.example": errors.New("boom"),
+		},
 	})
 	for _, n := range []string{"a.example", "b.example", "c.example", "d.example"} {
 		r.LookupTXT(context.Background(), n)
@@ -61,15 +62,6 @@ func TestObserveResolver(t *testing.T) {
 			t.Errorf("no %s lookup counted:\n%s", o, b.String())
 		}
 	}
-}
-
-type fakeTXT map[string]error
-
-func (f fakeTXT) LookupTXT(ctx context.Context, name string) (*verifier.TXTResult, error) {
-	if err := f[name]; err != nil {
-		return nil, err
-	}
-	return &verifier.TXTResult{Records: []string{"v=DKIM1; p="}}, nil
 }
 
 func TestMetricLabel(t *testing.T) {

@@ -23,6 +23,7 @@ import (
 	gomilter "github.com/emersion/go-milter"
 
 	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/internal/dns"
 	"github.com/dkimmilter/dkimmilter/keystore"
 	"github.com/dkimmilter/dkimmilter/verifier"
 )
@@ -42,7 +43,7 @@ type Runtime struct {
 
 // NewRuntime builds a Runtime. The resolver is the seam for tests (an
 // in-process DNS server, or a fake).
-func NewRuntime(cfg *config.Config, keys *keystore.Store, resolver verifier.Resolver) *Runtime {
+func NewRuntime(cfg *config.Config, keys *keystore.Store, resolver dns.Resolver) *Runtime {
 	host, _ := os.Hostname()
 	return &Runtime{
 		Config: cfg,
@@ -69,11 +70,11 @@ func LoadRuntime(cfg *config.Config, m *Metrics) (*Runtime, []string, error) {
 	if err != nil {
 		return nil, warnings, err
 	}
-	dns, err := verifier.NewDNSResolver(cfg.DNS.Nameservers, cfg.DNS.Timeout)
+	client, err := dns.NewClient(cfg.DNS.Nameservers, cfg.DNS.Timeout)
 	if err != nil {
 		return nil, warnings, fmt.Errorf("%s: dns: %w", cfg.Where(0), err)
 	}
-	res := verifier.NewCachingResolver(m.ObserveResolver(dns), verifier.CacheOptions{})
+	res := dns.NewCache(m.ObserveResolver(client), dns.CacheOptions{})
 	return NewRuntime(cfg, keys, res), warnings, nil
 }
 

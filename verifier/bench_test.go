@@ -5,31 +5,24 @@ import (
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
+	"github.com/dkimmilter/dkimmilter/internal/dns"
 	"github.com/dkimmilter/dkimmilter/internal/loadgen"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
 	"github.com/dkimmilter/dkimmilter/signer"
 )
 
-// benchResolver answers from memory at once: the key is "cached".
-type benchResolver map[string]string
-
-func (r benchResolver) LookupTXT(_ context.Context, name string) (*TXTResult, error) {
-	return &TXTResult{Records: []string{r[strings.ToLower(name)]}, TTL: time.Hour}, nil
-}
-
 // signedBenchMessage signs the load driver's 2 KB message with keys as
 // the milter does (default configuration) and returns its header block
 // with the signatures on top, its body, and the key records.
-func signedBenchMessage(b *testing.B, keys ...crypto.Signer) (dkim.Header, []byte, benchResolver) {
+func signedBenchMessage(b *testing.B, keys ...crypto.Signer) (dkim.Header, []byte, *dns.Fake) {
 	msg := loadgen.GenerateMessage(2048, "alice@example.com", "bob@example.net")
 	d := config.Default()
-	res := benchResolver{}
+	res := &dns.Fake{TXT: map[string][]string{}, TTL: time.Hour}
 	var params []signer.Params
 	for i, k := range keys {
 		sel := []string{"s1", "s2"}[i]
@@ -39,7 +32,7 @@ func signedBenchMessage(b *testing.B, keys ...crypto.Signer) (dkim.Header, []byt
 			Headers: d.Sign.Headers, Oversign: d.Sign.Oversign,
 			Time: time.Now(), Expire: d.Sign.Expire,
 		})
-		res[sel+"._domainkey.example.com"] = testkit.KeyRecord(k, "")
+		res.TXT[sel+"._domainkey.example.com"] = []string{testkit.KeyRecord(k, "")}
 	}
 	s, err := signer.New(msg.Header, params)
 	if err != nil {
@@ -74,7 +67,7 @@ func BenchmarkVerify(b *testing.B) {
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
 			h, body, res := signedBenchMessage(b, c.keys...)
-			v := &Verifier{Resolver: NewCachingResolver(res, CacheOptions{})}
+			v := &Verifier{Resolver: dns.NewCache(res, dns.CacheOptions{})}
 			b.ReportAllocs()
 			for b.Loop() {
 				m := v.Begin(context.Background(), h)

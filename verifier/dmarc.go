@@ -23,6 +23,7 @@ import (
 	"strings"
 
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
+	"github.com/dkimmilter/dkimmilter/internal/dns"
 )
 
 // OrgMethod says how an Organizational Domain was found.
@@ -83,7 +84,7 @@ func treeWalkTargets(domain string) []string {
 // domain itself. A DNS failure other than "no such record" ends the walk:
 // its answer could have changed the choice, so the last-two-labels
 // heuristic answers instead, and Method says so.
-func OrganizationalDomain(ctx context.Context, r Resolver, domain string) *OrgDomain {
+func OrganizationalDomain(ctx context.Context, r dns.Resolver, domain string) *OrgDomain {
 	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
 	o := &OrgDomain{Domain: domain, Method: OrgByTreeWalk}
 	if domain == "" {
@@ -159,7 +160,7 @@ func heuristicOrg(o *OrgDomain) *OrgDomain {
 // queryDMARC asks for the DMARC policy record of target. An error is
 // returned only for failures that say nothing about the record (timeouts,
 // SERVFAIL); NXDOMAIN and NODATA are answers.
-func queryDMARC(ctx context.Context, r Resolver, target string) (DMARCQuery, error) {
+func queryDMARC(ctx context.Context, r dns.Resolver, target string) (DMARCQuery, error) {
 	q := DMARCQuery{Name: "_dmarc." + target}
 	res, err := r.LookupTXT(ctx, q.Name)
 	if err != nil {
@@ -225,7 +226,7 @@ func (a *Alignment) Method() OrgMethod {
 }
 
 // Align compares the signing domain sdid with the author domain.
-func Align(ctx context.Context, r Resolver, author, sdid string) *Alignment {
+func Align(ctx context.Context, r dns.Resolver, author, sdid string) *Alignment {
 	return alignWith(ctx, r, author, sdid, nil)
 }
 
@@ -233,7 +234,7 @@ func Align(ctx context.Context, r Resolver, author, sdid string) *Alignment {
 // shared across the signatures of a message (nil: none). When a walk had
 // to fall back on the heuristic, later ones do too without waiting for the
 // DNS again.
-func alignWith(ctx context.Context, r Resolver, author, sdid string, memo map[string]*OrgDomain) *Alignment {
+func alignWith(ctx context.Context, r dns.Resolver, author, sdid string, memo map[string]*OrgDomain) *Alignment {
 	a := &Alignment{
 		AuthorDomain:  strings.ToLower(strings.TrimSuffix(author, ".")),
 		SigningDomain: strings.ToLower(strings.TrimSuffix(sdid, ".")),

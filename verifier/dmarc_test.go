@@ -8,8 +8,9 @@ import (
 	"time"
 
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
+	"github.com/dkimmilter/dkimmilter/internal/dns"
 	"github.com/dkimmilter/dkimmilter/internal/dnstest"
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 )
 
 func TestTreeWalkTargets(t *testing.T) {
@@ -84,9 +85,9 @@ func TestOrganizationalDomain(t *testing.T) {
 				srv.SetTXT("_dmarc."+name, recs...)
 			}
 			if tc.servfail != "" {
-				srv.SetRcode("_dmarc."+tc.servfail, dns.RcodeServerFailure)
+				srv.SetRcode("_dmarc."+tc.servfail, mdns.RcodeServerFailure)
 			}
-			r := newDNSTestResolver(t, 5*time.Second, srv)
+			r := testClient(t, srv)
 			o := OrganizationalDomain(context.Background(), r, tc.domain)
 			if o.Org != tc.org || o.Method != tc.method || !strings.Contains(o.Why, tc.why) || o.Found != tc.found {
 				t.Errorf("got %s by %s (%s) found=%v, want %s by %s (%q) found=%v", o.Org, o.Method, o.Why, o.Found, tc.org, tc.method, tc.why, tc.found)
@@ -102,7 +103,7 @@ func TestOrganizationalDomain(t *testing.T) {
 func TestTreeWalkQueries(t *testing.T) {
 	srv := dnstest.New(t)
 	srv.SetTXT("_dmarc.mail.example.com", "v=DMARC1; p=none; psd=n")
-	r := newDNSTestResolver(t, 5*time.Second, srv)
+	r := testClient(t, srv)
 	o := OrganizationalDomain(context.Background(), r, "a.b.c.d.e.f.g.h.i.j.mail.example.com")
 	if o.Org != "mail.example.com" || len(o.Queries) != 6 {
 		t.Errorf("org %s after %d queries", o.Org, len(o.Queries))
@@ -121,8 +122,8 @@ func TestAlign(t *testing.T) {
 	srv := dnstest.New(t)
 	srv.SetTXT("_dmarc.example.com", "v=DMARC1; p=reject")
 	srv.SetTXT("_dmarc.example.org", "v=DMARC1; p=none")
-	srv.SetRcode("_dmarc.broken.example", dns.RcodeServerFailure)
-	r := newDNSTestResolver(t, 5*time.Second, srv)
+	srv.SetRcode("_dmarc.broken.example", mdns.RcodeServerFailure)
+	r := testClient(t, srv)
 	tests := []struct {
 		author, sdid    string
 		strict, relaxed bool
@@ -151,8 +152,8 @@ func TestAlign(t *testing.T) {
 // it again.
 func TestAlignMemoHeuristic(t *testing.T) {
 	srv := dnstest.New(t)
-	srv.SetRcode("_dmarc.a.example.com", dns.RcodeServerFailure)
-	r := newDNSTestResolver(t, 5*time.Second, srv)
+	srv.SetRcode("_dmarc.a.example.com", mdns.RcodeServerFailure)
+	r := testClient(t, srv)
 	memo := map[string]*OrgDomain{}
 	alignWith(context.Background(), r, "a.example.com", "b.example.com", memo)
 	a := alignWith(context.Background(), r, "a.example.com", "c.example.com", memo)
@@ -186,4 +187,14 @@ func TestAuthorDomain(t *testing.T) {
 			t.Errorf("AuthorDomain(%q) = %q, %v; want %q, %q", tc.from, got, err, tc.want, tc.err)
 		}
 	}
+}
+
+// testClient is a DNS client that asks srv.
+func testClient(t *testing.T, srv *dnstest.Server) *dns.Client {
+	t.Helper()
+	c, err := dns.NewClient([]string{srv.Addr}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

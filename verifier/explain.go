@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
+	"github.com/dkimmilter/dkimmilter/internal/dns"
 )
 
 // Report explains the DKIM verification of one message.
@@ -310,12 +311,12 @@ func toCRLF(b []byte) []byte {
 // queries, see the same keys, and the report can show what the DNS said
 // (the verifier keeps only the record it used).
 type recorder struct {
-	r  Resolver
+	r  dns.Resolver
 	mu sync.Mutex
 	m  map[string]*DNSAnswer
 }
 
-func (rc *recorder) LookupTXT(ctx context.Context, name string) (*TXTResult, error) {
+func (rc *recorder) LookupTXT(ctx context.Context, name string) (*dns.TXTResult, error) {
 	key := strings.ToLower(strings.TrimSuffix(name, "."))
 	if a := rc.answer(key); a != nil {
 		return a.result()
@@ -342,9 +343,9 @@ func (rc *recorder) answer(name string) *DNSAnswer {
 	return rc.m[strings.ToLower(strings.TrimSuffix(name, "."))]
 }
 
-func (a *DNSAnswer) result() (*TXTResult, error) {
+func (a *DNSAnswer) result() (*dns.TXTResult, error) {
 	if a.Err != nil {
 		return nil, a.Err
 	}
-	return &TXTResult{Records: append([]string(nil), a.Records...), TTL: a.ttl, Authenticated: a.Authenticated}, nil
+	return &dns.TXTResult{Records: append([]string(nil), a.Records...), TTL: a.ttl, Authenticated: a.Authenticated}, nil
 }

@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
+	"github.com/dkimmilter/dkimmilter/internal/dns"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
 )
 
@@ -107,9 +107,9 @@ func TestExplain(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r := fakeResolver{txt: txt}
+			r := &dns.Fake{TXT: txt}
 			if tc.txt != nil {
-				r.txt = tc.txt
+				r.TXT = tc.txt
 			}
 			v := &Verifier{Resolver: r, Now: func() time.Time { return now }}
 			rep, err := v.Explain(context.Background(), []byte(tc.msg))
@@ -183,7 +183,7 @@ func replaceBH(t *testing.T, msg, bh string) string {
 func TestExplainDetails(t *testing.T) {
 	key := testkit.RSAKey(2048)
 	signed := signRaw(t, explainMsg, "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=sel; t=1795000000; h=from:to:subject", key)
-	r := fakeResolver{txt: map[string][]string{"sel._domainkey.example.com": {"v=spf1 -all", keyRecord(t, key, "t=y; ")}}, ad: true}
+	r := &dns.Fake{TXT: map[string][]string{"sel._domainkey.example.com": {"v=spf1 -all", keyRecord(t, key, "t=y; ")}}, AD: true}
 	v := &Verifier{Resolver: r, Now: func() time.Time { return now }}
 
 	rep, err := v.Explain(context.Background(), []byte(strings.Replace(signed, "Quarterly", "Annual", 1)))
@@ -209,7 +209,7 @@ func TestExplainDetails(t *testing.T) {
 	}
 
 	// NXDOMAIN is shown as such, with its name.
-	v.Resolver = fakeResolver{}
+	v.Resolver = &dns.Fake{}
 	rep, _ = v.Explain(context.Background(), []byte(signed))
 	if a := rep.Signatures[0].DNS; a == nil || !strings.HasPrefix(a.Outcome(), "NXDOMAIN") {
 		t.Errorf("NXDOMAIN answer %+v", a)
@@ -229,7 +229,7 @@ func TestExplainDetails(t *testing.T) {
 func TestExplainReplaysDNS(t *testing.T) {
 	key := testkit.RSAKey(2048)
 	signed := signRaw(t, explainMsg, "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=sel; h=from:to:subject", key)
-	cr := &queryCounter{r: fakeResolver{txt: map[string][]string{"sel._domainkey.example.com": {keyRecord(t, key, "")}}}}
+	cr := &dns.Fake{TXT: map[string][]string{"sel._domainkey.example.com": {keyRecord(t, key, "")}}}
 	v := &Verifier{Resolver: cr, Now: func() time.Time { return now }}
 	rep, err := v.Explain(context.Background(), []byte(strings.Replace(signed, "Subject: ", "Subject: [list] ", 1)))
 	if err != nil {
@@ -238,7 +238,7 @@ func TestExplainReplaysDNS(t *testing.T) {
 	if len(rep.Signatures[0].HeaderHints) == 0 {
 		t.Fatal("no hint")
 	}
-	if n := cr.count("sel._domainkey.example.com"); n != 1 {
+	if n := cr.Lookups("sel._domainkey.example.com"); n != 1 {
 		t.Errorf("%d key queries, want 1", n)
 	}
 }
@@ -284,27 +284,4 @@ func TestParseMessage(t *testing.T) {
 	if _, _, notes := ParseMessage([]byte("A: 1\r\n\r\nx\r\n")); len(notes) != 0 {
 		t.Errorf("CRLF notes %q", notes)
 	}
-}
-
-// queryCounter counts the queries per name that reach r.
-type queryCounter struct {
-	r  Resolver
-	mu sync.Mutex
-	n  map[string]int
-}
-
-func (q *queryCounter) LookupTXT(ctx context.Context, name string) (*TXTResult, error) {
-	q.mu.Lock()
-	if q.n == nil {
-		q.n = map[string]int{}
-	}
-	q.n[name]++
-	q.mu.Unlock()
-	return q.r.LookupTXT(ctx, name)
-}
-
-func (q *queryCounter) count(name string) int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.n[name]
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
+	"github.com/dkimmilter/dkimmilter/internal/dns"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
 )
 
@@ -278,7 +279,7 @@ func FuzzVerifyChunking(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(m, []byte{3, 1})
-	v := &Verifier{Resolver: fakeResolver{txt: txt}, Now: func() time.Time { return time.Unix(1528637909, 0) }}
+	v := &Verifier{Resolver: &dns.Fake{TXT: txt}, Now: func() time.Time { return time.Unix(1528637909, 0) }}
 	f.Fuzz(func(t *testing.T, msg, cuts []byte) {
 		h, body := testkit.Split(msg)
 		whole := v.Begin(context.Background(), h)

@@ -30,12 +30,13 @@ import (
 	"time"
 
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
+	"github.com/dkimmilter/dkimmilter/internal/dns"
 )
 
 // Verifier holds what every message shares. Its fields are set once and
 // read concurrently.
 type Verifier struct {
-	Resolver      Resolver
+	Resolver      dns.Resolver
 	Now           func() time.Time // nil: time.Now
 	MinRSABits    int              // 0: 1024
 	MaxSignatures int              // 0: 8
@@ -82,7 +83,7 @@ type bodyKey struct {
 
 type lookup struct {
 	done chan struct{}
-	res  *TXTResult
+	res  *dns.TXTResult
 	err  error
 }
 

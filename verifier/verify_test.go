@@ -5,39 +5,14 @@ import (
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
-	"errors"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/dkimmilter/dkimmilter/internal/dns"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
 )
-
-// fakeResolver is a value-type resolver for unit tests (mox's dns/mock.go
-// shape): records by name, failures by name.
-type fakeResolver struct {
-	txt  map[string][]string
-	errs map[string]error
-	ad   bool
-}
-
-func (r fakeResolver) LookupTXT(ctx context.Context, name string) (*TXTResult, error) {
-	name = strings.TrimSuffix(strings.ToLower(name), ".")
-	if err, ok := r.errs[name]; ok {
-		if err == errHang {
-			<-ctx.Done()
-			return nil, &net.DNSError{Err: "timeout", Name: name, IsTimeout: true, IsTemporary: true}
-		}
-		return nil, err
-	}
-	if t, ok := r.txt[name]; ok {
-		return &TXTResult{Records: t, TTL: time.Minute, Authenticated: r.ad}, nil
-	}
-	return nil, &net.DNSError{Err: "NXDOMAIN", Name: name, IsNotFound: true}
-}
-
-var errHang = errors.New("hang")
 
 var now = time.Unix(1795000000, 0)
 
@@ -133,7 +108,7 @@ func TestResultTable(t *testing.T) {
 		{name: "t= in the future", msg: signed, now: now.Add(-time.Hour), want: []Result{PermError}, reason: "timestamp in the future"},
 		{name: "t= in the future within skew", msg: signed, now: now.Add(-4 * time.Minute), want: []Result{Pass}},
 		{name: "x= before t=", msg: signRaw(t, baseMsg, strings.Replace(std, "x=1795604800", "x=1794000000", 1), rsa2048), want: []Result{PermError}, reason: "x= is not after t="},
-		{name: "dns timeout", msg: signed, errs: map[string]error{"sel._domainkey.example.com": errHang}, want: []Result{TempError}, reason: "DNS timeout"},
+		{name: "dns timeout", msg: signed, errs: map[string]error{"sel._domainkey.example.com": dns.ErrHang}, want: []Result{TempError}, reason: "DNS timeout"},
 		{name: "servfail", msg: signed, errs: map[string]error{"sel._domainkey.example.com": &net.DNSError{Err: "SERVFAIL", IsTemporary: true}}, want: []Result{TempError}, reason: "DNS server failure"},
 		{name: "key too short", msg: signRaw(t, baseMsg, std, rsa1024), txt: map[string][]string{"sel._domainkey.example.com": {keyRecord(t, rsa1024, "")}},
 			minBits: 2048, want: []Result{Policy}, reason: "key too short (1024 bits)"},
@@ -166,7 +141,7 @@ func TestResultTable(t *testing.T) {
 				clock = now
 			}
 			v := &Verifier{
-				Resolver: fakeResolver{txt: txt, errs: tt.errs}, Now: func() time.Time { return clock },
+				Resolver: &dns.Fake{TXT: txt, Err: tt.errs, TTL: time.Minute}, Now: func() time.Time { return clock },
 				MinRSABits: tt.minBits, MaxSignatures: tt.max, Timeout: 200 * time.Millisecond,
 			}
 			for _, chunk := range []int{1, 3, 65535} {
@@ -202,7 +177,7 @@ func TestRFC8463(t *testing.T) {
 	for n, r := range testkit.DNSRecords("rfc8463.dns") {
 		txt[n] = []string{r}
 	}
-	v := &Verifier{Resolver: fakeResolver{txt: txt}, Now: func() time.Time { return time.Unix(1528637909, 0) }}
+	v := &Verifier{Resolver: &dns.Fake{TXT: txt}, Now: func() time.Time { return time.Unix(1528637909, 0) }}
 	got := verify(t, v, string(testkit.File("rfc8463.eml")), 65535)
 	if len(got) != 2 || got[0].Result != Pass || got[1].Result != Pass {
 		for _, g := range got {
@@ -220,33 +195,27 @@ func TestLookupsInParallel(t *testing.T) {
 	rsa2048 := testkit.RSAKey(2048)
 	msg := signRaw(t, baseMsg, "v=1; a=rsa-sha256; d=example.com; s=a; h=from", rsa2048)
 	msg = signRaw(t, msg, "v=1; a=rsa-sha256; d=example.com; s=b; h=from", rsa2048)
-	r := &countingResolver{next: fakeResolver{txt: map[string][]string{
+	keys := &dns.Fake{TXT: map[string][]string{
 		"a._domainkey.example.com": {keyRecord(t, rsa2048, "")},
 		"b._domainkey.example.com": {keyRecord(t, rsa2048, "")},
-	}}, started: make(chan struct{}), release: make(chan struct{})}
+	}}
+	started, release := make(chan struct{}), make(chan struct{})
+	r := &dns.Fake{Answer: func(ctx context.Context, name string) (*dns.TXTResult, error) {
+		started <- struct{}{}
+		<-release
+		return keys.LookupTXT(ctx, name)
+	}}
 	v := &Verifier{Resolver: r, Now: func() time.Time { return now }}
 	h, body := testkit.Split([]byte(msg))
 	m := v.Begin(context.Background(), h)
 	// Both lookups are in flight before any body byte arrives.
 	for i := 0; i < 2; i++ {
-		<-r.started
+		<-started
 	}
-	close(r.release)
+	close(release)
 	m.Write(body)
 	got := m.Finish()
 	if got[0].Result != Pass || got[1].Result != Pass {
 		t.Errorf("results %s %s", got[0].Result, got[1].Result)
 	}
-}
-
-type countingResolver struct {
-	next    Resolver
-	started chan struct{}
-	release chan struct{}
-}
-
-func (r *countingResolver) LookupTXT(ctx context.Context, name string) (*TXTResult, error) {
-	r.started <- struct{}{}
-	<-r.release
-	return r.next.LookupTXT(ctx, name)
 }

@@ -9,8 +9,8 @@ import (
 	"strings"
 
 	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/internal/dns"
 	"github.com/dkimmilter/dkimmilter/keystore"
-	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
 const checkHelp = `
@@ -44,7 +44,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		errs = append(errs, err)
 	}
 	errs = append(errs, checkPercentKeys(cfg)...)
-	if _, err := verifier.NewDNSResolver(cfg.DNS.Nameservers, cfg.DNS.Timeout); err != nil {
+	if _, err := dns.NewClient(cfg.DNS.Nameservers, cfg.DNS.Timeout); err != nil {
 		errs = append(errs, fmt.Errorf("%s: dns: %w", cfg.Where(0), err))
 	}
 	for _, w := range warnings {

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/internal/dns"
 	"github.com/dkimmilter/dkimmilter/keystore"
-	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
 const keysCheckHelp = `
@@ -74,7 +74,7 @@ func runKeysCheck(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	if len(opts.resolvers) > 0 {
-		if _, err := verifier.NewDNSResolver(opts.resolvers, 0); err != nil {
+		if _, err := dns.NewClient(opts.resolvers, 0); err != nil {
 			fmt.Fprintf(stderr, "dkimmilter keys check: -resolver: %v\n", strings.TrimPrefix(err.Error(), "dns: "))
 			return exitUsage
 		}
@@ -119,7 +119,7 @@ func checkKeysDNS(ctx context.Context, cfg *config.Config, names []string, opts 
 		return exitConfig
 	}
 	// With -authoritative, the zones' servers are found through these.
-	recursive, err := verifier.NewDNSResolver(servers, timeout)
+	recursive, err := dns.NewClient(servers, timeout)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %s\n", where, strings.TrimPrefix(err.Error(), "dns: "))
 		return exitConfig
@@ -151,7 +151,7 @@ func checkKeysDNS(ctx context.Context, cfg *config.Config, names []string, opts 
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			if opts.authoritative {
-				c.res = keystore.CheckKeyAuthoritative(ctx, c.key, recursive, timeout, verifier.AuthOptions{Port: opts.authPort})
+				c.res = keystore.CheckKeyAuthoritative(ctx, c.key, recursive, timeout, opts.authPort)
 			} else {
 				c.res = keystore.CheckKey(ctx, c.key, resolvers)
 			}

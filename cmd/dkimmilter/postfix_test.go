@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dkimmilter/dkimmilter/internal/dns"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
-	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
 // postfix is a throwaway Postfix instance: its own config, queue and data
@@ -338,7 +338,7 @@ func TestPostfixEndToEnd(t *testing.T) {
 // testkitLookup reads a record back from the fixture's DNS server, as
 // published.
 func testkitLookup(f *fixture, name string) (string, error) {
-	res, err := verifier.NewDNSResolver([]string{f.dns.Addr}, 2*time.Second)
+	res, err := dns.NewClient([]string{f.dns.Addr}, 2*time.Second)
 	if err != nil {
 		return "", err
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/internal/dns"
 	"github.com/dkimmilter/dkimmilter/milter"
 	"github.com/dkimmilter/dkimmilter/verifier"
 )
@@ -103,7 +104,7 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 	if len(servers) > 0 {
 		nameservers = servers
 	}
-	res, err := verifier.NewDNSResolver(nameservers, cfg.DNS.Timeout)
+	res, err := dns.NewClient(nameservers, cfg.DNS.Timeout)
 	if err != nil {
 		fmt.Fprintf(stderr, "dkimmilter verify: %v\n", err)
 		if len(servers) > 0 {

@@ -6,7 +6,7 @@
 // never are: one SERVFAIL must not turn into minutes of temperrors.
 // Concurrent lookups of one name share a single upstream query.
 
-package verifier
+package dns
 
 import (
 	"container/list"
@@ -17,10 +17,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 )
 
-// CacheOptions tunes a CachingResolver. Zero values select the defaults.
+// CacheOptions tunes a Cache. Zero values select the defaults.
 type CacheOptions struct {
 	MaxEntries  int              // 0 ⇒ 10000
 	MaxTTL      time.Duration    // 0 ⇒ 1h; TTLs are clamped to this
@@ -37,13 +37,13 @@ type CacheStats struct {
 }
 
 // flightBackstop bounds a shared upstream lookup, whose context is detached
-// from its callers. DNSResolver has its own, shorter bound; this only stops
+// from its callers. Client has its own, shorter bound; this only stops
 // an upstream without one from pinning a name forever.
 const flightBackstop = time.Minute
 
-// CachingResolver is a Resolver that caches another one. It is safe for
+// Cache is a Resolver that caches another one. It is safe for
 // concurrent use.
-type CachingResolver struct {
+type Cache struct {
 	next        Resolver
 	maxEntries  int
 	maxTTL      time.Duration
@@ -77,9 +77,9 @@ type cacheFlight struct {
 	err  error
 }
 
-// NewCachingResolver returns a cache in front of next.
-func NewCachingResolver(next Resolver, opts CacheOptions) *CachingResolver {
-	c := &CachingResolver{
+// NewCache returns a cache in front of next.
+func NewCache(next Resolver, opts CacheOptions) *Cache {
+	c := &Cache{
 		next:        next,
 		maxEntries:  opts.MaxEntries,
 		maxTTL:      opts.MaxTTL,
@@ -108,8 +108,8 @@ func NewCachingResolver(next Resolver, opts CacheOptions) *CachingResolver {
 // positive answer carries the TTL it has left. If ctx ends first, the caller
 // gets a timeout (or cancellation) *net.DNSError while the shared query goes
 // on and fills the cache for later callers.
-func (c *CachingResolver) LookupTXT(ctx context.Context, name string) (*TXTResult, error) {
-	key := strings.ToLower(dns.Fqdn(name))
+func (c *Cache) LookupTXT(ctx context.Context, name string) (*TXTResult, error) {
+	key := strings.ToLower(mdns.Fqdn(name))
 
 	c.mu.Lock()
 	now := c.now()
@@ -147,12 +147,12 @@ func (c *CachingResolver) LookupTXT(ctx context.Context, name string) (*TXTResul
 		}
 		return copyTXTResult(f.res), nil
 	case <-ctx.Done():
-		return nil, dnsContextError(ctx, strings.TrimSuffix(dns.Fqdn(name), "."), "", 0)
+		return nil, contextError(ctx, strings.TrimSuffix(mdns.Fqdn(name), "."), "", 0)
 	}
 }
 
 // fill runs the shared upstream lookup for key and stores what is cacheable.
-func (c *CachingResolver) fill(ctx context.Context, key, name string, f *cacheFlight) {
+func (c *Cache) fill(ctx context.Context, key, name string, f *cacheFlight) {
 	ctx, cancel := context.WithTimeout(ctx, flightBackstop)
 	defer cancel()
 	res, err := c.next.LookupTXT(ctx, name)
@@ -172,7 +172,7 @@ func (c *CachingResolver) fill(ctx context.Context, key, name string, f *cacheFl
 }
 
 // store caches a lookup outcome if it may be cached. Callers hold c.mu.
-func (c *CachingResolver) store(key string, res *TXTResult, err error) {
+func (c *Cache) store(key string, res *TXTResult, err error) {
 	now := c.now()
 	var e *cacheEntry
 	var dnsErr *net.DNSError
@@ -201,7 +201,7 @@ func (c *CachingResolver) store(key string, res *TXTResult, err error) {
 
 // makeRoom frees a slot when the cache is full: expired entries first, then
 // the oldest inserted. Callers hold c.mu.
-func (c *CachingResolver) makeRoom(now time.Time) {
+func (c *Cache) makeRoom(now time.Time) {
 	if len(c.entries) < c.maxEntries {
 		return
 	}
@@ -222,13 +222,13 @@ func (c *CachingResolver) makeRoom(now time.Time) {
 }
 
 // remove drops one entry. Callers hold c.mu.
-func (c *CachingResolver) remove(key string, e *cacheEntry) {
+func (c *Cache) remove(key string, e *cacheEntry) {
 	c.order.Remove(e.elem)
 	delete(c.entries, key)
 }
 
 // Stats returns the current counters.
-func (c *CachingResolver) Stats() CacheStats {
+func (c *Cache) Stats() CacheStats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return CacheStats{Hits: c.hits, Misses: c.misses, Entries: len(c.entries)}

@@ -1,4 +1,6 @@
-// DNS TXT lookups for DKIM public keys (selector._domainkey.domain).
+// The Client: TXT lookups for DKIM public keys
+// (selector._domainkey.domain), asked of the configured recursive
+// resolvers directly.
 //
 // Why github.com/miekg/dns and not net.Resolver: net.Resolver hides the reply
 // header, so the AD (authenticated data) bit of a validating resolver is lost,
@@ -13,7 +15,7 @@
 // are concatenated without any separator, as RFC 6376 §3.6.2.2 says:
 // https://www.rfc-editor.org/rfc/rfc6376#section-3.6.2.2
 
-package verifier
+package dns
 
 import (
 	"context"
@@ -24,63 +26,40 @@ import (
 	"strings"
 	"time"
 
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 )
 
-// TXTResult is the answer to a key lookup.
-type TXTResult struct {
-	// Records holds one element per TXT RR owned by the name (or its CNAME
-	// chain target): its character-strings joined with "" and unescaped to
-	// raw bytes.
-	Records []string
-	// TTL is the smallest TTL among the returned TXT RRs and the CNAMEs
-	// followed to reach them.
-	TTL time.Duration
-	// Authenticated reports that the resolver set the AD bit. It is only
-	// meaningful when the path to the resolver is trusted (e.g. localhost).
-	Authenticated bool
-}
-
-// Resolver looks up TXT records. Implementations must be safe for concurrent use.
-//
-// Errors are *net.DNSError: IsNotFound for NXDOMAIN and NODATA (permanent),
-// IsTemporary and/or IsTimeout for everything a retry could fix. go-msgauth
-// maps Temporary() errors to temperror and any other error to permerror.
-type Resolver interface {
-	LookupTXT(ctx context.Context, name string) (*TXTResult, error)
-}
-
 const (
-	defaultDNSTimeout = 5 * time.Second
+	defaultTimeout = 5 * time.Second
 	// ednsUDPSize is the DNS flag day 2020 value: big enough for a 4096-bit
 	// key record, small enough to avoid IP fragmentation.
 	ednsUDPSize = 1232
-	// dnsLookupRounds is how many times the server list is walked.
-	dnsLookupRounds = 2
+	// lookupRounds is how many times the server list is walked.
+	lookupRounds = 2
 	// resolvConfPath is read when no nameservers are configured.
 	resolvConfPath = "/etc/resolv.conf"
 )
 
-// DNSResolver is a Resolver that queries recursive resolvers directly.
-type DNSResolver struct {
+// Client is a Resolver that queries recursive resolvers directly.
+type Client struct {
 	servers []string // "IP:port", in the order they are tried
 	timeout time.Duration
 	// noRecurse sends RD=0 queries, to ask authoritative servers about
-	// their own zone (see NewAuthResolver in dnsquery.go).
+	// their own zone (see NewZoneResolver in zone.go).
 	noRecurse bool
 }
 
-// NewDNSResolver returns a resolver that queries nameservers in order. Each
+// NewClient returns a resolver that queries nameservers in order. Each
 // entry is IP, IP:port, [IPv6]:port or a bare IPv6 address; the port
 // defaults to 53. With no nameservers, those of /etc/resolv.conf are used
 // (never its search list). timeout bounds one whole LookupTXT, retries
 // included; 0 means 5s.
-func NewDNSResolver(nameservers []string, timeout time.Duration) (*DNSResolver, error) {
+func NewClient(nameservers []string, timeout time.Duration) (*Client, error) {
 	if timeout < 0 {
 		return nil, fmt.Errorf("dns: negative timeout %s", timeout)
 	}
 	if timeout == 0 {
-		timeout = defaultDNSTimeout
+		timeout = defaultTimeout
 	}
 	var servers []string
 	if len(nameservers) == 0 {
@@ -96,7 +75,7 @@ func NewDNSResolver(nameservers []string, timeout time.Duration) (*DNSResolver, 
 		}
 		servers = append(servers, addr)
 	}
-	return &DNSResolver{servers: servers, timeout: timeout}, nil
+	return &Client{servers: servers, timeout: timeout}, nil
 }
 
 // parseNameserver normalises one configured entry to "IP:port". Host names
@@ -127,7 +106,7 @@ func parseNameserver(s string) (string, error) {
 // serversFromResolvConf returns the nameservers of a resolv.conf(5) file as
 // "IP:53". Entries that are not IP addresses are skipped, as the C library does.
 func serversFromResolvConf(path string) ([]string, error) {
-	cfg, err := dns.ClientConfigFromFile(path)
+	cfg, err := mdns.ClientConfigFromFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("dns: no nameservers configured and reading %s failed: %v; set [dns] nameservers", path, err)
 	}
@@ -147,20 +126,20 @@ func serversFromResolvConf(path string) ([]string, error) {
 // it is cut short, so TCP will do.
 var errTruncatedUnpack = errors.New("truncated reply")
 
-// errDNSMismatch is a reply that does not answer our question.
-var errDNSMismatch = errors.New("reply does not match the query")
+// errMismatch is a reply that does not answer our question.
+var errMismatch = errors.New("reply does not match the query")
 
 // LookupTXT queries the TXT RRs of name, never applying a search list.
-func (r *DNSResolver) LookupTXT(ctx context.Context, name string) (*TXTResult, error) {
-	qname, display, err := dnsQueryName(name)
+func (r *Client) LookupTXT(ctx context.Context, name string) (*TXTResult, error) {
+	qname, display, err := queryName(name)
 	if err != nil {
 		return nil, err
 	}
-	resp, server, err := r.exchange(ctx, qname, dns.TypeTXT)
+	resp, server, err := r.exchange(ctx, qname, mdns.TypeTXT)
 	if err != nil {
 		return nil, err
 	}
-	if resp.Rcode == dns.RcodeNameError {
+	if resp.Rcode == mdns.RcodeNameError {
 		return nil, &net.DNSError{Err: "NXDOMAIN", Name: display, Server: server, IsNotFound: true}
 	}
 	res := txtFromAnswer(qname, resp.Answer)
@@ -171,13 +150,13 @@ func (r *DNSResolver) LookupTXT(ctx context.Context, name string) (*TXTResult, e
 	return res, nil
 }
 
-// dnsQueryName returns the FQDN to query for name and the name to show in
+// queryName returns the FQDN to query for name and the name to show in
 // errors, or an IsNotFound error for a name that can never exist (it came
 // from a signature: as good as NXDOMAIN, a permanent failure).
-func dnsQueryName(name string) (qname, display string, err error) {
-	qname = dns.Fqdn(name)
+func queryName(name string) (qname, display string, err error) {
+	qname = mdns.Fqdn(name)
 	display = strings.TrimSuffix(qname, ".")
-	if _, ok := dns.IsDomainName(qname); !ok || qname == "." {
+	if _, ok := mdns.IsDomainName(qname); !ok || qname == "." {
 		return "", "", &net.DNSError{Err: "invalid domain name", Name: display, IsNotFound: true}
 	}
 	return qname, display, nil
@@ -187,9 +166,9 @@ func dnsQueryName(name string) (qname, display string, err error) {
 // or NXDOMAIN, and returns that reply and the server that sent it. Every
 // other outcome is a temporary *net.DNSError: SERVFAIL and REFUSED make it
 // try the next server, and the whole exchange is bounded by r.timeout.
-func (r *DNSResolver) exchange(ctx context.Context, qname string, qtype uint16) (*dns.Msg, string, error) {
+func (r *Client) exchange(ctx context.Context, qname string, qtype uint16) (*mdns.Msg, string, error) {
 	display := strings.TrimSuffix(qname, ".")
-	if len(r.servers) == 0 { // a zero DNSResolver, not one from NewDNSResolver
+	if len(r.servers) == 0 { // a zero Client, not one from NewClient
 		return nil, "", &net.DNSError{Err: "no nameservers configured", Name: display, IsTemporary: true}
 	}
 
@@ -207,7 +186,7 @@ func (r *DNSResolver) exchange(ctx context.Context, qname string, qtype uint16) 
 	var lastErr *net.DNSError
 	tried := "" // the last server asked, for the error
 tries:
-	for range dnsLookupRounds {
+	for range lookupRounds {
 		for _, server := range r.servers {
 			if ctx.Err() != nil {
 				break tries
@@ -218,26 +197,26 @@ tries:
 				if errors.Is(err, context.Canceled) {
 					break tries
 				}
-				lastErr = dnsTransportError(err, display, server)
+				lastErr = transportError(err, display, server)
 				continue
 			}
 			switch resp.Rcode {
-			case dns.RcodeSuccess, dns.RcodeNameError:
+			case mdns.RcodeSuccess, mdns.RcodeNameError:
 				return resp, server, nil
 			default:
 				// SERVFAIL, REFUSED and the rest: another server may do better.
-				lastErr = &net.DNSError{Err: dnsRcodeString(resp.Rcode), Name: display, Server: server, IsTemporary: true}
+				lastErr = &net.DNSError{Err: rcodeString(resp.Rcode), Name: display, Server: server, IsTemporary: true}
 			}
 		}
 	}
 	if ctx.Err() != nil {
-		return nil, "", dnsContextError(ctx, display, tried, bound)
+		return nil, "", contextError(ctx, display, tried, bound)
 	}
 	return nil, "", lastErr
 }
 
-// dnsContextError describes an expired or cancelled lookup.
-func dnsContextError(ctx context.Context, name, server string, bound time.Duration) *net.DNSError {
+// contextError describes an expired or cancelled lookup.
+func contextError(ctx context.Context, name, server string, bound time.Duration) *net.DNSError {
 	if errors.Is(ctx.Err(), context.Canceled) {
 		return &net.DNSError{Err: "lookup canceled", Name: name, Server: server, IsTemporary: true, UnwrapErr: context.Canceled}
 	}
@@ -248,8 +227,8 @@ func dnsContextError(ctx context.Context, name, server string, bound time.Durati
 	return &net.DNSError{Err: msg, Name: name, Server: server, IsTimeout: true, IsTemporary: true, UnwrapErr: context.DeadlineExceeded}
 }
 
-// dnsTransportError classifies a failed exchange with one server.
-func dnsTransportError(err error, name, server string) *net.DNSError {
+// transportError classifies a failed exchange with one server.
+func transportError(err error, name, server string) *net.DNSError {
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		return &net.DNSError{Err: "timeout", Name: name, Server: server, IsTimeout: true, IsTemporary: true, UnwrapErr: err}
@@ -257,8 +236,8 @@ func dnsTransportError(err error, name, server string) *net.DNSError {
 	return &net.DNSError{Err: err.Error(), Name: name, Server: server, IsTemporary: true, UnwrapErr: err}
 }
 
-func dnsRcodeString(rcode int) string {
-	if s, ok := dns.RcodeToString[rcode]; ok {
+func rcodeString(rcode int) string {
+	if s, ok := mdns.RcodeToString[rcode]; ok {
 		return s
 	}
 	return fmt.Sprintf("RCODE%d", rcode)
@@ -266,8 +245,8 @@ func dnsRcodeString(rcode int) string {
 
 // query asks one server over UDP and repeats over TCP if the answer was
 // truncated. Each transport gets at most perTry.
-func (r *DNSResolver) query(ctx context.Context, qname string, qtype uint16, server string, perTry time.Duration) (*dns.Msg, error) {
-	resp, err := dnsExchange(ctx, "udp", qname, qtype, !r.noRecurse, server, perTry)
+func (r *Client) query(ctx context.Context, qname string, qtype uint16, server string, perTry time.Duration) (*mdns.Msg, error) {
+	resp, err := exchangeOnce(ctx, "udp", qname, qtype, !r.noRecurse, server, perTry)
 	switch {
 	case errors.Is(err, errTruncatedUnpack):
 	case err != nil:
@@ -275,27 +254,27 @@ func (r *DNSResolver) query(ctx context.Context, qname string, qtype uint16, ser
 	case !resp.Truncated:
 		return resp, nil
 	}
-	return dnsExchange(ctx, "tcp", qname, qtype, !r.noRecurse, server, perTry)
+	return exchangeOnce(ctx, "tcp", qname, qtype, !r.noRecurse, server, perTry)
 }
 
-// dnsExchange sends one query and reads its reply. It does the reading itself,
-// rather than using dns.Client.ExchangeContext, to check the question
+// exchangeOnce sends one query and reads its reply. It does the reading itself,
+// rather than using mdns.Client.ExchangeContext, to check the question
 // section (miekg only checks the ID), to keep waiting past stray UDP
 // datagrams, and to honour ctx cancellation, not only its deadline.
-func dnsExchange(ctx context.Context, network, qname string, qtype uint16, rd bool, server string, limit time.Duration) (*dns.Msg, error) {
+func exchangeOnce(ctx context.Context, network, qname string, qtype uint16, rd bool, server string, limit time.Duration) (*mdns.Msg, error) {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 
-	q := new(dns.Msg)
+	q := new(mdns.Msg)
 	q.SetQuestion(qname, qtype) // fresh random ID per exchange
 	q.RecursionDesired = rd
 	q.AuthenticatedData = true // RFC 6840 §5.7: ask for AD explicitly
 	q.SetEdns0(ednsUDPSize, true)
 
-	c := &dns.Client{Net: network}
+	c := &mdns.Client{Net: network}
 	conn, err := c.DialContext(ctx, server)
 	if err != nil {
-		return nil, dnsCtxErrOr(ctx, err)
+		return nil, ctxErrOr(ctx, err)
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
@@ -305,18 +284,18 @@ func dnsExchange(ctx context.Context, network, qname string, qtype uint16, rd bo
 	conn.UDPSize = ednsUDPSize
 
 	if err := conn.WriteMsg(q); err != nil {
-		return nil, dnsCtxErrOr(ctx, err)
+		return nil, ctxErrOr(ctx, err)
 	}
 	for {
 		resp, err := conn.ReadMsg()
 		if resp == nil { // read error, timeout, closed by cancellation
-			return nil, dnsCtxErrOr(ctx, err)
+			return nil, ctxErrOr(ctx, err)
 		}
 		if resp.Id != q.Id || !resp.Response {
 			if network == "udp" {
 				continue // a stale or spoofed datagram: the real one may follow
 			}
-			return nil, errDNSMismatch
+			return nil, errMismatch
 		}
 		if err != nil { // the header parsed but the rest did not
 			if resp.Truncated {
@@ -324,31 +303,31 @@ func dnsExchange(ctx context.Context, network, qname string, qtype uint16, rd bo
 			}
 			return nil, fmt.Errorf("malformed reply: %w", err)
 		}
-		if !dnsAnswersQuestion(q, resp) {
+		if !answersQuestion(q, resp) {
 			if network == "udp" {
 				continue
 			}
-			return nil, errDNSMismatch
+			return nil, errMismatch
 		}
 		return resp, nil
 	}
 }
 
-// dnsCtxErrOr reports the context's error when it caused err (a deadline or a
+// ctxErrOr reports the context's error when it caused err (a deadline or a
 // cancellation surfaces as a closed connection or an I/O timeout).
-func dnsCtxErrOr(ctx context.Context, err error) error {
+func ctxErrOr(ctx context.Context, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
 		return cerr
 	}
 	return err
 }
 
-// dnsAnswersQuestion checks that resp's question section is q's. Some servers
+// answersQuestion checks that resp's question section is q's. Some servers
 // send error replies (REFUSED, FORMERR) without a question; they are accepted
 // since they only make us try the next server.
-func dnsAnswersQuestion(q, resp *dns.Msg) bool {
+func answersQuestion(q, resp *mdns.Msg) bool {
 	if len(resp.Question) == 0 {
-		return resp.Rcode != dns.RcodeSuccess && resp.Rcode != dns.RcodeNameError
+		return resp.Rcode != mdns.RcodeSuccess && resp.Rcode != mdns.RcodeNameError
 	}
 	want, got := q.Question[0], resp.Question[0]
 	return len(resp.Question) == 1 && got.Qtype == want.Qtype && got.Qclass == want.Qclass &&
@@ -357,7 +336,7 @@ func dnsAnswersQuestion(q, resp *dns.Msg) bool {
 
 // txtFromAnswer keeps the TXT RRs owned by qname or by a name its CNAME
 // chain in the answer reaches. Anything else in the answer is ignored.
-func txtFromAnswer(qname string, answer []dns.RR) *TXTResult {
+func txtFromAnswer(qname string, answer []mdns.RR) *TXTResult {
 	owners := map[string]bool{strings.ToLower(qname): true}
 	var minTTL uint32
 	haveTTL := false
@@ -371,8 +350,8 @@ func txtFromAnswer(qname string, answer []dns.RR) *TXTResult {
 	for grew := true; grew; {
 		grew = false
 		for _, rr := range answer {
-			c, ok := rr.(*dns.CNAME)
-			if !ok || c.Hdr.Class != dns.ClassINET || !owners[strings.ToLower(c.Hdr.Name)] {
+			c, ok := rr.(*mdns.CNAME)
+			if !ok || c.Hdr.Class != mdns.ClassINET || !owners[strings.ToLower(c.Hdr.Name)] {
 				continue
 			}
 			if t := strings.ToLower(c.Target); !owners[t] {
@@ -384,8 +363,8 @@ func txtFromAnswer(qname string, answer []dns.RR) *TXTResult {
 	}
 	res := &TXTResult{}
 	for _, rr := range answer {
-		t, ok := rr.(*dns.TXT)
-		if !ok || t.Hdr.Class != dns.ClassINET || !owners[strings.ToLower(t.Hdr.Name)] {
+		t, ok := rr.(*mdns.TXT)
+		if !ok || t.Hdr.Class != mdns.ClassINET || !owners[strings.ToLower(t.Hdr.Name)] {
 			continue
 		}
 		var b strings.Builder
@@ -415,7 +394,7 @@ func unescapeTXT(s string) string {
 			continue
 		}
 		i++
-		if i+2 < len(s) && dnsIsDigit(s[i]) && dnsIsDigit(s[i+1]) && dnsIsDigit(s[i+2]) {
+		if i+2 < len(s) && isDigit(s[i]) && isDigit(s[i+1]) && isDigit(s[i+2]) {
 			if v := int(s[i]-'0')*100 + int(s[i+1]-'0')*10 + int(s[i+2]-'0'); v <= 255 {
 				b = append(b, byte(v))
 				i += 2
@@ -427,4 +406,4 @@ func unescapeTXT(s string) string {
 	return string(b)
 }
 
-func dnsIsDigit(c byte) bool { return '0' <= c && c <= '9' }
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }

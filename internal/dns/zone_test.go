@@ -1,4 +1,4 @@
-package verifier
+package dns
 
 import (
 	"context"
@@ -11,11 +11,11 @@ import (
 	"time"
 
 	"github.com/dkimmilter/dkimmilter/internal/dnstest"
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 )
 
 func TestServers(t *testing.T) {
-	r, err := NewDNSResolver([]string{"127.0.0.1:5353", "::1", "192.0.2.1"}, 0)
+	r, err := NewClient([]string{"127.0.0.1:5353", "::1", "192.0.2.1"}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func zoneServer(t *testing.T) (*dnstest.Server, int) {
 	return s, port
 }
 
-func TestFindAuthoritative(t *testing.T) {
+func TestFindZone(t *testing.T) {
 	tests := []struct {
 		name, query string
 		setup       func(s *dnstest.Server)
@@ -98,13 +98,13 @@ func TestFindAuthoritative(t *testing.T) {
 			if tt.setup != nil {
 				tt.setup(s)
 			}
-			res := newDNSTestResolver(t, 5*time.Second, s)
-			auth, err := FindAuthoritative(context.Background(), res, tt.query, AuthOptions{Port: port})
+			res := newTestClient(t, 5*time.Second, s)
+			auth, err := FindZone(context.Background(), res, tt.query, port)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if auth.Zone != tt.wantZone {
-				t.Errorf("zone %q, want %q", auth.Zone, tt.wantZone)
+			if auth.Apex != tt.wantZone {
+				t.Errorf("zone %q, want %q", auth.Apex, tt.wantZone)
 			}
 			var hosts []string
 			for _, srv := range auth.Servers {
@@ -123,11 +123,11 @@ func TestFindAuthoritative(t *testing.T) {
 	}
 }
 
-func TestFindAuthoritativeErrors(t *testing.T) {
+func TestFindZoneErrors(t *testing.T) {
 	t.Run("no name server has an address", func(t *testing.T) {
 		s, port := zoneServer(t)
 		s.SetAddrs("ns.sub.example.com")
-		_, err := FindAuthoritative(context.Background(), newDNSTestResolver(t, 5*time.Second, s), "sel._domainkey.sub.example.com", AuthOptions{Port: port})
+		_, err := FindZone(context.Background(), newTestClient(t, 5*time.Second, s), "sel._domainkey.sub.example.com", port)
 		var de *net.DNSError
 		if !errors.As(err, &de) || !de.Temporary() || !strings.Contains(de.Err, "ns.sub.example.com: no address") {
 			t.Errorf("err %#v, want a temporary DNSError naming the host", err)
@@ -136,7 +136,7 @@ func TestFindAuthoritativeErrors(t *testing.T) {
 	t.Run("domain under no zone", func(t *testing.T) {
 		s, port := zoneServer(t)
 		s.SetZone(".", "a.root-servers.example")
-		_, err := FindAuthoritative(context.Background(), newDNSTestResolver(t, 5*time.Second, s), "sel._domainkey.nowhere.test", AuthOptions{Port: port})
+		_, err := FindZone(context.Background(), newTestClient(t, 5*time.Second, s), "sel._domainkey.nowhere.test", port)
 		var de *net.DNSError
 		if !errors.As(err, &de) || !de.IsNotFound || de.Name != "sel._domainkey.nowhere.test" {
 			t.Errorf("err %#v, want IsNotFound for the name", err)
@@ -145,7 +145,7 @@ func TestFindAuthoritativeErrors(t *testing.T) {
 	t.Run("the resolver times out", func(t *testing.T) {
 		s, port := zoneServer(t)
 		s.SetTimeout("sel._domainkey.example.com")
-		_, err := FindAuthoritative(context.Background(), newDNSTestResolver(t, 200*time.Millisecond, s), "sel._domainkey.example.com", AuthOptions{Port: port})
+		_, err := FindZone(context.Background(), newTestClient(t, 200*time.Millisecond, s), "sel._domainkey.example.com", port)
 		var de *net.DNSError
 		if !errors.As(err, &de) || !de.IsTimeout || !strings.Contains(de.Err, "NS query for sel._domainkey.example.com") {
 			t.Errorf("err %#v, want a timeout of the NS query", err)
@@ -153,7 +153,7 @@ func TestFindAuthoritativeErrors(t *testing.T) {
 	})
 }
 
-func TestAuthResolver(t *testing.T) {
+func TestZoneResolver(t *testing.T) {
 	s, _ := zoneServer(t)
 	s.SetAD(true) // an authoritative answer's AD bit means nothing
 	s.SetDelegation("away.example.com", "ns.elsewhere.example")
@@ -161,7 +161,7 @@ func TestAuthResolver(t *testing.T) {
 	provider := dnstest.New(t)
 	provider.SetTXT("sel.provider.example.org", "v=DKIM1; p=provider")
 
-	auth, err := NewAuthResolver(s.Addr, 2*time.Second, newDNSTestResolver(t, 2*time.Second, provider))
+	auth, err := NewZoneResolver(s.Addr, 2*time.Second, newTestClient(t, 2*time.Second, provider))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,23 +188,23 @@ func TestAuthResolver(t *testing.T) {
 	// authoritative-only answer outside its zones is REFUSED.
 	provider2 := "sel.provider.example.org"
 	s.SetTXT(provider2, "v=DKIM1; p=cached")
-	if res, err := newDNSTestResolver(t, 2*time.Second, s).LookupTXT(ctx, provider2); err != nil || len(res.Records) != 1 {
+	if res, err := newTestClient(t, 2*time.Second, s).LookupTXT(ctx, provider2); err != nil || len(res.Records) != 1 {
 		t.Fatalf("RD=1: %+v %v", res, err)
 	}
 	_, err = auth.LookupTXT(ctx, provider2)
-	if de, ok := err.(*net.DNSError); !ok || !de.IsTemporary || de.Err != dns.RcodeToString[dns.RcodeRefused] {
+	if de, ok := err.(*net.DNSError); !ok || !de.IsTemporary || de.Err != mdns.RcodeToString[mdns.RcodeRefused] {
 		t.Errorf("RD=0 outside the zones: %#v, want REFUSED", err)
 	}
 }
 
-func TestAuthServerString(t *testing.T) {
+func TestNameServerString(t *testing.T) {
 	for _, tt := range []struct {
-		s    AuthServer
+		s    NameServer
 		want string
 	}{
-		{AuthServer{"ns1.example.com", "192.0.2.1:53"}, "ns1.example.com (192.0.2.1)"},
-		{AuthServer{"ns1.example.com", "[2001:db8::1]:53"}, "ns1.example.com (2001:db8::1)"},
-		{AuthServer{"ns1.example.com", "127.0.0.1:5353"}, "ns1.example.com (127.0.0.1 port 5353)"},
+		{NameServer{"ns1.example.com", "192.0.2.1:53"}, "ns1.example.com (192.0.2.1)"},
+		{NameServer{"ns1.example.com", "[2001:db8::1]:53"}, "ns1.example.com (2001:db8::1)"},
+		{NameServer{"ns1.example.com", "127.0.0.1:5353"}, "ns1.example.com (127.0.0.1 port 5353)"},
 	} {
 		if got := tt.s.String(); got != tt.want {
 			t.Errorf("%+v: %q, want %q", tt.s, got, tt.want)

@@ -7,7 +7,7 @@
 // zone's own servers say what is published right now, and asking each of
 // them shows a secondary that has not loaded the new zone yet.
 
-package verifier
+package dns
 
 import (
 	"cmp"
@@ -21,13 +21,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 )
 
 // Servers returns the servers r asks, as "IP:port", in the order it asks
 // them. keys check makes one single-server resolver of each, so that a
 // resolver that still caches an old answer shows.
-func (r *DNSResolver) Servers() []string { return slices.Clone(r.servers) }
+func (r *Client) Servers() []string { return slices.Clone(r.servers) }
 
 // LocalServer reports whether addr ("IP:port") is on this host. Only then
 // is a resolver's AD bit worth reporting: AD says the resolver validated
@@ -42,7 +42,7 @@ func LocalServer(addr string) bool {
 	return err == nil && ap.Addr().Unmap().IsLoopback()
 }
 
-// AuthResolver asks one authoritative server about its own zone.
+// ZoneResolver asks one authoritative server about its own zone.
 //
 // Its queries have RD=0 (RFC 1035 §4.1.1): the server must answer from its
 // zone data and never from a cache or by recursing, even when it also
@@ -50,36 +50,36 @@ func LocalServer(addr string) bool {
 // validate. A CNAME to a name outside the server's zones (a DKIM provider's
 // key) is looked up through follow, since the server cannot answer it.
 // https://www.rfc-editor.org/rfc/rfc1035#section-4.1.1
-type AuthResolver struct {
-	dns    *DNSResolver
+type ZoneResolver struct {
+	c      *Client
 	follow Resolver
 }
 
-// NewAuthResolver returns a resolver that asks server ("IP:port") with
+// NewZoneResolver returns a resolver that asks server ("IP:port") with
 // RD=0, within timeout (0 means 5s). follow, if not nil, looks up CNAME
 // targets the server does not answer.
-func NewAuthResolver(server string, timeout time.Duration, follow Resolver) (*AuthResolver, error) {
-	r, err := NewDNSResolver([]string{server}, timeout)
+func NewZoneResolver(server string, timeout time.Duration, follow Resolver) (*ZoneResolver, error) {
+	r, err := NewClient([]string{server}, timeout)
 	if err != nil {
 		return nil, err
 	}
 	r.noRecurse = true
-	return &AuthResolver{dns: r, follow: follow}, nil
+	return &ZoneResolver{c: r, follow: follow}, nil
 }
 
 // LookupTXT asks the server for name's TXT RRs. Errors are *net.DNSError
-// as for DNSResolver; a referral (the server delegates the name and is not
+// as for Client; a referral (the server delegates the name and is not
 // authoritative for it) is a temporary error naming the servers it refers to.
-func (a *AuthResolver) LookupTXT(ctx context.Context, name string) (*TXTResult, error) {
-	qname, display, err := dnsQueryName(name)
+func (a *ZoneResolver) LookupTXT(ctx context.Context, name string) (*TXTResult, error) {
+	qname, display, err := queryName(name)
 	if err != nil {
 		return nil, err
 	}
-	resp, server, err := a.dns.exchange(ctx, qname, dns.TypeTXT)
+	resp, server, err := a.c.exchange(ctx, qname, mdns.TypeTXT)
 	if err != nil {
 		return nil, err
 	}
-	if resp.Rcode == dns.RcodeNameError {
+	if resp.Rcode == mdns.RcodeNameError {
 		return nil, &net.DNSError{Err: "NXDOMAIN", Name: display, Server: server, IsNotFound: true}
 	}
 	if res := txtFromAnswer(qname, resp.Answer); len(res.Records) > 0 {
@@ -88,7 +88,7 @@ func (a *AuthResolver) LookupTXT(ctx context.Context, name string) (*TXTResult, 
 	if !resp.Authoritative {
 		var to []string
 		for _, rr := range resp.Ns {
-			if ns, ok := rr.(*dns.NS); ok {
+			if ns, ok := rr.(*mdns.NS); ok {
 				to = append(to, strings.TrimSuffix(ns.Ns, "."))
 			}
 		}
@@ -104,13 +104,13 @@ func (a *AuthResolver) LookupTXT(ctx context.Context, name string) (*TXTResult, 
 }
 
 // cnameTarget returns the end of the CNAME chain from qname in answer, or "".
-func cnameTarget(qname string, answer []dns.RR) string {
+func cnameTarget(qname string, answer []mdns.RR) string {
 	cur, seen := strings.ToLower(qname), map[string]bool{}
 	for !seen[cur] {
 		seen[cur] = true
 		next := ""
 		for _, rr := range answer {
-			if c, ok := rr.(*dns.CNAME); ok && strings.EqualFold(c.Hdr.Name, cur) {
+			if c, ok := rr.(*mdns.CNAME); ok && strings.EqualFold(c.Hdr.Name, cur) {
 				next = strings.ToLower(c.Target)
 			}
 		}
@@ -125,17 +125,10 @@ func cnameTarget(qname string, answer []dns.RR) string {
 	return cur
 }
 
-// AuthOptions tunes FindAuthoritative.
-type AuthOptions struct {
-	// Port is the port the name servers are asked on; 0 means 53. Tests
-	// point it at an in-process server.
-	Port int
-}
-
-// Authoritative is the zone that holds a name and where its servers are.
-type Authoritative struct {
-	Zone    string       // the apex, without the final dot
-	Servers []AuthServer // one per address of each NS host, by host then address
+// Zone is the zone that holds a name, and where its name servers are.
+type Zone struct {
+	Apex    string       // without the final dot
+	Servers []NameServer // one per address of each NS host, by host then address
 	// Skipped lists the NS hosts whose addresses could not be found, with
 	// why: a problem of the zone, or of DNS.
 	Skipped []string
@@ -144,36 +137,37 @@ type Authoritative struct {
 	Unroutable []string
 }
 
-// AuthServer is one address of one of a zone's name servers.
-type AuthServer struct {
+// NameServer is one address of one of a zone's name servers.
+type NameServer struct {
 	Host string // the NS host name, without the final dot
 	Addr string // "IP:port"
 }
 
-// FindAuthoritative finds the zone that holds name and its name servers'
-// addresses, asking res. It walks up from name with NS queries until one
-// is answered with NS RRs owned by the name asked (a zone apex, RFC 1034
-// §4.2.1); the SOA that negative answers carry (RFC 2308 §3) lets it jump
-// straight to the apex. Errors are *net.DNSError for name.
+// FindZone finds the zone that holds name and its name servers'
+// addresses, asking res; the servers are to be asked on port (0: 53;
+// tests point it at an in-process server). It walks up from name with NS
+// queries until one is answered with NS RRs owned by the name asked (a
+// zone apex, RFC 1034 §4.2.1); the SOA that negative answers carry (RFC
+// 2308 §3) lets it jump straight to the apex. Errors are *net.DNSError
+// for name.
 // https://www.rfc-editor.org/rfc/rfc1034#section-4.2.1
 // https://www.rfc-editor.org/rfc/rfc2308#section-3
-func FindAuthoritative(ctx context.Context, res *DNSResolver, name string, opts AuthOptions) (*Authoritative, error) {
-	qname, display, err := dnsQueryName(name)
+func FindZone(ctx context.Context, res *Client, name string, port int) (*Zone, error) {
+	qname, display, err := queryName(name)
 	if err != nil {
 		return nil, err
 	}
-	zone, hosts, err := findZone(ctx, res, qname)
+	apex, hosts, err := findZone(ctx, res, qname)
 	if err != nil {
 		return nil, err
 	}
-	if zone == "." {
+	if apex == "." {
 		return nil, &net.DNSError{Err: "no zone below the root holds it (does the domain exist?)", Name: display, IsNotFound: true}
 	}
-	port := opts.Port
 	if port == 0 {
 		port = 53
 	}
-	auth := &Authoritative{Zone: strings.TrimSuffix(zone, ".")}
+	zone := &Zone{Apex: strings.TrimSuffix(apex, ".")}
 	type found struct {
 		addrs   []netip.Addr
 		skipped []string
@@ -188,34 +182,34 @@ func FindAuthoritative(ctx context.Context, res *DNSResolver, name string, opts 
 	wg.Wait()
 	for i, h := range hosts {
 		host := strings.TrimSuffix(h, ".")
-		auth.Skipped = append(auth.Skipped, results[i].skipped...)
+		zone.Skipped = append(zone.Skipped, results[i].skipped...)
 		for _, a := range results[i].addrs {
 			addr := netip.AddrPortFrom(a, uint16(port)).String()
 			if !routable(addr) {
-				auth.Unroutable = append(auth.Unroutable, host+" ("+a.String()+")")
+				zone.Unroutable = append(zone.Unroutable, host+" ("+a.String()+")")
 				continue
 			}
-			auth.Servers = append(auth.Servers, AuthServer{Host: host, Addr: addr})
+			zone.Servers = append(zone.Servers, NameServer{Host: host, Addr: addr})
 		}
 	}
-	if len(auth.Servers) == 0 {
-		why := auth.Skipped
-		if len(auth.Unroutable) > 0 {
-			why = append(why, "no route to "+strings.Join(auth.Unroutable, ", "))
+	if len(zone.Servers) == 0 {
+		why := zone.Skipped
+		if len(zone.Unroutable) > 0 {
+			why = append(why, "no route to "+strings.Join(zone.Unroutable, ", "))
 		}
-		return nil, &net.DNSError{Err: "no name server of " + auth.Zone + " can be asked: " + strings.Join(why, "; "),
+		return nil, &net.DNSError{Err: "no name server of " + zone.Apex + " can be asked: " + strings.Join(why, "; "),
 			Name: display, IsTemporary: true}
 	}
-	return auth, nil
+	return zone, nil
 }
 
 // findZone walks up from qname to the apex of its zone and returns the
 // apex and its NS hosts (FQDNs, sorted).
-func findZone(ctx context.Context, res *DNSResolver, qname string) (string, []string, error) {
+func findZone(ctx context.Context, res *Client, qname string) (string, []string, error) {
 	display := strings.TrimSuffix(qname, ".")
 	cand := qname
 	for range 128 { // a DNS name has at most 127 labels
-		resp, server, err := res.exchange(ctx, cand, dns.TypeNS)
+		resp, server, err := res.exchange(ctx, cand, mdns.TypeNS)
 		if err != nil {
 			return "", nil, walkError(display, cand, err)
 		}
@@ -223,11 +217,11 @@ func findZone(ctx context.Context, res *DNSResolver, qname string) (string, []st
 		aliased := false
 		for _, rr := range resp.Answer {
 			switch rr := rr.(type) {
-			case *dns.NS:
+			case *mdns.NS:
 				if strings.EqualFold(rr.Hdr.Name, cand) {
 					hosts = append(hosts, strings.ToLower(rr.Ns))
 				}
-			case *dns.CNAME:
+			case *mdns.CNAME:
 				aliased = aliased || strings.EqualFold(rr.Hdr.Name, cand)
 			}
 		}
@@ -244,7 +238,7 @@ func findZone(ctx context.Context, res *DNSResolver, qname string) (string, []st
 		// itself lives in a zone above cand.
 		if !aliased {
 			for _, rr := range resp.Ns {
-				if soa, ok := rr.(*dns.SOA); ok && dns.IsSubDomain(soa.Hdr.Name, cand) && !strings.EqualFold(soa.Hdr.Name, cand) {
+				if soa, ok := rr.(*mdns.SOA); ok && mdns.IsSubDomain(soa.Hdr.Name, cand) && !strings.EqualFold(soa.Hdr.Name, cand) {
 					next = soa.Hdr.Name
 				}
 			}
@@ -274,25 +268,25 @@ func parentName(fqdn string) string {
 
 // hostAddrs looks up host's IPv4 and IPv6 addresses, sorted; what failed
 // goes into skipped.
-func hostAddrs(ctx context.Context, res *DNSResolver, host string) (addrs []netip.Addr, skipped []string) {
+func hostAddrs(ctx context.Context, res *Client, host string) (addrs []netip.Addr, skipped []string) {
 	display := strings.TrimSuffix(host, ".")
 	var failed []string
-	for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {
+	for _, qtype := range []uint16{mdns.TypeA, mdns.TypeAAAA} {
 		resp, _, err := res.exchange(ctx, host, qtype)
 		if err != nil {
-			failed = append(failed, dns.TypeToString[qtype]+" "+dnsErrText(err))
+			failed = append(failed, mdns.TypeToString[qtype]+" "+errText(err))
 			continue
 		}
-		if resp.Rcode == dns.RcodeNameError {
+		if resp.Rcode == mdns.RcodeNameError {
 			return nil, []string{display + ": no such host (NXDOMAIN)"}
 		}
 		for _, rr := range resp.Answer {
 			switch rr := rr.(type) {
-			case *dns.A:
+			case *mdns.A:
 				if a, ok := netip.AddrFromSlice(rr.A); ok {
 					addrs = append(addrs, a.Unmap())
 				}
-			case *dns.AAAA:
+			case *mdns.AAAA:
 				if a, ok := netip.AddrFromSlice(rr.AAAA); ok {
 					addrs = append(addrs, a)
 				}
@@ -311,7 +305,7 @@ func hostAddrs(ctx context.Context, res *DNSResolver, host string) (addrs []neti
 	return addrs, nil
 }
 
-func dnsErrText(err error) string {
+func errText(err error) string {
 	if de, ok := err.(*net.DNSError); ok {
 		return de.Err
 	}
@@ -332,7 +326,7 @@ func routable(addr string) bool {
 
 // String names an authoritative server in reports: "host (IP)", with
 // the port only when it is not 53.
-func (s AuthServer) String() string {
+func (s NameServer) String() string {
 	ap, err := netip.ParseAddrPort(s.Addr)
 	if err != nil {
 		return s.Host + " (" + s.Addr + ")"

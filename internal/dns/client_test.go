@@ -1,4 +1,4 @@
-package verifier
+package dns
 
 import (
 	"context"
@@ -13,20 +13,20 @@ import (
 	"time"
 
 	"github.com/dkimmilter/dkimmilter/internal/dnstest"
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 )
 
 const dnsTestName = "sel._domainkey.example.com"
 
-func newDNSTestResolver(t *testing.T, timeout time.Duration, servers ...*dnstest.Server) *DNSResolver {
+func newTestClient(t *testing.T, timeout time.Duration, servers ...*dnstest.Server) *Client {
 	t.Helper()
 	var addrs []string
 	for _, s := range servers {
 		addrs = append(addrs, s.Addr)
 	}
-	r, err := NewDNSResolver(addrs, timeout)
+	r, err := NewClient(addrs, timeout)
 	if err != nil {
-		t.Fatalf("NewDNSResolver(%v): %v", addrs, err)
+		t.Fatalf("NewClient(%v): %v", addrs, err)
 	}
 	return r
 }
@@ -135,7 +135,7 @@ func TestDNSLookupTXT(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := dnstest.New(t)
 			tt.setup(s)
-			r := newDNSTestResolver(t, 5*time.Second, s)
+			r := newTestClient(t, 5*time.Second, s)
 			q := tt.query
 			if q == "" {
 				q = dnsTestName
@@ -164,7 +164,7 @@ func TestDNSAuthenticatedData(t *testing.T) {
 	s := dnstest.New(t)
 	s.SetTXT(dnsTestName, "v=DKIM1; p=x")
 	s.SetAD(true)
-	res, err := newDNSTestResolver(t, 0, s).LookupTXT(context.Background(), dnsTestName)
+	res, err := newTestClient(t, 0, s).LookupTXT(context.Background(), dnsTestName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,12 +198,12 @@ func TestDNSErrors(t *testing.T) {
 		},
 		{
 			name:    "SERVFAIL",
-			setup:   func(s *dnstest.Server) { s.SetRcode(dnsTestName, dns.RcodeServerFailure) },
+			setup:   func(s *dnstest.Server) { s.SetRcode(dnsTestName, mdns.RcodeServerFailure) },
 			wantErr: "SERVFAIL", temporary: true,
 		},
 		{
 			name:    "REFUSED",
-			setup:   func(s *dnstest.Server) { s.SetRcode(dnsTestName, dns.RcodeRefused) },
+			setup:   func(s *dnstest.Server) { s.SetRcode(dnsTestName, mdns.RcodeRefused) },
 			wantErr: "REFUSED", temporary: true,
 		},
 		{
@@ -236,7 +236,7 @@ func TestDNSErrors(t *testing.T) {
 			if q == "" {
 				q = dnsTestName
 			}
-			res, err := newDNSTestResolver(t, tt.timeout, s).LookupTXT(context.Background(), q)
+			res, err := newTestClient(t, tt.timeout, s).LookupTXT(context.Background(), q)
 			if err == nil {
 				t.Fatalf("LookupTXT = %+v, want error", res)
 			}
@@ -264,7 +264,7 @@ func TestDNSErrors(t *testing.T) {
 func TestDNSContextEnds(t *testing.T) {
 	s := dnstest.New(t)
 	s.SetTimeout(dnsTestName)
-	r := newDNSTestResolver(t, time.Hour, s)
+	r := newTestClient(t, time.Hour, s)
 
 	// The ctx deadline wins over the resolver's own (here: huge) bound.
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
@@ -289,8 +289,8 @@ func TestDNSFailover(t *testing.T) {
 		break1 func(s *dnstest.Server)
 	}{
 		{"timeout", func(s *dnstest.Server) { s.SetTimeout(dnsTestName) }},
-		{"SERVFAIL", func(s *dnstest.Server) { s.SetRcode(dnsTestName, dns.RcodeServerFailure) }},
-		{"REFUSED", func(s *dnstest.Server) { s.SetRcode(dnsTestName, dns.RcodeRefused) }},
+		{"SERVFAIL", func(s *dnstest.Server) { s.SetRcode(dnsTestName, mdns.RcodeServerFailure) }},
+		{"REFUSED", func(s *dnstest.Server) { s.SetRcode(dnsTestName, mdns.RcodeRefused) }},
 		{"wrong ID", func(s *dnstest.Server) { s.SetTXT(dnsTestName, "v=DKIM1; p=spoofed"); s.SetWrongID(dnsTestName) }},
 	}
 	for _, tt := range tests {
@@ -298,7 +298,7 @@ func TestDNSFailover(t *testing.T) {
 			first, second := dnstest.New(t), dnstest.New(t)
 			tt.break1(first)
 			second.SetTXT(dnsTestName, "v=DKIM1; p=good")
-			res, err := newDNSTestResolver(t, 3*time.Second, first, second).LookupTXT(context.Background(), dnsTestName)
+			res, err := newTestClient(t, 3*time.Second, first, second).LookupTXT(context.Background(), dnsTestName)
 			if err != nil {
 				t.Fatalf("LookupTXT: %v", err)
 			}
@@ -312,7 +312,7 @@ func TestDNSFailover(t *testing.T) {
 	}
 }
 
-func TestNewDNSResolverNameservers(t *testing.T) {
+func TestNewClientNameservers(t *testing.T) {
 	tests := []struct {
 		in   string
 		want string // "" ⇒ error expected
@@ -329,19 +329,19 @@ func TestNewDNSResolverNameservers(t *testing.T) {
 		{"", ""},
 	}
 	for _, tt := range tests {
-		r, err := NewDNSResolver([]string{tt.in}, 0)
+		r, err := NewClient([]string{tt.in}, 0)
 		if tt.want == "" {
 			if err == nil || !strings.Contains(err.Error(), tt.in) {
-				t.Errorf("NewDNSResolver(%q): err = %v, want an error naming the entry", tt.in, err)
+				t.Errorf("NewClient(%q): err = %v, want an error naming the entry", tt.in, err)
 			}
 			continue
 		}
 		if err != nil {
-			t.Errorf("NewDNSResolver(%q): %v", tt.in, err)
+			t.Errorf("NewClient(%q): %v", tt.in, err)
 			continue
 		}
-		if !slices.Equal(r.servers, []string{tt.want}) || r.timeout != defaultDNSTimeout {
-			t.Errorf("NewDNSResolver(%q) = %v %v, want [%s] %v", tt.in, r.servers, r.timeout, tt.want, defaultDNSTimeout)
+		if !slices.Equal(r.servers, []string{tt.want}) || r.timeout != defaultTimeout {
+			t.Errorf("NewClient(%q) = %v %v, want [%s] %v", tt.in, r.servers, r.timeout, tt.want, defaultTimeout)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package verifier
+package dns
 
 import (
 	"context"
@@ -36,29 +36,6 @@ func (c *cacheTestClock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// cacheTestUpstream counts lookups per name and answers with fn.
-type cacheTestUpstream struct {
-	fn    func(ctx context.Context, name string) (*TXTResult, error)
-	mu    sync.Mutex
-	calls map[string]int
-}
-
-func (f *cacheTestUpstream) LookupTXT(ctx context.Context, name string) (*TXTResult, error) {
-	f.mu.Lock()
-	if f.calls == nil {
-		f.calls = make(map[string]int)
-	}
-	f.calls[name]++
-	f.mu.Unlock()
-	return f.fn(ctx, name)
-}
-
-func (f *cacheTestUpstream) Calls(name string) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.calls[name]
-}
-
 func cacheTestAnswer(ttl time.Duration, records ...string) func(context.Context, string) (*TXTResult, error) {
 	return func(context.Context, string) (*TXTResult, error) {
 		return &TXTResult{Records: records, TTL: ttl}, nil
@@ -92,7 +69,7 @@ func TestCacheHitWithinTTLAndExpiry(t *testing.T) {
 	s.SetTXT(dnsTestName, "v=DKIM1; p=x")
 	s.SetTTL(dnsTestName, 300)
 	clock := newCacheTestClock()
-	c := NewCachingResolver(newDNSTestResolver(t, 0, s), CacheOptions{Now: clock.Now})
+	c := NewCache(newTestClient(t, 0, s), CacheOptions{Now: clock.Now})
 
 	cacheMustLookup(t, c, dnsTestName)
 	clock.Advance(100 * time.Second)
@@ -131,12 +108,12 @@ func TestCacheTTLRules(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clock := newCacheTestClock()
-			up := &cacheTestUpstream{fn: cacheTestAnswer(tt.ttl, "v=DKIM1; p=x")}
-			c := NewCachingResolver(up, CacheOptions{MaxTTL: tt.maxTTL, Now: clock.Now})
+			up := &Fake{Answer: cacheTestAnswer(tt.ttl, "v=DKIM1; p=x")}
+			c := NewCache(up, CacheOptions{MaxTTL: tt.maxTTL, Now: clock.Now})
 			cacheMustLookup(t, c, dnsTestName)
 			clock.Advance(tt.advance)
 			cacheMustLookup(t, c, dnsTestName)
-			if got := up.Calls(dnsTestName); got != tt.wantCalls {
+			if got := up.Lookups(dnsTestName); got != tt.wantCalls {
 				t.Errorf("upstream calls = %d, want %d", got, tt.wantCalls)
 			}
 		})
@@ -157,7 +134,7 @@ func TestCacheNegative(t *testing.T) {
 			s := dnstest.New(t)
 			tt.setup(s)
 			clock := newCacheTestClock()
-			c := NewCachingResolver(newDNSTestResolver(t, 0, s), CacheOptions{NegativeTTL: tt.negTTL, Now: clock.Now})
+			c := NewCache(newTestClient(t, 0, s), CacheOptions{NegativeTTL: tt.negTTL, Now: clock.Now})
 			negTTL := tt.negTTL
 			if negTTL == 0 {
 				negTTL = time.Minute
@@ -199,14 +176,14 @@ func TestCacheTemporaryErrorsNotCached(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			up := &cacheTestUpstream{fn: func(context.Context, string) (*TXTResult, error) { return nil, tt.err }}
-			c := NewCachingResolver(up, CacheOptions{Now: newCacheTestClock().Now})
+			up := &Fake{Answer: func(context.Context, string) (*TXTResult, error) { return nil, tt.err }}
+			c := NewCache(up, CacheOptions{Now: newCacheTestClock().Now})
 			for range 2 {
 				if _, err := c.LookupTXT(context.Background(), dnsTestName); err == nil || err.Error() != tt.err.Error() {
 					t.Fatalf("err = %v, want %v", err, tt.err)
 				}
 			}
-			if got := up.Calls(dnsTestName); got != 2 {
+			if got := up.Lookups(dnsTestName); got != 2 {
 				t.Errorf("upstream calls = %d, want 2", got)
 			}
 			if n := c.Stats().Entries; n != 0 {
@@ -218,8 +195,8 @@ func TestCacheTemporaryErrorsNotCached(t *testing.T) {
 
 // cacheBlockingUpstream answers "v=DKIM1; p=<name>" once release is closed, or
 // fails if its ctx ends first (as a real resolver would).
-func cacheBlockingUpstream(release <-chan struct{}) *cacheTestUpstream {
-	return &cacheTestUpstream{fn: func(ctx context.Context, name string) (*TXTResult, error) {
+func cacheBlockingUpstream(release <-chan struct{}) *Fake {
+	return &Fake{Answer: func(ctx context.Context, name string) (*TXTResult, error) {
 		select {
 		case <-release:
 		case <-ctx.Done():
@@ -233,7 +210,7 @@ func TestCacheCoalescesConcurrentLookups(t *testing.T) {
 	const n = 20
 	release := make(chan struct{})
 	up := cacheBlockingUpstream(release)
-	c := NewCachingResolver(up, CacheOptions{})
+	c := NewCache(up, CacheOptions{})
 
 	var wg sync.WaitGroup
 	results := make([]*TXTResult, n)
@@ -246,7 +223,7 @@ func TestCacheCoalescesConcurrentLookups(t *testing.T) {
 	close(release)
 	wg.Wait()
 
-	if got := up.Calls(dnsTestName); got != 1 {
+	if got := up.Lookups(dnsTestName); got != 1 {
 		t.Errorf("upstream calls = %d, want 1", got)
 	}
 	for i := range n {
@@ -263,7 +240,7 @@ func TestCacheCoalescesConcurrentLookups(t *testing.T) {
 func TestCacheCallerDeadlineDoesNotWaitForUpstream(t *testing.T) {
 	release := make(chan struct{})
 	up := cacheBlockingUpstream(release)
-	c := NewCachingResolver(up, CacheOptions{})
+	c := NewCache(up, CacheOptions{})
 
 	// The upstream is blocked until release: returning at all proves the
 	// caller did not wait for it.
@@ -285,7 +262,7 @@ func TestCacheCallerDeadlineDoesNotWaitForUpstream(t *testing.T) {
 	close(release)
 	cacheWaitFor(t, "the shared lookup to finish", func() bool { return c.Stats().Entries == 1 })
 	cacheMustLookup(t, c, dnsTestName)
-	if got := up.Calls(dnsTestName); got != 1 {
+	if got := up.Lookups(dnsTestName); got != 1 {
 		t.Errorf("upstream calls = %d, want 1", got)
 	}
 }
@@ -293,15 +270,15 @@ func TestCacheCallerDeadlineDoesNotWaitForUpstream(t *testing.T) {
 func TestCacheDifferentNamesDoNotSerialise(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
-	up := &cacheTestUpstream{fn: func(_ context.Context, name string) (*TXTResult, error) {
+	up := &Fake{Answer: func(_ context.Context, name string) (*TXTResult, error) {
 		if name == "slow.example" {
 			<-release
 		}
 		return &TXTResult{Records: []string{name}, TTL: time.Minute}, nil
 	}}
-	c := NewCachingResolver(up, CacheOptions{})
+	c := NewCache(up, CacheOptions{})
 	go c.LookupTXT(context.Background(), "slow.example")
-	cacheWaitFor(t, "the slow lookup to start", func() bool { return up.Calls("slow.example") == 1 })
+	cacheWaitFor(t, "the slow lookup to start", func() bool { return up.Lookups("slow.example") == 1 })
 	// Would hang (and the test time out) if a lock were held across the slow query.
 	cacheMustLookup(t, c, "fast.example")
 }
@@ -309,14 +286,14 @@ func TestCacheDifferentNamesDoNotSerialise(t *testing.T) {
 func TestCacheSizeBound(t *testing.T) {
 	clock := newCacheTestClock()
 	ttls := map[string]time.Duration{"short.example": 10 * time.Second}
-	up := &cacheTestUpstream{fn: func(_ context.Context, name string) (*TXTResult, error) {
+	up := &Fake{Answer: func(_ context.Context, name string) (*TXTResult, error) {
 		ttl, ok := ttls[name]
 		if !ok {
 			ttl = time.Hour
 		}
 		return &TXTResult{Records: []string{name}, TTL: ttl}, nil
 	}}
-	c := NewCachingResolver(up, CacheOptions{MaxEntries: 3, Now: clock.Now})
+	c := NewCache(up, CacheOptions{MaxEntries: 3, Now: clock.Now})
 
 	for _, n := range []string{"short.example", "a.example", "b.example"} {
 		cacheMustLookup(t, c, n)
@@ -325,17 +302,17 @@ func TestCacheSizeBound(t *testing.T) {
 	// Full: the expired entry goes first, although a.example is older than c.
 	cacheMustLookup(t, c, "c.example")
 	cacheMustLookup(t, c, "a.example")
-	if got := up.Calls("a.example"); got != 1 {
+	if got := up.Lookups("a.example"); got != 1 {
 		t.Errorf("a.example evicted (calls %d) while an expired entry existed", got)
 	}
 	// Full, nothing expired: the oldest insertion (a.example) goes.
 	cacheMustLookup(t, c, "d.example")
 	cacheMustLookup(t, c, "b.example")
-	if got := up.Calls("b.example"); got != 1 {
+	if got := up.Lookups("b.example"); got != 1 {
 		t.Errorf("b.example evicted (calls %d), want a.example evicted first", got)
 	}
 	cacheMustLookup(t, c, "a.example")
-	if got := up.Calls("a.example"); got != 2 {
+	if got := up.Lookups("a.example"); got != 2 {
 		t.Errorf("a.example calls = %d, want 2 (it was the oldest)", got)
 	}
 
