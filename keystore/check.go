@@ -114,7 +114,7 @@ func CheckKey(ctx context.Context, k *Key, resolvers []CheckResolver) *CheckResu
 func checkKey(ctx context.Context, k *Key, resolvers []CheckResolver, none CheckProblem) *CheckResult {
 	r := &CheckResult{
 		Key: k.Name, Domain: k.Domain, Selector: k.Selector, File: k.File,
-		DNSName: DNSName(k.Selector, k.Domain),
+		DNSName: dkim.DNSName(k.Selector, k.Domain),
 	}
 	if k.PrivateKey != nil {
 		r.KeyType, r.Bits = k.KeyType, k.Bits
@@ -324,10 +324,10 @@ func (c *keyChecker) keyRecord(v *verdict, rec string, ttl time.Duration) {
 func keySizeProblem(bits int, domain string) *CheckProblem {
 	hint := fmt.Sprintf("'dkimmilter keys rotate -d %s' makes a 2048-bit key under a new selector and prints the steps", domain)
 	switch {
-	case bits < MinSigningBits:
+	case bits < dkim.MinRSABits:
 		return &CheckProblem{Status: CheckFail, Hints: []string{hint},
-			Text: fmt.Sprintf("%d-bit RSA key: verifiers refuse RSA keys under %d bits (RFC 8301 §3.2)", bits, MinSigningBits)}
-	case bits < WarnBits:
+			Text: fmt.Sprintf("%d-bit RSA key: verifiers refuse RSA keys under %d bits (RFC 8301 §3.2)", bits, dkim.MinRSABits)}
+	case bits < dkim.RecommendedRSABits:
 		return &CheckProblem{Status: CheckWarn, Hints: []string{hint},
 			Text: fmt.Sprintf("%d-bit RSA key: RFC 8301 §3.2 says signers should use 2048 bits, and some receivers already treat smaller keys as weak", bits)}
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/internal/dns"
 )
 
@@ -39,7 +40,7 @@ func CheckResolvers(nameservers []string, timeout time.Duration) ([]CheckResolve
 // outside the zone (a provider's key) are looked up through res. What
 // keeps the servers from being found becomes the result's problem.
 func CheckKeyAuthoritative(ctx context.Context, k *Key, res *dns.Client, timeout time.Duration, port int) *CheckResult {
-	name := DNSName(k.Selector, k.Domain)
+	name := dkim.DNSName(k.Selector, k.Domain)
 	auth, err := dns.FindZone(ctx, res, name, port)
 	if err != nil {
 		p := CheckProblem{Status: CheckTemp, Text: "finding the zone's name servers: " + err.Error(),

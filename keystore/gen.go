@@ -14,17 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
-)
 
-// Key sizes for Generate. RFC 8301 §3.2 makes 1024 bits the floor and
-// 2048 the recommendation, and requires verifiers to handle keys up to
-// 4096 bits only: https://www.rfc-editor.org/rfc/rfc8301#section-3.2
-// Keys above MaxRSABits are refused (they only make the DNS record too
-// large for UDP and signing slow); between 4096 and 8192 the command warns.
-const (
-	DefaultRSABits = 2048
-	MaxRSABits     = 8192
-	MaxVerifyBits  = 4096 // the largest size every verifier must accept
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
 )
 
 // DefaultKeyDir is where keys gen writes keys, as DIR/DOMAIN/SELECTOR.pem.
@@ -35,25 +26,28 @@ const DefaultKeyDir = "/etc/dkimmilter/keys"
 // signed with it may still be in transit.
 var ErrKeyExists = errors.New("key file already exists")
 
-// ErrKeyTooLong is an RSA size above MaxRSABits.
+// ErrKeyTooLong is an RSA size above dkim.MaxRSABits.
 var ErrKeyTooLong = errors.New("RSA key too long")
 
 // KeySize checks kind and bits as Generate does, without making a key,
 // and returns the size Generate would make: bits is the RSA modulus size
-// (0 for DefaultRSABits) and must be 0 or 256 for Ed25519, whose size is
-// fixed.
+// (0 for dkim.RecommendedRSABits, RFC 8301 §3.2's recommendation) and must
+// be 0 or 256 for Ed25519, whose size is fixed. RSA keys run from
+// dkim.MinRSABits to dkim.MaxRSABits: larger ones only make the DNS record
+// too large for UDP and signing slow.
+// https://www.rfc-editor.org/rfc/rfc8301#section-3.2
 func KeySize(kind string, bits int) (int, error) {
 	switch kind {
 	case "rsa":
 		switch {
 		case bits == 0:
-			return DefaultRSABits, nil
-		case bits < MinSigningBits:
-			return 0, fmt.Errorf("%w: %d bits; RFC 8301 §3.2 forbids signing with RSA keys under %d bits (the default, %d, is what it recommends)",
-				ErrKeyTooShort, bits, MinSigningBits, DefaultRSABits)
-		case bits > MaxRSABits:
+			return dkim.RecommendedRSABits, nil
+		case bits < dkim.MinRSABits:
+			return 0, fmt.Errorf("RSA %w: %d bits; RFC 8301 §3.2 forbids signing with RSA keys under %d bits (the default, %d, is what it recommends)",
+				dkim.ErrKeyTooShort, bits, dkim.MinRSABits, dkim.RecommendedRSABits)
+		case bits > dkim.MaxRSABits:
 			return 0, fmt.Errorf("%w: %d bits; verifiers need only accept keys up to %d bits (RFC 8301 §3.2), and %d is the most this command makes",
-				ErrKeyTooLong, bits, MaxVerifyBits, MaxRSABits)
+				ErrKeyTooLong, bits, dkim.VerifiableRSABits, dkim.MaxRSABits)
 		}
 		return bits, nil
 	case "ed25519":

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
 )
 
@@ -27,8 +28,8 @@ func TestGenerate(t *testing.T) {
 		{kind: "rsa", bits: 1024, alg: "rsa-sha256", want: 1024},
 		{kind: "ed25519", bits: 0, alg: "ed25519-sha256", want: 256},
 		{kind: "ed25519", bits: 256, alg: "ed25519-sha256", want: 256},
-		{kind: "rsa", bits: 512, wantErr: ErrKeyTooShort, errText: "512 bits; RFC 8301 §3.2 forbids"},
-		{kind: "rsa", bits: 1023, wantErr: ErrKeyTooShort},
+		{kind: "rsa", bits: 512, wantErr: dkim.ErrKeyTooShort, errText: "512 bits; RFC 8301 §3.2 forbids"},
+		{kind: "rsa", bits: 1023, wantErr: dkim.ErrKeyTooShort},
 		{kind: "rsa", bits: 8193, wantErr: ErrKeyTooLong, errText: "up to 4096 bits"},
 		{kind: "rsa", bits: 65536, wantErr: ErrKeyTooLong},
 		{kind: "ed25519", bits: 2048, errText: "always 256 bits"},
@@ -199,7 +200,7 @@ func TestInspectKeyFile(t *testing.T) {
 	}{
 		{p, "ed25519", 256, "", nil, ""},
 		{open, "ed25519", 256, "its group", ErrUnsafePermissions, "chmod 600 " + open},
-		{short, "rsa", 512, "", ErrKeyTooShort, "keys rotate -d DOMAIN"},
+		{short, "rsa", 512, "", dkim.ErrKeyTooShort, "keys rotate -d DOMAIN"},
 		{garbage, "", 0, "", nil, "not a private key"},
 		{filepath.Join(dir, "missing.pem"), "", 0, "", fs.ErrNotExist, "keys gen -d DOMAIN"},
 	}

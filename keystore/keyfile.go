@@ -11,22 +11,13 @@ import (
 	"fmt"
 	"io/fs"
 	"strings"
+
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
 )
 
 // ErrUnsafePermissions is returned for a key file that group or others may
 // read or write: a DKIM private key lets anyone sign mail as the domain.
 var ErrUnsafePermissions = errors.New("unsafe key file permissions")
-
-// ErrKeyTooShort is an RSA key under 1024 bits, which RFC 8301 §3.2
-// forbids signers to use (https://www.rfc-editor.org/rfc/rfc8301#section-3.2).
-var ErrKeyTooShort = errors.New("RSA key too short")
-
-// MinSigningBits is the smallest RSA key we sign with (RFC 8301 §3.2);
-// WarnBits is the size under which we warn (the RFC's SHOULD).
-const (
-	MinSigningBits = 1024
-	WarnBits       = 2048
-)
 
 // PrivateKey is a loaded signing key.
 type PrivateKey struct {
@@ -90,7 +81,7 @@ func (e notExist) Error() string {
 func (e notExist) Unwrap() error { return fs.ErrNotExist }
 
 // ParsePrivateKey parses key data in any of the forms ReadPrivateKey takes.
-// RSA keys under MinSigningBits are refused with ErrKeyTooShort.
+// RSA keys under dkim.MinRSABits are refused with dkim.ErrKeyTooShort.
 func ParsePrivateKey(data []byte) (*PrivateKey, error) {
 	k, err := decodeKey(data)
 	if err != nil {
@@ -102,12 +93,12 @@ func ParsePrivateKey(data []byte) (*PrivateKey, error) {
 	return k, nil
 }
 
-// sizeError refuses RSA keys under MinSigningBits, which RFC 8301 §3.2
+// sizeError refuses RSA keys under dkim.MinRSABits, which RFC 8301 §3.2
 // forbids signers to use.
 func sizeError(k *PrivateKey) error {
-	if k.KeyType == "rsa" && k.Bits < MinSigningBits {
-		return fmt.Errorf("%w: %d bits; signers must use at least %d (RFC 8301 §3.2) and should use %d (hint: 'dkimmilter keys rotate -d DOMAIN' makes a %d-bit key under a new selector and prints the steps to switch to it)",
-			ErrKeyTooShort, k.Bits, MinSigningBits, WarnBits, WarnBits)
+	if k.KeyType == "rsa" && k.Bits < dkim.MinRSABits {
+		return fmt.Errorf("RSA %w: %d bits; signers must use at least %d (RFC 8301 §3.2) and should use %d (hint: 'dkimmilter keys rotate -d DOMAIN' makes a %d-bit key under a new selector and prints the steps to switch to it)",
+			dkim.ErrKeyTooShort, k.Bits, dkim.MinRSABits, dkim.RecommendedRSABits, dkim.RecommendedRSABits)
 	}
 	return nil
 }

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/mail"
 	"strings"
 	"sync"
 	"unicode"
@@ -69,7 +68,7 @@ func Load(cfg *config.Config) (s *Store, warnings []string, err error) {
 			errs = append(errs, fmt.Errorf("%s: keys.%s: %w", cfg.Where(ck.Line), name, err))
 			continue
 		}
-		if pk.KeyType == "rsa" && pk.Bits < WarnBits {
+		if pk.KeyType == "rsa" && pk.Bits < dkim.RecommendedRSABits {
 			warnings = append(warnings, fmt.Sprintf("%s: keys.%s: %s is a %d-bit RSA key; RFC 8301 §3.2 says signers should use 2048 bits (hint: 'dkimmilter keys rotate -d %s%s' makes a 2048-bit key under a new selector and prints the steps to switch to it)",
 				cfg.Where(ck.Line), name, ck.File, pk.Bits, ck.Domain, configFlag(cfg)))
 		}
@@ -224,30 +223,4 @@ func SplitAddress(addr string) (local, domain string, ok bool) {
 		return "", "", false
 	}
 	return addr[:i], strings.ToLower(strings.TrimSuffix(addr[i+1:], ".")), true
-}
-
-// FromAddress extracts the address of a From field value (RFC 5322
-// §3.6.2). A field with several mailboxes yields the first, like OpenDKIM.
-// It falls back to the last <...> or the first word with an '@' when the
-// value is not strictly valid, because real mail is not.
-func FromAddress(value string) (string, bool) {
-	v := strings.TrimSpace(value)
-	if list, err := mail.ParseAddressList(v); err == nil && len(list) > 0 {
-		return list[0].Address, true
-	}
-	if i := strings.LastIndexByte(v, '<'); i >= 0 {
-		if j := strings.IndexByte(v[i:], '>'); j > 0 {
-			a := strings.TrimSpace(v[i+1 : i+j])
-			if strings.Contains(a, "@") {
-				return a, true
-			}
-		}
-	}
-	for _, w := range strings.Fields(v) {
-		w = strings.Trim(w, "<>,;\"")
-		if strings.Contains(w, "@") {
-			return w, true
-		}
-	}
-	return "", false
 }

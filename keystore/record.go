@@ -11,13 +11,6 @@ import (
 // length octet, RFC 1035 §3.3. https://www.rfc-editor.org/rfc/rfc1035#section-3.3
 const maxTXTString = 255
 
-// DNSName is the name a key record is published at, RFC 6376 §3.6.2.1:
-// SELECTOR._domainkey.DOMAIN (without the final dot).
-// https://www.rfc-editor.org/rfc/rfc6376#section-3.6.2.1
-func DNSName(selector, domain string) string {
-	return selector + "._domainkey." + strings.TrimSuffix(domain, ".")
-}
-
 // Record returns the key record to publish for pk, RFC 6376 §3.6.1:
 // "v=DKIM1; k=rsa; p=…" with p= the base64 SubjectPublicKeyInfo, or
 // "v=DKIM1; k=ed25519; p=…" with p= the raw 32-byte public key, RFC 8463

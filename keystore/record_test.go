@@ -46,7 +46,7 @@ func TestZoneLineRoundTrip(t *testing.T) {
 			if !strings.HasPrefix(value, "v=DKIM1; k="+tt.kt+"; p=") {
 				t.Errorf("record %q", value)
 			}
-			name := DNSName("s202611", "example.com")
+			name := dkim.DNSName("s202611", "example.com")
 			line := ZoneLine(name, value)
 			t.Log(line)
 			if !strings.HasPrefix(line, "s202611._domainkey.example.com. IN TXT ( \"v=DKIM1; k="+tt.kt+"; ") {

@@ -208,7 +208,9 @@ func (s *session) decide() {
 	}
 	msg.decided = true
 	if msg.hasFrom {
-		msg.from, _ = keystore.FromAddress(msg.fromValue)
+		if addrs := dkim.FromAddresses(msg.fromValue); len(addrs) > 0 {
+			msg.from = addrs[0] // the first mailbox, as OpenDKIM
+		}
 	}
 	trusted, why := s.trusted()
 	if cfg.SignEnabled() && trusted && msg.from != "" {

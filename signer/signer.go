@@ -140,22 +140,22 @@ func (s *Signer) Sign() ([]string, error) {
 }
 
 func (s *Signer) sign(p Params, alg, bh string) (string, error) {
-	var f folder
-	f.add("v=1;")
-	f.add("a=" + alg + ";")
-	f.add("c=" + p.HeaderCanon.String() + "/" + p.BodyCanon.String() + ";")
-	f.add("d=" + p.Domain + ";")
+	f := dkim.NewFolder("DKIM-Signature")
+	f.Word("v=1;")
+	f.Word("a=" + alg + ";")
+	f.Word("c=" + p.HeaderCanon.String() + "/" + p.BodyCanon.String() + ";")
+	f.Word("d=" + p.Domain + ";")
 	if p.Identity != "" {
-		f.add("i=" + encodeQP(p.Identity) + ";")
+		f.Word("i=" + encodeQP(p.Identity) + ";")
 	}
-	f.add("s=" + p.Selector + ";")
+	f.Word("s=" + p.Selector + ";")
 	t := p.Time
 	if t.IsZero() {
 		t = time.Now()
 	}
-	f.add("t=" + strconv.FormatInt(t.Unix(), 10) + ";")
+	f.Word("t=" + strconv.FormatInt(t.Unix(), 10) + ";")
 	if p.Expire > 0 {
-		f.add("x=" + strconv.FormatInt(t.Add(p.Expire).Unix(), 10) + ";")
+		f.Word("x=" + strconv.FormatInt(t.Add(p.Expire).Unix(), 10) + ";")
 	}
 	names := s.headerList(p)
 	for i, n := range names {
@@ -164,19 +164,25 @@ func (s *Signer) sign(p Params, alg, bh string) (string, error) {
 			sep = ";"
 		}
 		if i == 0 {
-			f.add("h=" + n + sep)
+			f.Word("h=" + n + sep)
 		} else {
-			f.addJoined(n + sep)
+			f.Join(n + sep)
 		}
 	}
-	f.add("bh=" + bh + ";")
-	f.add("b=")
-	return signFolded(s.header, p, names, f.String())
+	f.Word("bh=" + bh + ";")
+	f.Word("b=")
+	b, err := signPrefix(s.header, p, names, f.String())
+	if err != nil {
+		return "", err
+	}
+	f.Fill(b)
+	return f.String(), nil
 }
 
-// signFolded hashes the header fields of h= and the unsigned signature
-// field prefix (which ends in "b="), signs, and appends the folded b=.
-func signFolded(h dkim.Header, p Params, names []string, prefix string) (string, error) {
+// signPrefix hashes the header fields of h= and the signature field
+// value as far as it is written (up to "b="), signs, and returns the b=
+// value.
+func signPrefix(h dkim.Header, p Params, names []string, prefix string) (string, error) {
 	data := h.AppendSignedHeaders(make([]byte, 0, 2048), p.HeaderCanon, names)
 	data = dkim.AppendSignatureField(data, p.HeaderCanon, "DKIM-Signature:"+prefix)
 	sum := sha256.Sum256(data)
@@ -195,23 +201,7 @@ func signFolded(h dkim.Header, p Params, names []string, prefix string) (string,
 	if err != nil {
 		return "", err
 	}
-	b := base64.StdEncoding.EncodeToString(sig)
-	var v strings.Builder
-	v.WriteString(prefix)
-	col := lastLineLen(prefix)
-	for len(b) > 0 {
-		n := lineWidth - col
-		if n < 8 {
-			v.WriteString("\r\n\t")
-			col, n = 8, lineWidth-8
-		}
-		if n > len(b) {
-			n = len(b)
-		}
-		v.WriteString(b[:n])
-		b, col = b[n:], col+n
-	}
-	return v.String(), nil
+	return base64.StdEncoding.EncodeToString(sig), nil
 }
 
 // headerList builds h=: each configured name once per instance present,
@@ -252,52 +242,4 @@ func encodeQP(s string) string {
 		}
 	}
 	return b.String()
-}
-
-// lineWidth keeps folded lines well under the 78-character SHOULD of RFC
-// 5322 §2.1.1, and far from the 998 limit at which Postfix's SMTP client
-// would break lines itself (and break the signature).
-const lineWidth = 76
-
-// folder joins tag fragments with a space, folding with CRLF TAB before a
-// fragment that would pass lineWidth. The first line starts after
-// "DKIM-Signature:".
-type folder struct {
-	b   strings.Builder
-	col int
-}
-
-func (f *folder) add(frag string) {
-	if f.b.Len() == 0 {
-		f.col = len("DKIM-Signature:")
-	}
-	if f.col+1+len(frag) > lineWidth && f.b.Len() > 0 {
-		f.b.WriteString("\r\n\t")
-		f.col = 8
-	} else {
-		f.b.WriteByte(' ')
-		f.col++
-	}
-	f.b.WriteString(frag)
-	f.col += len(frag)
-}
-
-// addJoined appends frag with no space, folding first if it would pass
-// lineWidth: h= may be folded after any colon (RFC 6376 §3.5).
-func (f *folder) addJoined(frag string) {
-	if f.col+len(frag) > lineWidth {
-		f.b.WriteString("\r\n\t")
-		f.col = 8
-	}
-	f.b.WriteString(frag)
-	f.col += len(frag)
-}
-
-func (f *folder) String() string { return f.b.String() }
-
-func lastLineLen(s string) int {
-	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
-		return len(s) - i - 1 + 7 // the TAB counts as 8 columns
-	}
-	return len("DKIM-Signature:") + len(s)
 }

@@ -61,12 +61,10 @@ func TestRFC8463Vector(t *testing.T) {
 		}
 		names := dkim.SplitColonList(mustTag(tags, "h"))
 		p := Params{Key: pk.Signer, HeaderCanon: dkim.Relaxed, BodyCanon: dkim.Relaxed}
-		got, err := signFolded(rest, p, names, prefix)
+		gb, err := signPrefix(rest, p, names, prefix)
 		if err != nil {
 			t.Fatal(err)
 		}
-		gotTags, _ := dkim.ParseTagList(got)
-		gb, _ := gotTags.Get("b")
 		if want := mustTag(tags, "b"); dkim.StripFWS(gb) != dkim.StripFWS(want) {
 			t.Errorf("%s: b=\n%s\nwant\n%s", sel, dkim.StripFWS(gb), dkim.StripFWS(want))
 		}

@@ -2,6 +2,8 @@ package verifier
 
 import (
 	"strings"
+
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
 )
 
 // AuthResults formats the value of an Authentication-Results field (RFC
@@ -19,24 +21,28 @@ import (
 // go-msgauth's authres.Format is not used: it cannot emit comments, folds
 // nothing and does not escape backslashes.
 func AuthResults(authservID string, vs []*Verification) string {
-	var f folder
-	f.col = len("Authentication-Results:")
+	f := dkim.NewFolder("Authentication-Results")
 	// The authserv-id is ours (config or $myhostname): never shortened,
 	// or downstream filters that look for it would not find it.
-	f.word(pvalueN(authservID, 0) + ";")
+	f.Word(pvalueN(authservID, 0) + ";")
 	if len(vs) == 0 {
-		f.word("dkim=none")
+		f.Word("dkim=none")
 		return f.String()
 	}
 	bs := uniqueB(vs)
 	for i, v := range vs {
-		f.breakLine()
-		f.word("dkim=" + string(v.Result))
+		// Each result on its own line; ';' ends the one before.
+		if i == 0 {
+			f.Break("")
+		} else {
+			f.Break(";")
+		}
+		f.Word("dkim=" + string(v.Result))
 		if r := v.Reason(); r != "" {
-			f.word("reason=" + quote(r))
+			f.Word("reason=" + quote(r))
 		}
 		if c := v.Comment(); c != "" {
-			f.word("(" + c + ")")
+			f.Word("(" + c + ")")
 		}
 		props := [][2]string{
 			{"header.d", v.Domain}, {"header.i", v.Identity}, {"header.s", v.Selector},
@@ -44,12 +50,8 @@ func AuthResults(authservID string, vs []*Verification) string {
 		}
 		for _, p := range props {
 			if p[1] != "" {
-				f.word(p[0] + "=" + pvalue(p[1]))
+				f.Word(p[0] + "=" + pvalue(p[1]))
 			}
-		}
-		if i < len(vs)-1 {
-			f.b.WriteByte(';')
-			f.col++
 		}
 	}
 	return f.String()
@@ -97,7 +99,7 @@ const maxPValue = 320
 
 // pvalueN is pvalue with room for n bytes (0: no bound).
 func pvalueN(s string, n int) string {
-	s = sanitizeN(s, n)
+	s = dkim.Sanitize(s, n)
 	if isToken(s) {
 		return s
 	}
@@ -124,7 +126,10 @@ func isToken(s string) bool {
 
 // quote makes a quoted-string, escaping '\' and '"' (RFC 5322 §3.2.4) and
 // replacing anything that could end the field.
-func quote(s string) string { return quoteSanitized(sanitize(s)) }
+func quote(s string) string { return quoteSanitized(dkim.Sanitize(s, maxReason)) }
+
+// maxReason bounds a reason, which may quote tag values from the message.
+const maxReason = 64
 
 // quoteSanitized quotes s, which sanitize has made safe already (a second
 // pass would cut it again: sanitize is not idempotent).
@@ -140,33 +145,3 @@ func quoteSanitized(s string) string {
 	b.WriteByte('"')
 	return b.String()
 }
-
-// folder joins words with spaces and folds with CRLF TAB when a line would
-// pass 76 columns.
-type folder struct {
-	b     strings.Builder
-	col   int
-	fresh bool // at the start of a continuation line
-}
-
-func (f *folder) word(w string) {
-	if f.fresh {
-		f.fresh = false
-	} else if f.col+1+len(w) > 76 && f.col > 8 {
-		f.b.WriteString("\r\n\t")
-		f.col = 8
-	} else {
-		f.b.WriteByte(' ')
-		f.col++
-	}
-	f.b.WriteString(w)
-	f.col += len(w)
-}
-
-// breakLine starts each result on its own line, as DESIGN.md shows.
-func (f *folder) breakLine() {
-	f.b.WriteString("\r\n\t")
-	f.col, f.fresh = 8, true
-}
-
-func (f *folder) String() string { return f.b.String() }

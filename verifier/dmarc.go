@@ -19,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/mail"
 	"strings"
 
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
@@ -301,26 +300,19 @@ func AuthorDomain(h dkim.Header) (string, error) {
 			value = strings.NewReplacer("\r\n", "", "\n", "").Replace(f.Value())
 		}
 	}
-	var addrs []string
-	if list, err := mail.ParseAddressList(strings.TrimSpace(value)); err == nil {
-		for _, a := range list {
-			addrs = append(addrs, a.Address)
-		}
-	} else if i, j := strings.LastIndexByte(value, '<'), strings.LastIndexByte(value, '>'); i >= 0 && j > i {
-		// Not strictly valid, as real mail often is not: take the <addr>.
-		addrs = append(addrs, value[i+1:j])
-	} else {
-		addrs = append(addrs, strings.TrimSpace(value))
+	addrs := dkim.FromAddresses(value)
+	if len(addrs) == 0 {
+		return "", fmt.Errorf("From %q has no domain", dkim.Sanitize(strings.TrimSpace(value), maxReason))
 	}
 	domain := ""
 	for _, a := range addrs {
 		at := strings.LastIndexByte(a, '@')
 		if at < 0 || at == len(a)-1 {
-			return "", fmt.Errorf("From %q has no domain", sanitize(strings.TrimSpace(value)))
+			return "", fmt.Errorf("From %q has no domain", dkim.Sanitize(strings.TrimSpace(value), maxReason))
 		}
 		d := strings.ToLower(strings.TrimSuffix(a[at+1:], "."))
 		if domain != "" && d != domain {
-			return "", fmt.Errorf("From has mailboxes in several domains (%s, %s)", domain, sanitize(d))
+			return "", fmt.Errorf("From has mailboxes in several domains (%s, %s)", domain, dkim.Sanitize(d, maxReason))
 		}
 		domain = d
 	}

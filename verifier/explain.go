@@ -136,7 +136,7 @@ func (b *BodyHashes) OtherMatches() bool {
 // delivered) with v's settings and explains every signature. It fails only
 // when raw has no header fields.
 func (v *Verifier) Explain(ctx context.Context, raw []byte) (*Report, error) {
-	h, body, notes := ParseMessage(raw)
+	h, body, notes := dkim.SplitMessage(raw)
 	if len(h) == 0 {
 		return nil, errors.New("no header fields: not a mail message")
 	}
@@ -195,7 +195,7 @@ func (v *Verifier) passes(ctx context.Context, h dkim.Header, body []byte, i int
 // §3.5: t= is when the signature was made), which is when the signature
 // last had to be valid. It returns the verifier with that clock, for the
 // probes.
-func (v *Verifier) clockCheck(ctx context.Context, h dkim.Header, body []byte, i int, s *Signature, expired bool) (*ClockCheck, *Verifier) {
+func (v *Verifier) clockCheck(ctx context.Context, h dkim.Header, body []byte, i int, s *dkim.Signature, expired bool) (*ClockCheck, *Verifier) {
 	c := &ClockCheck{Expired: expired}
 	switch {
 	case c.Expired:
@@ -213,7 +213,7 @@ func (v *Verifier) clockCheck(ctx context.Context, h dkim.Header, body []byte, i
 	return c, &at
 }
 
-func bodyHashes(s *Signature, body []byte) *BodyHashes {
+func bodyHashes(s *dkim.Signature, body []byte) *BodyHashes {
 	return &BodyHashes{
 		Signed:  s.BodyHash,
 		Canon:   s.BodyCanon,
@@ -231,79 +231,8 @@ func hashBody(c dkim.Canon, limit int64, body []byte) []byte {
 // signedHeaderLines returns exactly what the header hash covers: the
 // signed fields, canonicalized, then the DKIM-Signature field without its
 // b= value (RFC 6376 §3.7, https://www.rfc-editor.org/rfc/rfc6376#section-3.7).
-func signedHeaderLines(h dkim.Header, s *Signature) []string {
-	data := h.AppendSignedHeaders(nil, s.HeaderCanon, s.Headers)
-	data = dkim.AppendSignatureField(data, s.HeaderCanon, stripB(s))
-	return strings.Split(string(data), "\r\n")
-}
-
-// ParseMessage splits a saved message into header fields and body. Line
-// ends may be LF (a Unix mailbox, a saved .eml) or CRLF; both come out as
-// CRLF, which is what was on the wire and what was signed. A leading mbox
-// "From " line is skipped. notes says what was done, for the reader.
-func ParseMessage(raw []byte) (h dkim.Header, body []byte, notes []string) {
-	switch lf, crlf := countLineEnds(raw); {
-	case lf > 0 && crlf == 0:
-		notes = append(notes, "the file has LF line ends (as saved on Unix): read as CRLF, as the message was on the wire")
-	case lf > 0:
-		notes = append(notes, fmt.Sprintf("the file mixes LF (%d) and CRLF (%d) line ends: all read as CRLF", lf, crlf))
-	}
-	rest := raw
-	// An mbox "From sender date" line, not a "From :" field (RFC 5322
-	// §4.5.3 allows white space before the colon).
-	if bytes.HasPrefix(rest, []byte("From ")) && !bytes.HasPrefix(bytes.TrimLeft(rest[5:], " \t"), []byte(":")) {
-		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
-			rest = rest[i+1:]
-			notes = append(notes, `skipped the mbox "From " line at the top`)
-		}
-	}
-	for len(rest) > 0 {
-		line, next := rest, []byte(nil)
-		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
-			line, next = rest[:i], rest[i+1:]
-		}
-		line = bytes.TrimSuffix(line, []byte("\r"))
-		if len(line) == 0 {
-			body = next
-			break
-		}
-		if (line[0] == ' ' || line[0] == '\t') && len(h) > 0 {
-			h[len(h)-1].Raw += "\r\n" + string(line)
-		} else {
-			h = append(h, dkim.ParseField(string(line)))
-		}
-		rest = next
-	}
-	return h, toCRLF(body), notes
-}
-
-// countLineEnds counts bare LF and CRLF line ends.
-func countLineEnds(b []byte) (lf, crlf int) {
-	for i, c := range b {
-		if c == '\n' {
-			if i > 0 && b[i-1] == '\r' {
-				crlf++
-			} else {
-				lf++
-			}
-		}
-	}
-	return lf, crlf
-}
-
-// toCRLF turns bare LF line ends into CRLF, leaving CRLF alone.
-func toCRLF(b []byte) []byte {
-	if bytes.Count(b, []byte("\n")) == bytes.Count(b, []byte("\r\n")) {
-		return b
-	}
-	out := make([]byte, 0, len(b)+len(b)/32)
-	for i, c := range b {
-		if c == '\n' && (i == 0 || b[i-1] != '\r') {
-			out = append(out, '\r')
-		}
-		out = append(out, c)
-	}
-	return out
+func signedHeaderLines(h dkim.Header, s *dkim.Signature) []string {
+	return strings.Split(string(s.AppendHeaderHashInput(nil, h)), "\r\n")
 }
 
 // recorder is a Resolver that keeps every answer of the first

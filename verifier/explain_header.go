@@ -19,7 +19,7 @@ import (
 // maxSubjectTags bounds the bracketed tags tried one by one.
 const maxSubjectTags = 4
 
-func (v *Verifier) headerHints(ctx context.Context, h dkim.Header, body []byte, i int, s *Signature) []string {
+func (v *Verifier) headerHints(ctx context.Context, h dkim.Header, body []byte, i int, s *dkim.Signature) []string {
 	var hints []string
 	try := func(idx int, value string) bool {
 		h2 := append(dkim.Header(nil), h...)
@@ -43,7 +43,7 @@ func (v *Verifier) headerHints(ctx context.Context, h dkim.Header, body []byte, 
 			for _, f := range h {
 				if strings.EqualFold(f.Name, name) && try(idx, f.Value()) {
 					hints = append(hints, fmt.Sprintf("the signature verifies with the From that %s holds (%s): a mailing list rewrote From after signing (DMARC mitigation); the list's own signature, if any, is the one that counts",
-						name, sanitize(strings.TrimSpace(f.Value()))))
+						name, dkim.Sanitize(strings.TrimSpace(f.Value()), maxReason)))
 					explained = true
 				}
 			}
@@ -77,7 +77,7 @@ func (v *Verifier) headerHints(ctx context.Context, h dkim.Header, body []byte, 
 
 // signedField returns the index of the field instance that the first
 // mention of name in h= signs (the bottom-most, RFC 6376 §5.4.2), or -1.
-func signedField(h dkim.Header, s *Signature, name string) int {
+func signedField(h dkim.Header, s *dkim.Signature, name string) int {
 	if countName(s.Headers, name) == 0 {
 		return -1
 	}

@@ -53,7 +53,7 @@ type Probe struct {
 
 // probeBody tries the usual modifications in turn, simplest first, and
 // returns the first that makes the body hash match bh=.
-func (v *Verifier) probeBody(ctx context.Context, h dkim.Header, body []byte, i int, s *Signature, bh *BodyHashes) *Probe {
+func (v *Verifier) probeBody(ctx context.Context, h dkim.Header, body []byte, i int, s *dkim.Signature, bh *BodyHashes) *Probe {
 	if bh.OtherMatches() {
 		other := dkim.Simple
 		if s.BodyCanon == dkim.Simple {

@@ -1,6 +1,10 @@
 package verifier
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
+)
 
 // ReasonClass names the class of a verification error in a few fixed
 // words, for metrics labels and scripts: reason texts carry details (key
@@ -29,8 +33,8 @@ var reasonClasses = []struct {
 	{ErrFuture, "future"},
 	{ErrDNSTimeout, "dns_timeout"},
 	{ErrDNSFailure, "dns_failure"},
-	{ErrKeyTooShort, "key_too_short"},
-	{ErrSHA1, "rsa_sha1"},
+	{dkim.ErrKeyTooShort, "key_too_short"},
+	{dkim.ErrSHA1, "rsa_sha1"},
 	{ErrUnsignedContent, "body_length"},
 	{ErrBodyTooShort, "body_length"},
 	{ErrUnsignedFrom, "unsigned_from"},

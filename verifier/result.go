@@ -3,6 +3,8 @@ package verifier
 import (
 	"errors"
 	"fmt"
+
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
 )
 
 // Result is a DKIM result word of RFC 8601 §2.7.1
@@ -22,7 +24,8 @@ const (
 // The failure classes, one sentinel each, so that callers (the milter's
 // actions, metrics, the verify command) can tell them apart with errors.Is.
 // Their texts are the reasons stamped in Authentication-Results: the words
-// operators search for.
+// operators search for. Two more come from internal/dkim, where the facts
+// they are about live: dkim.ErrKeyTooShort and dkim.ErrSHA1.
 var (
 	ErrBodyHash        = errors.New("body hash did not verify")
 	ErrSignature       = errors.New("signature did not verify")
@@ -32,8 +35,6 @@ var (
 	ErrFuture          = errors.New("signature timestamp in the future")
 	ErrDNSTimeout      = errors.New("DNS timeout")
 	ErrDNSFailure      = errors.New("DNS server failure")
-	ErrKeyTooShort     = errors.New("key too short")
-	ErrSHA1            = errors.New("rsa-sha1 is not accepted (RFC 8301)")
 	ErrUnsignedContent = errors.New("unsigned content after l=")
 	ErrUnsignedFrom    = errors.New("unsigned From header")
 	ErrTooMany         = errors.New("too many signatures")
@@ -64,7 +65,7 @@ type Verification struct {
 	Testing       bool   // key record t=y
 	Authenticated bool   // the resolver validated the answer (AD bit)
 
-	Signature *Signature // the parsed field (nil only for "none")
+	Signature *dkim.Signature // the parsed field (nil only for "none")
 }
 
 // Reason is the text for A-R reason=; empty for pass.

@@ -49,11 +49,6 @@ type Verifier struct {
 	Records *RecordCache
 }
 
-// MaxRSABits bounds the work one signature can ask for: RFC 8301 §3.2 asks
-// verifiers to handle 1024 to 4096 bits; larger keys are a denial-of-service
-// lever more than a security gain.
-const MaxRSABits = 8192
-
 func (v *Verifier) now() time.Time {
 	if v.Now != nil {
 		return v.Now()
@@ -66,7 +61,7 @@ func (v *Verifier) now() time.Time {
 type Message struct {
 	v       *Verifier
 	header  dkim.Header
-	sigs    []*Signature
+	sigs    []*dkim.Signature
 	timeErr []error // x= and t= judged once, at end of headers
 	extra   int     // signatures beyond MaxSignatures
 	max     int     // MaxSignatures, or its default
@@ -108,7 +103,7 @@ func (v *Verifier) Begin(ctx context.Context, h dkim.Header) *Message {
 			m.extra++
 			continue
 		}
-		s := ParseSignature(f)
+		s := dkim.ParseSignature(f)
 		m.sigs = append(m.sigs, s)
 		var terr error
 		if s.Err == nil {
@@ -178,7 +173,7 @@ func (m *Message) Finish() []*Verification {
 			}
 			if dkim.EqualFoldASCII(f.Name, "DKIM-Signature") {
 				if i >= len(m.sigs) {
-					s := ParseSignature(f)
+					s := dkim.ParseSignature(f)
 					v := out[i]
 					v.Signature, v.Domain, v.Selector, v.Algorithm, v.B = s, s.Domain, s.Selector, s.Algorithm, s.B
 					v.Identity = s.Identity
@@ -190,7 +185,7 @@ func (m *Message) Finish() []*Verification {
 	return out
 }
 
-func (m *Message) verify(s *Signature, timeErr error, sums map[bodyKey][]byte) *Verification {
+func (m *Message) verify(s *dkim.Signature, timeErr error, sums map[bodyKey][]byte) *Verification {
 	v := &Verification{
 		Signature: s, Domain: s.Domain, Identity: s.Identity, Selector: s.Selector,
 		Algorithm: s.Algorithm, B: s.B,
@@ -200,7 +195,7 @@ func (m *Message) verify(s *Signature, timeErr error, sums map[bodyKey][]byte) *
 		return v
 	}
 	if s.Err != nil {
-		return fail(s.Result, s.Err)
+		return fail(signatureResult(s.Err), s.Err)
 	}
 	if timeErr != nil {
 		return fail(PermError, timeErr)
@@ -278,7 +273,7 @@ func (v *Verifier) parseKeys(records []string) ([]parsedKey, error) {
 	return keys, nil
 }
 
-func (m *Message) verifyWithKey(s *Signature, k parsedKey, sums map[bodyKey][]byte, v Verification) *Verification {
+func (m *Message) verifyWithKey(s *dkim.Signature, k parsedKey, sums map[bodyKey][]byte, v Verification) *Verification {
 	fail := func(r Result, err error) *Verification {
 		v.Result, v.Err = r, err
 		return &v
@@ -311,14 +306,16 @@ func (m *Message) verifyWithKey(s *Signature, k parsedKey, sums map[bodyKey][]by
 	}
 	if rec.KeyType == "rsa" {
 		min := m.v.MinRSABits
-		if min < 1024 {
-			min = 1024
+		if min < dkim.MinRSABits {
+			min = dkim.MinRSABits
 		}
 		if rec.Bits < min {
-			return fail(Policy, fmt.Errorf("%w (%d bits)", ErrKeyTooShort, rec.Bits))
+			return fail(Policy, fmt.Errorf("%w (%d bits)", dkim.ErrKeyTooShort, rec.Bits))
 		}
-		if rec.Bits > MaxRSABits {
-			return fail(PermError, fmt.Errorf("key too long (%d bits, at most %d)", rec.Bits, MaxRSABits))
+		if rec.Bits > dkim.MaxRSABits {
+			// RFC 8301 §3.2 asks verifiers to handle up to 4096 bits;
+			// larger keys are a denial-of-service lever.
+			return fail(PermError, fmt.Errorf("key too long (%d bits, at most %d)", rec.Bits, dkim.MaxRSABits))
 		}
 	}
 
@@ -331,9 +328,7 @@ func (m *Message) verifyWithKey(s *Signature, k parsedKey, sums map[bodyKey][]by
 		return fail(Fail, ErrBodyHash)
 	}
 
-	data := m.header.AppendSignedHeaders(make([]byte, 0, 2048), s.HeaderCanon, s.Headers)
-	data = dkim.AppendSignatureField(data, s.HeaderCanon, stripB(s))
-	sum := sha256.Sum256(data)
+	sum := sha256.Sum256(s.AppendHeaderHashInput(make([]byte, 0, 2048), m.header))
 	var ok bool
 	switch pub := rec.Key.(type) {
 	case *rsa.PublicKey:
@@ -361,7 +356,7 @@ func (m *Message) verifyWithKey(s *Signature, k parsedKey, sums map[bodyKey][]by
 }
 
 // checkTime applies x= and t= with the allowed clock skew.
-func (m *Message) checkTime(s *Signature) error {
+func (m *Message) checkTime(s *dkim.Signature) error {
 	skew := m.v.Skew
 	if skew <= 0 {
 		skew = 5 * time.Minute
@@ -376,14 +371,6 @@ func (m *Message) checkTime(s *Signature) error {
 	return nil
 }
 
-// stripB returns the raw signature field with the b= value, including the
-// white space around it, removed (RFC 6376 §3.7).
-func stripB(s *Signature) string {
-	t, _ := s.Tags.Lookup("b")
-	off := len(s.Field.Raw) - len(s.Field.Value())
-	return s.Field.Raw[:off+t.Start] + s.Field.Raw[off+t.End:]
-}
-
 func countName(names []string, name string) int {
 	n := 0
 	for _, x := range names {
@@ -392,6 +379,16 @@ func countName(names []string, name string) int {
 		}
 	}
 	return n
+}
+
+// signatureResult is the result of a signature that cannot be evaluated:
+// policy for rsa-sha1 (RFC 8301 §3.1 forbids it, but the signature is well
+// formed), permerror for everything else (RFC 6376 §6.1.1).
+func signatureResult(err error) Result {
+	if errors.Is(err, dkim.ErrSHA1) {
+		return Policy
+	}
+	return PermError
 }
 
 // dnsResult maps a lookup error to a result: a missing record is a

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/internal/dns"
 	"github.com/dkimmilter/dkimmilter/keystore"
 )
@@ -165,7 +166,7 @@ func checkKeysDNS(ctx context.Context, cfg *config.Config, names []string, opts 
 		if c.fileErr != nil {
 			// The daemon would refuse the file. A key too short to sign
 			// with is already a problem of the check itself.
-			if !errors.Is(c.fileErr, keystore.ErrKeyTooShort) {
+			if !errors.Is(c.fileErr, dkim.ErrKeyTooShort) {
 				c.res.Problems = append([]keystore.CheckProblem{fileProblem(c.fileErr)}, c.res.Problems...)
 			}
 			c.res.Status = keystore.CheckFail

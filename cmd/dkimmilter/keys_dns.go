@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/keystore"
 )
 
@@ -67,13 +68,13 @@ func runKeysDNS(args []string, stdout, stderr io.Writer) int {
 			// One shared key for every From domain: the same record at
 			// each domain's name.
 			fmt.Fprintf(stdout, "; publish at %s for each From domain D this key signs, e.g.\n",
-				keystore.DNSName(kf.selector, strings.ReplaceAll(kf.domain, "%", "D")))
-			fmt.Fprintln(stdout, keystore.ZoneLine(keystore.DNSName(kf.selector, strings.ReplaceAll(kf.domain, "%", "example.com")), value))
+				dkim.DNSName(kf.selector, strings.ReplaceAll(kf.domain, "%", "D")))
+			fmt.Fprintln(stdout, keystore.ZoneLine(dkim.DNSName(kf.selector, strings.ReplaceAll(kf.domain, "%", "example.com")), value))
 			fmt.Fprintln(stdout, "; the value, on one line:")
 			fmt.Fprintln(stdout, value)
 			continue
 		}
-		fmt.Fprintln(stdout, keystore.ZoneLine(keystore.DNSName(kf.selector, kf.domain), value))
+		fmt.Fprintln(stdout, keystore.ZoneLine(dkim.DNSName(kf.selector, kf.domain), value))
 		writePanelHint(stdout, "on one line, for DNS web panels", kf.selector, kf.domain)
 		fmt.Fprintln(stdout, value)
 	}

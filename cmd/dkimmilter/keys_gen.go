@@ -71,7 +71,7 @@ func keysGen(args []string, stdout, stderr io.Writer, now time.Time) int {
 	fmt.Fprintln(stdout)
 	fmt.Fprintln(stdout, "; 1. The DNS record, in zone-file syntax (p= is split into quoted strings of at")
 	fmt.Fprintln(stdout, ";    most 255 bytes, which resolvers join):")
-	fmt.Fprintln(stdout, keystore.ZoneLine(keystore.DNSName(g.selector, g.domain), g.value))
+	fmt.Fprintln(stdout, keystore.ZoneLine(dkim.DNSName(g.selector, g.domain), g.value))
 	fmt.Fprintln(stdout)
 	writePanelHint(stdout, "2. The same record on one line, for DNS web panels that split it themselves", g.selector, g.domain)
 	fmt.Fprintln(stdout, g.value)
@@ -108,7 +108,7 @@ func newKeysFlagSet(name, synopsis, help string, stderr io.Writer) *flag.FlagSet
 // writePanelHint tells, in zone-file comments, what to type into a DNS
 // web panel, whose name field is often relative to the zone.
 func writePanelHint(w io.Writer, intro, selector, domain string) {
-	fmt.Fprintf(w, "; %s:\n;   type TXT, name %s\n", intro, keystore.DNSName(selector, domain))
+	fmt.Fprintf(w, "; %s:\n;   type TXT, name %s\n", intro, dkim.DNSName(selector, domain))
 	fmt.Fprintf(w, ";   (%s._domainkey in the zone %s, where the panel adds the zone), value:\n", selector, domain)
 }
 
@@ -164,10 +164,10 @@ func generateKey(r genRequest, stderr io.Writer) (*generated, int) {
 		return nil, exitFailure
 	}
 	switch {
-	case r.kind == "rsa" && bits < keystore.WarnBits:
-		fmt.Fprintf(stderr, "warning: a %d-bit RSA key: RFC 8301 §3.2 says signers should use %d bits, and some receivers ignore signatures made with less\n", bits, keystore.WarnBits)
-	case r.kind == "rsa" && bits > keystore.MaxVerifyBits:
-		fmt.Fprintf(stderr, "warning: a %d-bit RSA key: verifiers need only accept keys up to %d bits (RFC 8301 §3.2), and some treat larger ones as no key\n", bits, keystore.MaxVerifyBits)
+	case r.kind == "rsa" && bits < dkim.RecommendedRSABits:
+		fmt.Fprintf(stderr, "warning: a %d-bit RSA key: RFC 8301 §3.2 says signers should use %d bits, and some receivers ignore signatures made with less\n", bits, dkim.RecommendedRSABits)
+	case r.kind == "rsa" && bits > dkim.VerifiableRSABits:
+		fmt.Fprintf(stderr, "warning: a %d-bit RSA key: verifiers need only accept keys up to %d bits (RFC 8301 §3.2), and some treat larger ones as no key\n", bits, dkim.VerifiableRSABits)
 	}
 	pk, err := keystore.Generate(r.kind, bits)
 	if err != nil {

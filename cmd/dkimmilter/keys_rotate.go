@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/keystore"
 )
 
@@ -90,7 +91,7 @@ func keysRotate(args []string, stdout, stderr io.Writer, now time.Time) int {
 		req.kind = old.status.Key.KeyType
 	}
 	if req.bits == 0 && req.kind == "rsa" && old.status.Key != nil && old.status.Key.KeyType == "rsa" {
-		req.bits = min(max(old.status.Key.Bits, keystore.DefaultRSABits), keystore.MaxRSABits)
+		req.bits = min(max(old.status.Key.Bits, dkim.RecommendedRSABits), dkim.MaxRSABits)
 	}
 	req.keyDir = filepath.Dir(old.path)
 	if *dir != "" {
@@ -222,7 +223,7 @@ func printRotation(w io.Writer, cfg *config.Config, old keyFile, g *generated, n
 	}
 
 	fmt.Fprintf(w, "\nStep 2 of 5: publish the new record now, next to the old one (leave %s as it is)\n", old.selector)
-	fmt.Fprintln(w, keystore.ZoneLine(keystore.DNSName(g.selector, g.domain), g.value))
+	fmt.Fprintln(w, keystore.ZoneLine(dkim.DNSName(g.selector, g.domain), g.value))
 	writePanelHint(w, "on one line, for DNS web panels", g.selector, g.domain)
 	fmt.Fprintln(w, g.value)
 
@@ -258,7 +259,7 @@ func printRotation(w io.Writer, cfg *config.Config, old keyFile, g *generated, n
 
 	keep, why := retireAfter(cfg.Sign.Expire)
 	days := int(math.Ceil(keep.Hours() / 24))
-	oldDNS := keystore.DNSName(old.selector, old.domain)
+	oldDNS := dkim.DNSName(old.selector, old.domain)
 	fmt.Fprintf(w, "\nStep 5 of 5: retire the old key\nKeep %s published for %d days after the switch:\n%s\n", oldDNS, days, why)
 	fmt.Fprintf(w, "If you switch today, that is until %s; switching later moves the date\nby as many days. Then:\n", now.AddDate(0, 0, days).Format(time.DateOnly))
 	fmt.Fprintln(w, "- revoke the old key by publishing an empty p= rather than deleting the record")

@@ -54,9 +54,9 @@ func ParseCanon(s string) (header, body Canon, err error) {
 	return header, body, nil
 }
 
-// AppendCanonicalHeader appends the canonical form of one raw header field
+// appendCanonicalHeader appends the canonical form of one raw header field
 // ("Name:value", folded with CRLF, no final CRLF) followed by CRLF.
-func AppendCanonicalHeader(dst []byte, c Canon, raw string) []byte {
+func appendCanonicalHeader(dst []byte, c Canon, raw string) []byte {
 	if c == Simple {
 		dst = append(dst, raw...)
 		return append(dst, '\r', '\n')

@@ -139,10 +139,10 @@ func TestHeaderCanonicalization(t *testing.T) {
 		{"Subject: a\rb", "Subject: a\rb\r\n", "subject:a\rb\r\n"},
 	}
 	for _, tt := range tests {
-		if got := string(AppendCanonicalHeader(nil, Simple, tt.raw)); got != tt.simple {
+		if got := string(appendCanonicalHeader(nil, Simple, tt.raw)); got != tt.simple {
 			t.Errorf("simple(%q) = %q, want %q", tt.raw, got, tt.simple)
 		}
-		if got := string(AppendCanonicalHeader(nil, Relaxed, tt.raw)); got != tt.relaxed {
+		if got := string(appendCanonicalHeader(nil, Relaxed, tt.raw)); got != tt.relaxed {
 			t.Errorf("relaxed(%q) = %q, want %q", tt.raw, got, tt.relaxed)
 		}
 	}

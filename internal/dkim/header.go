@@ -64,7 +64,7 @@ func (h Header) AppendSignedHeaders(dst []byte, c Canon, names []string) []byte 
 		for i := len(h) - 1; i >= 0; i-- {
 			if !used[i] && EqualFoldASCII(h[i].Name, name) {
 				used[i] = true
-				dst = AppendCanonicalHeader(dst, c, h[i].Raw)
+				dst = appendCanonicalHeader(dst, c, h[i].Raw)
 				break
 			}
 		}
@@ -89,7 +89,7 @@ func (h Header) appendSignedIndexed(dst []byte, c Canon, names []string) []byte 
 		if len(idx) == 0 {
 			continue
 		}
-		dst = AppendCanonicalHeader(dst, c, h[idx[len(idx)-1]].Raw)
+		dst = appendCanonicalHeader(dst, c, h[idx[len(idx)-1]].Raw)
 		byName[k] = idx[:len(idx)-1]
 	}
 	return dst
@@ -99,7 +99,7 @@ func (h Header) appendSignedIndexed(dst []byte, c Canon, names []string) []byte 
 // field being signed or verified, without the final CRLF (RFC 6376 §3.7).
 // raw must already have its b= value removed.
 func AppendSignatureField(dst []byte, c Canon, raw string) []byte {
-	dst = AppendCanonicalHeader(dst, c, raw)
+	dst = appendCanonicalHeader(dst, c, raw)
 	return dst[:len(dst)-2]
 }
 

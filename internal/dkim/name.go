@@ -33,3 +33,10 @@ func NameProblem(s string) string {
 	}
 	return ""
 }
+
+// DNSName is the name a key record is published at, RFC 6376 §3.6.2.1:
+// SELECTOR._domainkey.DOMAIN, without the final dot.
+// https://www.rfc-editor.org/rfc/rfc6376#section-3.6.2.1
+func DNSName(selector, domain string) string {
+	return selector + "._domainkey." + strings.TrimSuffix(domain, ".")
+}

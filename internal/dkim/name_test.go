@@ -27,3 +27,16 @@ func TestNameProblem(t *testing.T) {
 		}
 	}
 }
+
+// The key's DNS name, with or without the domain's final dot.
+func TestDNSName(t *testing.T) {
+	for _, d := range []string{"example.com", "example.com."} {
+		if got := DNSName("s202611", d); got != "s202611._domainkey.example.com" {
+			t.Errorf("DNSName(s202611, %s) = %s", d, got)
+		}
+	}
+	s := ParseSignature(NewField("DKIM-Signature", " v=1; a=rsa-sha256; d=Example.COM.; s=sel; h=from; bh=AA==; b=AA=="))
+	if got := s.DNSName(); got != "sel._domainkey.example.com" {
+		t.Errorf("signature's DNS name %q (%v)", got, s.Err)
+	}
+}

@@ -1,7 +1,10 @@
-// Package dkim holds the wire-format pieces that the signer and the verifier
-// share: the tag=value list parser, the key record parser, header field
-// helpers and the two canonicalization algorithms. It knows nothing about
-// DNS, keys on disk or the milter protocol.
+// Package dkim holds the DKIM facts that the signer, the verifier, the key
+// store and the commands share, each defined once: the tag=value list
+// parser, the DKIM-Signature and key record parsers, header fields and the
+// two canonicalization algorithms, the key's DNS name, the RSA key sizes,
+// folding the fields we add, the address of a From field, and splitting
+// a saved message. It knows nothing about DNS, keys on disk or the milter
+// protocol.
 //
 // Why not go-msgauth's dkim package: it keeps all of this unexported, signs
 // with a fixed tag order and the wall clock, refuses every l= signature,
@@ -17,11 +20,11 @@ import (
 	"strings"
 )
 
-// ErrTagSyntax and ErrDuplicateTag are the two ways a tag-list can be
+// errTagSyntax and errDuplicateTag are the two ways a tag-list can be
 // malformed (RFC 6376 §3.2).
 var (
-	ErrTagSyntax    = errors.New("malformed tag-list")
-	ErrDuplicateTag = errors.New("duplicate tag")
+	errTagSyntax    = errors.New("malformed tag-list")
+	errDuplicateTag = errors.New("duplicate tag")
 )
 
 // Tag is one tag=value pair. Start and End delimit everything between the
@@ -68,11 +71,11 @@ func ParseTagList(s string) (TagList, error) {
 		}
 		eq := strings.IndexByte(spec, '=')
 		if eq < 0 {
-			return nil, fmt.Errorf("%w: %q has no \"=\"", ErrTagSyntax, strings.TrimSpace(spec))
+			return nil, fmt.Errorf("%w: %q has no \"=\"", errTagSyntax, strings.TrimSpace(spec))
 		}
 		name := strings.Trim(spec[:eq], " \t\r\n")
 		if !validTagName(name) {
-			return nil, fmt.Errorf("%w: bad tag name %q", ErrTagSyntax, name)
+			return nil, fmt.Errorf("%w: bad tag name %q", errTagSyntax, name)
 		}
 		vs, ve := pos+eq+1, end
 		for vs < ve && isFWS(s[vs]) {
@@ -82,7 +85,7 @@ func ParseTagList(s string) (TagList, error) {
 			ve--
 		}
 		if tags.has(name, seen) {
-			return nil, fmt.Errorf("%w %s=", ErrDuplicateTag, name)
+			return nil, fmt.Errorf("%w %s=", errDuplicateTag, name)
 		}
 		tags = append(tags, Tag{Name: name, Value: s[vs:ve], Start: pos + eq + 1, End: end})
 		seen = tags.index(seen)
@@ -215,9 +218,9 @@ func SplitColonList(s string) []string {
 	return out
 }
 
-// DecodeQuotedPrintable decodes dkim-quoted-printable (RFC 6376 §2.11), the
+// decodeQuotedPrintable decodes dkim-quoted-printable (RFC 6376 §2.11), the
 // encoding of i= and z=: "=XX" hex escapes, FWS ignored.
-func DecodeQuotedPrintable(s string) (string, error) {
+func decodeQuotedPrintable(s string) (string, error) {
 	if strings.IndexByte(s, '=') < 0 && strings.IndexAny(s, " \t\r\n") < 0 {
 		return s, nil
 	}

@@ -23,11 +23,11 @@ func TestParseTagList(t *testing.T) {
 		{"a=1;;b=2", map[string]string{"a": "1", "b": "2"}, nil},
 		{"a=", map[string]string{"a": ""}, nil},
 		{"", map[string]string{}, nil},
-		{"a=1; a=2", nil, ErrDuplicateTag},
-		{"a=1; b", nil, ErrTagSyntax},
-		{"1a=x", nil, ErrTagSyntax},
-		{"a b=x", nil, ErrTagSyntax},
-		{"=x", nil, ErrTagSyntax},
+		{"a=1; a=2", nil, errDuplicateTag},
+		{"a=1; b", nil, errTagSyntax},
+		{"1a=x", nil, errTagSyntax},
+		{"a b=x", nil, errTagSyntax},
+		{"=x", nil, errTagSyntax},
 	}
 	for _, tt := range tests {
 		got, err := ParseTagList(tt.in)
@@ -72,11 +72,11 @@ func TestDecodeQuotedPrintable(t *testing.T) {
 		"joe=40x@example.com": "joe@x@example.com",
 		"a =3D\r\n b":         "a=b",
 	} {
-		if got, err := DecodeQuotedPrintable(in); err != nil || got != want {
-			t.Errorf("DecodeQuotedPrintable(%q) = %q, %v; want %q", in, got, err, want)
+		if got, err := decodeQuotedPrintable(in); err != nil || got != want {
+			t.Errorf("decodeQuotedPrintable(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	if _, err := DecodeQuotedPrintable("a=4"); err == nil {
+	if _, err := decodeQuotedPrintable("a=4"); err == nil {
 		t.Error("truncated escape accepted")
 	}
 }

@@ -34,7 +34,9 @@ func ParseMessage(raw []byte, envFrom string, rcpts []string) (*Message, error) 
 		envFrom = "sender@example.com"
 		for _, f := range h {
 			if strings.EqualFold(f.Name, "From") {
-				envFrom = addrOf(f.Value())
+				if addrs := dkim.FromAddresses(f.Value()); len(addrs) > 0 {
+					envFrom = addrs[0]
+				}
 				break
 			}
 		}
@@ -67,15 +69,6 @@ func (m *Message) values(leadSpace bool) []string {
 		return m.lead
 	}
 	return m.nolead
-}
-
-func addrOf(v string) string {
-	if i := strings.LastIndexByte(v, '<'); i >= 0 {
-		if j := strings.IndexByte(v[i:], '>'); j > 0 {
-			return v[i+1 : i+j]
-		}
-	}
-	return strings.TrimSpace(v)
 }
 
 // lines is the text the generated bodies are made of: ordinary prose of

@@ -44,27 +44,8 @@ func CRLF(b []byte) []byte {
 
 // Split splits a raw message (CRLF or LF) into its header fields and body.
 func Split(msg []byte) (dkim.Header, []byte) {
-	msg = CRLF(msg)
-	var h dkim.Header
-	rest := msg
-	for len(rest) > 0 {
-		i := bytes.Index(rest, []byte("\r\n"))
-		if i < 0 {
-			i = len(rest)
-		}
-		line := string(rest[:i])
-		next := rest[min(i+2, len(rest)):]
-		if line == "" {
-			return h, next
-		}
-		if (line[0] == ' ' || line[0] == '\t') && len(h) > 0 {
-			h[len(h)-1].Raw += "\r\n" + line
-		} else {
-			h = append(h, dkim.ParseField(line))
-		}
-		rest = next
-	}
-	return h, nil
+	h, body, _ := dkim.SplitMessage(msg)
+	return h, body
 }
 
 // Join rebuilds a message from fields and body.

@@ -1,4 +1,4 @@
-package verifier
+package dkim
 
 import (
 	"encoding/base64"
@@ -7,14 +7,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/dkimmilter/dkimmilter/internal/dkim"
 )
 
 // Signature is a parsed DKIM-Signature field (RFC 6376 §3.5).
 type Signature struct {
-	Field dkim.Field
-	Tags  dkim.TagList
+	Field Field
+	Tags  TagList
 
 	Domain    string // d= (SDID), lower-cased
 	Identity  string // i= (AUID), decoded; "@"+d when absent
@@ -23,7 +21,7 @@ type Signature struct {
 	KeyType   string // "rsa" or "ed25519"
 	Hash      string // "sha256" or "sha1"
 
-	HeaderCanon, BodyCanon dkim.Canon
+	HeaderCanon, BodyCanon Canon
 	Canonicalization       string   // c= as written, "simple/simple" when absent
 	Headers                []string // h=
 	BodyHash               []byte   // bh=
@@ -33,17 +31,38 @@ type Signature struct {
 	HasTime, HasExpire     bool
 	Length                 int64 // l=, or -1
 
-	// Err is why the signature cannot be evaluated; Result says which
-	// result that is (permerror for syntax, policy for rsa-sha1).
-	Err    error
-	Result Result
+	// Err is why the signature cannot be evaluated: ErrSHA1 for a
+	// signature that is well formed but uses rsa-sha1, what is wrong
+	// otherwise.
+	Err error
 }
 
 // DNSName is where the key lives: selector._domainkey.domain (RFC 6376
 // §3.6.2.1).
-func (s *Signature) DNSName() string {
-	return s.Selector + "._domainkey." + s.Domain
+func (s *Signature) DNSName() string { return DNSName(s.Selector, s.Domain) }
+
+// AppendHeaderHashInput appends what the header hash of s covers in h:
+// the fields h= names, canonicalized, then this DKIM-Signature field with
+// its b= value removed and no final CRLF (RFC 6376 §3.7,
+// https://www.rfc-editor.org/rfc/rfc6376#section-3.7).
+func (s *Signature) AppendHeaderHashInput(dst []byte, h Header) []byte {
+	dst = h.AppendSignedHeaders(dst, s.HeaderCanon, s.Headers)
+	return AppendSignatureField(dst, s.HeaderCanon, s.withoutB())
 }
+
+// withoutB returns the raw signature field with the b= value, including
+// the white space around it, removed (RFC 6376 §3.7).
+func (s *Signature) withoutB() string {
+	t, _ := s.Tags.Lookup("b")
+	off := len(s.Field.Raw) - len(s.Field.Value())
+	return s.Field.Raw[:off+t.Start] + s.Field.Raw[off+t.End:]
+}
+
+// ErrSHA1 is a signature made with rsa-sha1, which RFC 8301 §3.1 forbids
+// verifiers to accept: its result is policy, not permerror, since the
+// signature itself is well formed.
+// https://www.rfc-editor.org/rfc/rfc8301#section-3.1
+var ErrSHA1 = errors.New("rsa-sha1 is not accepted (RFC 8301)")
 
 var errSyntax = errors.New("malformed signature")
 
@@ -51,21 +70,18 @@ var errSyntax = errors.New("malformed signature")
 // signature itself are reported in Err (the first one found, in the order
 // RFC 6376 §6.1.1 checks them) with as many fields filled as could be read,
 // so that Authentication-Results can still say which signature it was.
-func ParseSignature(f dkim.Field) *Signature {
+func ParseSignature(f Field) *Signature {
 	s := &Signature{Field: f, Length: -1}
 	s.Err = s.parse()
-	if s.Err != nil && s.Result == "" {
-		s.Result = PermError
-	}
 	return s
 }
 
 func (s *Signature) parse() error {
-	tags, err := dkim.ParseTagList(s.Field.Value())
+	tags, err := ParseTagList(s.Field.Value())
 	if err != nil {
 		// Name the broken signature as well as we can.
-		s.name(dkim.ParseTagListLoose(s.Field.Value()))
-		if errors.Is(err, dkim.ErrDuplicateTag) {
+		s.name(ParseTagListLoose(s.Field.Value()))
+		if errors.Is(err, errDuplicateTag) {
 			return err
 		}
 		return fmt.Errorf("%w: %v", errSyntax, err)
@@ -94,7 +110,6 @@ func (s *Signature) parse() error {
 	case kt == "rsa" && hash == "sha1":
 		// RFC 8301 §3.1: rsa-sha1 MUST NOT be used for verifying.
 		s.KeyType, s.Hash = kt, hash
-		s.Result = Policy
 		return ErrSHA1
 	case (kt == "rsa" || kt == "ed25519") && hash == "sha256":
 		s.KeyType, s.Hash = kt, hash
@@ -105,36 +120,36 @@ func (s *Signature) parse() error {
 	s.Canonicalization = "simple/simple"
 	if c, ok := tags.Get("c"); ok {
 		s.Canonicalization = c
-		if s.HeaderCanon, s.BodyCanon, err = dkim.ParseCanon(c); err != nil {
+		if s.HeaderCanon, s.BodyCanon, err = ParseCanon(c); err != nil {
 			return err
 		}
 	}
 
 	if !validDomain(s.Domain) {
-		return fmt.Errorf("d=%s is not a domain name", sanitize(s.Domain))
+		return fmt.Errorf("d=%s is not a domain name", reasonText(s.Domain))
 	}
 	if !validSelector(s.Selector) {
-		return fmt.Errorf("s=%s is not a valid selector", sanitize(s.Selector))
+		return fmt.Errorf("s=%s is not a valid selector", reasonText(s.Selector))
 	}
 	s.Identity = "@" + s.Domain
 	if i, ok := tags.Get("i"); ok {
-		id, err := dkim.DecodeQuotedPrintable(i)
+		id, err := decodeQuotedPrintable(i)
 		if err != nil {
 			return fmt.Errorf("i= is not valid quoted-printable")
 		}
 		s.Identity = id
 		at := strings.LastIndexByte(id, '@')
 		if at < 0 {
-			return fmt.Errorf("i=%s has no @", sanitize(id))
+			return fmt.Errorf("i=%s has no @", reasonText(id))
 		}
 		// RFC 6376 §3.5: the AUID's domain is d= or a subdomain of it.
 		idom := strings.ToLower(strings.TrimSuffix(id[at+1:], "."))
 		if idom != s.Domain && !strings.HasSuffix(idom, "."+s.Domain) {
-			return fmt.Errorf("i= domain %s is not d=%s or a subdomain of it", sanitize(idom), s.Domain)
+			return fmt.Errorf("i= domain %s is not d=%s or a subdomain of it", reasonText(idom), s.Domain)
 		}
 	}
 
-	s.Headers = dkim.SplitColonList(mustGet(tags, "h"))
+	s.Headers = SplitColonList(mustGet(tags, "h"))
 	hasFrom := false
 	for _, h := range s.Headers {
 		if strings.EqualFold(h, "from") {
@@ -155,24 +170,24 @@ func (s *Signature) parse() error {
 
 	if q, ok := tags.Get("q"); ok {
 		dnsTXT := false
-		for _, m := range dkim.SplitColonList(q) {
+		for _, m := range SplitColonList(q) {
 			if strings.EqualFold(m, "dns/txt") {
 				dnsTXT = true
 			}
 		}
 		if !dnsTXT {
-			return fmt.Errorf("unknown query method q=%s", sanitize(q))
+			return fmt.Errorf("unknown query method q=%s", reasonText(q))
 		}
 	}
 	if t, ok := tags.Get("t"); ok {
 		if s.Time, err = parseTime(t); err != nil {
-			return fmt.Errorf("bad t= timestamp %q", sanitize(t))
+			return fmt.Errorf("bad t= timestamp %q", reasonText(t))
 		}
 		s.HasTime = true
 	}
 	if x, ok := tags.Get("x"); ok {
 		if s.Expire, err = parseTime(x); err != nil {
-			return fmt.Errorf("bad x= timestamp %q", sanitize(x))
+			return fmt.Errorf("bad x= timestamp %q", reasonText(x))
 		}
 		s.HasExpire = true
 		// RFC 6376 §3.5: x= MUST be greater than t=.
@@ -183,7 +198,7 @@ func (s *Signature) parse() error {
 	if l, ok := tags.Get("l"); ok {
 		n, err := strconv.ParseInt(l, 10, 64)
 		if err != nil || n < 0 || len(l) > 76 {
-			return fmt.Errorf("bad l= body length %q", sanitize(l))
+			return fmt.Errorf("bad l= body length %q", reasonText(l))
 		}
 		s.Length = n
 	}
@@ -191,24 +206,24 @@ func (s *Signature) parse() error {
 }
 
 // name fills the fields that identify a signature in A-R and logs.
-func (s *Signature) name(tags dkim.TagList) {
+func (s *Signature) name(tags TagList) {
 	if d, ok := tags.Get("d"); ok {
 		s.Domain = strings.ToLower(strings.TrimSuffix(d, "."))
 	}
 	s.Selector, _ = tags.Get("s")
 	s.Algorithm, _ = tags.Get("a")
 	if b, ok := tags.Get("b"); ok {
-		s.B = dkim.StripFWS(b)
+		s.B = StripFWS(b)
 	}
 }
 
-func mustGet(tags dkim.TagList, name string) string {
+func mustGet(tags TagList, name string) string {
 	v, _ := tags.Get(name)
 	return v
 }
 
 func decodeB64(s string) ([]byte, error) {
-	s = dkim.StripFWS(s)
+	s = StripFWS(s)
 	if b, err := base64.StdEncoding.DecodeString(s); err == nil {
 		return b, nil
 	}
@@ -262,16 +277,18 @@ func validLabel(l string) bool {
 	return true
 }
 
-// sanitize makes text from a message safe to put in a reason or a log:
-// control characters (a CR LF could start a new header field) become '?'
-// and length is bounded.
-func sanitize(s string) string { return sanitizeN(s, 64) }
+// maxReasonText bounds a value quoted in a reason.
+const maxReasonText = 64
 
-// sanitizeN is sanitize with room for n bytes: A-R property values need
-// more than a reason does, since a domain may be 253 characters long.
-func sanitizeN(s string, n int) string {
-	if n > 0 && len(s) > n {
-		s = s[:n] + "..."
+// reasonText makes a tag value from the message safe to quote in a reason.
+func reasonText(s string) string { return Sanitize(s, maxReasonText) }
+
+// Sanitize makes text from a message safe to put in a reason, a header
+// field or a log: control characters (a CR LF could start a new header
+// field) become '?', and it is cut to max bytes with "..." (0: no bound).
+func Sanitize(s string, max int) string {
+	if max > 0 && len(s) > max {
+		s = s[:max] + "..."
 	}
 	return strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
