@@ -12,6 +12,7 @@ import (
 
 	gomilter "github.com/emersion/go-milter"
 
+	"github.com/dkimmilter/dkimmilter/internal/authres"
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/keystore"
 	"github.com/dkimmilter/dkimmilter/signer"
@@ -136,7 +137,7 @@ func (s *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Res
 	f := dkim.NewField(name, value)
 	if dkim.EqualFoldASCII(f.Name, "Authentication-Results") {
 		msg.arCount++
-		if ClaimsAuthservID(f.Value(), s.authservID()) {
+		if authres.ClaimsAuthservID(f.Value(), s.authservID()) {
 			msg.forged = append(msg.forged, msg.arCount)
 		}
 	}
@@ -380,7 +381,7 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 			}
 		}
 		if msg.decision == "verified" {
-			if err := m.InsertHeader(0, "Authentication-Results", verifier.AuthResults(s.authservID(), results)); err != nil {
+			if err := m.InsertHeader(0, "Authentication-Results", authres.Format(s.authservID(), verifier.AuthResults(results))); err != nil {
 				return nil, err
 			}
 		}

@@ -80,23 +80,3 @@ func BenchmarkVerify(b *testing.B) {
 		})
 	}
 }
-
-// Formatting the Authentication-Results value: one pass, and a pass with
-// a failure beside it.
-func BenchmarkAuthResults(b *testing.B) {
-	pass := &Verification{Result: Pass, Domain: "example.com", Identity: "@example.com", Selector: "s2026r",
-		Algorithm: "rsa-sha256", B: "Zr5u1P8xQm2vK9aL", KeyBits: 2048, KeyType: "rsa"}
-	fail := &Verification{Result: Fail, Err: ErrBodyHash, Domain: "lists.example.org", Selector: "k1",
-		Algorithm: "rsa-sha256", B: "Yh7QpA2cYh7QpA2c", KeyBits: 1024, KeyType: "rsa"}
-	for _, c := range []struct {
-		name string
-		vs   []*Verification
-	}{{"pass", []*Verification{pass}}, {"pass+fail", []*Verification{pass, fail}}} {
-		b.Run(c.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				AuthResults("mx.example.com", c.vs)
-			}
-		})
-	}
-}

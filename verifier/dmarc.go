@@ -302,17 +302,17 @@ func AuthorDomain(h dkim.Header) (string, error) {
 	}
 	addrs := dkim.FromAddresses(value)
 	if len(addrs) == 0 {
-		return "", fmt.Errorf("From %q has no domain", dkim.Sanitize(strings.TrimSpace(value), maxReason))
+		return "", fmt.Errorf("From %q has no domain", dkim.Sanitize(strings.TrimSpace(value)))
 	}
 	domain := ""
 	for _, a := range addrs {
 		at := strings.LastIndexByte(a, '@')
 		if at < 0 || at == len(a)-1 {
-			return "", fmt.Errorf("From %q has no domain", dkim.Sanitize(strings.TrimSpace(value), maxReason))
+			return "", fmt.Errorf("From %q has no domain", dkim.Sanitize(strings.TrimSpace(value)))
 		}
 		d := strings.ToLower(strings.TrimSuffix(a[at+1:], "."))
 		if domain != "" && d != domain {
-			return "", fmt.Errorf("From has mailboxes in several domains (%s, %s)", domain, dkim.Sanitize(d, maxReason))
+			return "", fmt.Errorf("From has mailboxes in several domains (%s, %s)", domain, dkim.Sanitize(d))
 		}
 		domain = d
 	}

@@ -43,7 +43,7 @@ func (v *Verifier) headerHints(ctx context.Context, h dkim.Header, body []byte, 
 			for _, f := range h {
 				if strings.EqualFold(f.Name, name) && try(idx, f.Value()) {
 					hints = append(hints, fmt.Sprintf("the signature verifies with the From that %s holds (%s): a mailing list rewrote From after signing (DMARC mitigation); the list's own signature, if any, is the one that counts",
-						name, dkim.Sanitize(strings.TrimSpace(f.Value()), maxReason)))
+						name, dkim.Sanitize(strings.TrimSpace(f.Value()))))
 					explained = true
 				}
 			}

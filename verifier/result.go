@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/dkimmilter/dkimmilter/internal/authres"
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
 )
 
@@ -66,6 +67,19 @@ type Verification struct {
 	Authenticated bool   // the resolver validated the answer (AD bit)
 
 	Signature *dkim.Signature // the parsed field (nil only for "none")
+}
+
+// AuthResults returns vs in the form Authentication-Results takes them
+// (authres.Format).
+func AuthResults(vs []*Verification) []authres.DKIM {
+	out := make([]authres.DKIM, len(vs))
+	for i, v := range vs {
+		out[i] = authres.DKIM{
+			Result: string(v.Result), Reason: v.Reason(), Comment: v.Comment(),
+			Domain: v.Domain, Identity: v.Identity, Selector: v.Selector, Algorithm: v.Algorithm, B: v.B,
+		}
+	}
+	return out
 }
 
 // Reason is the text for A-R reason=; empty for pass.

@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/internal/authres"
 	"github.com/dkimmilter/dkimmilter/internal/dns"
 	"github.com/dkimmilter/dkimmilter/milter"
 	"github.com/dkimmilter/dkimmilter/verifier"
@@ -126,7 +127,7 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 		return exitVerifyNoInput
 	}
 	code := verifyExitCode(rep.Verifications)
-	ar := verifier.AuthResults(authservID, rep.Verifications)
+	ar := authres.Format(authservID, verifier.AuthResults(rep.Verifications))
 	if *asJSON {
 		if err := writeVerifyJSON(stdout, name, authservID, ar, code, rep); err != nil {
 			fmt.Fprintf(stderr, "dkimmilter verify: %v\n", err)

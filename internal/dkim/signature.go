@@ -126,10 +126,10 @@ func (s *Signature) parse() error {
 	}
 
 	if !validDomain(s.Domain) {
-		return fmt.Errorf("d=%s is not a domain name", reasonText(s.Domain))
+		return fmt.Errorf("d=%s is not a domain name", Sanitize(s.Domain))
 	}
 	if !validSelector(s.Selector) {
-		return fmt.Errorf("s=%s is not a valid selector", reasonText(s.Selector))
+		return fmt.Errorf("s=%s is not a valid selector", Sanitize(s.Selector))
 	}
 	s.Identity = "@" + s.Domain
 	if i, ok := tags.Get("i"); ok {
@@ -140,12 +140,12 @@ func (s *Signature) parse() error {
 		s.Identity = id
 		at := strings.LastIndexByte(id, '@')
 		if at < 0 {
-			return fmt.Errorf("i=%s has no @", reasonText(id))
+			return fmt.Errorf("i=%s has no @", Sanitize(id))
 		}
 		// RFC 6376 §3.5: the AUID's domain is d= or a subdomain of it.
 		idom := strings.ToLower(strings.TrimSuffix(id[at+1:], "."))
 		if idom != s.Domain && !strings.HasSuffix(idom, "."+s.Domain) {
-			return fmt.Errorf("i= domain %s is not d=%s or a subdomain of it", reasonText(idom), s.Domain)
+			return fmt.Errorf("i= domain %s is not d=%s or a subdomain of it", Sanitize(idom), s.Domain)
 		}
 	}
 
@@ -176,18 +176,18 @@ func (s *Signature) parse() error {
 			}
 		}
 		if !dnsTXT {
-			return fmt.Errorf("unknown query method q=%s", reasonText(q))
+			return fmt.Errorf("unknown query method q=%s", Sanitize(q))
 		}
 	}
 	if t, ok := tags.Get("t"); ok {
 		if s.Time, err = parseTime(t); err != nil {
-			return fmt.Errorf("bad t= timestamp %q", reasonText(t))
+			return fmt.Errorf("bad t= timestamp %q", Sanitize(t))
 		}
 		s.HasTime = true
 	}
 	if x, ok := tags.Get("x"); ok {
 		if s.Expire, err = parseTime(x); err != nil {
-			return fmt.Errorf("bad x= timestamp %q", reasonText(x))
+			return fmt.Errorf("bad x= timestamp %q", Sanitize(x))
 		}
 		s.HasExpire = true
 		// RFC 6376 §3.5: x= MUST be greater than t=.
@@ -198,7 +198,7 @@ func (s *Signature) parse() error {
 	if l, ok := tags.Get("l"); ok {
 		n, err := strconv.ParseInt(l, 10, 64)
 		if err != nil || n < 0 || len(l) > 76 {
-			return fmt.Errorf("bad l= body length %q", reasonText(l))
+			return fmt.Errorf("bad l= body length %q", Sanitize(l))
 		}
 		s.Length = n
 	}
@@ -277,18 +277,16 @@ func validLabel(l string) bool {
 	return true
 }
 
-// maxReasonText bounds a value quoted in a reason.
-const maxReasonText = 64
+// Sanitize makes text from a message safe to quote in a reason or a log:
+// control characters (a CR LF could start a new header field) become '?',
+// and it is cut at 64 bytes with "...".
+func Sanitize(s string) string { return SanitizeN(s, 64) }
 
-// reasonText makes a tag value from the message safe to quote in a reason.
-func reasonText(s string) string { return Sanitize(s, maxReasonText) }
-
-// Sanitize makes text from a message safe to put in a reason, a header
-// field or a log: control characters (a CR LF could start a new header
-// field) become '?', and it is cut to max bytes with "..." (0: no bound).
-func Sanitize(s string, max int) string {
-	if max > 0 && len(s) > max {
-		s = s[:max] + "..."
+// SanitizeN is Sanitize with room for n bytes (0: no bound), for text that
+// must be kept whole, such as a domain in Authentication-Results.
+func SanitizeN(s string, n int) string {
+	if n > 0 && len(s) > n {
+		s = s[:n] + "..."
 	}
 	return strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {

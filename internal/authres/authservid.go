@@ -1,4 +1,4 @@
-package milter
+package authres
 
 import "strings"
 
@@ -8,10 +8,6 @@ import "strings"
 // The comparison ignores case, and also matches OpenDKIM's "id/queue-id"
 // form, so that a forged field cannot slip through by spelling. A value we
 // cannot parse claims nothing: other hosts' fields are not ours to delete.
-//
-// go-msgauth's authres.Parse is not used: it fails on comments that
-// contain ';' and on quoted strings with spaces, both of which a forger can
-// write.
 func ClaimsAuthservID(value, id string) bool {
 	got, ok := authservID(value)
 	if !ok || id == "" {

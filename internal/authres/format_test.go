@@ -1,22 +1,22 @@
-package verifier
+package authres
 
 import (
 	"strings"
 	"testing"
 )
 
-func TestAuthResults(t *testing.T) {
-	pass := &Verification{Result: Pass, Domain: "example.com", Identity: "@example.com", Selector: "s2026r",
-		Algorithm: "rsa-sha256", B: "Zr5u1P8xABCDEFGH", KeyType: "rsa", KeyBits: 2048}
-	fail := &Verification{Result: Fail, Err: ErrBodyHash, Domain: "lists.example.org", Identity: "@lists.example.org",
-		Selector: "k1", Algorithm: "rsa-sha256", B: "Yh7Q/A2cXYZ", KeyType: "rsa", KeyBits: 1024}
+func TestFormat(t *testing.T) {
+	pass := DKIM{Result: "pass", Comment: "2048-bit rsa key", Domain: "example.com", Identity: "@example.com", Selector: "s2026r",
+		Algorithm: "rsa-sha256", B: "Zr5u1P8xABCDEFGH"}
+	fail := DKIM{Result: "fail", Reason: "body hash did not verify", Comment: "1024-bit rsa key", Domain: "lists.example.org", Identity: "@lists.example.org",
+		Selector: "k1", Algorithm: "rsa-sha256", B: "Yh7Q/A2cXYZ"}
 	tests := []struct {
 		name string
-		vs   []*Verification
+		vs   []DKIM
 		want string
 	}{
 		{"none", nil, " mx.example.com; dkim=none"},
-		{"pass and fail", []*Verification{pass, fail}, " mx.example.com;\r\n" +
+		{"pass and fail", []DKIM{pass, fail}, " mx.example.com;\r\n" +
 			"\tdkim=pass (2048-bit rsa key) header.d=example.com\r\n" +
 			"\theader.i=@example.com header.s=s2026r header.a=rsa-sha256\r\n" +
 			"\theader.b=Zr5u1P8x;\r\n" +
@@ -25,7 +25,7 @@ func TestAuthResults(t *testing.T) {
 			"\theader.a=rsa-sha256 header.b=\"Yh7Q/A2c\""},
 	}
 	for _, tt := range tests {
-		if got := AuthResults("mx.example.com", tt.vs); got != tt.want {
+		if got := Format("mx.example.com", tt.vs); got != tt.want {
 			t.Errorf("%s:\ngot  %q\nwant %q", tt.name, got, tt.want)
 		}
 	}
@@ -34,7 +34,7 @@ func TestAuthResults(t *testing.T) {
 // header.b is at least 8 characters and long enough to tell signatures
 // apart (RFC 6008 §4).
 func TestUniqueB(t *testing.T) {
-	vs := []*Verification{{B: "AAAAAAAAAA1xyz"}, {B: "AAAAAAAAAA2xyz"}, {B: "BBBBBBBBBBB"}, {B: "short"}}
+	vs := []DKIM{{B: "AAAAAAAAAA1xyz"}, {B: "AAAAAAAAAA2xyz"}, {B: "BBBBBBBBBBB"}, {B: "short"}}
 	got := uniqueB(vs)
 	want := []string{"AAAAAAAAAA1", "AAAAAAAAAA2", "BBBBBBBB", "short"}
 	for i := range want {
@@ -46,10 +46,10 @@ func TestUniqueB(t *testing.T) {
 
 // Text from a message cannot break out of the A-R: no CR or LF, quotes
 // escaped, tspecials quoted.
-func TestAuthResultsHostileValues(t *testing.T) {
-	v := &Verification{Result: PermError, Err: errString("bad \"x\"\r\nX-Injected: yes"),
+func TestFormatHostileValues(t *testing.T) {
+	v := DKIM{Result: "permerror", Reason: "bad \"x\"\r\nX-Injected: yes",
 		Domain: "evil\r\nX-Injected: 1", Identity: "a b@c", Selector: "s;x", Algorithm: "rsa-sha256", B: "abc\\def"}
-	got := AuthResults("mx.example.com", []*Verification{v})
+	got := Format("mx.example.com", []DKIM{v})
 	for _, l := range strings.Split(got, "\r\n") {
 		if strings.ContainsAny(l, "\r\n") {
 			t.Errorf("bare CR or LF in %q", l)
@@ -65,19 +65,15 @@ func TestAuthResultsHostileValues(t *testing.T) {
 	}
 }
 
-type errString string
-
-func (e errString) Error() string { return string(e) }
-
 // Property values are cut at 320 bytes, not 64: header.d may be a
 // 253-byte domain, and a cut one hands a downstream DMARC check the wrong
 // domain; the authserv-id is never cut. Regression (found by
 // FuzzAuthResults).
-func TestAuthResultsLongValues(t *testing.T) {
+func TestFormatLongValues(t *testing.T) {
 	id := strings.Repeat("mx", 40) + ".example.com"
 	d := strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + ".example.com"
-	v := &Verification{Result: Pass, Domain: d, Identity: "@" + d, Selector: "s", Algorithm: "rsa-sha256", B: "Zr5u1P8x"}
-	got := strings.ReplaceAll(AuthResults(id, []*Verification{v}), "\r\n\t", " ")
+	v := DKIM{Result: "pass", Domain: d, Identity: "@" + d, Selector: "s", Algorithm: "rsa-sha256", B: "Zr5u1P8x"}
+	got := strings.ReplaceAll(Format(id, []DKIM{v}), "\r\n\t", " ")
 	for _, want := range []string{" " + id + ";", " header.d=" + d + " ", " header.i=@" + d + " "} {
 		if !strings.Contains(got, want) {
 			t.Errorf("%q lacks %q", got, want)
@@ -91,7 +87,7 @@ func TestAuthResultsLongValues(t *testing.T) {
 // anew, and took 1.4 s here (minutes for a 1 MiB field).
 func TestUniqueBLongSharedPrefix(t *testing.T) {
 	a := strings.Repeat("A", 100000)
-	got := uniqueB([]*Verification{{B: a + "B"}, {B: a + "C"}, {B: a + "C"}})
+	got := uniqueB([]DKIM{{B: a + "B"}, {B: a + "C"}, {B: a + "C"}})
 	if got[0] != a+"B" || got[1] != a+"C" || got[2] != a+"C" {
 		t.Errorf("uniqueB: lengths %d %d %d", len(got[0]), len(got[1]), len(got[2]))
 	}

@@ -1,4 +1,12 @@
-package verifier
+// Package authres writes the Authentication-Results field the milter
+// stamps on inbound mail, and reads the authserv-id of the ones that
+// arrive, so that those claiming ours can be deleted (RFC 8601).
+//
+// go-msgauth's authres package is not used: its Format cannot emit
+// comments, folds nothing and does not escape backslashes, and its Parse
+// fails on comments that contain ';' and on quoted strings with spaces,
+// both of which a forger can write.
+package authres
 
 import (
 	"strings"
@@ -6,21 +14,31 @@ import (
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
 )
 
-// AuthResults formats the value of an Authentication-Results field (RFC
-// 8601 §2.2, https://www.rfc-editor.org/rfc/rfc8601#section-2.2) for the
-// verifications of one message: one dkim= result per signature, with a
-// reason, a comment naming the key, and header.d, i, s, a (RFC 8601
-// §2.7.1) and header.b (RFC 6008 §4). No verifications means "dkim=none":
-// a downstream DMARC filter must see that DKIM was checked.
+// DKIM is one dkim= result: what the verifier found for one signature.
+type DKIM struct {
+	Result  string // the RFC 8601 §2.7.1 result word: pass, fail, …
+	Reason  string // reason=, "" for none
+	Comment string // a comment after the result ("2048-bit rsa key"), "" for none
+	// header.d, header.i, header.s and header.a (RFC 8601 §2.7.1); ""
+	// leaves the property out.
+	Domain, Identity, Selector, Algorithm string
+	// B is the whole b= value: Format writes the shortest prefix that
+	// tells the signature apart from the others (RFC 6008 §4).
+	B string
+}
+
+// Format formats the value of an Authentication-Results field (RFC 8601
+// §2.2, https://www.rfc-editor.org/rfc/rfc8601#section-2.2) for the
+// results of one message: one dkim= result per signature, with a reason,
+// a comment naming the key, and header.d, i, s, a (RFC 8601 §2.7.1) and
+// header.b (RFC 6008 §4). No results means "dkim=none": a downstream
+// DMARC filter must see that DKIM was checked.
 //
 // The value starts with the single space that follows the colon and folds
 // with CRLF TAB at about 76 columns; every piece of text that comes from
 // the message is quoted or sanitized so that it cannot break out of its
 // place (or out of the header field).
-//
-// go-msgauth's authres.Format is not used: it cannot emit comments, folds
-// nothing and does not escape backslashes.
-func AuthResults(authservID string, vs []*Verification) string {
+func Format(authservID string, vs []DKIM) string {
 	f := dkim.NewFolder("Authentication-Results")
 	// The authserv-id is ours (config or $myhostname): never shortened,
 	// or downstream filters that look for it would not find it.
@@ -37,12 +55,12 @@ func AuthResults(authservID string, vs []*Verification) string {
 		} else {
 			f.Break(";")
 		}
-		f.Word("dkim=" + string(v.Result))
-		if r := v.Reason(); r != "" {
-			f.Word("reason=" + quote(r))
+		f.Word("dkim=" + v.Result)
+		if v.Reason != "" {
+			f.Word("reason=" + quote(v.Reason))
 		}
-		if c := v.Comment(); c != "" {
-			f.Word("(" + c + ")")
+		if v.Comment != "" {
+			f.Word("(" + v.Comment + ")")
 		}
 		props := [][2]string{
 			{"header.d", v.Domain}, {"header.i", v.Identity}, {"header.s", v.Selector},
@@ -63,7 +81,7 @@ func AuthResults(authservID string, vs []*Verification) string {
 // shared with another signature, found once per pair: growing the prefix
 // a character at a time and comparing it again took seconds for two
 // forged b= values of 100 KB that differ at their end.
-func uniqueB(vs []*Verification) []string {
+func uniqueB(vs []DKIM) []string {
 	out := make([]string, len(vs))
 	for i, v := range vs {
 		n := 8
@@ -99,7 +117,7 @@ const maxPValue = 320
 
 // pvalueN is pvalue with room for n bytes (0: no bound).
 func pvalueN(s string, n int) string {
-	s = dkim.Sanitize(s, n)
+	s = dkim.SanitizeN(s, n)
 	if isToken(s) {
 		return s
 	}
@@ -126,10 +144,7 @@ func isToken(s string) bool {
 
 // quote makes a quoted-string, escaping '\' and '"' (RFC 5322 §3.2.4) and
 // replacing anything that could end the field.
-func quote(s string) string { return quoteSanitized(dkim.Sanitize(s, maxReason)) }
-
-// maxReason bounds a reason, which may quote tag values from the message.
-const maxReason = 64
+func quote(s string) string { return quoteSanitized(dkim.Sanitize(s)) }
 
 // quoteSanitized quotes s, which sanitize has made safe already (a second
 // pass would cut it again: sanitize is not idempotent).
