@@ -7,7 +7,8 @@
 // probe for the usual culprits of a body hash failure (a footer, white
 // space, line ends; explain_probe.go), the exact signed header block and
 // the usual culprits of a header failure (explain_header.go), whether an
-// expired signature would otherwise verify, and DMARC alignment (dmarc.go).
+// expired signature would otherwise verify, and DMARC alignment
+// (internal/dmarc).
 //
 // The message is verified again for the what-ifs, with every DNS answer of
 // the first run replayed, so that they cost no queries and see the same
@@ -27,6 +28,7 @@ import (
 	"time"
 
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
+	"github.com/dkimmilter/dkimmilter/internal/dmarc"
 	"github.com/dkimmilter/dkimmilter/internal/dns"
 )
 
@@ -53,13 +55,13 @@ type Explanation struct {
 	// a signature rejected by its dates, Clock.Otherwise.
 	Detail *Verification
 
-	Clock         *ClockCheck // x= or t= rejected the signature
-	DNS           *DNSAnswer  // the key lookup; nil when none was made
-	BodyHashes    *BodyHashes // nil when the signature could not be parsed
-	Probe         *Probe      // body hash failures
-	SignedHeaders []string    // header failures: the canonical block hashed, line by line
-	HeaderHints   []string    // header failures: what probably changed
-	Alignment     *Alignment  // nil without a usable From domain
+	Clock         *ClockCheck      // x= or t= rejected the signature
+	DNS           *DNSAnswer       // the key lookup; nil when none was made
+	BodyHashes    *BodyHashes      // nil when the signature could not be parsed
+	Probe         *Probe           // body hash failures
+	SignedHeaders []string         // header failures: the canonical block hashed, line by line
+	HeaderHints   []string         // header failures: what probably changed
+	Alignment     *dmarc.Alignment // nil without a usable From domain
 }
 
 // ClockCheck tells "expired, otherwise valid" from "expired and broken".
@@ -147,9 +149,9 @@ func (v *Verifier) Explain(ctx context.Context, raw []byte) (*Report, error) {
 	base.Now = func() time.Time { return now } // one clock for every re-run
 
 	rep := &Report{Header: h, Body: body, Notes: notes, Now: now}
-	rep.AuthorDomain, rep.AuthorErr = AuthorDomain(h)
+	rep.AuthorDomain, rep.AuthorErr = dmarc.AuthorDomain(h)
 	rep.Verifications = base.run(ctx, h, body)
-	memo := map[string]*OrgDomain{}
+	aligner := dmarc.NewAligner(rec)
 	for i, r := range rep.Verifications {
 		e := &Explanation{Verification: r, Detail: r}
 		rep.Signatures = append(rep.Signatures, e)
@@ -172,7 +174,7 @@ func (v *Verifier) Explain(ctx context.Context, raw []byte) (*Report, error) {
 			e.HeaderHints = vv.headerHints(ctx, h, body, i, s)
 		}
 		if rep.AuthorErr == nil {
-			e.Alignment = alignWith(ctx, rec, rep.AuthorDomain, s.Domain, memo)
+			e.Alignment = aligner.Align(ctx, rep.AuthorDomain, s.Domain)
 		}
 	}
 	return rep, nil

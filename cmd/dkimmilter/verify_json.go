@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dkimmilter/dkimmilter/internal/dmarc"
 	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
@@ -172,7 +173,7 @@ func jsonSignatureOf(index int, e *verifier.Explanation) jsonSignature {
 	return j
 }
 
-func jsonOrgOf(o *verifier.OrgDomain) *jsonOrg {
+func jsonOrgOf(o *dmarc.OrgDomain) *jsonOrg {
 	if o == nil {
 		return nil
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dkimmilter/dkimmilter/internal/dmarc"
 	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
@@ -216,10 +217,10 @@ func writeAlignmentText(w io.Writer, e *verifier.Explanation) {
 	} else {
 		fmt.Fprintf(w, "    strict: not aligned, relaxed: %s\n", yes(a.Relaxed))
 		fmt.Fprintf(w, "    organizational domain by %s:\n", a.Method())
-		for _, o := range []*verifier.OrgDomain{a.Author, a.Signing} {
+		for _, o := range []*dmarc.OrgDomain{a.Author, a.Signing} {
 			fmt.Fprintf(w, "      %s -> %s: %s\n", clean(o.Domain), clean(o.Org), clean(o.Why))
 		}
-		if a.Author.Method == verifier.OrgByTreeWalk && !a.Author.Found {
+		if a.Author.Method == dmarc.OrgByTreeWalk && !a.Author.Found {
 			fmt.Fprintf(w, "    no DMARC record for %s: DMARC does not apply to this message\n", clean(a.AuthorDomain))
 		}
 	}

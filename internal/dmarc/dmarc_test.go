@@ -1,4 +1,4 @@
-package verifier
+package dmarc
 
 import (
 	"context"
@@ -141,7 +141,7 @@ func TestAlign(t *testing.T) {
 		{"a.broken.example", "b.broken.example", false, true, OrgByHeuristic},
 	}
 	for _, tc := range tests {
-		a := Align(context.Background(), r, tc.author, tc.sdid)
+		a := NewAligner(r).Align(context.Background(), tc.author, tc.sdid)
 		if a.Strict != tc.strict || a.Relaxed != tc.relaxed || a.Method() != tc.method {
 			t.Errorf("Align(%s, %s) = strict %v relaxed %v by %q, want %v %v by %q", tc.author, tc.sdid, a.Strict, a.Relaxed, a.Method(), tc.strict, tc.relaxed, tc.method)
 		}
@@ -154,9 +154,9 @@ func TestAlignMemoHeuristic(t *testing.T) {
 	srv := dnstest.New(t)
 	srv.SetRcode("_dmarc.a.example.com", mdns.RcodeServerFailure)
 	r := testClient(t, srv)
-	memo := map[string]*OrgDomain{}
-	alignWith(context.Background(), r, "a.example.com", "b.example.com", memo)
-	a := alignWith(context.Background(), r, "a.example.com", "c.example.com", memo)
+	al := NewAligner(r)
+	al.Align(context.Background(), "a.example.com", "b.example.com")
+	a := al.Align(context.Background(), "a.example.com", "c.example.com")
 	if n := srv.Queries("_dmarc.c.example.com"); n != 0 || a.Method() != OrgByHeuristic || !a.Relaxed {
 		t.Errorf("%d queries for c.example.com, method %s, relaxed %v", n, a.Method(), a.Relaxed)
 	}

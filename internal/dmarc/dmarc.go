@@ -1,7 +1,7 @@
-// DMARC identifier alignment of a DKIM signing domain (d=) with the author
-// domain (RFC5322.From), for the verify command's explanations. The milter
-// does not apply DMARC; this only tells an operator whether a signature
-// would count for it.
+// Package dmarc tells whether a DKIM signing domain (d=) aligns with the
+// author domain (RFC5322.From) as DMARC judges it, for the explanations
+// of dkimmilter verify. The milter does not apply DMARC; this only tells
+// an operator whether a signature would count for it.
 //
 // Strict alignment is an exact, case-insensitive comparison; relaxed
 // alignment asks for the same Organizational Domain (RFC 9989 §4.4.1,
@@ -12,7 +12,7 @@
 // When the DNS cannot be reached the walk is replaced by a last-two-labels
 // heuristic, and the result says so.
 
-package verifier
+package dmarc
 
 import (
 	"context"
@@ -37,8 +37,8 @@ const (
 // or more is shortened to seven after the first query.
 const maxTreeWalkQueries = 8
 
-// DMARCQuery is one query of a tree walk and what came back.
-type DMARCQuery struct {
+// Query is one _dmarc query of a tree walk and what came back.
+type Query struct {
 	Name   string // _dmarc.<domain>
 	Record string // the one valid DMARC policy record, "" if none
 	PSD    string // its psd= value: "y", "n", "u" or ""
@@ -50,8 +50,8 @@ type OrgDomain struct {
 	Domain  string
 	Org     string
 	Method  OrgMethod
-	Why     string       // which rule chose Org
-	Queries []DMARCQuery // in the order they were made
+	Why     string  // which rule chose Org
+	Queries []Query // in the order they were made
 	// Found reports that a DMARC policy record exists at Domain or above
 	// it; without one DMARC does not apply to a message from Domain
 	// (RFC 9989 §4.10.1).
@@ -90,7 +90,7 @@ func OrganizationalDomain(ctx context.Context, r dns.Resolver, domain string) *O
 		o.Why = "no domain"
 		return o
 	}
-	var found []DMARCQuery
+	var found []Query
 	for _, target := range treeWalkTargets(domain) {
 		q, err := queryDMARC(ctx, r, target)
 		o.Queries = append(o.Queries, q)
@@ -159,8 +159,8 @@ func heuristicOrg(o *OrgDomain) *OrgDomain {
 // queryDMARC asks for the DMARC policy record of target. An error is
 // returned only for failures that say nothing about the record (timeouts,
 // SERVFAIL); NXDOMAIN and NODATA are answers.
-func queryDMARC(ctx context.Context, r dns.Resolver, target string) (DMARCQuery, error) {
-	q := DMARCQuery{Name: "_dmarc." + target}
+func queryDMARC(ctx context.Context, r dns.Resolver, target string) (Query, error) {
+	q := Query{Name: "_dmarc." + target}
 	res, err := r.LookupTXT(ctx, q.Name)
 	if err != nil {
 		var de *net.DNSError
@@ -224,16 +224,22 @@ func (a *Alignment) Method() OrgMethod {
 	return OrgByTreeWalk
 }
 
-// Align compares the signing domain sdid with the author domain.
-func Align(ctx context.Context, r dns.Resolver, author, sdid string) *Alignment {
-	return alignWith(ctx, r, author, sdid, nil)
+// Aligner compares signing domains with one author domain's, keeping the
+// Organizational Domains it finds: the signatures of a message share them,
+// and once a walk had to fall back on the heuristic, later ones do too
+// without waiting for the DNS again. It is not safe for concurrent use.
+type Aligner struct {
+	r    dns.Resolver
+	memo map[string]*OrgDomain
 }
 
-// alignWith is Align with a memo of Organizational Domains already found,
-// shared across the signatures of a message (nil: none). When a walk had
-// to fall back on the heuristic, later ones do too without waiting for the
-// DNS again.
-func alignWith(ctx context.Context, r dns.Resolver, author, sdid string, memo map[string]*OrgDomain) *Alignment {
+// NewAligner returns an Aligner that asks r.
+func NewAligner(r dns.Resolver) *Aligner {
+	return &Aligner{r: r, memo: map[string]*OrgDomain{}}
+}
+
+// Align compares the signing domain sdid with the author domain.
+func (al *Aligner) Align(ctx context.Context, author, sdid string) *Alignment {
 	a := &Alignment{
 		AuthorDomain:  strings.ToLower(strings.TrimSuffix(author, ".")),
 		SigningDomain: strings.ToLower(strings.TrimSuffix(sdid, ".")),
@@ -242,24 +248,21 @@ func alignWith(ctx context.Context, r dns.Resolver, author, sdid string, memo ma
 		a.Strict, a.Relaxed = true, true
 		return a
 	}
-	if memo == nil {
-		memo = map[string]*OrgDomain{}
-	}
 	org := func(d string) *OrgDomain {
-		if o := memo[d]; o != nil {
+		if o := al.memo[d]; o != nil {
 			return o
 		}
 		var o *OrgDomain
-		for _, m := range memo {
+		for _, m := range al.memo {
 			if m.Method == OrgByHeuristic {
 				o = heuristicOrg(&OrgDomain{Domain: d, DNSErr: m.DNSErr})
 				break
 			}
 		}
 		if o == nil {
-			o = OrganizationalDomain(ctx, r, d)
+			o = OrganizationalDomain(ctx, al.r, d)
 		}
-		memo[d] = o
+		al.memo[d] = o
 		return o
 	}
 	a.Author = org(a.AuthorDomain)
