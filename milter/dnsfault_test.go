@@ -11,6 +11,7 @@ import (
 	"github.com/dkimmilter/dkimmilter/internal/dns"
 	"github.com/dkimmilter/dkimmilter/internal/dnstest"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
+	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
 // DNS faults from the in-process server, end to end through the milter:
@@ -21,7 +22,7 @@ import (
 // the miekg/dns resolver under the TTL cache.
 func TestDNSFaults(t *testing.T) {
 	e := newEnv(t, "")
-	e.rt.Verifier.Now = fixedClock(signTime)
+	e.setVerifier(func(o *verifier.Options) { o.Now = fixedClock(signTime) })
 	k := testkit.RSAKey(2048)
 	k4096 := testkit.RSAKey(4096)
 	other := testkit.RSAKey(1024)
@@ -105,13 +106,13 @@ func TestDNSFaults(t *testing.T) {
 // the meantime is seen once that time has passed, not before.
 func TestDNSNegativeCache(t *testing.T) {
 	e := newEnv(t, "")
-	e.rt.Verifier.Now = fixedClock(signTime)
+	e.setVerifier(func(o *verifier.Options) { o.Now = fixedClock(signTime) })
 	clock := &testClock{now: time.Unix(1795000000, 0)}
 	res, err := dns.NewClient([]string{e.dns.Addr}, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.rt.Verifier.Resolver = dns.NewCache(res, dns.CacheOptions{Now: clock.Now})
+	e.setVerifier(func(o *verifier.Options) { o.Resolver = dns.NewCache(res, dns.CacheOptions{Now: clock.Now}) })
 	k := testkit.RSAKey(2048)
 	n := "late._domainkey.sender.example"
 	msg := sign(t, inbound, "v=1; a=rsa-sha256; d=sender.example; s=late; h=from:subject", k)

@@ -115,6 +115,14 @@ func (e *env) start(c *config.Config) {
 	})
 }
 
+// setVerifier changes the runtime's verifier options (its clock, its
+// resolver) before the test sends mail.
+func (e *env) setVerifier(change func(*verifier.Options)) {
+	o := e.rt.Verifier.Options()
+	change(&o)
+	e.rt.Verifier = verifier.New(o)
+}
+
 // on returns the env for a subtest, so that failures are reported on the
 // subtest's t.
 func (e *env) on(t *testing.T) *env {
@@ -158,14 +166,14 @@ func (e *env) sendOn(c *testkit.Client, env testkit.Envelope, msg string, chunk 
 // client, and with go-msgauth as an independent second verifier.
 func (e *env) verify(msg []byte) []*verifier.Verification {
 	e.t.Helper()
-	v := *e.rt.Verifier
+	v := e.rt.Verifier
 	h, body := testkit.Split(msg)
 	m := v.Begin(context.Background(), h)
 	m.Write(body)
 	res := m.Finish()
 
 	lookup := func(name string) ([]string, error) {
-		r, err := e.rt.Verifier.Resolver.LookupTXT(context.Background(), name)
+		r, err := e.rt.Verifier.Options().Resolver.LookupTXT(context.Background(), name)
 		if err != nil {
 			return nil, err
 		}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
+	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
 // checkFolded fails unless v's only line breaks are folds (LF or CRLF,
@@ -36,7 +37,7 @@ func checkFolded(t *testing.T, v string) {
 // result per signature, no line of its own making, and no pass.
 func TestNoHeaderInjection(t *testing.T) {
 	e := newEnv(t, strings.Replace(baseConfig, `authserv_id = "mx.example.com"`, "", 1))
-	e.rt.Verifier.Now = fixedClock(signTime)
+	e.setVerifier(func(o *verifier.Options) { o.Now = fixedClock(signTime) })
 	k := testkit.RSAKey(2048)
 	e.dns.SetTXT("good._domainkey.sender.example", testkit.KeyRecord(k, ""))
 	// A good signature whose i= decodes to a line break and a field.

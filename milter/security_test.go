@@ -18,6 +18,7 @@ import (
 
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
+	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
 // The signing oracle, From by From: a client that is neither internal nor
@@ -112,7 +113,7 @@ func TestForgedAuthResultsVariants(t *testing.T) {
 // the signed one, in any case, or below it; with and without oversigning.
 func TestSecondFromNeverPasses(t *testing.T) {
 	e := newEnv(t, "")
-	e.rt.Verifier.Now = fixedClock(signTime)
+	e.setVerifier(func(o *verifier.Options) { o.Now = fixedClock(signTime) })
 	k := testkit.RSAKey(2048)
 	e.dns.SetTXT("good._domainkey.sender.example", testkit.KeyRecord(k, ""))
 	for _, h := range []string{"from:subject", "from:from:subject"} {
@@ -153,7 +154,7 @@ func (e *env) inboundAR(t *testing.T, msg string) string {
 // with content after it, nor an l= longer than the body.
 func TestWeakSignaturesNeverPass(t *testing.T) {
 	e := newEnv(t, strings.Replace(baseConfig, "[dns]\n", "[verify]\nmin_rsa_bits = 2048\n[dns]\n", 1))
-	e.rt.Verifier.Now = fixedClock(signTime)
+	e.setVerifier(func(o *verifier.Options) { o.Now = fixedClock(signTime) })
 	k2048, k1024 := testkit.RSAKey(2048), testkit.RSAKey(1024)
 	block, _ := pem.Decode(testkit.File("rsa512.key"))
 	k512, err := x509.ParsePKCS1PrivateKey(block.Bytes)

@@ -46,17 +46,9 @@ type Runtime struct {
 func NewRuntime(cfg *config.Config, keys *keystore.Store, resolver dns.Resolver) *Runtime {
 	host, _ := os.Hostname()
 	return &Runtime{
-		Config: cfg,
-		Keys:   keys,
-		Verifier: &verifier.Verifier{
-			Resolver:      resolver,
-			MinRSABits:    cfg.Verify.MinRSABits,
-			MaxSignatures: cfg.Verify.MaxSignatures,
-			// The resolver gives up after dns.timeout; the message waits a
-			// little longer so that the resolver's own answer wins.
-			Timeout: cfg.DNS.Timeout + time.Second,
-			Records: verifier.NewRecordCache(),
-		},
+		Config:   cfg,
+		Keys:     keys,
+		Verifier: verifier.New(verifier.ConfigOptions(cfg, resolver)),
 		Hostname: host,
 		signGate: make(chan struct{}, runtime.GOMAXPROCS(0)),
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
+	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
 // TestSoak pushes mixed messages (signed; verified pass, fail, DNS
@@ -50,7 +51,7 @@ func TestSoak(t *testing.T) {
 	const workers, perConn = 8, 50
 
 	e := newEnv(t, "")
-	e.rt.Verifier.Now = fixedClock(signTime)
+	e.setVerifier(func(o *verifier.Options) { o.Now = fixedClock(signTime) })
 	k := testkit.RSAKey(2048)
 	e.dns.SetTXT("good._domainkey.sender.example", testkit.KeyRecord(k, ""))
 	e.dns.SetRcode("servfail._domainkey.sender.example", dns.RcodeServerFailure)

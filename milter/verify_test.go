@@ -10,6 +10,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
+	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
 const inbound = `From: Dave <dave@sender.example>
@@ -49,7 +50,7 @@ func sign(t *testing.T, msg, tags string, key crypto.Signer) string {
 func TestVerifyResultTable(t *testing.T) {
 	e := newEnv(t, strings.Replace(baseConfig, "[dns]\n", "[verify]\nmin_rsa_bits = 1024\nmax_signatures = 2\n[dns]\n", 1))
 	e.rt.Now = fixedClock(signTime)
-	e.rt.Verifier.Now = fixedClock(signTime)
+	e.setVerifier(func(o *verifier.Options) { o.Now = fixedClock(signTime) })
 
 	k2048, k1024, k512 := testkit.RSAKey(2048), testkit.RSAKey(1024), testkit.RSAKey(1024)
 	_ = k512

@@ -67,7 +67,7 @@ func BenchmarkVerify(b *testing.B) {
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
 			h, body, res := signedBenchMessage(b, c.keys...)
-			v := &Verifier{Resolver: dns.NewCache(res, dns.CacheOptions{})}
+			v := New(Options{Resolver: dns.NewCache(res, dns.CacheOptions{})})
 			b.ReportAllocs()
 			for b.Loop() {
 				m := v.Begin(context.Background(), h)

@@ -142,11 +142,12 @@ func (v *Verifier) Explain(ctx context.Context, raw []byte) (*Report, error) {
 	if len(h) == 0 {
 		return nil, errors.New("no header fields: not a mail message")
 	}
-	rec := &recorder{r: v.Resolver, m: map[string]*DNSAnswer{}}
-	base := *v
-	base.Resolver = rec
-	now := v.now()
-	base.Now = func() time.Time { return now } // one clock for every re-run
+	rec := &recorder{r: v.opts.Resolver, m: map[string]*DNSAnswer{}}
+	opts := v.opts
+	opts.Resolver = rec
+	now := opts.Now()
+	opts.Now = func() time.Time { return now } // one clock for every re-run
+	base := New(opts)
 
 	rep := &Report{Header: h, Body: body, Notes: notes, Now: now}
 	rep.AuthorDomain, rep.AuthorErr = dmarc.AuthorDomain(h)
@@ -159,7 +160,7 @@ func (v *Verifier) Explain(ctx context.Context, raw []byte) (*Report, error) {
 		if s == nil || s.Err != nil || errors.Is(r.Err, ErrTooMany) {
 			continue
 		}
-		vv := &base
+		vv := base
 		if errors.Is(r.Err, ErrExpired) || errors.Is(r.Err, ErrFuture) {
 			e.Clock, vv = base.clockCheck(ctx, h, body, i, s, errors.Is(r.Err, ErrExpired))
 			e.Detail = e.Clock.Otherwise
@@ -209,10 +210,11 @@ func (v *Verifier) clockCheck(ctx context.Context, h dkim.Header, body []byte, i
 	default:
 		c.At, c.RunAt = s.Time, s.Time
 	}
-	at := *v
-	at.Now = func() time.Time { return c.RunAt }
+	opts := v.opts
+	opts.Now = func() time.Time { return c.RunAt }
+	at := New(opts)
 	c.Otherwise = at.run(ctx, h, body)[i]
-	return c, &at
+	return c, at
 }
 
 func bodyHashes(s *dkim.Signature, body []byte) *BodyHashes {

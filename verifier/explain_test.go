@@ -111,7 +111,7 @@ func TestExplain(t *testing.T) {
 			if tc.txt != nil {
 				r.TXT = tc.txt
 			}
-			v := &Verifier{Resolver: r, Now: func() time.Time { return now }}
+			v := New(Options{Resolver: r, Now: func() time.Time { return now }})
 			rep, err := v.Explain(context.Background(), []byte(tc.msg))
 			if err != nil {
 				t.Fatal(err)
@@ -184,7 +184,7 @@ func TestExplainDetails(t *testing.T) {
 	key := testkit.RSAKey(2048)
 	signed := signRaw(t, explainMsg, "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=sel; t=1795000000; h=from:to:subject", key)
 	r := &dns.Fake{TXT: map[string][]string{"sel._domainkey.example.com": {"v=spf1 -all", keyRecord(t, key, "t=y; ")}}, AD: true}
-	v := &Verifier{Resolver: r, Now: func() time.Time { return now }}
+	v := New(Options{Resolver: r, Now: func() time.Time { return now }})
 
 	rep, err := v.Explain(context.Background(), []byte(strings.Replace(signed, "Quarterly", "Annual", 1)))
 	if err != nil {
@@ -209,8 +209,9 @@ func TestExplainDetails(t *testing.T) {
 	}
 
 	// NXDOMAIN is shown as such, with its name.
-	v.Resolver = &dns.Fake{}
-	rep, _ = v.Explain(context.Background(), []byte(signed))
+	o := v.Options()
+	o.Resolver = &dns.Fake{}
+	rep, _ = New(o).Explain(context.Background(), []byte(signed))
 	if a := rep.Signatures[0].DNS; a == nil || !strings.HasPrefix(a.Outcome(), "NXDOMAIN") {
 		t.Errorf("NXDOMAIN answer %+v", a)
 	}
@@ -230,7 +231,7 @@ func TestExplainReplaysDNS(t *testing.T) {
 	key := testkit.RSAKey(2048)
 	signed := signRaw(t, explainMsg, "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=sel; h=from:to:subject", key)
 	cr := &dns.Fake{TXT: map[string][]string{"sel._domainkey.example.com": {keyRecord(t, key, "")}}}
-	v := &Verifier{Resolver: cr, Now: func() time.Time { return now }}
+	v := New(Options{Resolver: cr, Now: func() time.Time { return now }})
 	rep, err := v.Explain(context.Background(), []byte(strings.Replace(signed, "Subject: ", "Subject: [list] ", 1)))
 	if err != nil {
 		t.Fatal(err)

@@ -39,7 +39,7 @@ func FuzzVerifyChunking(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(m, []byte{3, 1})
-	v := &Verifier{Resolver: &dns.Fake{TXT: txt}, Now: func() time.Time { return time.Unix(1528637909, 0) }}
+	v := New(Options{Resolver: &dns.Fake{TXT: txt}, Now: func() time.Time { return time.Unix(1528637909, 0) }})
 	f.Fuzz(func(t *testing.T, msg, cuts []byte) {
 		h, body := testkit.Split(msg)
 		whole := v.Begin(context.Background(), h)

@@ -6,9 +6,9 @@ import (
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
 )
 
-// RecordCache keeps parsed key records by their text. A KeyRecord is
+// recordCache keeps parsed key records by their text. A KeyRecord is
 // never changed after parsing, so one can serve every message at once.
-type RecordCache struct {
+type recordCache struct {
 	mu sync.Mutex
 	m  map[string]parsedRecord
 }
@@ -23,11 +23,10 @@ type parsedRecord struct {
 // the cache starts over, which costs one parse per record.
 const maxRecords = 4096
 
-// NewRecordCache returns an empty cache.
-func NewRecordCache() *RecordCache { return &RecordCache{m: map[string]parsedRecord{}} }
+func newRecordCache() *recordCache { return &recordCache{m: map[string]parsedRecord{}} }
 
 // parse is dkim.ParseKeyRecord through the cache; a nil cache parses.
-func (c *RecordCache) parse(text string) (*dkim.KeyRecord, error) {
+func (c *recordCache) parse(text string) (*dkim.KeyRecord, error) {
 	if c == nil {
 		return dkim.ParseKeyRecord(text)
 	}

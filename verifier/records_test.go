@@ -8,7 +8,7 @@ import (
 )
 
 func TestRecordCache(t *testing.T) {
-	c := NewRecordCache()
+	c := newRecordCache()
 	rec := testkit.KeyRecord(testkit.RSAKey(2048), "")
 	a, err := c.parse(rec)
 	b, _ := c.parse(rec)
@@ -24,7 +24,7 @@ func TestRecordCache(t *testing.T) {
 	if len(c.m) > maxRecords {
 		t.Errorf("%d records cached, bound %d", len(c.m), maxRecords)
 	}
-	var nilCache *RecordCache
+	var nilCache *recordCache
 	if r, err := nilCache.parse(rec); err != nil || r == nil {
 		t.Errorf("a nil cache must parse: %v", err)
 	}

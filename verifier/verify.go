@@ -29,32 +29,67 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/internal/dns"
 )
 
-// Verifier holds what every message shares. Its fields are set once and
-// read concurrently.
-type Verifier struct {
-	Resolver      dns.Resolver
-	Now           func() time.Time // nil: time.Now
-	MinRSABits    int              // 0: 1024
-	MaxSignatures int              // 0: 8
+// Options configure a Verifier. The zero value of a field selects its
+// default; New fills them in.
+type Options struct {
+	Resolver      dns.Resolver     // where keys are looked up (required)
+	Now           func() time.Time // the clock for x= and t=; nil: time.Now
+	MinRSABits    int              // RSA keys under this are policy; at least dkim.MinRSABits
+	MaxSignatures int              // signatures verified per message; 0: 8
 	Timeout       time.Duration    // bound on waiting for keys, per message; 0: 10s
 	Skew          time.Duration    // clock skew allowed for t= and x=; 0: 5 minutes
-	// Records, when set, keeps parsed key records by their text: the key
-	// cache serves the same record to every message from a domain, and
-	// parsing it (base64, ASN.1) each time is most of a verification
-	// after the RSA operation itself.
-	Records *RecordCache
 }
 
-func (v *Verifier) now() time.Time {
-	if v.Now != nil {
-		return v.Now()
+// ConfigOptions are the options the configuration gives, with keys
+// looked up through r. The message waits for its keys one second longer
+// than the resolver's dns.timeout, so that the resolver's own answer (a
+// timeout naming the server) wins.
+func ConfigOptions(cfg *config.Config, r dns.Resolver) Options {
+	return Options{
+		Resolver:      r,
+		MinRSABits:    cfg.Verify.MinRSABits,
+		MaxSignatures: cfg.Verify.MaxSignatures,
+		Timeout:       cfg.DNS.Timeout + time.Second,
 	}
-	return time.Now()
 }
+
+// Verifier holds what every message shares. It is safe for concurrent
+// use.
+type Verifier struct {
+	opts Options
+	// records keeps parsed key records by their text: the key cache
+	// serves the same record to every message from a domain, and parsing
+	// it (base64, ASN.1) each time is most of a verification after the
+	// RSA operation itself.
+	records *recordCache
+}
+
+// New returns a Verifier with opts, defaults filled in.
+func New(opts Options) *Verifier {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	opts.MinRSABits = max(opts.MinRSABits, dkim.MinRSABits)
+	if opts.MaxSignatures <= 0 {
+		opts.MaxSignatures = 8
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 10 * time.Second
+	}
+	if opts.Skew <= 0 {
+		opts.Skew = 5 * time.Minute
+	}
+	return &Verifier{opts: opts, records: newRecordCache()}
+}
+
+// Options returns the verifier's options, defaults filled in: change one
+// and call New for a verifier that differs only in that.
+func (v *Verifier) Options() Options { return v.opts }
 
 // Message verifies one message. Write the body to it, then call Finish;
 // call Close if the message is abandoned.
@@ -64,7 +99,7 @@ type Message struct {
 	sigs    []*dkim.Signature
 	timeErr []error // x= and t= judged once, at end of headers
 	extra   int     // signatures beyond MaxSignatures
-	max     int     // MaxSignatures, or its default
+	max     int     // Options.MaxSignatures
 	lookups map[string]*lookup
 	bodies  map[bodyKey]*dkim.BodyHasher
 	ctx     context.Context
@@ -83,23 +118,15 @@ type lookup struct {
 }
 
 // Begin parses the DKIM-Signature fields of h and starts their key lookups.
-// ctx bounds the lookups together with Timeout.
+// ctx bounds the lookups together with Options.Timeout.
 func (v *Verifier) Begin(ctx context.Context, h dkim.Header) *Message {
-	timeout := v.Timeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
-	max := v.MaxSignatures
-	if max <= 0 {
-		max = 8
-	}
-	m := &Message{v: v, header: h, max: max, lookups: map[string]*lookup{}, bodies: map[bodyKey]*dkim.BodyHasher{}}
-	m.ctx, m.cancel = context.WithTimeout(ctx, timeout)
+	m := &Message{v: v, header: h, max: v.opts.MaxSignatures, lookups: map[string]*lookup{}, bodies: map[bodyKey]*dkim.BodyHasher{}}
+	m.ctx, m.cancel = context.WithTimeout(ctx, v.opts.Timeout)
 	for _, f := range h {
 		if !dkim.EqualFoldASCII(f.Name, "DKIM-Signature") {
 			continue
 		}
-		if len(m.sigs) == max {
+		if len(m.sigs) == m.max {
 			m.extra++
 			continue
 		}
@@ -123,7 +150,7 @@ func (v *Verifier) Begin(ctx context.Context, h dkim.Header) *Message {
 			m.lookups[name] = l
 			go func() {
 				defer close(l.done)
-				l.res, l.err = v.Resolver.LookupTXT(m.ctx, name)
+				l.res, l.err = v.opts.Resolver.LookupTXT(m.ctx, name)
 			}()
 		}
 	}
@@ -253,7 +280,7 @@ func (v *Verifier) parseKeys(records []string) ([]parsedKey, error) {
 	var keys []parsedKey
 	var notKey error
 	for _, t := range records {
-		rec, err := v.Records.parse(t)
+		rec, err := v.records.parse(t)
 		if errors.Is(err, dkim.ErrNotKeyRecord) {
 			if notKey == nil {
 				notKey = err
@@ -305,11 +332,7 @@ func (m *Message) verifyWithKey(s *dkim.Signature, k parsedKey, sums map[bodyKey
 		}
 	}
 	if rec.KeyType == "rsa" {
-		min := m.v.MinRSABits
-		if min < dkim.MinRSABits {
-			min = dkim.MinRSABits
-		}
-		if rec.Bits < min {
+		if rec.Bits < m.v.opts.MinRSABits {
 			return fail(Policy, fmt.Errorf("%w (%d bits)", dkim.ErrKeyTooShort, rec.Bits))
 		}
 		if rec.Bits > dkim.MaxRSABits {
@@ -357,11 +380,8 @@ func (m *Message) verifyWithKey(s *dkim.Signature, k parsedKey, sums map[bodyKey
 
 // checkTime applies x= and t= with the allowed clock skew.
 func (m *Message) checkTime(s *dkim.Signature) error {
-	skew := m.v.Skew
-	if skew <= 0 {
-		skew = 5 * time.Minute
-	}
-	now := m.v.now()
+	skew := m.v.opts.Skew
+	now := m.v.opts.Now()
 	if s.HasExpire && now.After(s.Expire.Add(skew)) {
 		return ErrExpired
 	}

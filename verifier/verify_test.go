@@ -140,10 +140,10 @@ func TestResultTable(t *testing.T) {
 			if clock.IsZero() {
 				clock = now
 			}
-			v := &Verifier{
+			v := New(Options{
 				Resolver: &dns.Fake{TXT: txt, Err: tt.errs, TTL: time.Minute}, Now: func() time.Time { return clock },
 				MinRSABits: tt.minBits, MaxSignatures: tt.max, Timeout: 200 * time.Millisecond,
-			}
+			})
 			for _, chunk := range []int{1, 3, 65535} {
 				got := verify(t, v, string(testkit.CRLF([]byte(tt.msg))), chunk)
 				if len(got) != len(tt.want) {
@@ -177,7 +177,7 @@ func TestRFC8463(t *testing.T) {
 	for n, r := range testkit.DNSRecords("rfc8463.dns") {
 		txt[n] = []string{r}
 	}
-	v := &Verifier{Resolver: &dns.Fake{TXT: txt}, Now: func() time.Time { return time.Unix(1528637909, 0) }}
+	v := New(Options{Resolver: &dns.Fake{TXT: txt}, Now: func() time.Time { return time.Unix(1528637909, 0) }})
 	got := verify(t, v, string(testkit.File("rfc8463.eml")), 65535)
 	if len(got) != 2 || got[0].Result != Pass || got[1].Result != Pass {
 		for _, g := range got {
@@ -205,7 +205,7 @@ func TestLookupsInParallel(t *testing.T) {
 		<-release
 		return keys.LookupTXT(ctx, name)
 	}}
-	v := &Verifier{Resolver: r, Now: func() time.Time { return now }}
+	v := New(Options{Resolver: r, Now: func() time.Time { return now }})
 	h, body := testkit.Split([]byte(msg))
 	m := v.Begin(context.Background(), h)
 	// Both lookups are in flight before any body byte arrives.
