@@ -11,7 +11,7 @@ import (
 	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/internal/authres"
 	"github.com/dkimmilter/dkimmilter/internal/dns"
-	"github.com/dkimmilter/dkimmilter/milter"
+	"github.com/dkimmilter/dkimmilter/internal/explain"
 	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
@@ -113,15 +113,12 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitConfig
 	}
-	// The milter's own Runtime: the same Verifier settings, so the same
-	// results. It needs no keys to verify.
-	rt := milter.NewRuntime(cfg, nil, res)
+	// The milter's own verifier settings, so the milter's own results.
 	authservID := cfg.AuthservID
 	if authservID == "" {
-		authservID = rt.Hostname
+		authservID, _ = os.Hostname()
 	}
-
-	rep, err := rt.Verifier.Explain(context.Background(), raw)
+	rep, err := explain.Explain(context.Background(), verifier.ConfigOptions(cfg, res), raw)
 	if err != nil {
 		fmt.Fprintf(stderr, "dkimmilter verify: %s: %v\n", name, err)
 		return exitVerifyNoInput

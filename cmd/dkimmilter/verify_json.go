@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/dkimmilter/dkimmilter/internal/dmarc"
-	"github.com/dkimmilter/dkimmilter/verifier"
+	"github.com/dkimmilter/dkimmilter/internal/explain"
 )
 
 // The -json output. Field names are part of the interface (documented in
@@ -106,7 +106,7 @@ type jsonQuery struct {
 	Answer string `json:"answer"`
 }
 
-func writeVerifyJSON(w io.Writer, name, authservID, ar string, code int, rep *verifier.Report) error {
+func writeVerifyJSON(w io.Writer, name, authservID, ar string, code int, rep *explain.Report) error {
 	out := jsonVerify{
 		File:                  name,
 		AuthservID:            authservID,
@@ -127,7 +127,7 @@ func writeVerifyJSON(w io.Writer, name, authservID, ar string, code int, rep *ve
 	return enc.Encode(out)
 }
 
-func jsonSignatureOf(index int, e *verifier.Explanation) jsonSignature {
+func jsonSignatureOf(index int, e *explain.Explanation) jsonSignature {
 	v, s := e.Verification, e.Verification.Signature
 	j := jsonSignature{Index: index, Result: string(v.Result), Reason: v.Reason(), Comment: v.Comment()}
 	if s == nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dkimmilter/dkimmilter/internal/dmarc"
+	"github.com/dkimmilter/dkimmilter/internal/explain"
 	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
@@ -16,7 +17,7 @@ import (
 // milter would add, then one block per signature with its result first.
 // Everything that comes from the message or the DNS goes through clean:
 // a terminal must not run escape sequences a sender chose.
-func writeVerifyText(w io.Writer, name, ar string, verifies bool, rep *verifier.Report) {
+func writeVerifyText(w io.Writer, name, ar string, verifies bool, rep *explain.Report) {
 	fmt.Fprintf(w, "%s\n", clean(name))
 	for _, n := range rep.Notes {
 		fmt.Fprintf(w, "  note: %s\n", n)
@@ -42,7 +43,7 @@ func writeVerifyText(w io.Writer, name, ar string, verifies bool, rep *verifier.
 	}
 }
 
-func writeSignatureText(w io.Writer, n, of int, e *verifier.Explanation, now time.Time) {
+func writeSignatureText(w io.Writer, n, of int, e *explain.Explanation, now time.Time) {
 	v, s := e.Verification, e.Verification.Signature
 	line := fmt.Sprintf("signature %d of %d: %s", n, of, v.Result)
 	if r := v.Reason(); r != "" {
@@ -87,7 +88,7 @@ func writeSignatureText(w io.Writer, n, of int, e *verifier.Explanation, now tim
 	writeAlignmentText(w, e)
 }
 
-func writeClockText(w io.Writer, e *verifier.Explanation) {
+func writeClockText(w io.Writer, e *explain.Explanation) {
 	c := e.Clock
 	if c == nil {
 		return
@@ -114,7 +115,7 @@ func writeClockText(w io.Writer, e *verifier.Explanation) {
 	fmt.Fprintf(w, "  clock: verified again as of %s: %s\n", date(c.RunAt), clean(verdict))
 }
 
-func writeKeyText(w io.Writer, e *verifier.Explanation) {
+func writeKeyText(w io.Writer, e *explain.Explanation) {
 	s := e.Verification.Signature
 	a := e.DNS
 	if a == nil {
@@ -145,7 +146,7 @@ func writeKeyText(w io.Writer, e *verifier.Explanation) {
 	}
 }
 
-func writeBodyText(w io.Writer, e *verifier.Explanation) {
+func writeBodyText(w io.Writer, e *explain.Explanation) {
 	b, p := e.BodyHashes, e.Probe
 	if p == nil || b == nil {
 		return
@@ -168,7 +169,7 @@ func writeBodyText(w io.Writer, e *verifier.Explanation) {
 	fmt.Fprintf(w, "  diagnosis: %s", clean(p.Text))
 	if len(p.Lines) > 0 {
 		what := "the changed lines were"
-		if p.Kind == verifier.ProbeFooter || p.Kind == verifier.ProbeMIMEFooter {
+		if p.Kind == explain.ProbeFooter || p.Kind == explain.ProbeMIMEFooter {
 			what = "the removed lines were"
 		}
 		fmt.Fprintf(w, "; %s:\n", what)
@@ -179,7 +180,7 @@ func writeBodyText(w io.Writer, e *verifier.Explanation) {
 		fmt.Fprintln(w)
 	}
 	switch {
-	case p.Kind == verifier.ProbeNone || p.Kind == verifier.ProbeCanonicalization:
+	case p.Kind == explain.ProbeNone || p.Kind == explain.ProbeCanonicalization:
 	case p.Verifies:
 		fmt.Fprintln(w, "    with that undone, the signature verifies")
 	default:
@@ -187,7 +188,7 @@ func writeBodyText(w io.Writer, e *verifier.Explanation) {
 	}
 }
 
-func writeHeaderText(w io.Writer, e *verifier.Explanation) {
+func writeHeaderText(w io.Writer, e *explain.Explanation) {
 	if len(e.SignedHeaders) == 0 {
 		return
 	}
@@ -200,7 +201,7 @@ func writeHeaderText(w io.Writer, e *verifier.Explanation) {
 	}
 }
 
-func writeAlignmentText(w io.Writer, e *verifier.Explanation) {
+func writeAlignmentText(w io.Writer, e *explain.Explanation) {
 	a := e.Alignment
 	if a == nil {
 		return

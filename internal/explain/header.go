@@ -6,25 +6,27 @@
 // Reply-To). Each guess is checked by verifying the whole signature again,
 // so a hint that says "verifies once" is a fact, not a guess.
 
-package verifier
+package explain
 
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
+	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
 // maxSubjectTags bounds the bracketed tags tried one by one.
 const maxSubjectTags = 4
 
-func (v *Verifier) headerHints(ctx context.Context, h dkim.Header, body []byte, i int, s *dkim.Signature) []string {
+func headerHints(ctx context.Context, v *verifier.Verifier, h dkim.Header, body []byte, i int, s *dkim.Signature) []string {
 	var hints []string
 	try := func(idx int, value string) bool {
 		h2 := append(dkim.Header(nil), h...)
 		h2[idx] = dkim.Field{Name: h[idx].Name, Raw: h[idx].Raw[:len(h[idx].Raw)-len(h[idx].Value())] + value}
-		return v.passes(ctx, h2, body, i)
+		return passes(ctx, v, h2, body, i)
 	}
 	explained := false
 
@@ -78,7 +80,7 @@ func (v *Verifier) headerHints(ctx context.Context, h dkim.Header, body []byte, 
 // signedField returns the index of the field instance that the first
 // mention of name in h= signs (the bottom-most, RFC 6376 §5.4.2), or -1.
 func signedField(h dkim.Header, s *dkim.Signature, name string) int {
-	if countName(s.Headers, name) == 0 {
+	if !slices.ContainsFunc(s.Headers, func(n string) bool { return dkim.EqualFoldASCII(n, name) }) {
 		return -1
 	}
 	for j := len(h) - 1; j >= 0; j-- {

@@ -1,7 +1,8 @@
-// Explanations of a saved message's signatures, for `dkimmilter verify`.
+// Package explain says why the signatures of a saved message fail, for
+// `dkimmilter verify`.
 //
-// The results are the milter's own: Explain runs the same Verifier over the
-// message. What it adds is the why an operator otherwise gets with dig,
+// The results are the milter's own: Explain runs the same verifier over
+// the message. What it adds is the why an operator otherwise gets with dig,
 // openssl and guesswork (OpenDKIM's "bad signature data" and nothing more):
 // what the DNS answered, the body hashes under both canonicalizations, a
 // probe for the usual culprits of a body hash failure (a footer, white
@@ -14,7 +15,7 @@
 // the first run replayed, so that they cost no queries and see the same
 // keys.
 
-package verifier
+package explain
 
 import (
 	"bytes"
@@ -30,6 +31,7 @@ import (
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/internal/dmarc"
 	"github.com/dkimmilter/dkimmilter/internal/dns"
+	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
 // Report explains the DKIM verification of one message.
@@ -43,17 +45,17 @@ type Report struct {
 	AuthorErr    error
 
 	// Verifications are the milter's results, top to bottom: feed them to
-	// AuthResults. Signatures explains each, in the same order.
-	Verifications []*Verification
+	// verifier.AuthResults. Signatures explains each, in the same order.
+	Verifications []*verifier.Verification
 	Signatures    []*Explanation
 }
 
 // Explanation is everything known about one signature.
 type Explanation struct {
-	Verification *Verification // the result the milter stamps
+	Verification *verifier.Verification // the result the milter stamps
 	// Detail is the verification the rest explains: Verification, or for
 	// a signature rejected by its dates, Clock.Otherwise.
-	Detail *Verification
+	Detail *verifier.Verification
 
 	Clock         *ClockCheck      // x= or t= rejected the signature
 	DNS           *DNSAnswer       // the key lookup; nil when none was made
@@ -71,7 +73,7 @@ type ClockCheck struct {
 	// RunAt is the clock of the second verification: t= (x= minus one
 	// second without t=) for an expired signature, t= for a future one.
 	RunAt     time.Time
-	Otherwise *Verification
+	Otherwise *verifier.Verification
 }
 
 // DNSAnswer is what the key lookup returned.
@@ -135,44 +137,46 @@ func (b *BodyHashes) OtherMatches() bool {
 }
 
 // Explain verifies a saved message (LF or CRLF line ends, as sent or as
-// delivered) with v's settings and explains every signature. It fails only
-// when raw has no header fields.
-func (v *Verifier) Explain(ctx context.Context, raw []byte) (*Report, error) {
+// delivered) with a verifier made with opts, the milter's, and explains
+// every signature. It fails only when raw has no header fields.
+func Explain(ctx context.Context, opts verifier.Options, raw []byte) (*Report, error) {
 	h, body, notes := dkim.SplitMessage(raw)
 	if len(h) == 0 {
 		return nil, errors.New("no header fields: not a mail message")
 	}
-	rec := &recorder{r: v.opts.Resolver, m: map[string]*DNSAnswer{}}
-	opts := v.opts
+	rec := &recorder{r: opts.Resolver, m: map[string]*DNSAnswer{}}
 	opts.Resolver = rec
-	now := opts.Now()
+	now := time.Now()
+	if opts.Now != nil {
+		now = opts.Now()
+	}
 	opts.Now = func() time.Time { return now } // one clock for every re-run
-	base := New(opts)
+	base := verifier.New(opts)
 
 	rep := &Report{Header: h, Body: body, Notes: notes, Now: now}
 	rep.AuthorDomain, rep.AuthorErr = dmarc.AuthorDomain(h)
-	rep.Verifications = base.run(ctx, h, body)
+	rep.Verifications = run(ctx, base, h, body)
 	aligner := dmarc.NewAligner(rec)
 	for i, r := range rep.Verifications {
 		e := &Explanation{Verification: r, Detail: r}
 		rep.Signatures = append(rep.Signatures, e)
 		s := r.Signature
-		if s == nil || s.Err != nil || errors.Is(r.Err, ErrTooMany) {
+		if s == nil || s.Err != nil || errors.Is(r.Err, verifier.ErrTooMany) {
 			continue
 		}
 		vv := base
-		if errors.Is(r.Err, ErrExpired) || errors.Is(r.Err, ErrFuture) {
-			e.Clock, vv = base.clockCheck(ctx, h, body, i, s, errors.Is(r.Err, ErrExpired))
+		if errors.Is(r.Err, verifier.ErrExpired) || errors.Is(r.Err, verifier.ErrFuture) {
+			e.Clock, vv = clockCheck(ctx, base, h, body, i, s, errors.Is(r.Err, verifier.ErrExpired))
 			e.Detail = e.Clock.Otherwise
 		}
 		e.DNS = rec.answer(s.DNSName())
 		e.BodyHashes = bodyHashes(s, body)
 		switch {
-		case errors.Is(e.Detail.Err, ErrBodyHash):
-			e.Probe = vv.probeBody(ctx, h, body, i, s, e.BodyHashes)
-		case errors.Is(e.Detail.Err, ErrSignature):
+		case errors.Is(e.Detail.Err, verifier.ErrBodyHash):
+			e.Probe = probeBody(ctx, vv, h, body, i, s, e.BodyHashes)
+		case errors.Is(e.Detail.Err, verifier.ErrSignature):
 			e.SignedHeaders = signedHeaderLines(h, s)
-			e.HeaderHints = vv.headerHints(ctx, h, body, i, s)
+			e.HeaderHints = headerHints(ctx, vv, h, body, i, s)
 		}
 		if rep.AuthorErr == nil {
 			e.Alignment = aligner.Align(ctx, rep.AuthorDomain, s.Domain)
@@ -182,23 +186,23 @@ func (v *Verifier) Explain(ctx context.Context, raw []byte) (*Report, error) {
 }
 
 // run verifies a whole message at once.
-func (v *Verifier) run(ctx context.Context, h dkim.Header, body []byte) []*Verification {
+func run(ctx context.Context, v *verifier.Verifier, h dkim.Header, body []byte) []*verifier.Verification {
 	m := v.Begin(ctx, h)
 	m.Write(body)
 	return m.Finish()
 }
 
 // passes reports whether signature i of the message verifies.
-func (v *Verifier) passes(ctx context.Context, h dkim.Header, body []byte, i int) bool {
-	res := v.run(ctx, h, body)
-	return i < len(res) && res[i].Result == Pass
+func passes(ctx context.Context, v *verifier.Verifier, h dkim.Header, body []byte, i int) bool {
+	res := run(ctx, v, h, body)
+	return i < len(res) && res[i].Result == verifier.Pass
 }
 
 // clockCheck verifies again with the clock at signing time (RFC 6376
 // §3.5: t= is when the signature was made), which is when the signature
 // last had to be valid. It returns the verifier with that clock, for the
 // probes.
-func (v *Verifier) clockCheck(ctx context.Context, h dkim.Header, body []byte, i int, s *dkim.Signature, expired bool) (*ClockCheck, *Verifier) {
+func clockCheck(ctx context.Context, v *verifier.Verifier, h dkim.Header, body []byte, i int, s *dkim.Signature, expired bool) (*ClockCheck, *verifier.Verifier) {
 	c := &ClockCheck{Expired: expired}
 	switch {
 	case c.Expired:
@@ -210,10 +214,10 @@ func (v *Verifier) clockCheck(ctx context.Context, h dkim.Header, body []byte, i
 	default:
 		c.At, c.RunAt = s.Time, s.Time
 	}
-	opts := v.opts
+	opts := v.Options()
 	opts.Now = func() time.Time { return c.RunAt }
-	at := New(opts)
-	c.Otherwise = at.run(ctx, h, body)[i]
+	at := verifier.New(opts)
+	c.Otherwise = run(ctx, at, h, body)[i]
 	return c, at
 }
 

@@ -10,7 +10,7 @@
 // content are not undone: the probe then says that nothing common explains
 // the change.
 
-package verifier
+package explain
 
 import (
 	"bytes"
@@ -21,6 +21,7 @@ import (
 	"strings"
 
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
+	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
 // The kinds of Probe.
@@ -53,7 +54,7 @@ type Probe struct {
 
 // probeBody tries the usual modifications in turn, simplest first, and
 // returns the first that makes the body hash match bh=.
-func (v *Verifier) probeBody(ctx context.Context, h dkim.Header, body []byte, i int, s *dkim.Signature, bh *BodyHashes) *Probe {
+func probeBody(ctx context.Context, v *verifier.Verifier, h dkim.Header, body []byte, i int, s *dkim.Signature, bh *BodyHashes) *Probe {
 	if bh.OtherMatches() {
 		other := dkim.Simple
 		if s.BodyCanon == dkim.Simple {
@@ -65,7 +66,7 @@ func (v *Verifier) probeBody(ctx context.Context, h dkim.Header, body []byte, i 
 	}
 	matches := func(b []byte) bool { return bytes.Equal(hashBody(s.BodyCanon, s.Length, b), s.BodyHash) }
 	found := func(kind, text string, changed []string, b []byte) *Probe {
-		return &Probe{Kind: kind, Text: text, Lines: changed, Verifies: v.passes(ctx, h, b, i)}
+		return &Probe{Kind: kind, Text: text, Lines: changed, Verifies: passes(ctx, v, h, b, i)}
 	}
 	lines := splitLines(body)
 	n := len(lines)
@@ -151,7 +152,7 @@ func (v *Verifier) probeBody(ctx context.Context, h dkim.Header, body []byte, i 
 			}
 		}
 	}
-	if p := v.probeMIMEFooter(h, lines, matches, found); p != nil {
+	if p := probeMIMEFooter(h, lines, matches, found); p != nil {
 		return p
 	}
 
@@ -165,7 +166,7 @@ func (v *Verifier) probeBody(ctx context.Context, h dkim.Header, body []byte, i 
 // probeMIMEFooter removes up to 40 lines just before the closing boundary
 // of a multipart message: where lists put a footer part, or append text to
 // the last part.
-func (v *Verifier) probeMIMEFooter(h dkim.Header, lines []string, matches func([]byte) bool, found func(string, string, []string, []byte) *Probe) *Probe {
+func probeMIMEFooter(h dkim.Header, lines []string, matches func([]byte) bool, found func(string, string, []string, []byte) *Probe) *Probe {
 	boundary := mimeBoundary(h)
 	if boundary == "" {
 		return nil

@@ -1,7 +1,8 @@
-package verifier
+package explain
 
 import (
 	"context"
+	"crypto"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/internal/dns"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
+	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
 // explainMsg has what the probes need: a signature separator with its
@@ -69,7 +71,7 @@ func TestExplain(t *testing.T) {
 		name   string
 		msg    string
 		txt    map[string][]string
-		result Result
+		result verifier.Result
 		err    error  // the milter's reason
 		detail error  // Detail's reason (the re-run for x=/t=)
 		probe  string // Probe.Kind
@@ -77,33 +79,33 @@ func TestExplain(t *testing.T) {
 		lines  int    // len(Probe.Lines)
 		verif  bool   // Probe.Verifies
 	}{
-		{name: "pass", msg: relaxed, result: Pass},
-		{name: "pass, LF line ends", msg: strings.ReplaceAll(relaxed, "\r\n", "\n"), result: Pass},
-		{name: "pass, simple, LF line ends", msg: strings.ReplaceAll(simple, "\r\n", "\n"), result: Pass},
-		{name: "pass, as delivered", msg: "Authentication-Results: mx.example.net; dkim=pass\r\nReceived: from a by b\r\n" + relaxed, result: Pass},
-		{name: "pass, mbox From line", msg: "From alice@example.com Mon Nov 23 10:00:00 2026\n" + strings.ReplaceAll(relaxed, "\r\n", "\n"), result: Pass},
-		{name: "footer", msg: relaxed + footer, result: Fail, err: ErrBodyHash, probe: ProbeFooter, text: "without its last 4 lines", lines: 4, verif: true},
-		{name: "footer, LF file", msg: strings.ReplaceAll(relaxed+footer, "\r\n", "\n"), result: Fail, err: ErrBodyHash, probe: ProbeFooter, lines: 4, verif: true},
-		{name: "long footer at a separator", msg: relaxed + "\r\n_____\r\n" + strings.Repeat("legal text\r\n", 50), result: Fail, err: ErrBodyHash, probe: ProbeFooter, lines: 52, verif: true},
-		{name: "footer and Subject tag", msg: strings.Replace(relaxed, "Subject: ", "Subject: [list] ", 1) + footer, result: Fail, err: ErrBodyHash, probe: ProbeFooter, verif: false},
-		{name: "MIME footer part", msg: strings.Replace(mime, "--b1--", "--b1\r\nContent-Type: text/plain\r\n\r\nlist footer\r\n--b1--", 1), result: Fail, err: ErrBodyHash, probe: ProbeMIMEFooter, text: "a footer MIME part", lines: 4, verif: true},
-		{name: "link rewritten", msg: strings.Replace(relaxed, "https://example.com/q4", "https://safe.example.net/?u=example.com%2Fq4", 1), result: Fail, err: ErrBodyHash, probe: ProbeNone, text: probeNoneText},
-		{name: "sig separator stripped, simple", msg: strings.Replace(simple, "-- \r\n", "--\r\n", 1), result: Fail, err: ErrBodyHash, probe: ProbeSpaceRemoved, text: `"-- "`, lines: 1, verif: true},
-		{name: "sig separator stripped, relaxed", msg: strings.Replace(relaxed, "-- \r\n", "--\r\n", 1), result: Pass},
-		{name: "trailing space added, simple", msg: strings.Replace(simple, "Hello Bob,", "Hello Bob,  ", 1), result: Fail, err: ErrBodyHash, probe: ProbeSpaceAdded, lines: 1, verif: true},
-		{name: "CR CR LF", msg: strings.Replace(simple, "Alice\r\n", "Alice\r\r\n", 1), result: Fail, err: ErrBodyHash, probe: ProbeLineEnds, text: "doubled CRs", verif: true},
-		{name: "mbox quoting", msg: strings.Replace(relaxed, "\r\nFrom now", "\r\n>From now", 1), result: Fail, err: ErrBodyHash, probe: ProbeMboxFrom, lines: 1, verif: true},
-		{name: "c= says simple, bh= is relaxed", msg: strings.Replace(relaxed, "c=relaxed/relaxed", "c=relaxed/simple", 1), result: Fail, err: ErrBodyHash, probe: ProbeCanonicalization, text: "under relaxed body canonicalization"},
-		{name: "signed with LF line ends", msg: replaceBH(t, signRaw(t, explainMsg, tags("relaxed/relaxed", ""), key), lfBH), result: Fail, err: ErrBodyHash, probe: ProbeLineEnds, text: "bare LF"},
-		{name: "Subject altered", msg: strings.Replace(relaxed, "Quarterly", "Annual", 1), result: Fail, err: ErrSignature, text: "is not the one that signed"},
-		{name: "Subject tagged", msg: strings.Replace(relaxed, "Subject: ", "Subject: [list] ", 1), result: Fail, err: ErrSignature, text: `"[list] " is removed from Subject`},
-		{name: "Subject tagged, simple", msg: strings.Replace(simple, "Subject: ", "Subject: [SPAM] ", 1), result: Fail, err: ErrSignature, text: `"[SPAM] " is removed`},
-		{name: "Subject tag at the end", msg: strings.Replace(relaxed, "Quarterly numbers", "Quarterly numbers [External]", 1), result: Fail, err: ErrSignature, text: `" [External]"`},
-		{name: "From rewritten", msg: strings.Replace(relaxed, "From: Alice <alice@example.com>", "From: Alice via list <list@lists.example.org>\r\nX-Original-From: Alice <alice@example.com>", 1), result: Fail, err: ErrSignature, text: "X-Original-From holds"},
-		{name: "expired, otherwise valid", msg: expired, result: PermError, err: ErrExpired, detail: nil},
-		{name: "expired and broken", msg: expired + footer, result: PermError, err: ErrExpired, detail: ErrBodyHash, probe: ProbeFooter, lines: 4, verif: true},
-		{name: "future t=", msg: future, result: PermError, err: ErrFuture, detail: nil},
-		{name: "no key", msg: relaxed, txt: map[string][]string{}, result: PermError, err: ErrNoKey, detail: ErrNoKey},
+		{name: "pass", msg: relaxed, result: verifier.Pass},
+		{name: "pass, LF line ends", msg: strings.ReplaceAll(relaxed, "\r\n", "\n"), result: verifier.Pass},
+		{name: "pass, simple, LF line ends", msg: strings.ReplaceAll(simple, "\r\n", "\n"), result: verifier.Pass},
+		{name: "pass, as delivered", msg: "Authentication-Results: mx.example.net; dkim=pass\r\nReceived: from a by b\r\n" + relaxed, result: verifier.Pass},
+		{name: "pass, mbox From line", msg: "From alice@example.com Mon Nov 23 10:00:00 2026\n" + strings.ReplaceAll(relaxed, "\r\n", "\n"), result: verifier.Pass},
+		{name: "footer", msg: relaxed + footer, result: verifier.Fail, err: verifier.ErrBodyHash, probe: ProbeFooter, text: "without its last 4 lines", lines: 4, verif: true},
+		{name: "footer, LF file", msg: strings.ReplaceAll(relaxed+footer, "\r\n", "\n"), result: verifier.Fail, err: verifier.ErrBodyHash, probe: ProbeFooter, lines: 4, verif: true},
+		{name: "long footer at a separator", msg: relaxed + "\r\n_____\r\n" + strings.Repeat("legal text\r\n", 50), result: verifier.Fail, err: verifier.ErrBodyHash, probe: ProbeFooter, lines: 52, verif: true},
+		{name: "footer and Subject tag", msg: strings.Replace(relaxed, "Subject: ", "Subject: [list] ", 1) + footer, result: verifier.Fail, err: verifier.ErrBodyHash, probe: ProbeFooter, verif: false},
+		{name: "MIME footer part", msg: strings.Replace(mime, "--b1--", "--b1\r\nContent-Type: text/plain\r\n\r\nlist footer\r\n--b1--", 1), result: verifier.Fail, err: verifier.ErrBodyHash, probe: ProbeMIMEFooter, text: "a footer MIME part", lines: 4, verif: true},
+		{name: "link rewritten", msg: strings.Replace(relaxed, "https://example.com/q4", "https://safe.example.net/?u=example.com%2Fq4", 1), result: verifier.Fail, err: verifier.ErrBodyHash, probe: ProbeNone, text: probeNoneText},
+		{name: "sig separator stripped, simple", msg: strings.Replace(simple, "-- \r\n", "--\r\n", 1), result: verifier.Fail, err: verifier.ErrBodyHash, probe: ProbeSpaceRemoved, text: `"-- "`, lines: 1, verif: true},
+		{name: "sig separator stripped, relaxed", msg: strings.Replace(relaxed, "-- \r\n", "--\r\n", 1), result: verifier.Pass},
+		{name: "trailing space added, simple", msg: strings.Replace(simple, "Hello Bob,", "Hello Bob,  ", 1), result: verifier.Fail, err: verifier.ErrBodyHash, probe: ProbeSpaceAdded, lines: 1, verif: true},
+		{name: "CR CR LF", msg: strings.Replace(simple, "Alice\r\n", "Alice\r\r\n", 1), result: verifier.Fail, err: verifier.ErrBodyHash, probe: ProbeLineEnds, text: "doubled CRs", verif: true},
+		{name: "mbox quoting", msg: strings.Replace(relaxed, "\r\nFrom now", "\r\n>From now", 1), result: verifier.Fail, err: verifier.ErrBodyHash, probe: ProbeMboxFrom, lines: 1, verif: true},
+		{name: "c= says simple, bh= is relaxed", msg: strings.Replace(relaxed, "c=relaxed/relaxed", "c=relaxed/simple", 1), result: verifier.Fail, err: verifier.ErrBodyHash, probe: ProbeCanonicalization, text: "under relaxed body canonicalization"},
+		{name: "signed with LF line ends", msg: replaceBH(t, signRaw(t, explainMsg, tags("relaxed/relaxed", ""), key), lfBH), result: verifier.Fail, err: verifier.ErrBodyHash, probe: ProbeLineEnds, text: "bare LF"},
+		{name: "Subject altered", msg: strings.Replace(relaxed, "Quarterly", "Annual", 1), result: verifier.Fail, err: verifier.ErrSignature, text: "is not the one that signed"},
+		{name: "Subject tagged", msg: strings.Replace(relaxed, "Subject: ", "Subject: [list] ", 1), result: verifier.Fail, err: verifier.ErrSignature, text: `"[list] " is removed from Subject`},
+		{name: "Subject tagged, simple", msg: strings.Replace(simple, "Subject: ", "Subject: [SPAM] ", 1), result: verifier.Fail, err: verifier.ErrSignature, text: `"[SPAM] " is removed`},
+		{name: "Subject tag at the end", msg: strings.Replace(relaxed, "Quarterly numbers", "Quarterly numbers [External]", 1), result: verifier.Fail, err: verifier.ErrSignature, text: `" [External]"`},
+		{name: "From rewritten", msg: strings.Replace(relaxed, "From: Alice <alice@example.com>", "From: Alice via list <list@lists.example.org>\r\nX-Original-From: Alice <alice@example.com>", 1), result: verifier.Fail, err: verifier.ErrSignature, text: "X-Original-From holds"},
+		{name: "expired, otherwise valid", msg: expired, result: verifier.PermError, err: verifier.ErrExpired, detail: nil},
+		{name: "expired and broken", msg: expired + footer, result: verifier.PermError, err: verifier.ErrExpired, detail: verifier.ErrBodyHash, probe: ProbeFooter, lines: 4, verif: true},
+		{name: "future t=", msg: future, result: verifier.PermError, err: verifier.ErrFuture, detail: nil},
+		{name: "no key", msg: relaxed, txt: map[string][]string{}, result: verifier.PermError, err: verifier.ErrNoKey, detail: verifier.ErrNoKey},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -111,8 +113,8 @@ func TestExplain(t *testing.T) {
 			if tc.txt != nil {
 				r.TXT = tc.txt
 			}
-			v := New(Options{Resolver: r, Now: func() time.Time { return now }})
-			rep, err := v.Explain(context.Background(), []byte(tc.msg))
+			opts := verifier.Options{Resolver: r, Now: func() time.Time { return now }}
+			rep, err := Explain(context.Background(), opts, []byte(tc.msg))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -124,17 +126,17 @@ func TestExplain(t *testing.T) {
 				t.Fatalf("result %s (%v), want %s (%v)", e.Verification.Result, e.Verification.Err, tc.result, tc.err)
 			}
 			// Explain's results are the verifier's own.
-			if got := verify(t, v, string(testkit.Join(rep.Header, rep.Body)), 7); got[0].Result != e.Verification.Result {
+			if got := verify(t, verifier.New(opts), string(testkit.Join(rep.Header, rep.Body)), 7); got[0].Result != e.Verification.Result {
 				t.Errorf("Explain says %s, the verifier %s", e.Verification.Result, got[0].Result)
 			}
-			if tc.err == ErrExpired || tc.err == ErrFuture {
+			if errors.Is(tc.err, verifier.ErrExpired) || errors.Is(tc.err, verifier.ErrFuture) {
 				if e.Clock == nil {
 					t.Fatal("no clock check")
 				}
-				if !errors.Is(e.Detail.Err, tc.detail) || (tc.detail == nil) != (e.Detail.Result == Pass) {
+				if !errors.Is(e.Detail.Err, tc.detail) || (tc.detail == nil) != (e.Detail.Result == verifier.Pass) {
 					t.Errorf("otherwise %s (%v), want %v", e.Detail.Result, e.Detail.Err, tc.detail)
 				}
-				if e.Clock.Expired != (tc.err == ErrExpired) {
+				if e.Clock.Expired != errors.Is(tc.err, verifier.ErrExpired) {
 					t.Errorf("Clock.Expired = %v", e.Clock.Expired)
 				}
 			}
@@ -152,7 +154,7 @@ func checkProbe(t *testing.T, e *Explanation, kind, text string, lines int, veri
 		if text != "" && !strings.Contains(strings.Join(e.HeaderHints, "\n"), text) {
 			t.Errorf("header hints %q, want %q", e.HeaderHints, text)
 		}
-		if errors.Is(e.Detail.Err, ErrSignature) && len(e.SignedHeaders) == 0 {
+		if errors.Is(e.Detail.Err, verifier.ErrSignature) && len(e.SignedHeaders) == 0 {
 			t.Error("no signed header block")
 		}
 		return
@@ -184,9 +186,9 @@ func TestExplainDetails(t *testing.T) {
 	key := testkit.RSAKey(2048)
 	signed := signRaw(t, explainMsg, "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=sel; t=1795000000; h=from:to:subject", key)
 	r := &dns.Fake{TXT: map[string][]string{"sel._domainkey.example.com": {"v=spf1 -all", keyRecord(t, key, "t=y; ")}}, AD: true}
-	v := New(Options{Resolver: r, Now: func() time.Time { return now }})
+	opts := verifier.Options{Resolver: r, Now: func() time.Time { return now }}
 
-	rep, err := v.Explain(context.Background(), []byte(strings.Replace(signed, "Quarterly", "Annual", 1)))
+	rep, err := Explain(context.Background(), opts, []byte(strings.Replace(signed, "Quarterly", "Annual", 1)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,19 +211,19 @@ func TestExplainDetails(t *testing.T) {
 	}
 
 	// NXDOMAIN is shown as such, with its name.
-	o := v.Options()
-	o.Resolver = &dns.Fake{}
-	rep, _ = New(o).Explain(context.Background(), []byte(signed))
+	nx := opts
+	nx.Resolver = &dns.Fake{}
+	rep, _ = Explain(context.Background(), nx, []byte(signed))
 	if a := rep.Signatures[0].DNS; a == nil || !strings.HasPrefix(a.Outcome(), "NXDOMAIN") {
 		t.Errorf("NXDOMAIN answer %+v", a)
 	}
 
 	// Unsigned, LF, a note about it.
-	rep, _ = v.Explain(context.Background(), []byte(explainMsg))
+	rep, _ = Explain(context.Background(), opts, []byte(explainMsg))
 	if len(rep.Verifications) != 0 || len(rep.Notes) != 1 || !strings.Contains(rep.Notes[0], "LF") {
 		t.Errorf("unsigned: %d results, notes %q", len(rep.Verifications), rep.Notes)
 	}
-	if _, err := v.Explain(context.Background(), []byte("\n\nno header")); err == nil {
+	if _, err := Explain(context.Background(), opts, []byte("\n\nno header")); err == nil {
 		t.Error("no header fields: no error")
 	}
 }
@@ -231,8 +233,8 @@ func TestExplainReplaysDNS(t *testing.T) {
 	key := testkit.RSAKey(2048)
 	signed := signRaw(t, explainMsg, "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=sel; h=from:to:subject", key)
 	cr := &dns.Fake{TXT: map[string][]string{"sel._domainkey.example.com": {keyRecord(t, key, "")}}}
-	v := New(Options{Resolver: cr, Now: func() time.Time { return now }})
-	rep, err := v.Explain(context.Background(), []byte(strings.Replace(signed, "Subject: ", "Subject: [list] ", 1)))
+	opts := verifier.Options{Resolver: cr, Now: func() time.Time { return now }}
+	rep, err := Explain(context.Background(), opts, []byte(strings.Replace(signed, "Subject: ", "Subject: [list] ", 1)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,4 +268,32 @@ func TestSubjectTags(t *testing.T) {
 	if got := subjectTags(" Hello"); len(got) != 0 {
 		t.Errorf("no tag: %+v", got)
 	}
+}
+
+var now = time.Unix(1795000000, 0)
+
+func signRaw(t *testing.T, msg, tags string, key crypto.Signer) string {
+	t.Helper()
+	out, err := testkit.SignRaw(testkit.CRLF([]byte(msg)), tags, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}
+
+func keyRecord(t *testing.T, k crypto.Signer, extra string) string {
+	return testkit.KeyRecord(k, extra)
+}
+
+// verify runs the verifier over msg, its body in chunks of chunk bytes.
+func verify(t *testing.T, v *verifier.Verifier, msg string, chunk int) []*verifier.Verification {
+	t.Helper()
+	h, body := testkit.Split([]byte(msg))
+	m := v.Begin(context.Background(), h)
+	for p := body; len(p) > 0; {
+		n := min(chunk, len(p))
+		m.Write(p[:n])
+		p = p[n:]
+	}
+	return m.Finish()
 }
