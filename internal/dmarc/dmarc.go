@@ -11,7 +11,6 @@
 // RFC 7489's Public Suffix List, so there is no list snapshot to go stale.
 // When the DNS cannot be reached the walk is replaced by a last-two-labels
 // heuristic, and the result says so.
-
 package dmarc
 
 import (

@@ -6,15 +6,14 @@
 // openssl and guesswork (OpenDKIM's "bad signature data" and nothing more):
 // what the DNS answered, the body hashes under both canonicalizations, a
 // probe for the usual culprits of a body hash failure (a footer, white
-// space, line ends; explain_probe.go), the exact signed header block and
-// the usual culprits of a header failure (explain_header.go), whether an
+// space, line ends; probe.go), the exact signed header block and
+// the usual culprits of a header failure (header.go), whether an
 // expired signature would otherwise verify, and DMARC alignment
 // (internal/dmarc).
 //
 // The message is verified again for the what-ifs, with every DNS answer of
 // the first run replayed, so that they cost no queries and see the same
 // keys.
-
 package explain
 
 import (
