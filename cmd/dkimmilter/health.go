@@ -7,6 +7,7 @@ import (
 
 	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/keystore"
+	"github.com/dkimmilter/dkimmilter/keystore/keycheck"
 )
 
 // keyCheckInterval is how often the daemon checks its keys' DNS records in
@@ -40,7 +41,7 @@ func (d *daemon) checkKeys(ctx context.Context, cfg *config.Config) {
 	if len(cfg.Keys) == 0 || d.metrics == nil {
 		return
 	}
-	resolvers, err := keystore.CheckResolvers(cfg.DNS.Nameservers, cfg.DNS.Timeout)
+	resolvers, err := keycheck.Resolvers(cfg.DNS.Nameservers, cfg.DNS.Timeout)
 	if err != nil {
 		d.log.Warn("key health check: no resolver", "err", err)
 		return
@@ -63,7 +64,7 @@ func (d *daemon) checkKeys(ctx context.Context, cfg *config.Config) {
 		// Each key gets its own bound: one resolver that times out must
 		// not eat the time of the keys after it.
 		kctx, cancel := context.WithTimeout(ctx, 2*cfg.DNS.Timeout)
-		res := keystore.CheckKey(kctx, k, resolvers)
+		res := keycheck.Check(kctx, k, resolvers)
 		cancel()
 		// Per answer, not from the overall status: a resolver that
 		// times out makes the status "not checked", but the record is
@@ -80,7 +81,7 @@ func (d *daemon) checkKeys(ctx context.Context, cfg *config.Config) {
 		d.metrics.KeyGauge("dkimmilter_key_published", label, published)
 		d.metrics.KeyGauge("dkimmilter_key_matches", label, matches)
 		d.metrics.KeyGauge("dkimmilter_key_check_status", label, float64(res.Status))
-		if res.Status != keystore.CheckOK {
+		if res.Status != keycheck.OK {
 			var problems []string
 			for _, p := range res.Problems {
 				problems = append(problems, p.Text)

@@ -14,6 +14,7 @@ import (
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/internal/dns"
 	"github.com/dkimmilter/dkimmilter/keystore"
+	"github.com/dkimmilter/dkimmilter/keystore/keycheck"
 )
 
 const keysCheckHelp = `
@@ -100,7 +101,7 @@ type keyCheck struct {
 	label   string // "NAME", or "NAME (DOMAIN)" for a '%' file
 	key     *keystore.Key
 	fileErr error // the key file cannot be used as it is
-	res     *keystore.CheckResult
+	res     *keycheck.Result
 }
 
 // checkKeysDNS checks the named keys in DNS, prints one report per key
@@ -114,7 +115,7 @@ func checkKeysDNS(ctx context.Context, cfg *config.Config, names []string, opts 
 	if len(servers) == 0 {
 		servers, where = cfg.DNS.Nameservers, cfg.Where(0)+": dns"
 	}
-	resolvers, err := keystore.CheckResolvers(servers, timeout)
+	resolvers, err := keycheck.Resolvers(servers, timeout)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %s\n", where, strings.TrimPrefix(err.Error(), "dns: "))
 		return exitConfig
@@ -152,24 +153,24 @@ func checkKeysDNS(ctx context.Context, cfg *config.Config, names []string, opts 
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			if opts.authoritative {
-				c.res = keystore.CheckKeyAuthoritative(ctx, c.key, recursive, timeout, opts.authPort)
+				c.res = keycheck.CheckNameServers(ctx, c.key, recursive, timeout, opts.authPort)
 			} else {
-				c.res = keystore.CheckKey(ctx, c.key, resolvers)
+				c.res = keycheck.Check(ctx, c.key, resolvers)
 			}
 		})
 	}
 	wg.Wait()
 
 	code := exitOK
-	tally := map[keystore.CheckStatus]int{}
+	tally := map[keycheck.Status]int{}
 	for _, c := range checks {
 		if c.fileErr != nil {
 			// The daemon would refuse the file. A key too short to sign
 			// with is already a problem of the check itself.
 			if !errors.Is(c.fileErr, dkim.ErrKeyTooShort) {
-				c.res.Problems = append([]keystore.CheckProblem{fileProblem(c.fileErr)}, c.res.Problems...)
+				c.res.Problems = append([]keycheck.Problem{fileProblem(c.fileErr)}, c.res.Problems...)
 			}
-			c.res.Status = keystore.CheckFail
+			c.res.Status = keycheck.Fail
 			code = exitConfig
 		}
 		tally[c.res.Status]++
@@ -180,12 +181,12 @@ func checkKeysDNS(ctx context.Context, cfg *config.Config, names []string, opts 
 		plural = ""
 	}
 	fmt.Fprintf(stdout, "%d key%s checked: %d ok, %d with warnings, %d failing, %d not checked\n",
-		len(checks), plural, tally[keystore.CheckOK], tally[keystore.CheckWarn], tally[keystore.CheckFail], tally[keystore.CheckTemp])
+		len(checks), plural, tally[keycheck.OK], tally[keycheck.Warn], tally[keycheck.Fail], tally[keycheck.Temp])
 	switch {
 	case code != exitOK:
-	case tally[keystore.CheckFail] > 0:
+	case tally[keycheck.Fail] > 0:
 		code = exitKeysFail
-	case tally[keystore.CheckTemp] > 0:
+	case tally[keycheck.Temp] > 0:
 		code = exitKeysTemp
 	}
 	return code
@@ -193,18 +194,18 @@ func checkKeysDNS(ctx context.Context, cfg *config.Config, names []string, opts 
 
 // fileProblem reports a key file that the daemon would refuse, splitting
 // the "(hint: …)" that keystore's errors carry into a hint.
-func fileProblem(err error) keystore.CheckProblem {
+func fileProblem(err error) keycheck.Problem {
 	text, hint, ok := strings.Cut(err.Error(), " (hint: ")
 	if !ok {
 		hint = "fix the key file: 'dkimmilter check' lists every problem of the configuration"
 	}
-	return keystore.CheckProblem{Status: keystore.CheckFail, Text: "key file: " + text, Hints: []string{strings.TrimSuffix(hint, ")")}}
+	return keycheck.Problem{Status: keycheck.Fail, Text: "key file: " + text, Hints: []string{strings.TrimSuffix(hint, ")")}}
 }
 
 // statusWords are the first column of a report: short, and loud when
 // something is wrong.
-var statusWords = map[keystore.CheckStatus]string{
-	keystore.CheckOK: "ok  ", keystore.CheckWarn: "WARN", keystore.CheckTemp: "TEMP", keystore.CheckFail: "FAIL",
+var statusWords = map[keycheck.Status]string{
+	keycheck.OK: "ok  ", keycheck.Warn: "WARN", keycheck.Temp: "TEMP", keycheck.Fail: "FAIL",
 }
 
 // printKeyCheck prints one key: a line with its status, name, DNS name and
@@ -213,7 +214,7 @@ func printKeyCheck(w io.Writer, c *keyCheck, verbose bool) {
 	r := c.res
 	line := fmt.Sprintf("%s %s %s: %s", statusWords[r.Status], c.label, r.DNSName, r.Summary)
 	// DNSSEC matters for a record that is used, not for one to fix.
-	if r.DNSSEC != "" && r.Status <= keystore.CheckWarn {
+	if r.DNSSEC != "" && r.Status <= keycheck.Warn {
 		line += "; DNSSEC: " + r.DNSSEC
 	}
 	fmt.Fprintln(w, line)
@@ -246,7 +247,7 @@ func printKeyCheck(w io.Writer, c *keyCheck, verbose bool) {
 	}
 }
 
-func distinctSummaries(answers []keystore.CheckAnswer) []string {
+func distinctSummaries(answers []keycheck.Answer) []string {
 	var s []string
 	for _, a := range answers {
 		if !slices.Contains(s, a.Summary) {

@@ -1,4 +1,4 @@
-package keystore
+package keycheck
 
 import (
 	"context"
@@ -15,33 +15,38 @@ import (
 	"github.com/dkimmilter/dkimmilter/internal/dns"
 	"github.com/dkimmilter/dkimmilter/internal/dnstest"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
+	"github.com/dkimmilter/dkimmilter/keystore"
 	mdns "github.com/miekg/dns"
 )
 
 const chkName = "sel._domainkey.example.com"
 
-func chkKey(t *testing.T, signer crypto.Signer) *Key {
+func chkKey(t *testing.T, signer crypto.Signer) *keystore.Key {
 	t.Helper()
-	pk, err := wrapKey(signer)
+	der, err := x509.MarshalPKCS8PrivateKey(signer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Key{Name: "example", Domain: "example.com", Selector: "sel", File: "/keys/sel.pem", PrivateKey: pk}
+	pk, err := keystore.ParsePrivateKey(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &keystore.Key{Name: "example", Domain: "example.com", Selector: "sel", File: "/keys/sel.pem", PrivateKey: pk}
 }
 
 // chkResolver asks s alone, as keys check asks each configured server.
-func chkResolver(t *testing.T, s *dnstest.Server, timeout time.Duration) CheckResolver {
+func chkResolver(t *testing.T, s *dnstest.Server, timeout time.Duration) Resolver {
 	t.Helper()
-	rs, err := CheckResolvers([]string{s.Addr}, timeout)
+	rs, err := Resolvers([]string{s.Addr}, timeout)
 	if err != nil || len(rs) != 1 {
-		t.Fatalf("CheckResolvers: %v %v", rs, err)
+		t.Fatalf("Resolvers: %v %v", rs, err)
 	}
 	return rs[0]
 }
 
 // chkWant checks a result: its status, that summary is in its summary,
 // and that each of problems and hints is in some problem text or hint.
-func chkWant(t *testing.T, r *CheckResult, status CheckStatus, summary string, problems, hints []string) {
+func chkWant(t *testing.T, r *Result, status Status, summary string, problems, hints []string) {
 	t.Helper()
 	if r.Status != status {
 		t.Errorf("status %v, want %v", r.Status, status)
@@ -67,7 +72,7 @@ func chkWant(t *testing.T, r *CheckResult, status CheckStatus, summary string, p
 			t.Errorf("no hint says %q; hints:\n%s", w, strings.Join(allHints, "\n"))
 		}
 	}
-	if status == CheckOK && len(r.Problems) > 0 {
+	if status == OK && len(r.Problems) > 0 {
 		t.Errorf("ok with problems: %q", texts)
 	}
 	if t.Failed() {
@@ -86,85 +91,85 @@ func TestCheckKey(t *testing.T) {
 		name     string
 		key      crypto.Signer // default rsaKey
 		setup    func(s *dnstest.Server)
-		status   CheckStatus
+		status   Status
 		summary  string
 		problems []string
 		hints    []string
 	}{
 		{name: "RSA published and matching", setup: func(s *dnstest.Server) { s.SetTXT(chkName, rec) },
-			status: CheckOK, summary: "rsa 2048-bit key published and matching, TTL 5m0s"},
+			status: OK, summary: "rsa 2048-bit key published and matching, TTL 5m0s"},
 		{name: "Ed25519 published and matching", key: edKey,
 			setup:  func(s *dnstest.Server) { s.SetTXT(chkName, testkit.KeyRecord(edKey, "")) },
-			status: CheckOK, summary: "ed25519 key published and matching"},
+			status: OK, summary: "ed25519 key published and matching"},
 		{name: "record split across several strings",
 			setup:  func(s *dnstest.Server) { s.SetTXTStrings(chkName, []string{rec[:20], rec[20:200], rec[200:]}) },
-			status: CheckOK, summary: "published and matching"},
+			status: OK, summary: "published and matching"},
 		{name: "bare PKCS#1 p= and no v=", setup: func(s *dnstest.Server) {
 			s.SetTXT(chkName, "k=rsa; p="+base64.StdEncoding.EncodeToString(x509.MarshalPKCS1PublicKey(&rsaKey.PublicKey)))
-		}, status: CheckOK, summary: "published and matching"},
+		}, status: OK, summary: "published and matching"},
 		{name: "through a CNAME", setup: func(s *dnstest.Server) {
 			s.SetCNAME(chkName, "sel.dkim.provider.example")
 			s.SetTXT("sel.dkim.provider.example", rec)
-		}, status: CheckOK, summary: "published and matching"},
+		}, status: OK, summary: "published and matching"},
 		{name: "NXDOMAIN", setup: func(s *dnstest.Server) {},
-			status: CheckFail, summary: "no record (NXDOMAIN)",
+			status: Fail, summary: "no record (NXDOMAIN)",
 			problems: []string{"no record at sel._domainkey.example.com (NXDOMAIN", `"no key for signature"`},
 			hints: []string{"publish this TXT record at sel._domainkey.example.com", "\n" + rec,
 				`it must be exactly sel._domainkey.example.com, for selector "sel" and domain "example.com" of keys.example`,
 				"sel._domainkey.example.com.example.com", "negative TTL"}},
 		{name: "NODATA", setup: func(s *dnstest.Server) { s.SetNoData(chkName) },
-			status: CheckFail, summary: "no TXT record (NODATA)",
+			status: Fail, summary: "no TXT record (NODATA)",
 			problems: []string{"exists but holds no TXT record"}, hints: []string{"\n" + rec}},
 		{name: "another key published", setup: func(s *dnstest.Server) { s.SetTXT(chkName, testkit.KeyRecord(other, "")) },
-			status: CheckFail, summary: "published, but a different key",
+			status: Fail, summary: "published, but a different key",
 			problems: []string{"p= is not the public key of /keys/sel.pem", "signature did not verify"},
 			hints:    []string{"\n" + rec, "points at the wrong key file or selector", "TTL (5m0s)"}},
 		{name: "revoked", setup: func(s *dnstest.Server) { s.SetTXT(chkName, "v=DKIM1; k=rsa; p=") },
-			status: CheckFail, summary: "key revoked",
+			status: Fail, summary: "key revoked",
 			problems: []string{"the key is revoked"}, hints: []string{"[[signing]]", "\n" + rec}},
 		{name: "t=y", setup: func(s *dnstest.Server) { s.SetTXT(chkName, testkit.KeyRecord(rsaKey, "t=y; ")) },
-			status: CheckWarn, summary: "published and matching",
+			status: Warn, summary: "published and matching",
 			problems: []string{"t=y: the domain says it is testing DKIM"}, hints: []string{"remove t=y"}},
 		{name: "t=s alone is fine", setup: func(s *dnstest.Server) { s.SetTXT(chkName, testkit.KeyRecord(rsaKey, "t=s; ")) },
-			status: CheckOK, summary: "published and matching"},
+			status: OK, summary: "published and matching"},
 		{name: "k= names the other algorithm", setup: func(s *dnstest.Server) { s.SetTXT(chkName, "v=DKIM1; k=ed25519; "+p) },
-			status: CheckFail, summary: "k=ed25519 record, but the key is rsa",
+			status: Fail, summary: "k=ed25519 record, but the key is rsa",
 			problems: []string{"the record has k=ed25519 but /keys/sel.pem holds an rsa key"}, hints: []string{"\n" + rec}},
 		{name: "Ed25519 key, record without k=", key: edKey, setup: func(s *dnstest.Server) {
 			s.SetTXT(chkName, "v=DKIM1; "+strings.TrimPrefix(testkit.KeyRecord(edKey, ""), "v=DKIM1; k=ed25519; "))
-		}, status: CheckFail, problems: []string{"no k= (which means rsa)"}, hints: []string{"k=ed25519; p="}},
+		}, status: Fail, problems: []string{"no k= (which means rsa)"}, hints: []string{"k=ed25519; p="}},
 		{name: "h= without sha256", setup: func(s *dnstest.Server) { s.SetTXT(chkName, testkit.KeyRecord(rsaKey, "h=sha1; ")) },
-			status: CheckFail, problems: []string{"h=sha1 does not allow sha256"}, hints: []string{"remove h="}},
+			status: Fail, problems: []string{"h=sha1 does not allow sha256"}, hints: []string{"remove h="}},
 		{name: "h= with sha256", setup: func(s *dnstest.Server) { s.SetTXT(chkName, testkit.KeyRecord(rsaKey, "h=sha1:sha256; ")) },
-			status: CheckOK, summary: "published and matching"},
+			status: OK, summary: "published and matching"},
 		{name: "s= without email", setup: func(s *dnstest.Server) { s.SetTXT(chkName, testkit.KeyRecord(rsaKey, "s=tlsrpt; ")) },
-			status: CheckFail, problems: []string{"s=tlsrpt does not allow the key to be used for email"}, hints: []string{"remove s="}},
+			status: Fail, problems: []string{"s=tlsrpt does not allow the key to be used for email"}, hints: []string{"remove s="}},
 		{name: "s=email", setup: func(s *dnstest.Server) { s.SetTXT(chkName, testkit.KeyRecord(rsaKey, "s=email; ")) },
-			status: CheckOK},
+			status: OK},
 		{name: "unusable record", setup: func(s *dnstest.Server) { s.SetTXT(chkName, "v=DKIM1; k=rsa; p=!!notbase64") },
-			status: CheckFail, summary: "unusable key record", problems: []string{"bad base64"}, hints: []string{"\n" + rec}},
+			status: Fail, summary: "unusable key record", problems: []string{"bad base64"}, hints: []string{"\n" + rec}},
 		{name: "two DKIM records", setup: func(s *dnstest.Server) { s.SetTXT(chkName, rec, testkit.KeyRecord(other, "")) },
-			status: CheckFail, summary: "2 DKIM key records",
+			status: Fail, summary: "2 DKIM key records",
 			problems: []string{"2 DKIM key records at sel._domainkey.example.com", "RFC 6376 §3.6.2.2"},
 			hints:    []string{"keep only this one, which matches /keys/sel.pem:\n" + rec}},
 		{name: "two DKIM records, neither matching", setup: func(s *dnstest.Server) {
 			s.SetTXT(chkName, testkit.KeyRecord(other, ""), "v=DKIM1; k=rsa; p=")
-		}, status: CheckFail, hints: []string{"remove all of them but one", "\n" + rec}},
+		}, status: Fail, hints: []string{"remove all of them but one", "\n" + rec}},
 		{name: "DKIM and SPF-like record", setup: func(s *dnstest.Server) { s.SetTXT(chkName, rec, "v=spf1 -all") },
-			status: CheckWarn, summary: "published and matching",
+			status: Warn, summary: "published and matching",
 			problems: []string{`also holds a TXT record that is not a DKIM key: "v=spf1 -all"`}, hints: []string{"remove it"}},
 		{name: "only a non-DKIM record", setup: func(s *dnstest.Server) { s.SetTXT(chkName, "google-site-verification=abc") },
-			status: CheckFail, summary: "no DKIM key record",
+			status: Fail, summary: "no DKIM key record",
 			problems: []string{"is not a DKIM key record"}, hints: []string{"replace it with this TXT record", "\n" + rec}},
 		{name: "1024-bit key", key: testkit.RSAKey(1024),
 			setup:  func(s *dnstest.Server) { s.SetTXT(chkName, testkit.KeyRecord(testkit.RSAKey(1024), "")) },
-			status: CheckWarn, summary: "rsa 1024-bit key published and matching",
+			status: Warn, summary: "rsa 1024-bit key published and matching",
 			problems: []string{"1024-bit RSA key"}, hints: []string{"keys rotate -d example.com"}},
 		{name: "SERVFAIL", setup: func(s *dnstest.Server) { s.SetRcode(chkName, mdns.RcodeServerFailure) },
-			status: CheckTemp, summary: "lookup failed (SERVFAIL)",
+			status: Temp, summary: "lookup failed (SERVFAIL)",
 			problems: []string{"SERVFAIL: the key could not be checked there"}, hints: []string{"dig +cd"}},
 		{name: "REFUSED", setup: func(s *dnstest.Server) { s.SetRcode(chkName, mdns.RcodeRefused) },
-			status: CheckTemp, hints: []string{"lame delegation"}},
+			status: Temp, hints: []string{"lame delegation"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -175,7 +180,7 @@ func TestCheckKey(t *testing.T) {
 				signer = rsaKey
 			}
 			k := chkKey(t, signer)
-			r := CheckKey(context.Background(), k, []CheckResolver{chkResolver(t, s, 5*time.Second)})
+			r := Check(context.Background(), k, []Resolver{chkResolver(t, s, 5*time.Second)})
 			chkWant(t, r, tt.status, tt.summary, tt.problems, tt.hints)
 			if r.DNSName != chkName {
 				t.Errorf("DNS name %q", r.DNSName)
@@ -187,8 +192,8 @@ func TestCheckKey(t *testing.T) {
 func TestCheckKeyTimeout(t *testing.T) {
 	s := dnstest.New(t)
 	s.SetTimeout(chkName)
-	r := CheckKey(context.Background(), chkKey(t, testkit.RSAKey(2048)), []CheckResolver{chkResolver(t, s, 200*time.Millisecond)})
-	chkWant(t, r, CheckTemp, "no answer (timeout", []string{s.Addr + ": no answer (timeout"}, []string{"[dns] timeout"})
+	r := Check(context.Background(), chkKey(t, testkit.RSAKey(2048)), []Resolver{chkResolver(t, s, 200*time.Millisecond)})
+	chkWant(t, r, Temp, "no answer (timeout", []string{s.Addr + ": no answer (timeout"}, []string{"[dns] timeout"})
 }
 
 func TestCheckKeyDNSSEC(t *testing.T) {
@@ -209,8 +214,8 @@ func TestCheckKeyDNSSEC(t *testing.T) {
 			s.SetAD(tt.ad)
 			res := chkResolver(t, s, 5*time.Second)
 			res.TrustAD = tt.trust
-			r := CheckKey(context.Background(), chkKey(t, testkit.RSAKey(2048)), []CheckResolver{res})
-			if !strings.HasPrefix(r.DNSSEC, tt.want) || r.Status != CheckOK {
+			r := Check(context.Background(), chkKey(t, testkit.RSAKey(2048)), []Resolver{res})
+			if !strings.HasPrefix(r.DNSSEC, tt.want) || r.Status != OK {
 				t.Errorf("DNSSEC %q status %v, want %q", r.DNSSEC, r.Status, tt.want)
 			}
 		})
@@ -229,9 +234,9 @@ func TestCheckKeyPropagation(t *testing.T) {
 	missing.SetRcode(chkName, mdns.RcodeNameError)
 
 	t.Run("one resolver still has no record", func(t *testing.T) {
-		r := CheckKey(context.Background(), chkKey(t, key), []CheckResolver{
+		r := Check(context.Background(), chkKey(t, key), []Resolver{
 			chkResolver(t, newer, 5*time.Second), chkResolver(t, older, 5*time.Second), chkResolver(t, missing, 5*time.Second)})
-		chkWant(t, r, CheckFail, "2 of 3 resolvers see the record",
+		chkWant(t, r, Fail, "2 of 3 resolvers see the record",
 			[]string{"answers differ between resolvers: " + newer.Addr + ", " + older.Addr + ": published and matching; " + missing.Addr + ": no record (NXDOMAIN)"},
 			[]string{"check again after that", "keys check -authoritative example"})
 		for _, p := range r.Problems {
@@ -244,9 +249,9 @@ func TestCheckKeyPropagation(t *testing.T) {
 	t.Run("one resolver still has the old key", func(t *testing.T) {
 		stale := dnstest.New(t)
 		stale.SetTXT(chkName, testkit.KeyRecord(testkit.RSAKey(2064), ""))
-		r := CheckKey(context.Background(), chkKey(t, key), []CheckResolver{
+		r := Check(context.Background(), chkKey(t, key), []Resolver{
 			chkResolver(t, newer, 5*time.Second), chkResolver(t, stale, 5*time.Second)})
-		chkWant(t, r, CheckFail, "1 of 2 resolvers see the record",
+		chkWant(t, r, Fail, "1 of 2 resolvers see the record",
 			[]string{newer.Addr + ": published and matching; " + stale.Addr + ": published, but a different key"},
 			[]string{"TTL (5m0s)"})
 	})
@@ -254,9 +259,9 @@ func TestCheckKeyPropagation(t *testing.T) {
 	t.Run("a timeout is not a difference", func(t *testing.T) {
 		silent := dnstest.New(t)
 		silent.SetTimeout(chkName)
-		r := CheckKey(context.Background(), chkKey(t, key), []CheckResolver{
+		r := Check(context.Background(), chkKey(t, key), []Resolver{
 			chkResolver(t, newer, 5*time.Second), chkResolver(t, silent, 200*time.Millisecond)})
-		chkWant(t, r, CheckTemp, "published and matching, TTL 5m0s (1 of 2 resolvers answered)",
+		chkWant(t, r, Temp, "published and matching, TTL 5m0s (1 of 2 resolvers answered)",
 			[]string{silent.Addr + ": no answer"}, nil)
 		for _, p := range r.Problems {
 			if strings.Contains(p.Text, "differ") {
@@ -266,9 +271,9 @@ func TestCheckKeyPropagation(t *testing.T) {
 	})
 
 	t.Run("all agree", func(t *testing.T) {
-		r := CheckKey(context.Background(), chkKey(t, key), []CheckResolver{
+		r := Check(context.Background(), chkKey(t, key), []Resolver{
 			chkResolver(t, newer, 5*time.Second), chkResolver(t, newer, 5*time.Second)})
-		chkWant(t, r, CheckOK, "(2 resolvers agree)", nil, nil)
+		chkWant(t, r, OK, "(2 resolvers agree)", nil, nil)
 	})
 }
 
@@ -276,25 +281,25 @@ func TestCheckKeyPropagation(t *testing.T) {
 func TestCheckKeyWithoutPrivateKey(t *testing.T) {
 	s := dnstest.New(t)
 	s.SetTXT(chkName, testkit.KeyRecord(testkit.RSAKey(2048), ""))
-	k := &Key{Name: "example", Domain: "example.com", Selector: "sel", File: "/keys/sel.pem"}
-	r := CheckKey(context.Background(), k, []CheckResolver{chkResolver(t, s, 5*time.Second)})
-	chkWant(t, r, CheckOK, "published", nil, nil)
+	k := &keystore.Key{Name: "example", Domain: "example.com", Selector: "sel", File: "/keys/sel.pem"}
+	r := Check(context.Background(), k, []Resolver{chkResolver(t, s, 5*time.Second)})
+	chkWant(t, r, OK, "published", nil, nil)
 	if r.Record != "" {
 		t.Errorf("record to publish %q without a key", r.Record)
 	}
 
 	// The published key's size is then all there is to judge.
 	s.SetTXT(chkName, testkit.KeyRecord(testkit.RSAKey(1024), ""))
-	r = CheckKey(context.Background(), k, []CheckResolver{chkResolver(t, s, 5*time.Second)})
-	chkWant(t, r, CheckWarn, "published", []string{"1024-bit RSA key"}, []string{"keys rotate"})
+	r = Check(context.Background(), k, []Resolver{chkResolver(t, s, 5*time.Second)})
+	chkWant(t, r, Warn, "published", []string{"1024-bit RSA key"}, []string{"keys rotate"})
 	block, _ := pem.Decode(testkit.File("rsa512.key"))
 	short, err := x509.ParsePKCS1PrivateKey(block.Bytes)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.SetTXT(chkName, testkit.KeyRecord(short, ""))
-	r = CheckKey(context.Background(), k, []CheckResolver{chkResolver(t, s, 5*time.Second)})
-	chkWant(t, r, CheckFail, "published", []string{"512-bit RSA key: verifiers refuse RSA keys under 1024 bits"}, nil)
+	r = Check(context.Background(), k, []Resolver{chkResolver(t, s, 5*time.Second)})
+	chkWant(t, r, Fail, "published", []string{"512-bit RSA key: verifiers refuse RSA keys under 1024 bits"}, nil)
 }
 
 // -authoritative: one dnstest server is the recursive resolver and the
@@ -319,8 +324,8 @@ func TestCheckKeyAuthoritative(t *testing.T) {
 
 	k := chkKey(t, key)
 	k.Domain = "sub.example.com"
-	r := CheckKeyAuthoritative(context.Background(), k, res, 5*time.Second, opts)
-	chkWant(t, r, CheckOK, "published and matching", nil, nil)
+	r := CheckNameServers(context.Background(), k, res, 5*time.Second, opts)
+	chkWant(t, r, OK, "published and matching", nil, nil)
 	if r.Zone != "sub.example.com" || len(r.Answers) != 1 || !strings.HasPrefix(r.Answers[0].Resolver, "ns.sub.example.com (127.0.0.1 port ") {
 		t.Errorf("zone %q, answers %+v", r.Zone, r.Answers)
 	}
@@ -329,19 +334,19 @@ func TestCheckKeyAuthoritative(t *testing.T) {
 	}
 
 	k.Domain = "example.com" // the parent zone has no record
-	r = CheckKeyAuthoritative(context.Background(), k, res, 5*time.Second, opts)
-	chkWant(t, r, CheckFail, "no record (NXDOMAIN) (2 name servers agree)", nil, []string{"\n" + rec})
+	r = CheckNameServers(context.Background(), k, res, 5*time.Second, opts)
+	chkWant(t, r, Fail, "no record (NXDOMAIN) (2 name servers agree)", nil, []string{"\n" + rec})
 	if r.Zone != "example.com" || len(r.Answers) != 2 {
 		t.Errorf("zone %q, answers %+v", r.Zone, r.Answers)
 	}
 
 	s.SetAddrs("ns2.example.com")
-	r = CheckKeyAuthoritative(context.Background(), k, res, 5*time.Second, opts)
-	chkWant(t, r, CheckFail, "NXDOMAIN", []string{"a name server of example.com could not be asked: ns2.example.com: no address"}, nil)
+	r = CheckNameServers(context.Background(), k, res, 5*time.Second, opts)
+	chkWant(t, r, Fail, "NXDOMAIN", []string{"a name server of example.com could not be asked: ns2.example.com: no address"}, nil)
 
 	k.Domain = "nowhere.test"
-	r = CheckKeyAuthoritative(context.Background(), k, res, 5*time.Second, opts)
-	if r.Status == CheckOK || len(r.Problems) != 1 || !strings.Contains(r.Problems[0].Text, "finding the zone's name servers") {
+	r = CheckNameServers(context.Background(), k, res, 5*time.Second, opts)
+	if r.Status == OK || len(r.Problems) != 1 || !strings.Contains(r.Problems[0].Text, "finding the zone's name servers") {
 		t.Errorf("unknown domain: %+v", r)
 	}
 }
@@ -355,17 +360,17 @@ func TestCheckKeyAuthoritativeDiffer(t *testing.T) {
 		s.SetZone("example.com", "ns1.example.com", "ns2.example.com")
 	}
 	primary.SetTXT(chkName, testkit.KeyRecord(key, ""))
-	var rs []CheckResolver
+	var rs []Resolver
 	for i, s := range []*dnstest.Server{primary, secondary} {
 		ar, err := dns.NewZoneResolver(s.Addr, 5*time.Second, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		name := dns.NameServer{Host: "ns" + strconv.Itoa(i+1) + ".example.com", Addr: s.Addr}.String()
-		rs = append(rs, CheckResolver{Name: name, Resolver: ar, Authoritative: true})
+		rs = append(rs, Resolver{Name: name, Resolver: ar, Authoritative: true})
 	}
-	r := CheckKey(context.Background(), chkKey(t, key), rs)
-	chkWant(t, r, CheckFail, "1 of 2 name servers see the record",
+	r := Check(context.Background(), chkKey(t, key), rs)
+	chkWant(t, r, Fail, "1 of 2 name servers see the record",
 		[]string{"answers differ between name servers: ns1.example.com (127.0.0.1 port", "ns2.example.com (127.0.0.1 port"},
 		[]string{"has not loaded the current zone", "dig @SERVER example.com SOA"})
 }

@@ -1,7 +1,7 @@
 // Combining the answers of several resolvers into one report, and
 // building the resolvers keys check asks.
 
-package keystore
+package keycheck
 
 import (
 	"context"
@@ -14,61 +14,62 @@ import (
 
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/internal/dns"
+	"github.com/dkimmilter/dkimmilter/keystore"
 )
 
-// CheckResolvers returns one resolver per server of nameservers (those of
+// Resolvers returns one resolver per server of nameservers (those of
 // /etc/resolv.conf when empty), each asked on its own so that a resolver
 // that serves an old answer shows by name.
-func CheckResolvers(nameservers []string, timeout time.Duration) ([]CheckResolver, error) {
+func Resolvers(nameservers []string, timeout time.Duration) ([]Resolver, error) {
 	all, err := dns.NewClient(nameservers, timeout)
 	if err != nil {
 		return nil, err
 	}
-	var out []CheckResolver
+	var out []Resolver
 	for _, s := range all.Servers() {
 		r, err := dns.NewClient([]string{s}, timeout)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, CheckResolver{Name: s, Resolver: r, TrustAD: dns.LocalServer(s)})
+		out = append(out, Resolver{Name: s, Resolver: r, TrustAD: dns.LocalServer(s)})
 	}
 	return out, nil
 }
 
-// CheckKeyAuthoritative checks k against the authoritative servers of its
+// CheckNameServers checks k against the authoritative servers of its
 // zone, found through res, each asked directly with RD=0; CNAME targets
 // outside the zone (a provider's key) are looked up through res. What
 // keeps the servers from being found becomes the result's problem.
-func CheckKeyAuthoritative(ctx context.Context, k *Key, res *dns.Client, timeout time.Duration, port int) *CheckResult {
+func CheckNameServers(ctx context.Context, k *keystore.Key, res *dns.Client, timeout time.Duration, port int) *Result {
 	name := dkim.DNSName(k.Selector, k.Domain)
 	auth, err := dns.FindZone(ctx, res, name, port)
 	if err != nil {
-		p := CheckProblem{Status: CheckTemp, Text: "finding the zone's name servers: " + err.Error(),
+		p := Problem{Status: Temp, Text: "finding the zone's name servers: " + err.Error(),
 			Hints: []string{"check that the domain " + k.Domain + " is delegated (dig " + k.Domain + " NS), or check without -authoritative"}}
 		var de *net.DNSError
 		if errors.As(err, &de) && de.IsNotFound {
-			p.Status = CheckFail
+			p.Status = Fail
 			p.Hints = []string{"the domain " + k.Domain + " does not exist in DNS: check domain = in keys." + k.Name + ", or register and delegate the domain"}
 		}
-		r := checkKey(ctx, k, nil, p)
+		r := check(ctx, k, nil, p)
 		r.Summary = "name servers not found"
 		return r
 	}
-	var rs []CheckResolver
+	var rs []Resolver
 	for _, srv := range auth.Servers {
 		ar, err := dns.NewZoneResolver(srv.Addr, timeout, res)
 		if err != nil {
 			continue // FindZone only returns valid addresses
 		}
-		rs = append(rs, CheckResolver{Name: srv.String(), Resolver: ar, Authoritative: true})
+		rs = append(rs, Resolver{Name: srv.String(), Resolver: ar, Authoritative: true})
 	}
-	r := CheckKey(ctx, k, rs)
+	r := Check(ctx, k, rs)
 	r.Zone, r.NotAsked = auth.Apex, auth.Unroutable
 	for _, s := range auth.Skipped {
-		r.Problems = append(r.Problems, CheckProblem{Status: CheckWarn,
+		r.Problems = append(r.Problems, Problem{Status: Warn,
 			Text:  "a name server of " + auth.Apex + " could not be asked: " + s,
 			Hints: []string{"resolvers that pick this server fail to look the key up: fix the zone's NS records or give the host an address"}})
-		r.Status = max(r.Status, CheckWarn)
+		r.Status = max(r.Status, Warn)
 	}
 	return r
 }
@@ -102,16 +103,16 @@ func (c *keyChecker) combine(verdicts []*verdict) {
 		g.resolvers = append(g.resolvers, a.Resolver)
 	}
 	if len(groups) == 0 {
-		return // checkKey reports why
+		return // check reports why
 	}
 	if len(groups) == 1 {
 		g := groups[0]
 		r.Summary = c.headline(g.v, g.ttl)
-		if n := len(g.resolvers); n > 1 && g.v.status != CheckTemp {
+		if n := len(g.resolvers); n > 1 && g.v.status != Temp {
 			r.Summary += fmt.Sprintf(" (%d %s agree)", n, noun)
 		}
 		for _, p := range g.v.problems {
-			if p.Status == CheckTemp { // name the server that failed
+			if p.Status == Temp { // name the server that failed
 				p.Text = strings.Join(g.resolvers, ", ") + ": " + p.Text
 			}
 			r.Problems = append(r.Problems, p)
@@ -127,7 +128,7 @@ func (c *keyChecker) combine(verdicts []*verdict) {
 			seeing += len(g.resolvers)
 			ttl = g.ttl
 		}
-		if g.v.status != CheckTemp {
+		if g.v.status != Temp {
 			answered += len(g.resolvers)
 			answeredGroups = append(answeredGroups, g)
 		}
@@ -148,7 +149,7 @@ func (c *keyChecker) combine(verdicts []*verdict) {
 	}
 	if len(answeredGroups) > 1 {
 		var parts []string
-		status := CheckWarn
+		status := Warn
 		for _, g := range answeredGroups {
 			parts = append(parts, strings.Join(g.resolvers, ", ")+": "+g.v.summary)
 			status = max(status, g.v.status)
@@ -168,7 +169,7 @@ func (c *keyChecker) combine(verdicts []*verdict) {
 				"if it does not settle, ask the zone's own servers: dkimmilter keys check -authoritative " + c.k.Name,
 			}
 		}
-		r.Problems = append(r.Problems, CheckProblem{Status: status,
+		r.Problems = append(r.Problems, Problem{Status: status,
 			Text:  "answers differ between " + noun + ": " + strings.Join(parts, "; "),
 			Hints: hints})
 	}
@@ -177,7 +178,7 @@ func (c *keyChecker) combine(verdicts []*verdict) {
 	// their "publish this" hints would mislead.
 	seen := map[string]bool{}
 	for _, g := range groups {
-		if seeing > 0 && !g.v.matching && g.v.status != CheckTemp {
+		if seeing > 0 && !g.v.matching && g.v.status != Temp {
 			continue
 		}
 		for _, p := range g.v.problems {
@@ -210,7 +211,7 @@ func (c *keyChecker) headline(v *verdict, ttl time.Duration) string {
 // dnssecStatus says whether the answers that found a record were
 // validated. Only the AD bit of a trusted (local) resolver counts, and
 // the zone's own servers do not validate at all.
-func dnssecStatus(resolvers []CheckResolver, answers []CheckAnswer) string {
+func dnssecStatus(resolvers []Resolver, answers []Answer) string {
 	var trusted, validated, remote []string
 	asked := 0
 	for i, a := range answers {
@@ -241,7 +242,7 @@ func dnssecStatus(resolvers []CheckResolver, answers []CheckAnswer) string {
 	return "not validated"
 }
 
-func allAuthoritative(rs []CheckResolver) bool {
+func allAuthoritative(rs []Resolver) bool {
 	for _, r := range rs {
 		if !r.Authoritative {
 			return false

@@ -1,14 +1,14 @@
-// Checking a key's DNS record against its private key, for `dkimmilter
-// keys check` (and `check -dns`): what opendkim-testkey does, without its
-// traps (a KeyTable run that exits 0 when keys fail, no Ed25519, "key not
-// secure" that users read as a file permission problem), and with a hint
-// for every problem that says what to do.
+// Package keycheck checks a key's published DNS record against its private
+// key, for `dkimmilter keys check`, `check -dns` and the daemon's hourly
+// key-health metrics: what opendkim-testkey does, without its traps (a
+// KeyTable run that exits 0 when keys fail, no Ed25519, "key not secure"
+// that users read as a file permission problem), and with a hint for every
+// problem that says what to do.
 //
 // Each resolver is asked on its own, so that a resolver that still caches
 // an old answer, or an authoritative server that did not load the new
 // zone, shows up by name.
-
-package keystore
+package keycheck
 
 import (
 	"context"
@@ -22,33 +22,34 @@ import (
 
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/internal/dns"
+	"github.com/dkimmilter/dkimmilter/keystore"
 )
 
-// CheckStatus is how a key, an answer or a problem fares. The order is
+// Status is how a key, an answer or a problem fares. The order is
 // severity: a key's status is the worst of its answers and problems.
-type CheckStatus int
+type Status int
 
 const (
-	CheckOK   CheckStatus = iota
-	CheckWarn             // published and usable, but something should change
-	CheckTemp             // could not be checked: a timeout or a server failure
-	CheckFail             // verifiers would answer permerror or fail
+	OK   Status = iota
+	Warn        // published and usable, but something should change
+	Temp        // could not be checked: a timeout or a server failure
+	Fail        // verifiers would answer permerror or fail
 )
 
-func (s CheckStatus) String() string {
+func (s Status) String() string {
 	switch s {
-	case CheckOK:
+	case OK:
 		return "ok"
-	case CheckWarn:
+	case Warn:
 		return "warn"
-	case CheckTemp:
+	case Temp:
 		return "temp"
 	}
 	return "fail"
 }
 
-// CheckResolver is one resolver to ask, with the name reports use.
-type CheckResolver struct {
+// Resolver is one resolver to ask, with the name reports use.
+type Resolver struct {
 	Name string // "127.0.0.1:53", "ns1.example.com (192.0.2.1)"
 	dns.Resolver
 	// TrustAD says the resolver's AD bit can be believed: a validating
@@ -59,14 +60,14 @@ type CheckResolver struct {
 	Authoritative bool
 }
 
-// CheckAnswer is what one resolver answered, and what it means.
-type CheckAnswer struct {
+// Answer is what one resolver answered, and what it means.
+type Answer struct {
 	Resolver string
 	Records  []string // the TXT records, each joined from its strings
 	TTL      time.Duration
 	AD       bool  // the resolver set the AD bit
 	Err      error // a *net.DNSError, or nil
-	Status   CheckStatus
+	Status   Status
 	Summary  string // "published and matching", "no record (NXDOMAIN)", …
 	// KeyRecord: a DKIM key record (even a broken one) is at the name,
 	// not only other TXT records. Matching: a usable one with the private
@@ -74,15 +75,15 @@ type CheckAnswer struct {
 	KeyRecord, Matching bool
 }
 
-// CheckProblem is one thing wrong, with what to do about it.
-type CheckProblem struct {
-	Status CheckStatus // CheckWarn, CheckTemp or CheckFail
+// Problem is one thing wrong, with what to do about it.
+type Problem struct {
+	Status Status // Warn, Temp or Fail
 	Text   string
 	Hints  []string // each may hold a record to publish on its second line
 }
 
-// CheckResult is the report on one key.
-type CheckResult struct {
+// Result is the report on one key.
+type Result struct {
 	Key      string // the keys.NAME
 	Domain   string
 	Selector string
@@ -91,36 +92,36 @@ type CheckResult struct {
 	KeyType  string // of the private key; "" when it was not loaded
 	Bits     int
 	Record   string // the record to publish: "v=DKIM1; k=…; p=…"
-	Status   CheckStatus
+	Status   Status
 	Summary  string   // one line: what most resolvers see
 	DNSSEC   string   // "validated", "not validated", …; "" when not known
-	Zone     string   // with CheckKeyAuthoritative: the zone whose servers were asked
+	Zone     string   // with CheckNameServers: the zone whose servers were asked
 	NotAsked []string // and its server addresses this host has no route to
-	Answers  []CheckAnswer
-	Problems []CheckProblem
+	Answers  []Answer
+	Problems []Problem
 }
 
-// CheckKey looks up k's record with each resolver (at the same time) and
+// Check looks up k's record with each resolver (at the same time) and
 // checks what each sees against k's private key. k.PrivateKey may be nil
 // when the key file could not be read: the record is then only checked
 // for existence and syntax, and the caller reports why.
-func CheckKey(ctx context.Context, k *Key, resolvers []CheckResolver) *CheckResult {
-	return checkKey(ctx, k, resolvers, CheckProblem{Status: CheckTemp, Text: "no resolver to ask",
+func Check(ctx context.Context, k *keystore.Key, resolvers []Resolver) *Result {
+	return check(ctx, k, resolvers, Problem{Status: Temp, Text: "no resolver to ask",
 		Hints: []string{"set [dns] nameservers, or give -resolver"}})
 }
 
-// checkKey is CheckKey, with the problem to report when there is no
+// check is Check, with the problem to report when there is no
 // resolver to ask.
-func checkKey(ctx context.Context, k *Key, resolvers []CheckResolver, none CheckProblem) *CheckResult {
-	r := &CheckResult{
+func check(ctx context.Context, k *keystore.Key, resolvers []Resolver, none Problem) *Result {
+	r := &Result{
 		Key: k.Name, Domain: k.Domain, Selector: k.Selector, File: k.File,
 		DNSName: dkim.DNSName(k.Selector, k.Domain),
 	}
 	if k.PrivateKey != nil {
 		r.KeyType, r.Bits = k.KeyType, k.Bits
-		r.Record = Record(k.PrivateKey)
+		r.Record = keystore.Record(k.PrivateKey)
 	}
-	r.Answers = make([]CheckAnswer, len(resolvers))
+	r.Answers = make([]Answer, len(resolvers))
 	var wg sync.WaitGroup
 	for i, res := range resolvers {
 		wg.Go(func() {
@@ -166,21 +167,21 @@ func checkKey(ctx context.Context, k *Key, resolvers []CheckResolver, none Check
 
 // verdict is the meaning of one answer.
 type verdict struct {
-	status   CheckStatus
+	status   Status
 	summary  string
-	problems []CheckProblem
+	problems []Problem
 	matching bool // a usable DKIM record with the key's public key
 }
 
-func (v *verdict) add(s CheckStatus, text string, hints ...string) {
+func (v *verdict) add(s Status, text string, hints ...string) {
 	v.status = max(v.status, s)
-	v.problems = append(v.problems, CheckProblem{Status: s, Text: text, Hints: hints})
+	v.problems = append(v.problems, Problem{Status: s, Text: text, Hints: hints})
 }
 
 type keyChecker struct {
-	k         *Key
-	r         *CheckResult
-	resolvers []CheckResolver
+	k         *keystore.Key
+	r         *Result
+	resolvers []Resolver
 }
 
 // publishHint says to publish the key's record, and prints it.
@@ -195,7 +196,7 @@ func (c *keyChecker) publishHint(verb string) string {
 // evaluate judges one resolver's answer. The RFC 6376 §3.6.1 tags decide
 // whether a verifier can use the record with this key:
 // https://www.rfc-editor.org/rfc/rfc6376#section-3.6.1
-func (c *keyChecker) evaluate(a *CheckAnswer) *verdict {
+func (c *keyChecker) evaluate(a *Answer) *verdict {
 	v := &verdict{}
 	if a.Err != nil {
 		c.lookupError(v, a)
@@ -212,7 +213,7 @@ func (c *keyChecker) evaluate(a *CheckAnswer) *verdict {
 	switch {
 	case len(keyRecs) == 0:
 		v.summary = "no DKIM key record (other TXT only)"
-		v.add(CheckFail, fmt.Sprintf("the TXT record at %s is not a DKIM key record: %s", c.r.DNSName, quoteList(others)),
+		v.add(Fail, fmt.Sprintf("the TXT record at %s is not a DKIM key record: %s", c.r.DNSName, quoteList(others)),
 			c.publishHint("replace it with"))
 		return v
 	case len(keyRecs) > 1:
@@ -226,10 +227,10 @@ func (c *keyChecker) evaluate(a *CheckAnswer) *verdict {
 				hint = fmt.Sprintf("remove the others and keep only this one, which matches %s:\n%s", c.r.File, rec)
 			}
 		}
-		v.add(CheckFail, fmt.Sprintf("%d DKIM key records at %s: RFC 6376 §3.6.2.2 leaves the result undefined, and verifiers answer permerror or pick one at random", len(keyRecs), c.r.DNSName), hint)
+		v.add(Fail, fmt.Sprintf("%d DKIM key records at %s: RFC 6376 §3.6.2.2 leaves the result undefined, and verifiers answer permerror or pick one at random", len(keyRecs), c.r.DNSName), hint)
 		return v
 	case len(others) > 0:
-		v.add(CheckWarn, fmt.Sprintf("%s also holds a TXT record that is not a DKIM key: %s; some verifiers fail when the name has more than one TXT record", c.r.DNSName, quoteList(others)),
+		v.add(Warn, fmt.Sprintf("%s also holds a TXT record that is not a DKIM key: %s; some verifiers fail when the name has more than one TXT record", c.r.DNSName, quoteList(others)),
 			fmt.Sprintf("remove it: %s should hold only the key record (SPF and site verification records belong at the domain itself)", c.r.DNSName))
 	}
 	c.keyRecord(v, keyRecs[0], a.TTL)
@@ -266,19 +267,19 @@ func (c *keyChecker) keyRecord(v *verdict, rec string, ttl time.Duration) {
 			said = "no k= (which means rsa)"
 		}
 		v.summary = fmt.Sprintf("k=%s record, but the key is %s", kr.KeyType, pk.KeyType)
-		v.add(CheckFail, fmt.Sprintf("the record has %s but %s holds an %s key", said, c.r.File, pk.KeyType),
+		v.add(Fail, fmt.Sprintf("the record has %s but %s holds an %s key", said, c.r.File, pk.KeyType),
 			c.publishHint("publish"),
 			fmt.Sprintf("or, if the published key is the right one, point keys.%s at its %s key file", c.k.Name, kr.KeyType))
 		return
 	case errors.Is(err, dkim.ErrKeyRevoked):
 		v.summary = "key revoked (empty p=)"
-		v.add(CheckFail, "the key is revoked: the record's p= is empty, so every signature made with it fails (permerror \"key revoked\")",
+		v.add(Fail, "the key is revoked: the record's p= is empty, so every signature made with it fails (permerror \"key revoked\")",
 			fmt.Sprintf("if keys.%s is retired, take it out of the [[signing]] rules", c.k.Name),
 			c.publishHint("otherwise publish"))
 		return
 	case err != nil:
 		v.summary = "unusable key record"
-		v.add(CheckFail, fmt.Sprintf("verifiers cannot use the key record (permerror): %v: %q", err, rec), c.publishHint("replace it with"))
+		v.add(Fail, fmt.Sprintf("verifiers cannot use the key record (permerror): %v: %q", err, rec), c.publishHint("replace it with"))
 		return
 	}
 	v.summary = "published"
@@ -287,7 +288,7 @@ func (c *keyChecker) keyRecord(v *verdict, rec string, ttl time.Duration) {
 			v.summary, v.matching = "published and matching", true
 		} else {
 			v.summary = "published, but a different key"
-			v.add(CheckFail, fmt.Sprintf("p= is not the public key of %s: every signature would fail (\"signature did not verify\")", c.r.File),
+			v.add(Fail, fmt.Sprintf("p= is not the public key of %s: every signature would fail (\"signature did not verify\")", c.r.File),
 				c.publishHint("publish"),
 				fmt.Sprintf("or, if the published key is the right one, keys.%s points at the wrong key file or selector", c.k.Name),
 				fmt.Sprintf("if you changed the record within its TTL (%s), resolvers may still serve the old one: check again after that", ttl))
@@ -296,11 +297,11 @@ func (c *keyChecker) keyRecord(v *verdict, rec string, ttl time.Duration) {
 	// These would make verifiers refuse the key whatever p= holds. The
 	// hash is sha256 for both algorithms we sign with (RFC 8301, RFC 8463).
 	if !kr.AllowsHash("sha256") {
-		v.add(CheckFail, fmt.Sprintf("h=%s does not allow sha256, which every signature from this key uses", strings.Join(kr.Hashes, ":")),
+		v.add(Fail, fmt.Sprintf("h=%s does not allow sha256, which every signature from this key uses", strings.Join(kr.Hashes, ":")),
 			"remove h= from the record (or write h=sha256)")
 	}
 	if !kr.AllowsEmail() {
-		v.add(CheckFail, fmt.Sprintf("s=%s does not allow the key to be used for email", strings.Join(kr.Services, ":")),
+		v.add(Fail, fmt.Sprintf("s=%s does not allow the key to be used for email", strings.Join(kr.Services, ":")),
 			"remove s= from the record (or write s=email)")
 	}
 	if pk == nil && kr.KeyType == "rsa" {
@@ -313,7 +314,7 @@ func (c *keyChecker) keyRecord(v *verdict, rec string, ttl time.Duration) {
 	// signatures differently from unsigned mail, so a broken setup goes
 	// unnoticed.
 	if kr.Testing() {
-		v.add(CheckWarn, "t=y: the domain says it is testing DKIM, so receivers treat failing signatures like no signature",
+		v.add(Warn, "t=y: the domain says it is testing DKIM, so receivers treat failing signatures like no signature",
 			"remove t=y from the record once signatures verify")
 	}
 }
@@ -321,21 +322,21 @@ func (c *keyChecker) keyRecord(v *verdict, rec string, ttl time.Duration) {
 // keySizeProblem judges an RSA key size. RFC 8301 §3.2: verifiers must
 // refuse keys under 1024 bits, and signers should use 2048.
 // https://www.rfc-editor.org/rfc/rfc8301#section-3.2
-func keySizeProblem(bits int, domain string) *CheckProblem {
+func keySizeProblem(bits int, domain string) *Problem {
 	hint := fmt.Sprintf("'dkimmilter keys rotate -d %s' makes a 2048-bit key under a new selector and prints the steps", domain)
 	switch {
 	case bits < dkim.MinRSABits:
-		return &CheckProblem{Status: CheckFail, Hints: []string{hint},
+		return &Problem{Status: Fail, Hints: []string{hint},
 			Text: fmt.Sprintf("%d-bit RSA key: verifiers refuse RSA keys under %d bits (RFC 8301 §3.2)", bits, dkim.MinRSABits)}
 	case bits < dkim.RecommendedRSABits:
-		return &CheckProblem{Status: CheckWarn, Hints: []string{hint},
+		return &Problem{Status: Warn, Hints: []string{hint},
 			Text: fmt.Sprintf("%d-bit RSA key: RFC 8301 §3.2 says signers should use 2048 bits, and some receivers already treat smaller keys as weak", bits)}
 	}
 	return nil
 }
 
 // lookupError judges a failed lookup.
-func (c *keyChecker) lookupError(v *verdict, a *CheckAnswer) {
+func (c *keyChecker) lookupError(v *verdict, a *Answer) {
 	de := &net.DNSError{Err: a.Err.Error()}
 	errors.As(a.Err, &de)
 	switch {
@@ -346,14 +347,14 @@ func (c *keyChecker) lookupError(v *verdict, a *CheckAnswer) {
 			v.summary = "no TXT record (NODATA)"
 			text = fmt.Sprintf("%s exists but holds no TXT record (NODATA)", c.r.DNSName)
 		}
-		v.add(CheckFail, text+"; verifiers answer permerror \"no key for signature\"",
+		v.add(Fail, text+"; verifiers answer permerror \"no key for signature\"",
 			c.publishHint("publish"),
 			fmt.Sprintf("if you published it already, check the name: it must be exactly %s, for selector %q and domain %q of keys.%s (in a DNS control panel the host field usually takes only %s._domainkey: the full name there gives %s.%s)",
 				c.r.DNSName, c.r.Selector, c.r.Domain, c.k.Name, c.r.Selector, c.r.DNSName, c.r.Domain),
 			"if you published it just now, resolvers that cached its absence keep that for the zone's negative TTL (the SOA minimum): check again after that")
 	case de.IsTimeout:
 		v.summary = "no answer (" + de.Err + ")"
-		v.add(CheckTemp, fmt.Sprintf("no answer (%s): the key could not be checked there", de.Err),
+		v.add(Temp, fmt.Sprintf("no answer (%s): the key could not be checked there", de.Err),
 			"check that the server is up and reachable (dig @SERVER "+c.r.DNSName+" TXT), or raise [dns] timeout / -timeout if it is slow")
 	default:
 		v.summary = "lookup failed (" + de.Err + ")"
@@ -364,6 +365,6 @@ func (c *keyChecker) lookupError(v *verdict, a *CheckAnswer) {
 		case strings.HasPrefix(de.Err, "not authoritative"):
 			hint = "the server is listed as a name server of the zone but does not serve it (a lame delegation): fix the zone's NS records or the server's configuration"
 		}
-		v.add(CheckTemp, fmt.Sprintf("%s: the key could not be checked there", de.Err), hint)
+		v.add(Temp, fmt.Sprintf("%s: the key could not be checked there", de.Err), hint)
 	}
 }
