@@ -72,6 +72,7 @@ type SigningRule struct {
 	Keys     []string // names in Config.Keys; one signature each
 	Identity string   // i=, may contain '%'; "" for none
 	Line     int      // of the [[signing]] header
+	KeysLine int      // of its keys = [...], where the array starts
 }
 
 // Verify is the [verify] table.

@@ -72,10 +72,10 @@ func TestFull(t *testing.T) {
 			"any-domain":  {Name: "any-domain", Domain: "%", Selector: "dkim", File: "/etc/dkimmilter/keys/%/dkim.pem", Line: 34},
 		},
 		Signing: []*SigningRule{
-			{From: "alice@example.com", Keys: []string{"example-rsa"}, Identity: "alice@example.com", Line: 36},
-			{From: "*@example.com", Keys: []string{"example-rsa", "example.ed"}, Identity: "@mail.example.com", Line: 41},
-			{From: "*@*.example.com", Keys: []string{"example-rsa"}, Line: 46},
-			{From: "*", Keys: []string{"any-domain"}, Identity: "@%", Line: 50},
+			{From: "alice@example.com", Keys: []string{"example-rsa"}, Identity: "alice@example.com", Line: 36, KeysLine: 38},
+			{From: "*@example.com", Keys: []string{"example-rsa", "example.ed"}, Identity: "@mail.example.com", Line: 41, KeysLine: 43},
+			{From: "*@*.example.com", Keys: []string{"example-rsa"}, Line: 46, KeysLine: 48},
+			{From: "*", Keys: []string{"any-domain"}, Identity: "@%", Line: 50, KeysLine: 52},
 		},
 		Verify: Verify{MinRSABits: 2048, MaxSignatures: 4},
 		DNS: DNS{

@@ -135,6 +135,9 @@ func (ix *lineIndex) line(p path) int {
 	return 0
 }
 
+// at returns the line of p, or 0 when p is not in the file.
+func (ix *lineIndex) at(p path) int { return ix.first[p.String()] }
+
 // find returns the first key whose unindexed path is plain and whose value
 // has the given kind ("" for any).
 func (ix *lineIndex) find(plain, kind string) (keyPos, bool) {

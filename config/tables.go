@@ -102,6 +102,7 @@ func (c *checker) signing(f []*fileRule, keys map[string]*Key) []*SigningRule {
 		r.From = strings.ToLower(fr.From)
 
 		kp := p.child("keys")
+		r.KeysLine = c.ix.at(kp)
 		if len(fr.Keys) == 0 {
 			c.errf(kp, `%s needs at least one key: keys = ["NAME", ...], each naming a [keys.NAME] table`, ruleName(fr.From))
 		}

@@ -4,13 +4,11 @@ import (
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
 
-	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
 )
@@ -139,36 +137,6 @@ func TestTXTStringsEscapes(t *testing.T) {
 				t.Errorf("on the wire:\n got %q\nwant %q", s, got)
 			}
 		})
-	}
-}
-
-// The [keys.NAME] and [[signing]] lines parse with the daemon's own
-// loader into what they say.
-func TestTOMLLines(t *testing.T) {
-	tests := []struct{ domain, selector, file, name string }{
-		{"example.com", "s202611", "/etc/dkimmilter/keys/example.com/s202611.pem", "example-com-s202611"},
-		{"mail.example.co.uk", "s202611e", `/srv/keys with "quotes"\and spaces/k.pem`, "mail-example-co-uk-s202611e"},
-	}
-	for _, tt := range tests {
-		name := KeyName(tt.domain, tt.selector)
-		if name != tt.name {
-			t.Errorf("KeyName(%q, %q) = %q, want %q", tt.domain, tt.selector, name, tt.name)
-		}
-		text := TOMLLines(name, tt.domain, tt.selector, tt.file) + "\n" + SigningTOML("*@"+tt.domain, []string{name})
-		cfg, err := config.Parse(filepath.Join(t.TempDir(), "dkimmilter.toml"), []byte(text))
-		if err != nil {
-			t.Fatalf("%v\n%s", err, text)
-		}
-		k := cfg.Keys[name]
-		if k == nil || k.Domain != tt.domain || k.Selector != tt.selector || k.File != tt.file {
-			t.Errorf("parsed %+v from\n%s", k, text)
-		}
-		if len(cfg.Signing) != 1 || cfg.Signing[0].From != "*@"+tt.domain || cfg.Signing[0].Keys[0] != name {
-			t.Errorf("signing %+v", cfg.Signing)
-		}
-	}
-	if got := TOMLLines("a.b", "example.com", "s", "/k"); !strings.HasPrefix(got, `[keys."a.b"]`) {
-		t.Errorf("dotted name not quoted: %s", got)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/keystore"
 )
@@ -63,7 +64,7 @@ func keysGen(args []string, stdout, stderr io.Writer, now time.Time) int {
 	if g == nil {
 		return code
 	}
-	name := keystore.KeyName(g.domain, g.selector)
+	name := config.KeyName(g.domain, g.selector)
 	fmt.Fprintf(stdout, "# Wrote %s: %s, %d bits, mode 0600.\n", g.path, g.pk.KeyType, g.pk.Bits)
 	if h := ownerHint(g); h != "" {
 		fmt.Fprintf(stdout, "# It belongs to root. If dkimmilter runs as its own user (User=dkimmilter in\n# its systemd unit), give the user the key, or it cannot sign:\n#   %s\n", h)
@@ -78,9 +79,9 @@ func keysGen(args []string, stdout, stderr io.Writer, now time.Time) int {
 	fmt.Fprintln(stdout)
 	fmt.Fprintln(stdout, "# 3. The configuration: the key, and a rule that signs with it (or add")
 	fmt.Fprintf(stdout, "#    %q to the keys of the rule that signs %s now):\n", name, g.domain)
-	fmt.Fprint(stdout, keystore.TOMLLines(name, g.domain, g.selector, g.path))
+	fmt.Fprint(stdout, config.KeyTOML(name, g.domain, g.selector, g.path))
 	fmt.Fprintln(stdout)
-	fmt.Fprint(stdout, keystore.SigningTOML("*@"+g.domain, []string{name}))
+	fmt.Fprint(stdout, config.SigningTOML("*@"+g.domain, []string{name}))
 	fmt.Fprintln(stdout)
 	fmt.Fprintf(stdout, `# Then, in this order:
 # - publish the record;

@@ -111,9 +111,9 @@ func keysRotate(args []string, stdout, stderr io.Writer, now time.Time) int {
 		// to be free before the key is made.
 		req.selector = keystore.SelectorFor(now, req.keyDir, req.kind, req.used)
 	}
-	newName := keystore.KeyName(req.domain, req.selector)
+	newName := config.KeyName(req.domain, req.selector)
 	for i := 2; cfg.Keys[newName] != nil; i++ {
-		newName = fmt.Sprintf("%s-%d", keystore.KeyName(req.domain, req.selector), i)
+		newName = fmt.Sprintf("%s-%d", config.KeyName(req.domain, req.selector), i)
 	}
 	g, code := generateKey(req, stderr)
 	if g == nil {
@@ -230,7 +230,7 @@ func printRotation(w io.Writer, cfg *config.Config, old keyFile, g *generated, n
 	fmt.Fprintf(w, "\nStep 3 of 5: the configuration (%s)\n", cfg.File)
 	fmt.Fprintln(w, "Add this table now; it signs nothing until a rule names it:")
 	fmt.Fprintln(w)
-	fmt.Fprint(w, keystore.TOMLLines(newName, g.domain, g.selector, g.path))
+	fmt.Fprint(w, config.KeyTOML(newName, g.domain, g.selector, g.path))
 	fmt.Fprintln(w)
 	rules := 0
 	for i, r := range cfg.Signing {
@@ -248,7 +248,7 @@ func printRotation(w io.Writer, cfg *config.Config, old keyFile, g *generated, n
 		}
 	}
 	if rules == 0 {
-		fmt.Fprintf(w, "No [[signing]] rule uses keys.%s, so nothing switches. To sign with the new key, after step 4, add:\n\n%s\n", old.name, keystore.SigningTOML("*@"+g.domain, []string{newName}))
+		fmt.Fprintf(w, "No [[signing]] rule uses keys.%s, so nothing switches. To sign with the new key, after step 4, add:\n\n%s\n", old.name, config.SigningTOML("*@"+g.domain, []string{newName}))
 	}
 	fmt.Fprintf(w, "After each change, run 'dkimmilter check%s',\nthen reload dkimmilter (systemctl reload dkimmilter, or restart it).\n", cf)
 
@@ -316,12 +316,15 @@ func formatDays(d time.Duration) string {
 	return s
 }
 
-var keysLineRE = regexp.MustCompile(`^\s*keys\s*=`)
+// keysArrayRE finds the keys array on the line config says it starts on:
+// "keys = [ ... ]", alone or inside an inline table.
+var keysArrayRE = regexp.MustCompile(`\bkeys\s*=\s*\[[^\]]*\]`)
 
 // switchLines returns the keys = line of rule r as written in the config
-// file and with old replaced by new, and where it is ("FILE:LINE"). When
-// the line cannot be found as one line (an array over several lines), it
-// returns the rule's keys as TOML and the rule's place.
+// file and with old replaced by new, and where it is ("FILE:LINE"). The
+// line is the one config found the array on (SigningRule.KeysLine); when
+// the array spans several lines, it returns the rule's keys as TOML and
+// the rule's place.
 func switchLines(cfg *config.Config, r *config.SigningRule, old, new string) (before, after, where string) {
 	renamed := make([]string, len(r.Keys))
 	for i, k := range r.Keys {
@@ -330,25 +333,23 @@ func switchLines(cfg *config.Config, r *config.SigningRule, old, new string) (be
 			renamed[i] = new
 		}
 	}
-	before, after, where = "keys = "+keystore.TOMLList(r.Keys), "keys = "+keystore.TOMLList(renamed), cfg.Where(r.Line)
+	before, after, where = "keys = "+config.TOMLList(r.Keys), "keys = "+config.TOMLList(renamed), cfg.Where(r.Line)
 	data, err := os.ReadFile(cfg.File)
-	if err != nil || r.Line <= 0 {
+	if err != nil || r.KeysLine <= 0 {
 		return
 	}
 	lines := strings.Split(string(data), "\n")
-	for i := r.Line; i < len(lines); i++ { // lines[r.Line] is the line after [[signing]]
-		l := lines[i]
-		if t := strings.TrimSpace(l); strings.HasPrefix(t, "[") {
-			return // the next table
-		}
-		if !keysLineRE.MatchString(l) || !strings.Contains(l, "]") {
-			continue
-		}
-		repl := strings.NewReplacer(`"`+old+`"`, `"`+new+`"`, `'`+old+`'`, `"`+new+`"`)
-		if nl := repl.Replace(l); nl != l {
-			return l, nl, cfg.Where(i + 1)
-		}
+	if r.KeysLine > len(lines) {
 		return
+	}
+	l := lines[r.KeysLine-1]
+	loc := keysArrayRE.FindStringIndex(l)
+	if loc == nil {
+		return // the array goes on below
+	}
+	repl := strings.NewReplacer(`"`+old+`"`, `"`+new+`"`, `'`+old+`'`, `"`+new+`"`)
+	if arr := repl.Replace(l[loc[0]:loc[1]]); arr != l[loc[0]:loc[1]] {
+		return l, l[:loc[0]] + arr + l[loc[1]:], cfg.Where(r.KeysLine)
 	}
 	return
 }

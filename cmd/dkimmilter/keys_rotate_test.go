@@ -187,3 +187,40 @@ func TestKeysRotateErrors(t *testing.T) {
 		t.Errorf("missing config: exit %d %s", code, errs)
 	}
 }
+
+// The switch shows the keys array where the config has it: on its own
+// line, inside an inline table (only the array changes), or, spread over
+// several lines, as the rule's keys in TOML at the rule's place.
+func TestSwitchLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dkimmilter.toml")
+	text := `signing = [ { from = "*@old.example", keys = ["old", "ed"] } ]
+[keys.old]
+domain = "example.com"
+selector = "s1"
+file = "/k1.pem"
+[keys.ed]
+domain = "example.com"
+selector = "s2"
+file = "/k2.pem"
+`
+	os.WriteFile(path, []byte(text), 0o600)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, after, where := switchLines(cfg, cfg.Signing[0], "old", "new")
+	if before != `signing = [ { from = "*@old.example", keys = ["old", "ed"] } ]` ||
+		after != `signing = [ { from = "*@old.example", keys = ["new", "ed"] } ]` || where != path+":1" {
+		t.Errorf("inline table:\n-%s\n+%s\n%s", before, after, where)
+	}
+
+	text = "[[signing]]\nfrom = \"*\"\nkeys = [\n  \"old\",\n]\n" + text[strings.Index(text, "\n")+1:]
+	os.WriteFile(path, []byte(text), 0o600)
+	if cfg, err = config.Load(path); err != nil {
+		t.Fatal(err)
+	}
+	before, after, where = switchLines(cfg, cfg.Signing[0], "old", "new")
+	if before != `keys = ["old"]` || after != `keys = ["new"]` || where != path+":1" {
+		t.Errorf("array over lines:\n-%s\n+%s\n%s", before, after, where)
+	}
+}
