@@ -16,10 +16,11 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
 )
 
 // DefaultPath is where the daemon looks without -config.
@@ -31,7 +32,7 @@ type Config struct {
 	File       string // path loaded from; "" for Default()
 	Listen     string // "unix:/abs/path" or "inet:HOST:PORT"
 	SocketMode fs.FileMode
-	Mode       string // "s", "v" or "sv"
+	Mode       Mode
 	AuthservID string // "" means: Postfix's j macro, else the host name
 	Sign       Sign
 	Keys       map[string]*Key // the KeyTable, by name
@@ -49,8 +50,8 @@ type Config struct {
 type Sign struct {
 	InternalHosts     []netip.Prefix // masked; IPv4-mapped addresses unmapped
 	SignAuthenticated bool
-	HeaderCanon       string // "simple" or "relaxed"
-	BodyCanon         string
+	HeaderCanon       dkim.Canon
+	BodyCanon         dkim.Canon
 	Expire            time.Duration // x= is t= plus this; 0 leaves x= out
 	Headers           []string      // lower-case, in h= order
 	Oversign          []string      // each also in Headers
@@ -100,9 +101,56 @@ type Limits struct {
 
 // Actions is the [actions] table: what the milter answers Postfix.
 type Actions struct {
-	SignError    string // accept | tempfail | reject
-	DNSError     string // accept | tempfail | reject
-	BadSignature string // accept | tempfail | reject | quarantine
+	SignError    Action // Accept, Tempfail or Reject
+	DNSError     Action // Accept, Tempfail or Reject
+	BadSignature Action // Accept, Tempfail, Reject or Quarantine
+}
+
+// Action is an answer to Postfix for a message; its String is the word
+// in the file, the log and the action label of dkimmilter_actions_total.
+type Action uint8
+
+const (
+	Accept     Action = iota // deliver (stamped, or unsigned)
+	Tempfail                 // 4xx: try again later
+	Reject                   // 5xx
+	Quarantine               // hold in Postfix's hold queue
+)
+
+var actionWords = [...]string{Accept: "accept", Tempfail: "tempfail", Reject: "reject", Quarantine: "quarantine"}
+
+func (a Action) String() string {
+	if int(a) < len(actionWords) {
+		return actionWords[a]
+	}
+	return "action" + strconv.Itoa(int(a))
+}
+
+// Mode says which sides of the milter are on, as OpenDKIM's Mode: s
+// signs, v verifies.
+type Mode uint8
+
+const (
+	ModeSign   Mode = 1 << iota // s
+	ModeVerify                  // v
+)
+
+// Signs reports whether the milter signs.
+func (m Mode) Signs() bool { return m&ModeSign != 0 }
+
+// Verifies reports whether the milter verifies.
+func (m Mode) Verifies() bool { return m&ModeVerify != 0 }
+
+// String is the mode as written in the file: "s", "v" or "sv".
+func (m Mode) String() string {
+	s := ""
+	if m.Signs() {
+		s += "s"
+	}
+	if m.Verifies() {
+		s += "v"
+	}
+	return s
 }
 
 // Default returns the configuration an empty file gives. It is the one
@@ -112,15 +160,15 @@ func Default() *Config {
 	return &Config{
 		Listen:     "inet:127.0.0.1:8891",
 		SocketMode: 0o660,
-		Mode:       "sv",
+		Mode:       ModeSign | ModeVerify,
 		Sign: Sign{
 			InternalHosts: []netip.Prefix{
 				netip.MustParsePrefix("127.0.0.1/32"),
 				netip.MustParsePrefix("::1/128"),
 			},
 			SignAuthenticated: true,
-			HeaderCanon:       "relaxed",
-			BodyCanon:         "relaxed",
+			HeaderCanon:       dkim.Relaxed,
+			BodyCanon:         dkim.Relaxed,
 			Expire:            168 * time.Hour,
 			// RFC 6376 §5.4.1's list, plus the MIME and List-* fields
 			// whose change alters what the reader sees.
@@ -150,7 +198,7 @@ func Default() *Config {
 		Signing: []*SigningRule{},
 		Verify:  Verify{MinRSABits: 1024, MaxSignatures: 8},
 		DNS:     DNS{Nameservers: []string{}, Timeout: 5 * time.Second},
-		Actions: Actions{SignError: "tempfail", DNSError: "accept", BadSignature: "accept"},
+		Actions: Actions{SignError: Tempfail, DNSError: Accept, BadSignature: Accept},
 		// Postfix runs at most default_process_limit (100) smtpd
 		// processes, each with one milter connection; the idle timeout
 		// outlasts smtpd_timeout (300s), so a slow client's session is
@@ -172,12 +220,6 @@ func Default() *Config {
 		},
 	}
 }
-
-// SignEnabled reports whether the milter signs (mode contains s).
-func (c *Config) SignEnabled() bool { return strings.Contains(c.Mode, "s") }
-
-// VerifyEnabled reports whether the milter verifies (mode contains v).
-func (c *Config) VerifyEnabled() bool { return strings.Contains(c.Mode, "v") }
 
 // KeyNames returns the names of the keys, sorted, so that callers that
 // load or list them do it in a stable order.

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
 )
 
 func TestEmptyFileIsDefault(t *testing.T) {
@@ -49,7 +51,7 @@ func TestFull(t *testing.T) {
 		File:       "testdata/full.toml",
 		Listen:     "unix:/var/spool/postfix/dkimmilter/dkimmilter.sock",
 		SocketMode: 0o600,
-		Mode:       "sv",
+		Mode:       ModeSign | ModeVerify,
 		AuthservID: "mx.example.com",
 		Sign: Sign{
 			InternalHosts: []netip.Prefix{
@@ -60,8 +62,8 @@ func TestFull(t *testing.T) {
 				netip.MustParsePrefix("2001:db8::/32"),
 			},
 			SignAuthenticated: false,
-			HeaderCanon:       "simple",
-			BodyCanon:         "simple",
+			HeaderCanon:       dkim.Simple,
+			BodyCanon:         dkim.Simple,
 			Expire:            0,
 			Headers:           []string{"from", "subject", "date", "to", "message-id"},
 			Oversign:          []string{"from", "subject"},
@@ -82,7 +84,7 @@ func TestFull(t *testing.T) {
 			Nameservers: []string{"127.0.0.1:5353", "[::1]:53", "192.0.2.53:53", "[2001:db8::53]:5300"},
 			Timeout:     2500 * time.Millisecond,
 		},
-		Actions:       Actions{SignError: "reject", DNSError: "tempfail", BadSignature: "quarantine"},
+		Actions:       Actions{SignError: Reject, DNSError: Tempfail, BadSignature: Quarantine},
 		Limits:        Limits{MaxSessions: 64, IdleTimeout: 5 * time.Minute, MessageTimeout: time.Hour, MaxHeaders: 200, MaxHeaderBytes: 65536},
 		MetricsListen: "127.0.0.1:9180",
 	}
@@ -95,7 +97,7 @@ func TestFull(t *testing.T) {
 			t.Logf("rule %+v", *r)
 		}
 	}
-	if !cfg.SignEnabled() || !cfg.VerifyEnabled() {
+	if !cfg.Mode.Signs() || !cfg.Mode.Verifies() || cfg.Mode.String() != "sv" {
 		t.Error("mode sv: sign and verify should be enabled")
 	}
 	if got := cfg.KeyNames(); !reflect.DeepEqual(got, []string{"any-domain", "example-rsa", "example.ed"}) {

@@ -92,11 +92,11 @@ func toFile(c *Config) *fileConfig {
 	f := &fileConfig{
 		Listen:     c.Listen,
 		SocketMode: rawValue{fmt.Sprintf("%04o", uint32(c.SocketMode.Perm()))},
-		Mode:       c.Mode,
+		Mode:       c.Mode.String(),
 		AuthservID: c.AuthservID,
 		Sign: fileSign{
 			SignAuthenticated: c.Sign.SignAuthenticated,
-			Canonicalization:  c.Sign.HeaderCanon + "/" + c.Sign.BodyCanon,
+			Canonicalization:  c.Sign.HeaderCanon.String() + "/" + c.Sign.BodyCanon.String(),
 			Expire:            rawValue{c.Sign.Expire.String()},
 			Headers:           slices.Clone(c.Sign.Headers),
 			Oversign:          slices.Clone(c.Sign.Oversign),
@@ -104,7 +104,7 @@ func toFile(c *Config) *fileConfig {
 		Keys:    map[string]*fileKey{},
 		Verify:  fileVerify{MinRSABits: c.Verify.MinRSABits, MaxSignatures: c.Verify.MaxSignatures},
 		DNS:     fileDNS{Nameservers: slices.Clone(c.DNS.Nameservers), Timeout: rawValue{c.DNS.Timeout.String()}},
-		Actions: fileActions{SignError: c.Actions.SignError, DNSError: c.Actions.DNSError, BadSignature: c.Actions.BadSignature},
+		Actions: fileActions{SignError: c.Actions.SignError.String(), DNSError: c.Actions.DNSError.String(), BadSignature: c.Actions.BadSignature.String()},
 		Limits: fileLimits{
 			MaxSessions:     c.Limits.MaxSessions,
 			IdleTimeout:     rawValue{c.Limits.IdleTimeout.String()},

@@ -13,6 +13,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
 )
 
 // checker turns a decoded fileConfig into a Config and collects every
@@ -49,9 +51,9 @@ func (c *checker) build(f *fileConfig, md *toml.MetaData) *Config {
 	cfg.MetricsListen = c.metricsListen(f.Metrics)
 	a := f.Actions
 	cfg.Actions = Actions{
-		SignError:    c.action(keyPath("actions", "sign_error"), a.SignError, "accept", "tempfail", "reject"),
-		DNSError:     c.action(keyPath("actions", "dns_error"), a.DNSError, "accept", "tempfail", "reject"),
-		BadSignature: c.action(keyPath("actions", "bad_signature"), a.BadSignature, "accept", "tempfail", "reject", "quarantine"),
+		SignError:    c.action(keyPath("actions", "sign_error"), a.SignError, Accept, Tempfail, Reject),
+		DNSError:     c.action(keyPath("actions", "dns_error"), a.DNSError, Accept, Tempfail, Reject),
+		BadSignature: c.action(keyPath("actions", "bad_signature"), a.BadSignature, Accept, Tempfail, Reject, Quarantine),
 	}
 	return cfg
 }
@@ -129,15 +131,17 @@ func (c *checker) socketMode(v any) fs.FileMode {
 	return 0o660
 }
 
-func (c *checker) mode(s string) string {
+func (c *checker) mode(s string) Mode {
 	switch s {
-	case "s", "v", "sv":
-		return s
-	case "vs":
-		return "sv"
+	case "s":
+		return ModeSign
+	case "v":
+		return ModeVerify
+	case "sv", "vs":
+		return ModeSign | ModeVerify
 	}
 	c.errf(keyPath("mode"), `%q is not a mode; write "s" (sign), "v" (verify) or "sv" (both)`, s)
-	return "sv"
+	return ModeSign | ModeVerify
 }
 
 // authservID goes verbatim into Authentication-Results, where it is one
@@ -174,14 +178,10 @@ func (c *checker) sign(out *Sign, f *fileSign, md *toml.MetaData) {
 	// c= semantics: a single word sets the header canonicalization and
 	// leaves the body "simple", RFC 6376 §3.5.
 	// https://www.rfc-editor.org/rfc/rfc6376#section-3.5
-	out.HeaderCanon, out.BodyCanon = "relaxed", "relaxed"
-	isCanon := func(s string) bool { return s == "simple" || s == "relaxed" }
-	switch h, b, two := strings.Cut(f.Canonicalization, "/"); {
-	case !two && isCanon(h):
-		out.HeaderCanon, out.BodyCanon = h, "simple"
-	case two && isCanon(h) && isCanon(b):
-		out.HeaderCanon, out.BodyCanon = h, b
-	default:
+	var err error
+	out.HeaderCanon, out.BodyCanon, err = dkim.ParseCanon(f.Canonicalization)
+	if err != nil || f.Canonicalization == "" {
+		out.HeaderCanon, out.BodyCanon = dkim.Relaxed, dkim.Relaxed
 		c.errf(p.child("canonicalization"), `%q: write "HEADER/BODY", each "simple" or "relaxed", e.g. "relaxed/relaxed" (a single word sets the header and leaves the body "simple")`, f.Canonicalization)
 	}
 
@@ -382,11 +382,15 @@ func (c *checker) metricsListen(s string) string {
 	return s
 }
 
-func (c *checker) action(p path, v string, allowed ...string) string {
-	if slices.Contains(allowed, v) {
-		return v
+func (c *checker) action(p path, v string, allowed ...Action) Action {
+	words := make([]string, len(allowed))
+	for i, a := range allowed {
+		if v == a.String() {
+			return a
+		}
+		words[i] = a.String()
 	}
-	c.errf(p, "%q is not an action; write %s", v, orList(allowed))
+	c.errf(p, "%q is not an action; write %s", v, orList(words))
 	return allowed[0]
 }
 

@@ -9,6 +9,7 @@ import (
 
 	gomilter "github.com/emersion/go-milter"
 
+	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
@@ -38,13 +39,13 @@ func (s *session) failSigning(err error) {
 	msg.signer, msg.note = nil, err.Error()
 	s.metrics.signError()
 	switch s.rt.Config.Actions.SignError {
-	case "accept":
-		msg.decision = "not signed"
+	case config.Accept:
+		msg.decision = notSigned
 		msg.note = "signing failed, delivered unsigned (actions.sign_error = accept): " + err.Error()
-	case "reject":
-		msg.decision, msg.reply = "sign error", reply(replySignReject)
+	case config.Reject:
+		msg.decision, msg.reply = signError, reply(replySignReject)
 	default:
-		msg.decision, msg.reply = "sign error", reply(replySignTempfail)
+		msg.decision, msg.reply = signError, reply(replySignTempfail)
 	}
 }
 
@@ -52,13 +53,13 @@ func (s *session) failSigning(err error) {
 // only apply when no signature passed: one good signature is enough for
 // the message (RFC 6376 §6.1). A failing signature whose key record says
 // t=y (testing) never rejects or delays mail (RFC 6376 §3.6.1).
-func (s *session) verifyAction(results []*verifier.Verification) (resp gomilter.Response, action, quarantine string) {
+func (s *session) verifyAction(results []*verifier.Verification) (resp gomilter.Response, action config.Action, quarantine string) {
 	acts := s.rt.Config.Actions
 	var temp, bad bool
 	for _, v := range results {
 		switch v.Result {
 		case verifier.Pass:
-			return gomilter.RespContinue, "", ""
+			return gomilter.RespContinue, config.Accept, ""
 		case verifier.TempError:
 			temp = true
 		case verifier.Fail, verifier.PermError:
@@ -68,24 +69,24 @@ func (s *session) verifyAction(results []*verifier.Verification) (resp gomilter.
 		}
 	}
 	switch {
-	case temp && acts.DNSError != "accept" && acts.DNSError != "":
+	case temp && acts.DNSError != config.Accept:
 		action = acts.DNSError
-		if action == "reject" {
+		if action == config.Reject {
 			return reply(replyDNSReject), action, ""
 		}
 		return reply(replyDNSTempfail), action, ""
-	case bad && acts.BadSignature != "accept" && acts.BadSignature != "":
+	case bad && acts.BadSignature != config.Accept:
 		action = acts.BadSignature
 		switch action {
-		case "reject":
+		case config.Reject:
 			return reply(replyBadReject + ": " + firstReason(results)), action, ""
-		case "tempfail":
+		case config.Tempfail:
 			return reply(replyBadTempfail), action, ""
-		case "quarantine":
+		case config.Quarantine:
 			return gomilter.RespContinue, action, "DKIM: " + firstReason(results)
 		}
 	}
-	return gomilter.RespContinue, "", ""
+	return gomilter.RespContinue, config.Accept, ""
 }
 
 // firstReason is the reason of the first failing signature, made safe for
@@ -117,12 +118,12 @@ func replySafe(s string, max int) string {
 
 // logMessage writes the one line per message: queue id, client, decision,
 // each result with its reason, and the time taken.
-func (s *session) logMessage(msg *message, results []*verifier.Verification, action string) {
+func (s *session) logMessage(msg *message, results []*verifier.Verification, action config.Action) {
 	attrs := []any{
 		"qid", msg.qid,
 		"client", s.clientDesc(),
 		"from", msg.from,
-		"decision", msg.decision,
+		"decision", msg.decision.String(),
 	}
 	if msg.sel != nil {
 		var keys []string
@@ -131,11 +132,11 @@ func (s *session) logMessage(msg *message, results []*verifier.Verification, act
 		}
 		attrs = append(attrs, "keys", strings.Join(keys, ", "))
 	}
-	if msg.decision == "verified" {
+	if msg.decision == verified {
 		attrs = append(attrs, "dkim", summarize(results))
 	}
-	if action != "" {
-		attrs = append(attrs, "action", action)
+	if action != config.Accept {
+		attrs = append(attrs, "action", action.String())
 	}
 	if msg.note != "" {
 		attrs = append(attrs, "why", msg.note)
@@ -145,7 +146,7 @@ func (s *session) logMessage(msg *message, results []*verifier.Verification, act
 	s.metrics.message(msg.decision, results, d)
 	s.metrics.action(action)
 	level := slog.LevelInfo
-	if msg.decision == "sign error" {
+	if msg.decision == signError {
 		level = slog.LevelError
 	}
 	s.log.Log(context.Background(), level, "message", attrs...)

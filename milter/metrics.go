@@ -6,12 +6,12 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/internal/dns"
 	"github.com/dkimmilter/dkimmilter/verifier"
 )
@@ -81,14 +81,13 @@ func (m *Metrics) connection() {
 
 // message counts one message by decision, and its DKIM results by result
 // and reason class (a bounded set, unlike reason texts).
-func (m *Metrics) message(decision string, results []*verifier.Verification, d time.Duration) {
+func (m *Metrics) message(dec decision, results []*verifier.Verification, d time.Duration) {
 	if m == nil {
 		return
 	}
-	label := strings.ReplaceAll(metricLabel(decision), " ", "_")
-	m.counter(`dkimmilter_messages_total{decision="` + label + `"}`).Inc()
-	m.set.GetOrCreatePrometheusHistogram(`dkimmilter_message_duration_seconds{decision="` + label + `"}`).Update(d.Seconds())
-	if decision != "verified" {
+	m.counter(`dkimmilter_messages_total{decision="` + dec.label() + `"}`).Inc()
+	m.set.GetOrCreatePrometheusHistogram(`dkimmilter_message_duration_seconds{decision="` + dec.label() + `"}`).Update(d.Seconds())
+	if dec != verified {
 		return
 	}
 	if len(results) == 0 {
@@ -121,9 +120,9 @@ func (m *Metrics) limit(name string) {
 }
 
 // action counts an [actions] answer other than accept.
-func (m *Metrics) action(a string) {
-	if m != nil && a != "" {
-		m.counter(`dkimmilter_actions_total{action="` + metricLabel(a) + `"}`).Inc()
+func (m *Metrics) action(a config.Action) {
+	if m != nil && a != config.Accept {
+		m.counter(`dkimmilter_actions_total{action="` + a.String() + `"}`).Inc()
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	gomilter "github.com/emersion/go-milter"
 
+	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/internal/authres"
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/keystore"
@@ -62,8 +63,8 @@ type message struct {
 	arCount int
 	forged  []int
 
-	decided  bool   // end of headers seen, or implied (see BodyChunk)
-	decision string // "signed", "verified", "not signed", "skipped"
+	decided  bool // end of headers seen, or implied (see BodyChunk)
+	decision decision
 	from     string // address of the first From field
 	sel      *keystore.Selection
 	signer   *signer.Signer
@@ -214,7 +215,7 @@ func (s *session) decide() {
 		}
 	}
 	trusted, why := s.trusted()
-	if cfg.SignEnabled() && trusted && msg.from != "" {
+	if cfg.Mode.Signs() && trusted && msg.from != "" {
 		sel, err := s.rt.Keys.Lookup(msg.from)
 		if err == nil && sel != nil && msg.overLimit != nil {
 			// What was not kept cannot be signed.
@@ -236,15 +237,15 @@ func (s *session) decide() {
 			return
 		}
 		why = "no signing rule for " + msg.from
-	} else if cfg.SignEnabled() && trusted {
+	} else if cfg.Mode.Signs() && trusted {
 		why += ", but the message has no From address to sign for"
 	}
-	if !cfg.VerifyEnabled() {
-		msg.decision = "skipped"
+	if !cfg.Mode.Verifies() {
+		msg.decision = skipped
 		msg.note = why + "; mode is \"s\""
 		return
 	}
-	msg.decision = "verified"
+	msg.decision = verified
 	msg.note = why
 	if msg.overLimit != nil {
 		// RFC 8601 §2.7.1 permerror: the message cannot be verified. Its
@@ -285,12 +286,10 @@ func (s *session) startSigning(sel *keystore.Selection) error {
 	cfg := s.rt.Config
 	now := s.rt.now()
 	params := make([]signer.Params, 0, len(sel.Keys))
-	hc, _ := dkim.ParseCanonName(cfg.Sign.HeaderCanon)
-	bc, _ := dkim.ParseCanonName(cfg.Sign.BodyCanon)
 	for _, k := range sel.Keys {
 		params = append(params, signer.Params{
 			Domain: k.Domain, Selector: k.Selector, Identity: sel.Identity, Key: k.Signer,
-			HeaderCanon: hc, BodyCanon: bc,
+			HeaderCanon: cfg.Sign.HeaderCanon, BodyCanon: cfg.Sign.BodyCanon,
 			Headers: cfg.Sign.Headers, Oversign: cfg.Sign.Oversign,
 			Time: now, Expire: cfg.Sign.Expire, Gate: s.rt.signGate,
 		})
@@ -299,7 +298,7 @@ func (s *session) startSigning(sel *keystore.Selection) error {
 	if err != nil {
 		return err
 	}
-	s.msg.sel, s.msg.signer, s.msg.decision = sel, sg, "signed"
+	s.msg.sel, s.msg.signer, s.msg.decision = sel, sg, signed
 	return nil
 }
 
@@ -343,7 +342,8 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 	var resp gomilter.Response = gomilter.RespContinue
 	var results []*verifier.Verification
 	var sigs []string
-	var action, quarantine string
+	var action config.Action
+	var quarantine string
 	switch {
 	case msg.signer != nil:
 		values, err := msg.signer.Sign()
@@ -355,7 +355,7 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 			break
 		}
 		sigs = values
-	case msg.decision == "verified":
+	case msg.decision == verified:
 		results = msg.results
 		if msg.verify != nil {
 			results = msg.verify.Finish()
@@ -380,7 +380,7 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 				return nil, err
 			}
 		}
-		if msg.decision == "verified" {
+		if msg.decision == verified {
 			if err := m.InsertHeader(0, "Authentication-Results", authres.Format(s.authservID(), verifier.AuthResults(results))); err != nil {
 				return nil, err
 			}

@@ -228,7 +228,7 @@ func loadConfig(path string) (cfg *config.Config, defaulted bool, err error) {
 	cfg, err = config.Load(config.DefaultPath)
 	if errors.Is(err, fs.ErrNotExist) {
 		cfg = config.Default()
-		cfg.Mode = "v"
+		cfg.Mode = config.ModeVerify
 		return cfg, true, nil
 	}
 	return cfg, false, err
@@ -259,7 +259,7 @@ func logEffective(log *slog.Logger, cfg *config.Config) {
 		file = "(built-in defaults)"
 	}
 	log.Info("dkimmilter ready",
-		"config", file, "listen", cfg.Listen, "mode", cfg.Mode,
+		"config", file, "listen", cfg.Listen, "mode", cfg.Mode.String(),
 		"authserv_id", cfg.AuthservID, "keys", len(cfg.Keys), "signing", strings.Join(rules, ", "),
 		"internal_hosts", strings.Join(hosts, ","), "sign_authenticated", cfg.Sign.SignAuthenticated)
 }

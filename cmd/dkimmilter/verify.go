@@ -132,7 +132,7 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 		}
 		return code
 	}
-	writeVerifyText(stdout, name, ar, cfg.VerifyEnabled(), rep)
+	writeVerifyText(stdout, name, ar, cfg.Mode.Verifies(), rep)
 	return code
 }
 

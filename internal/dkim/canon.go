@@ -22,8 +22,8 @@ func (c Canon) String() string {
 	return "simple"
 }
 
-// ParseCanonName parses one canonicalization name.
-func ParseCanonName(s string) (Canon, bool) {
+// parseCanonName parses one canonicalization name.
+func parseCanonName(s string) (Canon, bool) {
 	switch s {
 	case "simple":
 		return Simple, true
@@ -42,13 +42,13 @@ func ParseCanon(s string) (header, body Canon, err error) {
 	}
 	hs, bs, both := strings.Cut(s, "/")
 	var ok bool
-	if header, ok = ParseCanonName(hs); !ok {
+	if header, ok = parseCanonName(hs); !ok {
 		return 0, 0, fmt.Errorf("unknown canonicalization %q", s)
 	}
 	if !both {
 		return header, Simple, nil
 	}
-	if body, ok = ParseCanonName(bs); !ok {
+	if body, ok = parseCanonName(bs); !ok {
 		return 0, 0, fmt.Errorf("unknown canonicalization %q", s)
 	}
 	return header, body, nil

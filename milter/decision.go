@@ -1,0 +1,30 @@
+package milter
+
+// decision is what the milter did with a message (doc/decision.md). It is
+// the decision= of the log line and, as label, the decision label of
+// dkimmilter_messages_total and dkimmilter_message_duration_seconds.
+type decision uint8
+
+const (
+	undecided decision = iota
+	signed             // signed with every key of the matching rule
+	verified           // verified and stamped (dkim=none included)
+	notSigned          // a key could not sign; actions.sign_error = "accept": delivered unsigned
+	signError          // a key could not sign: tempfail or reject, from actions.sign_error
+	skipped            // mode "s" and not a message to sign
+)
+
+var decisionWords = [...]struct{ log, label string }{
+	undecided: {"undecided", "undecided"},
+	signed:    {"signed", "signed"},
+	verified:  {"verified", "verified"},
+	notSigned: {"not signed", "not_signed"},
+	signError: {"sign error", "sign_error"},
+	skipped:   {"skipped", "skipped"},
+}
+
+// String is the decision as the log writes it.
+func (d decision) String() string { return decisionWords[d].log }
+
+// label is the decision as a metric label value.
+func (d decision) label() string { return decisionWords[d].label }
