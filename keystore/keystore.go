@@ -94,7 +94,7 @@ func configFlag(cfg *config.Config) string {
 // matched but one of its keys cannot be used: the message must not go out
 // unsigned by accident, so the milter applies actions.sign_error.
 func (s *Store) Lookup(addr string) (*Selection, error) {
-	local, domain, ok := SplitAddress(addr)
+	local, domain, ok := splitAddress(addr)
 	if !ok {
 		return nil, nil
 	}
@@ -216,8 +216,8 @@ func Match(pattern, local, domain string) bool {
 	return pd == domain
 }
 
-// SplitAddress splits an address into local part and lower-cased domain.
-func SplitAddress(addr string) (local, domain string, ok bool) {
+// splitAddress splits an address into local part and lower-cased domain.
+func splitAddress(addr string) (local, domain string, ok bool) {
 	i := strings.LastIndexByte(addr, '@')
 	if i <= 0 || i == len(addr)-1 {
 		return "", "", false

@@ -114,7 +114,7 @@ func TestMatch(t *testing.T) {
 		{"alice@example.com", "bob@example.com", false},
 	}
 	for _, tt := range tests {
-		l, d, _ := SplitAddress(tt.addr)
+		l, d, _ := splitAddress(tt.addr)
 		if got := Match(tt.pattern, l, d); got != tt.want {
 			t.Errorf("Match(%q, %q) = %v", tt.pattern, tt.addr, got)
 		}
@@ -333,7 +333,7 @@ func FuzzFromAddress(f *testing.F) {
 		if !strings.Contains(addr, "@") {
 			t.Fatalf("FromAddresses(%q) = %q", v, addrs)
 		}
-		if _, d, ok := SplitAddress(addr); ok && signableDomain(d) && strings.ContainsAny(d, " \t\r\n;=\"\\()<>\x00") {
+		if _, d, ok := splitAddress(addr); ok && signableDomain(d) && strings.ContainsAny(d, " \t\r\n;=\"\\()<>\x00") {
 			t.Fatalf("domain %q of %q may stand in for %%", d, v)
 		}
 	})

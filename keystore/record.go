@@ -34,7 +34,7 @@ func RevokedRecord(kt string) string {
 	return "v=DKIM1; k=" + kt + "; p="
 }
 
-// TXTStrings splits a record value into the character-strings of a TXT
+// txtStrings splits a record value into the character-strings of a TXT
 // record, each at most 255 bytes (RFC 1035 §3.3). Verifiers join them with
 // nothing in between, RFC 6376 §3.6.2.2
 // (https://www.rfc-editor.org/rfc/rfc6376#section-3.6.2.2), so any split
@@ -42,7 +42,7 @@ func RevokedRecord(kt string) string {
 // before "p=" and then every 255 bytes, so that the tags read on their own
 // and the key is in as few strings as possible. (opendkim-genkey splits
 // every 250 characters from the start.)
-func TXTStrings(value string) []string {
+func txtStrings(value string) []string {
 	if len(value) <= maxTXTString {
 		return []string{value}
 	}
@@ -88,14 +88,14 @@ func pTagStart(value string) int {
 //
 //	s202611._domainkey.example.com. IN TXT ( "v=DKIM1; k=rsa; " "p=MIIB…" "…" )
 //
-// name is made absolute. The value is split by TXTStrings before quoting,
+// name is made absolute. The value is split by txtStrings before quoting,
 // so the 255-byte limit applies to the bytes the resolver sees and an
 // escape (\" \\ \DDD) is never cut in two.
 // https://www.rfc-editor.org/rfc/rfc1035#section-5.1
 func ZoneLine(name, value string) string {
 	var b strings.Builder
 	b.WriteString(strings.TrimSuffix(name, ".") + ". IN TXT (")
-	for _, s := range TXTStrings(value) {
+	for _, s := range txtStrings(value) {
 		b.WriteString(" ")
 		b.WriteString(quoteTXT(s))
 	}

@@ -110,7 +110,7 @@ func wireStrings(t *testing.T, line string) []string {
 
 // Values with characters that a zone file escapes split on the bytes
 // the resolver sees, never inside an escape.
-func TestTXTStringsEscapes(t *testing.T) {
+func TestTxtStringsEscapes(t *testing.T) {
 	quoted := `v=DKIM1; n=say "hi" \ ` + strings.Repeat(`"\`, 150) + "; " // 325 bytes
 	tests := []struct {
 		name, value string
@@ -129,9 +129,9 @@ func TestTXTStringsEscapes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := TXTStrings(tt.value)
+			got := txtStrings(tt.value)
 			if strings.Join(got, "\x00") != strings.Join(tt.want, "\x00") {
-				t.Errorf("TXTStrings:\n got %q\nwant %q", got, tt.want)
+				t.Errorf("txtStrings:\n got %q\nwant %q", got, tt.want)
 			}
 			if s := wireStrings(t, ZoneLine("k1._domainkey.example.org", tt.value)); strings.Join(s, "\x00") != strings.Join(got, "\x00") {
 				t.Errorf("on the wire:\n got %q\nwant %q", s, got)

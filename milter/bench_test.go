@@ -61,7 +61,7 @@ keys = ["ed"]
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := NewServer(rt, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv := NewServer(ServerOptions{Runtime: rt, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	ln, err := Listen("unix:"+filepath.Join(dir, "milter.sock"), 0o600)
 	if err != nil {
 		b.Fatal(err)

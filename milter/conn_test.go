@@ -17,8 +17,7 @@ import (
 // startLimited starts a second server on e's runtime with limits.
 func (e *env) startLimited(l Limits) (*Server, string) {
 	e.t.Helper()
-	srv := NewServer(e.rt, e.srv.log)
-	srv.SetLimits(l)
+	srv := NewServer(ServerOptions{Runtime: e.rt, Log: e.srv.log, Limits: l})
 	ln, addr := listenLoopback(e.t)
 	done := make(chan struct{})
 	go func() { defer close(done); srv.Serve(ln) }()

@@ -27,16 +27,17 @@ import (
 // env is a running milter with its own keys, config and in-process DNS
 // server on 127.0.0.1, driven through go-milter's client as Postfix does.
 type env struct {
-	t      *testing.T
-	dir    string
-	dns    *dnstest.Server
-	rt     *Runtime
-	srv    *Server
-	addr   string
-	logs   *syncBuffer
-	rsa    crypto.Signer
-	ed     ed25519.PrivateKey
-	client *testkit.Client
+	t       *testing.T
+	dir     string
+	dns     *dnstest.Server
+	rt      *Runtime
+	srv     *Server
+	metrics *Metrics
+	addr    string
+	logs    *syncBuffer
+	rsa     crypto.Signer
+	ed      ed25519.PrivateKey
+	client  *testkit.Client
 }
 
 const baseConfig = `
@@ -95,7 +96,8 @@ func (e *env) start(c *config.Config) {
 	}
 	e.rt = rt
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	e.srv = NewServer(e.rt, log)
+	e.metrics = NewMetrics()
+	e.srv = NewServer(ServerOptions{Runtime: e.rt, Log: log, Metrics: e.metrics})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

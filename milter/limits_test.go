@@ -68,8 +68,7 @@ func TestHeaderLimits(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, baseConfig+limits+"[actions]\n"+tt.actions+"\n")
-			m := NewMetrics(nil)
-			e.srv.SetMetrics(m)
+			m := e.metrics
 			r, out := e.send(tt.ip, tt.env, tt.msg, 0)
 			if r.Action.Code != tt.code || r.Action.SMTPCode != tt.smtp {
 				t.Fatalf("answer %c %d %q, want %c %d", r.Action.Code, r.Action.SMTPCode, r.Action.SMTPText, tt.code, tt.smtp)

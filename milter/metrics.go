@@ -30,13 +30,14 @@ type Metrics struct {
 	keyNames map[string]map[string]bool // key label -> metric names set for it
 }
 
-// NewMetrics returns a metric set; sessions is read when scraped.
-func NewMetrics(sessions func() int) *Metrics {
-	m := &Metrics{set: metrics.NewSet()}
-	if sessions != nil {
+// NewMetrics returns an empty metric set.
+func NewMetrics() *Metrics { return &Metrics{set: metrics.NewSet()} }
+
+// sessionsGauge reports sessions() as dkimmilter_sessions when scraped.
+func (m *Metrics) sessionsGauge(sessions func() int) {
+	if m != nil {
 		m.set.NewGauge("dkimmilter_sessions", func() float64 { return float64(sessions()) })
 	}
-	return m
 }
 
 // WritePrometheus writes every metric, with the process_* and go_* ones.

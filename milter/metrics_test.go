@@ -14,8 +14,7 @@ import (
 // scrape shows each count with its labels.
 func TestMetrics(t *testing.T) {
 	e := newEnv(t, "")
-	m := NewMetrics(e.srv.Sessions)
-	e.srv.SetMetrics(m)
+	m := e.metrics
 	e.send("127.0.0.1", aliceEnv, outbound, 0)
 	e.send(remote, daveEnv, inbound, 0)
 	e.send(remote, daveEnv, "Authentication-Results: mx.example.com; dkim=pass\n"+inbound, 0)
@@ -43,7 +42,7 @@ func TestMetrics(t *testing.T) {
 }
 
 func TestObserveResolver(t *testing.T) {
-	m := NewMetrics(nil)
+	m := NewMetrics()
 	r := m.ObserveResolver(&dns.Fake{
 		TXT: map[string][]string{"a.example": {"v=DKIM1; p="}},
 		Err: map[string]error{
@@ -72,7 +71,7 @@ func TestMetricLabel(t *testing.T) {
 
 // A key removed by a reload stops being reported.
 func TestKeepKeys(t *testing.T) {
-	m := NewMetrics(nil)
+	m := NewMetrics()
 	m.KeyGauge("dkimmilter_key_matches", "old", 1)
 	m.KeyGauge("dkimmilter_key_matches", "new", 1)
 	m.KeepKeys(map[string]bool{"new": true})

@@ -41,19 +41,6 @@ type Runtime struct {
 	signGate chan struct{} // see signer.Params.Gate
 }
 
-// NewRuntime builds a Runtime. The resolver is the seam for tests (an
-// in-process DNS server, or a fake).
-func NewRuntime(cfg *config.Config, keys *keystore.Store, resolver dns.Resolver) *Runtime {
-	host, _ := os.Hostname()
-	return &Runtime{
-		Config:   cfg,
-		Keys:     keys,
-		Verifier: verifier.New(verifier.ConfigOptions(cfg, resolver)),
-		Hostname: host,
-		signGate: make(chan struct{}, runtime.GOMAXPROCS(0)),
-	}
-}
-
 // LoadRuntime loads cfg's keys and builds its resolver: DNS, timed and
 // counted by m (nil: not counted), under a TTL cache. It is what serve
 // runs at start and on each reload; warnings (short keys) do not stop it.
@@ -67,7 +54,14 @@ func LoadRuntime(cfg *config.Config, m *Metrics) (*Runtime, []string, error) {
 		return nil, warnings, fmt.Errorf("%s: dns: %w", cfg.Where(0), err)
 	}
 	res := dns.NewCache(m.ObserveResolver(client), dns.CacheOptions{})
-	return NewRuntime(cfg, keys, res), warnings, nil
+	host, _ := os.Hostname()
+	return &Runtime{
+		Config:   cfg,
+		Keys:     keys,
+		Verifier: verifier.New(verifier.ConfigOptions(cfg, res)),
+		Hostname: host,
+		signGate: make(chan struct{}, runtime.GOMAXPROCS(0)),
+	}, warnings, nil
 }
 
 func (rt *Runtime) now() time.Time {
@@ -83,7 +77,7 @@ type Server struct {
 	rt     atomic.Pointer[Runtime]
 	limits Limits
 
-	metrics atomic.Pointer[Metrics]
+	metrics *Metrics // nil counts nothing
 
 	mu      sync.Mutex
 	tracker *tracker
@@ -118,10 +112,20 @@ const (
 		gomilter.OptNoUnknown | gomilter.OptNoData | noReplies
 )
 
-// NewServer returns a server that runs sessions on rt.
-func NewServer(rt *Runtime, log *slog.Logger) *Server {
-	s := &Server{log: log}
-	s.rt.Store(rt)
+// ServerOptions configure a Server.
+type ServerOptions struct {
+	Runtime *Runtime     // what sessions run on until SetRuntime swaps in another (required)
+	Log     *slog.Logger // required
+	Metrics *Metrics     // nil: nothing is counted
+	Limits  Limits       // the zero value: no limit
+}
+
+// NewServer returns a server; it serves once Serve is called. With
+// Metrics, it reports its open sessions as dkimmilter_sessions.
+func NewServer(o ServerOptions) *Server {
+	s := &Server{log: o.Log, limits: o.Limits, metrics: o.Metrics}
+	s.rt.Store(o.Runtime)
+	o.Metrics.sessionsGauge(s.Sessions)
 	return s
 }
 
@@ -130,12 +134,6 @@ func (s *Server) SetRuntime(rt *Runtime) { s.rt.Store(rt) }
 
 // Runtime returns the runtime new sessions get.
 func (s *Server) Runtime() *Runtime { return s.rt.Load() }
-
-// SetMetrics makes new sessions count what they do.
-func (s *Server) SetMetrics(m *Metrics) { s.metrics.Store(m) }
-
-// SetLimits sets the connection limits; call it before Serve.
-func (s *Server) SetLimits(l Limits) { s.limits = l }
 
 // Serve accepts connections until Close or Shutdown. It returns nil then.
 func (s *Server) Serve(ln net.Listener) error {
@@ -147,7 +145,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		return nil
 	}
 	s.tracker = t
-	t.metrics = s.metrics.Load()
+	t.metrics = s.metrics
 	s.mu.Unlock()
 	defer t.Close()
 	for {
@@ -178,7 +176,7 @@ func (s *Server) serveConn(c *conn) {
 		// any final answer; closed runs on that goroutine too, so cur
 		// needs no lock.
 		NewMilter: func() gomilter.Milter {
-			cur = newSession(s.rt.Load(), s.log, s.metrics.Load())
+			cur = newSession(s.rt.Load(), s.log, s.metrics)
 			return cur
 		},
 		Actions:  actions,

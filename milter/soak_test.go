@@ -82,7 +82,7 @@ func TestSoak(t *testing.T) {
 	// A server of its own whose log counts warnings and errors instead of
 	// keeping 100,000 lines in memory.
 	logs := &countingHandler{}
-	srv := NewServer(e.rt, slog.New(logs))
+	srv := NewServer(ServerOptions{Runtime: e.rt, Log: slog.New(logs)})
 	ln, addr := listenLoopback(t)
 	served := make(chan struct{})
 	go func() { defer close(served); srv.Serve(ln) }()

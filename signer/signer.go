@@ -56,8 +56,8 @@ type Params struct {
 	Gate chan struct{}
 }
 
-// Algorithm returns the a= value for a key.
-func Algorithm(key crypto.Signer) (string, error) {
+// algorithm returns the a= value for a key.
+func algorithm(key crypto.Signer) (string, error) {
 	switch k := key.Public().(type) {
 	case *rsa.PublicKey:
 		return "rsa-sha256", nil
@@ -83,7 +83,7 @@ func New(h dkim.Header, params []Params) (*Signer, error) {
 	}
 	s := &Signer{header: h, params: params}
 	for _, p := range params {
-		alg, err := Algorithm(p.Key)
+		alg, err := algorithm(p.Key)
 		if err != nil {
 			return nil, fmt.Errorf("d=%s s=%s: %w", p.Domain, p.Selector, err)
 		}

@@ -35,7 +35,7 @@ file = "keys/other.pem"
 	}
 	cfg.DNS.Nameservers = []string{f.dns.Addr, dead.Addr}
 	cfg.DNS.Timeout = 300 * time.Millisecond
-	d := &daemon{log: slog.New(slog.NewTextHandler(io.Discard, nil)), metrics: milter.NewMetrics(nil)}
+	d := &daemon{log: slog.New(slog.NewTextHandler(io.Discard, nil)), metrics: milter.NewMetrics()}
 	d.checkKeys(context.Background(), cfg)
 
 	var b bytes.Buffer

@@ -51,9 +51,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 			"missing", config.DefaultPath, "listen", cfg.Listen,
 			"hint", "to sign, run 'dkimmilter keys gen -d example.com' (with your domain), put the [keys.NAME] and [[signing]] lines it prints in "+config.DefaultPath+", then run 'dkimmilter check'")
 	}
-	d := &daemon{log: log, path: *cfgPath}
-	d.srv = milter.NewServer(nil, log)
-	d.metrics = milter.NewMetrics(d.srv.Sessions)
+	d := &daemon{log: log, path: *cfgPath, metrics: milter.NewMetrics()}
 	rt, warnings, err := milter.LoadRuntime(cfg, d.metrics)
 	for _, w := range warnings {
 		log.Warn(w)
@@ -62,12 +60,15 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		logConfigError(log, err)
 		return exitConfig
 	}
-	d.srv.SetRuntime(rt)
-	d.srv.SetMetrics(d.metrics)
-	d.srv.SetLimits(milter.Limits{
-		MaxSessions:    cfg.Limits.MaxSessions,
-		IdleTimeout:    cfg.Limits.IdleTimeout,
-		MessageTimeout: cfg.Limits.MessageTimeout,
+	d.srv = milter.NewServer(milter.ServerOptions{
+		Runtime: rt, Log: log, Metrics: d.metrics,
+		// Fixed for the life of the process: a reload cannot apply them
+		// (restartOnly).
+		Limits: milter.Limits{
+			MaxSessions:    cfg.Limits.MaxSessions,
+			IdleTimeout:    cfg.Limits.IdleTimeout,
+			MessageTimeout: cfg.Limits.MessageTimeout,
+		},
 	})
 
 	ln, err := milter.Listen(cfg.Listen, cfg.SocketMode)

@@ -63,7 +63,7 @@ keys = ["ed"]
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := milter.NewServer(rt, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv := milter.NewServer(milter.ServerOptions{Runtime: rt, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	sock := filepath.Join(dir, "milter.sock")
 	for _, a := range []string{"unix:" + sock, "inet:127.0.0.1:0"} {
 		ln, err := milter.Listen(a, 0o600)
