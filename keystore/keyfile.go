@@ -40,14 +40,39 @@ func ReadPrivateKey(path string) (*PrivateKey, error) {
 	return st.Key, nil
 }
 
+// hinted is a key file error that says what fixes it. Its text ends with
+// "(hint: …)", as every operator-facing error of this package does, and
+// SplitHint takes the two apart again for a report that prints hints on a
+// line of their own.
+type hinted struct {
+	err  error
+	hint string
+}
+
+func (h *hinted) Error() string { return h.err.Error() + " (hint: " + h.hint + ")" }
+func (h *hinted) Unwrap() error { return h.err }
+
+// withHint adds what fixes err to it.
+func withHint(err error, hint string) error { return &hinted{err: err, hint: hint} }
+
+// SplitHint returns an error's text without its hint, and the hint: what
+// fixes it, or "" when this package knows none.
+func SplitHint(err error) (text, hint string) {
+	var h *hinted
+	if !errors.As(err, &h) {
+		return err.Error(), ""
+	}
+	return strings.TrimSuffix(err.Error(), " (hint: "+h.hint+")"), h.hint
+}
+
 // permError refuses a key file that anyone but its owner may read or
 // write; the error wraps ErrUnsafePermissions and says which chmod fixes it.
 func permError(path string, perm fs.FileMode) error {
 	if perm&0o077 == 0 {
 		return nil
 	}
-	return fmt.Errorf("%w: %s has mode %04o and can be read or written by %s (hint: chmod 600 %s)",
-		ErrUnsafePermissions, path, perm, unsafeWho(perm), path)
+	return withHint(fmt.Errorf("%w: %s has mode %04o and can be read or written by %s",
+		ErrUnsafePermissions, path, perm, unsafeWho(perm)), "chmod 600 "+path)
 }
 
 // unsafeWho names who besides the owner has access under perm.
@@ -61,24 +86,23 @@ func unsafeWho(perm fs.FileMode) string {
 	return "group or others"
 }
 
-func fileError(path string, err error) error {
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return notExist(path)
-	case errors.Is(err, fs.ErrPermission):
-		return fmt.Errorf("cannot read %s: permission denied (hint: the key must be owned by the user dkimmilter runs as: chown that user %s)", path, path)
-	}
-	return err
-}
-
 // notExist is a missing key file; it matches fs.ErrNotExist.
 type notExist string
 
-func (e notExist) Error() string {
-	return string(e) + " does not exist (hint: fix the path, or generate a key with 'dkimmilter keys gen -d DOMAIN -s SELECTOR -dir DIR', which writes DIR/DOMAIN/SELECTOR.pem)"
-}
-
+func (e notExist) Error() string { return string(e) + " does not exist" }
 func (e notExist) Unwrap() error { return fs.ErrNotExist }
+
+func fileError(path string, err error) error {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return withHint(notExist(path),
+			"fix the path, or generate a key with 'dkimmilter keys gen -d DOMAIN -s SELECTOR -dir DIR', which writes DIR/DOMAIN/SELECTOR.pem")
+	case errors.Is(err, fs.ErrPermission):
+		return withHint(fmt.Errorf("cannot read %s: %w", path, fs.ErrPermission),
+			"the key must be owned by the user dkimmilter runs as: chown that user "+path)
+	}
+	return err
+}
 
 // ParsePrivateKey parses key data in any of the forms ReadPrivateKey takes.
 // RSA keys under dkim.MinRSABits are refused with dkim.ErrKeyTooShort.
@@ -97,8 +121,9 @@ func ParsePrivateKey(data []byte) (*PrivateKey, error) {
 // forbids signers to use.
 func sizeError(k *PrivateKey) error {
 	if k.KeyType == "rsa" && k.Bits < dkim.MinRSABits {
-		return fmt.Errorf("RSA %w: %d bits; signers must use at least %d (RFC 8301 §3.2) and should use %d (hint: 'dkimmilter keys rotate -d DOMAIN' makes a %d-bit key under a new selector and prints the steps to switch to it)",
-			dkim.ErrKeyTooShort, k.Bits, dkim.MinRSABits, dkim.RecommendedRSABits, dkim.RecommendedRSABits)
+		return withHint(fmt.Errorf("RSA %w: %d bits; signers must use at least %d (RFC 8301 §3.2) and should use %d",
+			dkim.ErrKeyTooShort, k.Bits, dkim.MinRSABits, dkim.RecommendedRSABits),
+			fmt.Sprintf("'dkimmilter keys rotate -d DOMAIN' makes a %d-bit key under a new selector and prints the steps to switch to it", dkim.RecommendedRSABits))
 	}
 	return nil
 }
@@ -121,7 +146,7 @@ func decodeKey(data []byte) (*PrivateKey, error) {
 			}
 			return wrapKey(k)
 		case "ENCRYPTED PRIVATE KEY":
-			return nil, errors.New("the key is encrypted; a milter cannot ask for a passphrase (hint: openssl pkey -in KEY -out KEY.pem, then chmod 600 KEY.pem)")
+			return nil, withHint(errors.New("the key is encrypted; a milter cannot ask for a passphrase"), "openssl pkey -in KEY -out KEY.pem, then chmod 600 KEY.pem")
 		default:
 			return nil, fmt.Errorf("PEM block %q is not a private key", block.Type)
 		}

@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
 	"strings"
 	"testing"
 
@@ -142,7 +143,7 @@ func TestTxtStringsEscapes(t *testing.T) {
 
 func TestRevokedRecord(t *testing.T) {
 	r, err := dkim.ParseKeyRecord(RevokedRecord("ed25519"))
-	if r == nil || r.KeyType != "ed25519" || err != dkim.ErrKeyRevoked {
+	if r == nil || r.KeyType != "ed25519" || !errors.Is(err, dkim.ErrKeyRevoked) {
 		t.Errorf("%+v %v", r, err)
 	}
 }

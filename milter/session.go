@@ -2,6 +2,7 @@ package milter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -260,7 +261,7 @@ func (s *session) decide() {
 // limitText names the header limit the message passed, for logs.
 func (s *session) limitText() string {
 	l, msg := s.rt.Config.Limits, s.msg
-	if msg.overLimit == verifier.ErrTooManyHeaders {
+	if errors.Is(msg.overLimit, verifier.ErrTooManyHeaders) {
 		return fmt.Sprintf("%d header fields, over limits.max_headers = %d", msg.fields, l.MaxHeaders)
 	}
 	return fmt.Sprintf("%d header bytes, over limits.max_header_bytes = %d", msg.headerBytes, l.MaxHeaderBytes)

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -222,7 +223,7 @@ func TestNoExpire(t *testing.T) {
 
 func TestSignErrors(t *testing.T) {
 	h, _ := testkit.Split(testkit.CRLF([]byte("To: b@example.net\n\nbody\n")))
-	if _, err := New(h, []Params{{Domain: "example.com", Selector: "s", Key: testkit.RSAKey(2048)}}); err != ErrNoFrom {
+	if _, err := New(h, []Params{{Domain: "example.com", Selector: "s", Key: testkit.RSAKey(2048)}}); !errors.Is(err, ErrNoFrom) {
 		t.Errorf("no From: err = %v", err)
 	}
 	h, _ = testkit.Split(testkit.CRLF([]byte(plainMsg)))

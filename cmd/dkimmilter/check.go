@@ -84,12 +84,22 @@ func checkPercentKeys(cfg *config.Config) []error {
 	return errs
 }
 
+// printErrors prints each problem err holds on a line of its own.
 func printErrors(w io.Writer, err error) {
-	for _, line := range strings.Split(err.Error(), "\n") {
-		if line != "" {
-			fmt.Fprintln(w, line)
+	eachProblem(err, func(e error) { fmt.Fprintln(w, e) })
+}
+
+// eachProblem calls f with each problem err holds: the errors that
+// errors.Join and config.Errors put together (every one of a config file's
+// problems, every unusable key), one by one, however they are nested.
+func eachProblem(err error, f func(error)) {
+	if multi, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range multi.Unwrap() {
+			eachProblem(e, f)
 		}
+		return
 	}
+	f(err)
 }
 
 func printSummary(w io.Writer, cfg *config.Config) {

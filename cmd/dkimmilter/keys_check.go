@@ -77,7 +77,7 @@ func runKeysCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	if len(opts.resolvers) > 0 {
 		if _, err := dns.NewClient(opts.resolvers, 0); err != nil {
-			fmt.Fprintf(stderr, "dkimmilter keys check: -resolver: %v\n", strings.TrimPrefix(err.Error(), "dns: "))
+			fmt.Fprintf(stderr, "dkimmilter keys check: -resolver: %v\n", err)
 			return exitUsage
 		}
 	}
@@ -117,13 +117,13 @@ func checkKeysDNS(ctx context.Context, cfg *config.Config, names []string, opts 
 	}
 	resolvers, err := keycheck.Resolvers(servers, timeout)
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %s\n", where, strings.TrimPrefix(err.Error(), "dns: "))
+		fmt.Fprintf(stderr, "%s: %v\n", where, err)
 		return exitConfig
 	}
 	// With -authoritative, the zones' servers are found through these.
 	recursive, err := dns.NewClient(servers, timeout)
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %s\n", where, strings.TrimPrefix(err.Error(), "dns: "))
+		fmt.Fprintf(stderr, "%s: %v\n", where, err)
 		return exitConfig
 	}
 
@@ -192,14 +192,14 @@ func checkKeysDNS(ctx context.Context, cfg *config.Config, names []string, opts 
 	return code
 }
 
-// fileProblem reports a key file that the daemon would refuse, splitting
-// the "(hint: …)" that keystore's errors carry into a hint.
+// fileProblem reports a key file that the daemon would refuse, with the
+// hint keystore's error carries on a line of its own.
 func fileProblem(err error) keycheck.Problem {
-	text, hint, ok := strings.Cut(err.Error(), " (hint: ")
-	if !ok {
+	text, hint := keystore.SplitHint(err)
+	if hint == "" {
 		hint = "fix the key file: 'dkimmilter check' lists every problem of the configuration"
 	}
-	return keycheck.Problem{Status: keycheck.Fail, Text: "key file: " + text, Hints: []string{strings.TrimSuffix(hint, ")")}}
+	return keycheck.Problem{Status: keycheck.Fail, Text: "key file: " + text, Hints: []string{hint}}
 }
 
 // statusWords are the first column of a report: short, and loud when

@@ -237,11 +237,7 @@ func loadConfig(path string) (cfg *config.Config, defaulted bool, err error) {
 
 // logConfigError logs every problem on its own line.
 func logConfigError(log *slog.Logger, err error) {
-	for _, line := range strings.Split(err.Error(), "\n") {
-		if line != "" {
-			log.Error("configuration error", "err", line)
-		}
-	}
+	eachProblem(err, func(e error) { log.Error("configuration error", "err", e.Error()) })
 }
 
 // logEffective logs the configuration in force, as chasquid does: what an

@@ -107,7 +107,7 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 	}
 	res, err := dns.NewClient(nameservers, cfg.DNS.Timeout)
 	if err != nil {
-		fmt.Fprintf(stderr, "dkimmilter verify: %v\n", err)
+		fmt.Fprintf(stderr, "dkimmilter verify: dns: %v\n", err)
 		if len(servers) > 0 {
 			return exitUsage
 		}

@@ -56,7 +56,7 @@ type Client struct {
 // included; 0 means 5s.
 func NewClient(nameservers []string, timeout time.Duration) (*Client, error) {
 	if timeout < 0 {
-		return nil, fmt.Errorf("dns: negative timeout %s", timeout)
+		return nil, fmt.Errorf("negative timeout %s", timeout)
 	}
 	if timeout == 0 {
 		timeout = defaultTimeout
@@ -71,7 +71,7 @@ func NewClient(nameservers []string, timeout time.Duration) (*Client, error) {
 	for _, ns := range nameservers {
 		addr, err := parseNameserver(ns)
 		if err != nil {
-			return nil, fmt.Errorf("dns: invalid nameserver %q: %v", ns, err)
+			return nil, fmt.Errorf("invalid nameserver %q: %v", ns, err)
 		}
 		servers = append(servers, addr)
 	}
@@ -108,7 +108,7 @@ func parseNameserver(s string) (string, error) {
 func serversFromResolvConf(path string) ([]string, error) {
 	cfg, err := mdns.ClientConfigFromFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("dns: no nameservers configured and reading %s failed: %v; set [dns] nameservers", path, err)
+		return nil, fmt.Errorf("no nameservers configured and reading %s failed: %v; set [dns] nameservers", path, err)
 	}
 	var servers []string
 	for _, s := range cfg.Servers {
@@ -117,7 +117,7 @@ func serversFromResolvConf(path string) ([]string, error) {
 		}
 	}
 	if len(servers) == 0 {
-		return nil, fmt.Errorf("dns: no usable nameserver in %s; set [dns] nameservers", path)
+		return nil, fmt.Errorf("no usable nameserver in %s; set [dns] nameservers", path)
 	}
 	return servers, nil
 }
