@@ -303,16 +303,17 @@ func goType(v any) string { return strings.ReplaceAll(fmt.Sprintf("%T", v), "int
 func (c *checker) verify(f fileVerify) Verify {
 	p := keyPath("verify")
 	switch {
-	case f.MinRSABits < 1024:
+	case f.MinRSABits < dkim.MinRSABits:
 		// https://www.rfc-editor.org/rfc/rfc8301#section-3.2
-		c.errf(p.child("min_rsa_bits"), "%d is below 1024: RFC 8301 §3.2 forbids accepting smaller RSA keys; write a number from 1024 to 8192", f.MinRSABits)
-	case f.MinRSABits > 8192:
-		c.errf(p.child("min_rsa_bits"), "%d is above 8192; write a number from 1024 to 8192", f.MinRSABits)
+		c.errf(p.child("min_rsa_bits"), "%d is below %d: RFC 8301 §3.2 forbids accepting smaller RSA keys; write a number from %[2]d to %d",
+			f.MinRSABits, dkim.MinRSABits, dkim.MaxRSABits)
+	case f.MinRSABits > dkim.MaxRSABits:
+		c.errf(p.child("min_rsa_bits"), "%d is above %d; write a number from %d to %[2]d", f.MinRSABits, dkim.MaxRSABits, dkim.MinRSABits)
 	}
 	if f.MaxSignatures < 1 || f.MaxSignatures > 64 {
 		c.errf(p.child("max_signatures"), "%d is out of range; write a number from 1 to 64", f.MaxSignatures)
 	}
-	return Verify{MinRSABits: f.MinRSABits, MaxSignatures: f.MaxSignatures}
+	return Verify(f)
 }
 
 // dns checks the name servers' syntax only: resolving a name server's

@@ -170,6 +170,7 @@ func (s *Store) key(name, domain string) (*Key, error) {
 		return k, nil
 	}
 	if strings.ContainsAny(domain, "/\\") || strings.Contains(domain, "..") {
+		//lint:ignore ST1005 From is the header field's name
 		return nil, fmt.Errorf("From domain %q cannot be used in a file name", domain)
 	}
 	k.Domain = strings.ReplaceAll(ck.Domain, "%", domain)

@@ -37,7 +37,6 @@ type env struct {
 	logs    *syncBuffer
 	rsa     crypto.Signer
 	ed      ed25519.PrivateKey
-	client  *testkit.Client
 }
 
 const baseConfig = `

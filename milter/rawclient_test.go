@@ -240,12 +240,3 @@ func logTo(t *testing.T, w io.Writer) {
 	log.SetOutput(w)
 	t.Cleanup(func() { log.SetOutput(old) })
 }
-
-func hasReply(got []packet, code byte) bool {
-	for _, r := range got {
-		if r.code == code {
-			return true
-		}
-	}
-	return false
-}

@@ -158,6 +158,7 @@ func (s *Signature) parse() error {
 	}
 	if !hasFrom {
 		// RFC 6376 §5.4: "The From header field MUST be signed".
+		//lint:ignore ST1005 the reason names the From field, as operators search for it
 		return errors.New("From header not signed (h= has no From)")
 	}
 

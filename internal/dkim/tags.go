@@ -190,7 +190,7 @@ func isFWS(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n'
 // StripFWS removes all folding white space, as base64 values (b=, bh=, p=)
 // may be folded anywhere (RFC 6376 §3.5).
 func StripFWS(s string) string {
-	if strings.IndexAny(s, " \t\r\n") < 0 {
+	if !strings.ContainsAny(s, " \t\r\n") {
 		return s
 	}
 	var b strings.Builder
@@ -221,7 +221,7 @@ func SplitColonList(s string) []string {
 // decodeQuotedPrintable decodes dkim-quoted-printable (RFC 6376 §2.11), the
 // encoding of i= and z=: "=XX" hex escapes, FWS ignored.
 func decodeQuotedPrintable(s string) (string, error) {
-	if strings.IndexByte(s, '=') < 0 && strings.IndexAny(s, " \t\r\n") < 0 {
+	if strings.IndexByte(s, '=') < 0 && !strings.ContainsAny(s, " \t\r\n") {
 		return s, nil
 	}
 	var b strings.Builder

@@ -13,6 +13,8 @@
 // heuristic, and the result says so.
 package dmarc
 
+//lint:file-ignore ST1005 errors name the From field, the author domain's source, as the reader knows it
+
 import (
 	"context"
 	"errors"
