@@ -293,7 +293,7 @@ echo
 echo "== dkimmilter / OpenDKIM (medians of $REPS runs; msgs/s: higher is better; latency, CPU, RSS: lower is better)"
 "$LOAD" -table "$OUT" -compare dkimmilter/opendkim
 echo
-echo "== issue 5 targets"
+echo "== performance targets (bench/README.md)"
 "$LOAD" -table "$OUT" -targets -rsa-sign-ns "${RSA_NS:-0}" -compare dkimmilter/opendkim
 awk -F': ' '/"other_cpu_s"/ {gsub(",","",$2); o+=$2} /"seconds"/ {gsub(",","",$2); s+=$2}
 	END {if (s > 0) printf "\nother processes used %.0f%% of one CPU on average during the runs (0%% is a quiet machine)\n", 100*o/s}' "$OUT"/*.json

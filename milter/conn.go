@@ -16,7 +16,7 @@ import (
 )
 
 // Limits bound what one connection may cost. go-milter v0.5.0 has no
-// timeouts, no limit on connections and no drain (golibs.md §1.7): its
+// timeouts, no limit on connections and no drain (doc/postfix.md): its
 // Serve starts a goroutine per connection and reads with no deadline, and
 // Close only closes the listener. The listener and connection wrappers in
 // this file add all three without forking it.

@@ -15,7 +15,7 @@ import (
 )
 
 // DNS faults from the in-process server, end to end through the milter:
-// each gives the result of DESIGN.md's table within dns.timeout (the
+// each gives the result of doc/results.md's table within dns.timeout (the
 // message is answered; how fast is not asserted), and a temporary fault
 // does not stick: once the server is fixed, the next message passes at
 // once (nothing was cached). Lookups go through the daemon's own stack:

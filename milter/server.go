@@ -86,15 +86,16 @@ type Server struct {
 
 // Actions and Protocol we negotiate. Postfix offers every action, so this
 // never conflicts. SMFIP_HDR_LEADSPC makes Postfix send header values with
-// their leading white space, which simple canonicalization needs
-// (golibs.md §7.1); the no-HELO/RCPT/UNKNOWN/DATA flags save round trips
-// for events we do not use.
+// their leading white space, which simple canonicalization needs; the
+// no-HELO/RCPT/UNKNOWN/DATA flags save round trips for events we do not
+// use. doc/postfix.md has each fact this relies on, and where it comes
+// from.
 //
 // The no-reply flags (SMFIP_NR_CONN, _MAIL, _HDR, _EOH, _BODY) let
 // Postfix stream the connect, MAIL, header, end-of-headers and body events
 // without waiting for an answer to each: a 2 KB message takes 2 round
 // trips (option negotiation, end of message) instead of 16, which is most
-// of the per-message cost of a milter (issue 5's profiles). A message we
+// of the per-message cost of a milter (bench/README.md). A message we
 // refuse at end of headers (a key that cannot sign) gets its answer at end
 // of message: its body is transferred for nothing, which is rare and cheap
 // next to a round trip on every message.
@@ -102,7 +103,7 @@ type Server struct {
 // (milter8.c reads the event mask whatever the version; the end-to-end
 // test against a real Postfix proves it). The matching handlers must
 // return a nil Response: go-milter writes any other, and that would
-// desynchronise the conversation (golibs.md §0.5). Our decisions come at
+// desynchronise the conversation (doc/postfix.md). Our decisions come at
 // end of headers and end of message, which keep their replies.
 const (
 	actions   = gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine

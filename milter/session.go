@@ -29,7 +29,7 @@ import (
 // Every callback answers continue, and a decision to reject or tempfail is
 // sent as an SMTP reply code ('y'): go-milter throws the session's Milter
 // away after any other final answer, and with it the client address of the
-// connection (golibs.md §0.3).
+// connection (doc/postfix.md, "Answers").
 type session struct {
 	rt      *Runtime
 	log     *slog.Logger
@@ -135,7 +135,7 @@ func (s *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Res
 	s.macros(m)
 	msg := s.msg
 	// With SMFIP_HDR_LEADSPC the value is exactly what followed the colon,
-	// so the field is rebuilt byte for byte (golibs.md §7.1).
+	// so the field is rebuilt byte for byte (doc/postfix.md).
 	f := dkim.NewField(name, value)
 	if dkim.EqualFoldASCII(f.Name, "Authentication-Results") {
 		msg.arCount++
@@ -200,10 +200,11 @@ func (s *session) Headers(_ textproto.MIMEHeader, m *gomilter.Modifier) (gomilte
 	return nil, nil
 }
 
-// decide applies DESIGN.md's rule: sign when the client is trusted and the
-// SigningTable has keys for the From address; verify everything else. It
-// runs once per message, at end of headers, or at the first body chunk or
-// end of message when a client skipped end of headers.
+// decide applies the rule of doc/decision.md: sign when the client is
+// trusted and the SigningTable has keys for the From address; verify
+// everything else. It runs once per message, at end of headers, or at the
+// first body chunk or end of message when a client skipped end of
+// headers.
 func (s *session) decide() {
 	msg, cfg := s.msg, s.rt.Config
 	if msg.decided {

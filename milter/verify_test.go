@@ -43,7 +43,7 @@ func sign(t *testing.T, msg, tags string, key crypto.Signer) string {
 	return string(out)
 }
 
-// Every row of DESIGN.md's verification-result table, through the milter
+// Every row of the verification-result table (doc/results.md), through the milter
 // as Postfix drives it, with keys served by the in-process DNS server: the
 // Authentication-Results field is exactly one result per signature, with
 // the reason an operator can act on.

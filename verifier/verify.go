@@ -8,7 +8,7 @@
 // canonicalized and hashed as they stream, once per distinct (c=, l=) pair.
 //
 // go-msgauth v0.7.0's dkim.Verify is not used here, for gaps that matter to
-// the result table of DESIGN.md: it checks x= against the wall clock with no
+// the result table (doc/results.md): it checks x= against the wall clock with no
 // skew and no seam, never checks t=, fails every l= signature, hides the
 // key's size and t= flags and the selector, permerrors on several TXT
 // records, compares i= and d= case-sensitively, and looks keys up one

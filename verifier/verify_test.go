@@ -52,7 +52,7 @@ func verify(t *testing.T, v *Verifier, msg string, chunk int) []*Verification {
 	return m.Finish()
 }
 
-// One case per row of DESIGN.md's verification-result table (and a few
+// One case per row of the verification-result table, doc/results.md (and a few
 // more), each a mutation of one good message.
 func TestResultTable(t *testing.T) {
 	rsa2048 := testkit.RSAKey(2048)

@@ -44,7 +44,7 @@ func run() int {
 	save := fl.String("save", "", "write the first message, with the milter's changes applied, to this file")
 	table := fl.String("table", "", "print the comparison table of the JSON reports in this directory and exit")
 	tableAB := fl.String("compare", "dkimmilter/opendkim", "with -table: the two milter names, A/B; ratios are A/B")
-	targets := fl.Bool("targets", false, "with -table: check the figures against issue 5's targets instead")
+	targets := fl.Bool("targets", false, "with -table: check the figures against the performance targets (bench/README.md) instead")
 	rsaNs := fl.Float64("rsa-sign-ns", 0, "with -targets: ns per Go RSA-2048 signature (BenchmarkRSASignPKCS1v15)")
 	fl.Usage = func() {
 		fmt.Fprintf(fl.Output(), "usage: milterload -addr unix:/path|inet:host:port [flags]\n       milterload -table DIR [-compare A/B] [-targets -rsa-sign-ns N]\n")

@@ -33,7 +33,7 @@ const (
 
 	// A version-2 milter (go-milter's server, so dkimmilter) gets the
 	// version-2 offer: go-milter's client only downgrades when the masks
-	// fit in it (golibs.md §1.10). The milter's reply may still ask for
+	// fit in it (doc/postfix.md). The milter's reply may still ask for
 	// SMFIP_HDR_LEADSPC, which is honoured as Postfix does.
 	v2Actions = gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine
 )

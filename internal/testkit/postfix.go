@@ -27,7 +27,7 @@ type Client struct {
 }
 
 // Dial connects and negotiates. go-milter's client cannot offer
-// SMFIP_HDR_LEADSPC to a version-2 milter (golibs.md §1.10), so it offers
+// SMFIP_HDR_LEADSPC to a version-2 milter (doc/postfix.md), so it offers
 // nothing and honours what the milter asks for, as Postfix does.
 func Dial(network, addr string) (*Client, error) {
 	c := gomilter.NewClientWithOptions(network, addr, gomilter.ClientOptions{
