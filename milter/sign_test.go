@@ -165,6 +165,38 @@ func TestDualSigningAndOversigning(t *testing.T) {
 	}
 }
 
+// The SigningTable is read in order and the first rule that matches the
+// From address wins, as OpenDKIM's: a rule for one address above the
+// domain's rule gives that address its own key, and a catch-all below the
+// domain's rule takes only what the rules above it left. (A rule that a
+// rule above it shadows entirely is a configuration error.)
+func TestSigningTableOrder(t *testing.T) {
+	rule := func(from, key string) string {
+		return "[[signing]]\nfrom = \"" + from + "\"\nkeys = [\"" + key + "\"]\n"
+	}
+	for _, tt := range []struct {
+		name, cfg string
+		want      map[string]string // From address: the selector it is signed with
+	}{
+		{"address rule above the domain's", strings.Replace(baseConfig, "[[signing]]\n", rule("alice@example.com", "ed")+"[[signing]]\n", 1),
+			map[string]string{"alice@example.com": "ed", "bob@example.com": "rsa"}},
+		{"catch-all below the domain's", baseConfig + rule("*", "ed"),
+			map[string]string{"alice@example.com": "rsa", "bob@example.org": "ed"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, tt.cfg)
+			for from, want := range tt.want {
+				env := testkit.Envelope{From: from, QueueID: "4Xorder"}
+				_, out := e.send("127.0.0.1", env, strings.Replace(outbound, "alice@example.com", from, 1), 0)
+				res := e.verify(out)
+				if len(res) != 1 || res[0].Selector != want || res[0].Result != verifier.Pass {
+					t.Errorf("%s: %d signatures, first %+v; want one by s=%s", from, len(res), res, want)
+				}
+			}
+		})
+	}
+}
+
 // "%" in a key's domain and file: one rule signs many domains, each with
 // its own key; a domain without a key file is not signed (the rule does
 // not apply) rather than deferred forever.

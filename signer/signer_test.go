@@ -165,6 +165,29 @@ func TestSignVerifiesWithGoMsgauth(t *testing.T) {
 	}
 }
 
+// Relaxed header canonicalization deletes the white space before a
+// field's colon (RFC 6376 §3.4.2): a message written "Subject : …" (which
+// a relay may pass on as it is) signs so that go-msgauth, which does the
+// same independently, verifies it.
+func TestRelaxedSpaceBeforeColon(t *testing.T) {
+	key := testkit.RSAKey(2048)
+	kt, p, _ := dkim.EncodePublicKey(key.Public())
+	lookup := func(name string) ([]string, error) { return []string{"v=DKIM1; k=" + kt + "; p=" + p}, nil }
+	msg := strings.Replace(plainMsg, "Subject:", "Subject \t:", 1)
+	msg = strings.Replace(msg, "To:", "To :", 1)
+	signed := signMessage(t, testkit.CRLF([]byte(msg)), []Params{{
+		Domain: "example.com", Selector: "s", Key: key, HeaderCanon: dkim.Relaxed, BodyCanon: dkim.Relaxed,
+		Headers: []string{"from", "to", "subject"}, Time: time.Now(),
+	}}, 65535)
+	if !bytes.Contains(signed, []byte("\r\nSubject \t:  Hello")) {
+		t.Fatalf("the field was not kept as written:\n%s", signed)
+	}
+	vs, err := msgauth.VerifyWithOptions(bytes.NewReader(signed), &msgauth.VerifyOptions{LookupTXT: lookup})
+	if err != nil || len(vs) != 1 || vs[0].Err != nil {
+		t.Fatalf("go-msgauth: %v %+v\n%s", err, vs, signed)
+	}
+}
+
 // The signature field: tag order, h= with oversigned names listed once
 // more than they occur, absent names left out, x = t + expire, lines
 // folded under 78 columns.

@@ -5,6 +5,8 @@ import (
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -109,6 +111,14 @@ func TestResultTable(t *testing.T) {
 		{name: "t= in the future within skew", msg: signed, now: now.Add(-4 * time.Minute), want: []Result{Pass}},
 		{name: "x= before t=", msg: signRaw(t, baseMsg, strings.Replace(std, "x=1795604800", "x=1794000000", 1), rsa2048), want: []Result{PermError}, reason: "x= is not after t="},
 		{name: "dns timeout", msg: signed, errs: map[string]error{"sel._domainkey.example.com": dns.ErrHang}, want: []Result{TempError}, reason: "DNS timeout"},
+		// The resolver's own timeout, answered at once: the message's bound
+		// (200ms here) is not what decides.
+		{name: "resolver timeout", msg: signed, errs: map[string]error{"sel._domainkey.example.com": &net.DNSError{Err: "timeout after 5s", IsTimeout: true, IsTemporary: true}},
+			want: []Result{TempError}, reason: "DNS timeout"},
+		{name: "lookup deadline", msg: signed, errs: map[string]error{"sel._domainkey.example.com": fmt.Errorf("lookup: %w", context.DeadlineExceeded)},
+			want: []Result{TempError}, reason: "DNS timeout"},
+		{name: "lookup error of no class", msg: signed, errs: map[string]error{"sel._domainkey.example.com": errors.New("connection refused")},
+			want: []Result{TempError}, reason: "DNS server failure"},
 		{name: "servfail", msg: signed, errs: map[string]error{"sel._domainkey.example.com": &net.DNSError{Err: "SERVFAIL", IsTemporary: true}}, want: []Result{TempError}, reason: "DNS server failure"},
 		{name: "key too short", msg: signRaw(t, baseMsg, std, rsa1024), txt: map[string][]string{"sel._domainkey.example.com": {keyRecord(t, rsa1024, "")}},
 			minBits: 2048, want: []Result{Policy}, reason: "key too short (1024 bits)"},

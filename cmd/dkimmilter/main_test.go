@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -105,6 +107,10 @@ func TestCheckErrors(t *testing.T) {
 			[]string{"dkimmilter.toml:13: keys.gone:", "gone.pem does not exist"}},
 		{"bad action", "[actions]\nsign_error = \"shrug\"\n", 0o600,
 			[]string{`dkimmilter.toml:14: actions.sign_error: "shrug" is not an action`}},
+		// RFC 6376 §5.4: a signature that does not sign From is worthless
+		// (verifiers answer permerror), so the daemon must not start.
+		{"sign.headers without from", "[sign]\nheaders = [\"subject\", \"to\"]\n", 0o600,
+			[]string{`dkimmilter.toml:14: sign.headers: must contain "from"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -297,14 +303,21 @@ func TestServeDefault(t *testing.T) {
 	<-d.done
 }
 
-// A config error at start exits 78, so systemd does not restart-loop.
+// A config error at start exits 78, so systemd does not restart-loop. A
+// daemon that serves instead is killed after a while: the test fails then,
+// rather than hanging the suite.
 func TestServeConfigErrorExits78(t *testing.T) {
 	f := newFixture(t, "nonsense = true\n")
-	cmd := exec.Command(os.Args[0], "serve", "-config", f.cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "serve", "-config", f.cfg)
 	cmd.Env = append(os.Environ(), "DKIMMILTER_TEST_MAIN=1")
 	out, err := cmd.CombinedOutput()
-	ee, ok := err.(*exec.ExitError)
-	if !ok || ee.ExitCode() != 78 {
+	if ctx.Err() != nil {
+		t.Fatalf("still running after 20s, want exit 78 at once:\n%s", out)
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 78 {
 		t.Fatalf("exit %v, want 78:\n%s", err, out)
 	}
 	if !strings.Contains(string(out), "nonsense") {

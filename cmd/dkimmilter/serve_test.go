@@ -114,6 +114,57 @@ file = "keys/new.pem"`, 1)
 	}
 }
 
+// A reload whose configuration parses but whose keys cannot be used (a key
+// file others may read, a key too short to sign with) is refused as a
+// whole: the error says what fixes it, and mail is signed with the keys
+// of the last good configuration, by new connections too.
+func TestReloadRefusesUnusableKeys(t *testing.T) {
+	f := newFixture(t, "")
+	p := startProc(t, "serve", "-config", f.cfg)
+	if s := selectorOf(t, f.dial(t)); s != "rsa" {
+		t.Fatalf("s=%s", s)
+	}
+	good, _ := os.ReadFile(f.cfg)
+	for _, tt := range []struct {
+		name, log string
+		setup     func() string // writes the key, returns its file
+	}{
+		{"key file readable by others", "chmod 600", func() string {
+			p := testkit.WriteKey(f.dir, "keys/open.pem", testkit.RSAKey(2048), false)
+			os.Chmod(p, 0o644)
+			return p
+		}},
+		{"512-bit key", "RSA key too short: 512 bits", func() string {
+			p := filepath.Join(f.dir, "keys", "short.pem")
+			os.WriteFile(p, testkit.File("rsa512.key"), 0o600)
+			return p
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			file := tt.setup()
+			bad := strings.Replace(string(good), `file = "keys/rsa.pem"`, `file = "`+file+`"`, 1)
+			if bad == string(good) {
+				t.Fatal("the fixture's key line moved")
+			}
+			os.WriteFile(f.cfg, []byte(bad), 0o644)
+			failures := strings.Count(p.stderr.String(), "reload failed")
+			p.cmd.Process.Signal(syscall.SIGHUP)
+			for i := 0; strings.Count(p.stderr.String(), "reload failed") == failures; i++ {
+				if i == 2000 || strings.Count(p.stderr.String(), "configuration reloaded") > 0 {
+					t.Fatalf("the reload was not refused:\n%s", p.stderr.String())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if !strings.Contains(p.stderr.String(), tt.log) {
+				t.Errorf("the refused reload does not say %q", tt.log)
+			}
+			if s := selectorOf(t, f.dial(t)); s != "rsa" {
+				t.Errorf("after the refused reload: s=%s, want rsa (the last good keys)", s)
+			}
+		})
+	}
+}
+
 func expectNotify(t *testing.T, c *net.UnixConn, want string) {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(20 * time.Second))
