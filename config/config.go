@@ -99,7 +99,8 @@ type Limits struct {
 	MaxHeaderBytes  int           // bytes of one message's header block
 }
 
-// Actions is the [actions] table: what the milter answers Postfix.
+// Actions is the [actions] table: what the milter answers Postfix. Parse
+// and Default set every field; Accept is the zero value.
 type Actions struct {
 	SignError    Action // Accept, Tempfail or Reject
 	DNSError     Action // Accept, Tempfail or Reject

@@ -41,9 +41,8 @@ func ReadPrivateKey(path string) (*PrivateKey, error) {
 }
 
 // hinted is a key file error that says what fixes it. Its text ends with
-// "(hint: …)", as every operator-facing error of this package does, and
-// SplitHint takes the two apart again for a report that prints hints on a
-// line of their own.
+// "(hint: …)", and SplitHint takes the two apart again for a report that
+// prints hints on a line of their own.
 type hinted struct {
 	err  error
 	hint string

@@ -313,9 +313,9 @@ func TestUnsafeKeyPermissions(t *testing.T) {
 }
 
 // FuzzFromAddress: the From field is the client's text, and the address
-// read from it decides signing: never a panic, an address always has an
-// '@', and a domain that may stand in for '%' has nothing in it that could
-// end a tag or a header field.
+// dkim.FromAddresses reads from it decides signing: never a panic, an
+// address always has an '@', and a domain that may stand in for '%' has
+// nothing in it that could end a tag or a header field (signableDomain).
 func FuzzFromAddress(f *testing.F) {
 	for _, s := range []string{
 		" Alice <alice@example.com>", " <a@b.example;l=0>", " x <a@b.exa\r\n mple>",

@@ -151,7 +151,7 @@ func TestNoLogInjection(t *testing.T) {
 }
 
 // A '%' key signs for the From domain: a From whose "domain" is not a
-// domain name (FromAddress takes what is between < and > when the field
+// domain name (FromAddresses takes what is between < and > when the field
 // does not parse) is not signed, rather than written into d=.
 func TestPercentDomainInjection(t *testing.T) {
 	e := newEnv(t, baseConfig+`

@@ -174,6 +174,11 @@ func TestAuthorDomain(t *testing.T) {
 		{[]string{" Jane Doe <jane@example.com>, bob@example.org"}, "", "several domains"},
 		{[]string{" broken <<jane@example.com>"}, "example.com", ""},
 		{[]string{" undisclosed"}, "", "no domain"},
+		// Malformed fields are read as the signer reads them
+		// (dkim.FromAddresses): the address, not the text around it.
+		{[]string{" joe@example.com (unclosed"}, "example.com", ""},
+		{[]string{" Joe <joe@example.com> <>"}, "example.com", ""},
+		{[]string{" Joe <joe@>"}, "", "no domain"},
 		{nil, "", "no From"},
 		{[]string{" a@example.com", " b@example.com"}, "", "2 From"},
 	}
