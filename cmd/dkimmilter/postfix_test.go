@@ -51,7 +51,7 @@ func requirePostfix(t *testing.T) {
 // newPostfix writes the instance's configuration and directories; start
 // runs it. In between, the milter can be started, so that Postfix never
 // tries its socket before it exists.
-func newPostfix(t *testing.T) *postfix {
+func newPostfix(t *testing.T, milter string) *postfix {
 	t.Helper()
 	requirePostfix(t)
 	dir, err := os.MkdirTemp("", "pf")
@@ -90,7 +90,7 @@ smtp_dns_support_level = disabled
 disable_dns_lookups = yes
 maillog_file = /dev/stdout
 # As the README and contrib/postfix/main.cf say:
-smtpd_milters = unix:dkimmilter/dkimmilter.sock
+smtpd_milters = ` + milter + `
 non_smtpd_milters = $smtpd_milters
 milter_default_action = tempfail
 `
@@ -244,20 +244,38 @@ func (p *postfix) delivered(subject string) []byte {
 	return nil
 }
 
-// A real Postfix with smtpd_milters and non_smtpd_milters on dkimmilter:
-// mail from an internal client and from sendmail arrives signed and
-// verifies with dkimpy; mail from outside arrives with the right
-// Authentication-Results and its forged one removed.
+// A real Postfix with smtpd_milters and non_smtpd_milters on dkimmilter,
+// over a unix socket in Postfix's queue directory (named relative to it,
+// as the README says) and over TCP: mail from an internal client and from
+// sendmail arrives signed and verifies with dkimpy; mail from outside
+// arrives with the right Authentication-Results and its forged one
+// removed.
 func TestPostfixEndToEnd(t *testing.T) {
-	p := newPostfix(t)
+	for _, kind := range []string{"unix", "inet"} {
+		t.Run(kind, func(t *testing.T) { testPostfixEndToEnd(t, kind) })
+	}
+}
+
+func testPostfixEndToEnd(t *testing.T, kind string) {
+	requirePostfix(t)
 	ok := false
 	if _, found := testkit.Dkimpy(); found {
 		ok = true
 	}
 	f := newFixture(t, "")
 	cfg, _ := os.ReadFile(f.cfg)
-	sock := filepath.Join(p.queue, "dkimmilter", "dkimmilter.sock")
-	cfgText := strings.Replace(string(cfg), `listen = "unix:`+f.dir+`/milter.sock"`, `listen = "unix:`+sock+`"`, 1)
+	var p *postfix
+	var listen string
+	switch kind {
+	case "unix":
+		p = newPostfix(t, "unix:dkimmilter/dkimmilter.sock")
+		listen = "unix:" + filepath.Join(p.queue, "dkimmilter", "dkimmilter.sock")
+	case "inet":
+		addr := freePort(t)
+		p = newPostfix(t, "inet:"+addr)
+		listen = "inet:" + addr
+	}
+	cfgText := strings.Replace(string(cfg), `listen = "unix:`+f.dir+`/milter.sock"`, `listen = "`+listen+`"`, 1)
 	// Postfix's smtpd runs as postfix: let it in (the systemd unit uses a
 	// setgid postfix directory instead).
 	cfgText = strings.Replace(cfgText, `socket_mode = "0660"`, `socket_mode = "0666"`, 1)
