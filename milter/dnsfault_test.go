@@ -73,7 +73,7 @@ func TestDNSFaults(t *testing.T) {
 			if tt.sel == "rsa4096" {
 				key = k4096
 			}
-			msg := sign(t, inbound, "v=1; a=rsa-sha256; d=sender.example; s="+tt.sel+"; h=from:subject", key)
+			msg := testkit.Sign(t, inbound, "v=1; a=rsa-sha256; d=sender.example; s="+tt.sel+"; h=from:subject", key)
 			if ar := e.inboundAR(t, msg); !strings.Contains(ar, tt.want) {
 				t.Fatalf("A-R %s, want %s", ar, tt.want)
 			}
@@ -91,7 +91,7 @@ func TestDNSFaults(t *testing.T) {
 		e.dns.SetTruncateUDP(true)
 		defer e.dns.SetTruncateUDP(false)
 		e.dns.SetTXT(name("tc"), good)
-		msg := sign(t, inbound, "v=1; a=rsa-sha256; d=sender.example; s=tc; h=from:subject", k)
+		msg := testkit.Sign(t, inbound, "v=1; a=rsa-sha256; d=sender.example; s=tc; h=from:subject", k)
 		if ar := e.inboundAR(t, msg); !strings.Contains(ar, "dkim=pass") {
 			t.Errorf("A-R %s", ar)
 		}
@@ -115,7 +115,7 @@ func TestDNSNegativeCache(t *testing.T) {
 	e.setVerifier(func(o *verifier.Options) { o.Resolver = dns.NewCache(res, dns.CacheOptions{Now: clock.Now}) })
 	k := testkit.RSAKey(2048)
 	n := "late._domainkey.sender.example"
-	msg := sign(t, inbound, "v=1; a=rsa-sha256; d=sender.example; s=late; h=from:subject", k)
+	msg := testkit.Sign(t, inbound, "v=1; a=rsa-sha256; d=sender.example; s=late; h=from:subject", k)
 	if ar := e.inboundAR(t, msg); !strings.Contains(ar, `dkim=permerror reason="no key for signature"`) {
 		t.Fatalf("A-R %s", ar)
 	}

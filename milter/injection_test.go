@@ -41,7 +41,7 @@ func TestNoHeaderInjection(t *testing.T) {
 	k := testkit.RSAKey(2048)
 	e.dns.SetTXT("good._domainkey.sender.example", testkit.KeyRecord(k, ""))
 	// A good signature whose i= decodes to a line break and a field.
-	good := sign(t, inbound, "v=1; a=rsa-sha256; d=sender.example; s=good; h=from:subject; i=a=0D=0AX-Injected:=20yes@sender.example", k)
+	good := testkit.Sign(t, inbound, "v=1; a=rsa-sha256; d=sender.example; s=good; h=from:subject; i=a=0D=0AX-Injected:=20yes@sender.example", k)
 	goodSig, body, _ := strings.Cut(good, "\r\n")
 	goodSig = strings.TrimPrefix(goodSig, "DKIM-Signature:")
 	sigs := []string{

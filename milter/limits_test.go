@@ -112,7 +112,7 @@ func TestManySignatures(t *testing.T) {
 	e := newEnv(t, baseConfig+"[limits]\nmax_headers = 2000\n")
 	k := testkit.RSAKey(2048)
 	e.dns.SetTXT("good._domainkey.sender.example", testkit.KeyRecord(k, ""))
-	msg := sign(t, inbound, "v=1; a=rsa-sha256; d=sender.example; s=good; h=from:subject", k)
+	msg := testkit.Sign(t, inbound, "v=1; a=rsa-sha256; d=sender.example; s=good; h=from:subject", k)
 	junk := padded("X: y\n", 1000, "DKIM-Signature: v=1; a=rsa-sha256; d=junk%d.example; s=s; h=from; bh=AA==; b=AA==")
 	_, rest, _ := strings.Cut(junk, "\n")
 	r, out := e.send(remote, daveEnv, rest+msg, 0)

@@ -117,7 +117,7 @@ func TestSecondFromNeverPasses(t *testing.T) {
 	k := testkit.RSAKey(2048)
 	e.dns.SetTXT("good._domainkey.sender.example", testkit.KeyRecord(k, ""))
 	for _, h := range []string{"from:subject", "from:from:subject"} {
-		good := sign(t, inbound, "v=1; a=rsa-sha256; d=sender.example; s=good; h="+h, k)
+		good := testkit.Sign(t, inbound, "v=1; a=rsa-sha256; d=sender.example; s=good; h="+h, k)
 		if ar := e.inboundAR(t, good); !strings.Contains(ar, "dkim=pass") {
 			t.Fatalf("h=%s: the untouched message does not pass: %s", h, ar)
 		}
@@ -170,11 +170,11 @@ func TestWeakSignaturesNeverPass(t *testing.T) {
 	tests := []struct{ name, msg, want string }{
 		{"rsa-sha1, good signature", signSHA1(t, inbound, strings.Replace(with("good", ""), "rsa-sha256", "rsa-sha1", 1), k2048), `dkim=policy reason="rsa-sha1 is not accepted (RFC 8301)"`},
 		{"RSA-SHA1 in capitals", signSHA1(t, inbound, strings.Replace(with("good", ""), "rsa-sha256", "RSA-SHA1", 1), k2048), "dkim=policy"},
-		{"512-bit key", sign(t, inbound, with("k512", ""), weakRSA{k512}), `dkim=policy reason="key too short (512 bits)"`},
-		{"1024-bit key under min_rsa_bits 2048", sign(t, inbound, with("k1024", ""), k1024), `dkim=policy reason="key too short (1024 bits)"`},
-		{"l= the whole body, then more", sign(t, inbound, with("good", "; l="+strconv.Itoa(bodyLen)), k2048) + "Click here: http://evil.example/\r\n", `dkim=policy reason="unsigned content after l="`},
-		{"l=0, then a body", sign(t, strings.SplitN(inbound, "\n\n", 2)[0]+"\n\n", with("good", "; l=0"), k2048) + "Click here\r\n", `dkim=policy reason="unsigned content after l="`},
-		{"l= longer than the body", strings.Replace(sign(t, inbound, with("good", "; l="+strconv.Itoa(bodyLen)), k2048), "Dave\r\n", "", 1), `dkim=fail reason="l= is longer than the body"`},
+		{"512-bit key", testkit.Sign(t, inbound, with("k512", ""), weakRSA{k512}), `dkim=policy reason="key too short (512 bits)"`},
+		{"1024-bit key under min_rsa_bits 2048", testkit.Sign(t, inbound, with("k1024", ""), k1024), `dkim=policy reason="key too short (1024 bits)"`},
+		{"l= the whole body, then more", testkit.Sign(t, inbound, with("good", "; l="+strconv.Itoa(bodyLen)), k2048) + "Click here: http://evil.example/\r\n", `dkim=policy reason="unsigned content after l="`},
+		{"l=0, then a body", testkit.Sign(t, strings.SplitN(inbound, "\n\n", 2)[0]+"\n\n", with("good", "; l=0"), k2048) + "Click here\r\n", `dkim=policy reason="unsigned content after l="`},
+		{"l= longer than the body", strings.Replace(testkit.Sign(t, inbound, with("good", "; l="+strconv.Itoa(bodyLen)), k2048), "Dave\r\n", "", 1), `dkim=fail reason="l= is longer than the body"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -57,7 +57,7 @@ func TestSoak(t *testing.T) {
 	e.dns.SetRcode("servfail._domainkey.sender.example", dns.RcodeServerFailure)
 	e.dns.SetTimeout("timeout._domainkey.sender.example")
 	signed := func(sel string) string {
-		return sign(t, inbound, "v=1; a=rsa-sha256; d=sender.example; s="+sel+"; h=from:subject", k)
+		return testkit.Sign(t, inbound, "v=1; a=rsa-sha256; d=sender.example; s="+sel+"; h=from:subject", k)
 	}
 	good := signed("good")
 	auth := testkit.Envelope{From: "alice@example.com", AuthType: "PLAIN", AuthAuthen: "alice", QueueID: "4Xsoak"}

@@ -1,7 +1,6 @@
 package milter
 
 import (
-	"crypto"
 	"strings"
 	"testing"
 	"time"
@@ -33,15 +32,6 @@ const remote = "198.51.100.7"
 // The clock of the verification tests: the signatures below are made at
 // t=1795000000 with x= a week later.
 var signTime = time.Unix(1795000000, 0)
-
-func sign(t *testing.T, msg, tags string, key crypto.Signer) string {
-	t.Helper()
-	out, err := testkit.SignRaw(testkit.CRLF([]byte(msg)), tags, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(out)
-}
 
 // Every row of the verification-result table (doc/results.md), through the milter
 // as Postfix drives it, with keys served by the in-process DNS server: the
@@ -77,7 +67,7 @@ func TestVerifyResultTable(t *testing.T) {
 			e.dns.SetTXT(s+"._domainkey.sender.example", testkit.KeyRecord(k2048, ""))
 		}
 	}
-	good := sign(t, inbound, sel("good"), k2048)
+	good := testkit.Sign(t, inbound, sel("good"), k2048)
 
 	tests := []struct {
 		name string
@@ -87,21 +77,21 @@ func TestVerifyResultTable(t *testing.T) {
 		{"pass", good, []string{"dkim=pass (2048-bit rsa key) header.d=sender.example header.i=@sender.example header.s=good header.a=rsa-sha256 header.b="}},
 		{"body hash", strings.Replace(good, "invoice below", "invoice below: pay to IBAN XX", 1), []string{`dkim=fail reason="body hash did not verify"`}},
 		{"header", strings.Replace(good, "Invoice 42", "Invoice 43", 1), []string{`dkim=fail reason="signature did not verify"`}},
-		{"no key", sign(t, inbound, sel("nxdomain"), k2048), []string{`dkim=permerror reason="no key for signature"`, "header.s=nxdomain"}},
-		{"revoked", sign(t, inbound, sel("revoked"), k2048), []string{`dkim=permerror reason="key revoked"`}},
-		{"bad key record", sign(t, inbound, sel("bad"), k2048), []string{`dkim=permerror reason="key record p= is not an RSA public key"`}},
-		{"bad signature", sign(t, inbound, strings.Replace(sel("good"), "h=from:", "h=", 1), k2048), []string{`dkim=permerror reason="From header not signed (h= has no From)"`}},
-		{"expired", sign(t, inbound, strings.Replace(sel("good"), "x=1795604800", "x=1795000100", 1), k2048)[:0] +
-			sign(t, inbound, "v=1; a=rsa-sha256; d=sender.example; s=good; t=1794000000; x=1794600000; h=from", k2048), []string{`dkim=permerror reason="signature expired"`}},
-		{"future", sign(t, inbound, "v=1; a=rsa-sha256; d=sender.example; s=good; t=1795090000; h=from", k2048), []string{`dkim=permerror reason="signature timestamp in the future"`}},
-		{"dns timeout", sign(t, inbound, sel("timeout"), k2048), []string{`dkim=temperror reason="DNS timeout"`}},
-		{"servfail", sign(t, inbound, sel("servfail"), k2048), []string{`dkim=temperror reason="DNS server failure"`}},
-		{"refused", sign(t, inbound, sel("refused"), k2048), []string{`dkim=temperror reason="DNS server failure"`}},
+		{"no key", testkit.Sign(t, inbound, sel("nxdomain"), k2048), []string{`dkim=permerror reason="no key for signature"`, "header.s=nxdomain"}},
+		{"revoked", testkit.Sign(t, inbound, sel("revoked"), k2048), []string{`dkim=permerror reason="key revoked"`}},
+		{"bad key record", testkit.Sign(t, inbound, sel("bad"), k2048), []string{`dkim=permerror reason="key record p= is not an RSA public key"`}},
+		{"bad signature", testkit.Sign(t, inbound, strings.Replace(sel("good"), "h=from:", "h=", 1), k2048), []string{`dkim=permerror reason="From header not signed (h= has no From)"`}},
+		{"expired", testkit.Sign(t, inbound, strings.Replace(sel("good"), "x=1795604800", "x=1795000100", 1), k2048)[:0] +
+			testkit.Sign(t, inbound, "v=1; a=rsa-sha256; d=sender.example; s=good; t=1794000000; x=1794600000; h=from", k2048), []string{`dkim=permerror reason="signature expired"`}},
+		{"future", testkit.Sign(t, inbound, "v=1; a=rsa-sha256; d=sender.example; s=good; t=1795090000; h=from", k2048), []string{`dkim=permerror reason="signature timestamp in the future"`}},
+		{"dns timeout", testkit.Sign(t, inbound, sel("timeout"), k2048), []string{`dkim=temperror reason="DNS timeout"`}},
+		{"servfail", testkit.Sign(t, inbound, sel("servfail"), k2048), []string{`dkim=temperror reason="DNS server failure"`}},
+		{"refused", testkit.Sign(t, inbound, sel("refused"), k2048), []string{`dkim=temperror reason="DNS server failure"`}},
 		{"rsa-sha1", strings.Replace(good, "a=rsa-sha256", "a=rsa-sha1", 1), []string{`dkim=policy reason="rsa-sha1 is not accepted (RFC 8301)"`}},
-		{"l=", sign(t, inbound, sel("good")+"; l=20", k2048), []string{`dkim=policy reason="unsigned content after l="`}},
+		{"l=", testkit.Sign(t, inbound, sel("good")+"; l=20", k2048), []string{`dkim=policy reason="unsigned content after l="`}},
 		{"unsigned From", "From: CEO <ceo@example.com>\r\n" + good, []string{`dkim=policy reason="unsigned From header"`}},
-		{"testing key", strings.Replace(sign(t, inbound, sel("testing"), k2048), "Invoice", "Lnvoice", 1), []string{`dkim=fail reason="signature did not verify" (2048-bit rsa key; testing key)`}},
-		{"too many", sign(t, sign(t, good, sel("good"), k2048), sel("nxdomain"), k2048), []string{"dkim=permerror", "dkim=pass", `dkim=neutral reason="too many signatures"`}},
+		{"testing key", strings.Replace(testkit.Sign(t, inbound, sel("testing"), k2048), "Invoice", "Lnvoice", 1), []string{`dkim=fail reason="signature did not verify" (2048-bit rsa key; testing key)`}},
+		{"too many", testkit.Sign(t, testkit.Sign(t, good, sel("good"), k2048), sel("nxdomain"), k2048), []string{"dkim=permerror", "dkim=pass", `dkim=neutral reason="too many signatures"`}},
 		{"none", inbound, []string{"mx.example.com; dkim=none"}},
 	}
 	for _, tt := range tests {
@@ -201,7 +191,7 @@ func TestActions(t *testing.T) {
 			e.dns.SetTXT("good._domainkey.sender.example", testkit.KeyRecord(k, ""))
 			e.dns.SetTXT("testing._domainkey.sender.example", testkit.KeyRecord(k, "t=y; "))
 			e.dns.SetTimeout("timeout._domainkey.sender.example")
-			msg := sign(t, inbound, strings.Replace(tags, "%s", tt.sel, 1), k)
+			msg := testkit.Sign(t, inbound, strings.Replace(tags, "%s", tt.sel, 1), k)
 			if tt.mutate != "" {
 				msg = strings.Replace(msg, "Invoice 42", tt.mutate, 1)
 			}

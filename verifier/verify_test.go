@@ -2,7 +2,6 @@ package verifier
 
 import (
 	"context"
-	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
@@ -29,19 +28,6 @@ Hello Bob,
 the numbers are attached.
 `
 
-func signRaw(t *testing.T, msg, tags string, key crypto.Signer) string {
-	t.Helper()
-	out, err := testkit.SignRaw(testkit.CRLF([]byte(msg)), tags, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(out)
-}
-
-func keyRecord(t *testing.T, k crypto.Signer, extra string) string {
-	return testkit.KeyRecord(k, extra)
-}
-
 func verify(t *testing.T, v *Verifier, msg string, chunk int) []*Verification {
 	t.Helper()
 	h, body := testkit.Split([]byte(msg))
@@ -60,9 +46,9 @@ func TestResultTable(t *testing.T) {
 	rsa2048 := testkit.RSAKey(2048)
 	rsa1024 := testkit.RSAKey(1024)
 	_, ed, _ := ed25519.GenerateKey(rand.Reader)
-	good := keyRecord(t, rsa2048, "")
+	good := testkit.KeyRecord(rsa2048, "")
 	std := "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=sel; t=1795000000; x=1795604800; h=from:to:subject:date:message-id"
-	signed := signRaw(t, baseMsg, std, rsa2048)
+	signed := testkit.Sign(t, baseMsg, std, rsa2048)
 
 	tests := []struct {
 		name    string
@@ -77,10 +63,10 @@ func TestResultTable(t *testing.T) {
 		comment string // the first result's comment
 	}{
 		{name: "pass rsa", msg: signed, want: []Result{Pass}, comment: "2048-bit rsa key"},
-		{name: "pass ed25519", msg: signRaw(t, baseMsg, strings.Replace(std, "rsa-sha256", "ed25519-sha256", 1), ed),
-			txt: map[string][]string{"sel._domainkey.example.com": {keyRecord(t, ed, "")}}, want: []Result{Pass}, comment: "ed25519 key"},
-		{name: "pass simple/simple", msg: signRaw(t, baseMsg, strings.Replace(std, "relaxed/relaxed", "simple/simple", 1), rsa2048), want: []Result{Pass}},
-		{name: "pass no c=", msg: signRaw(t, baseMsg, strings.Replace(std, " c=relaxed/relaxed;", "", 1), rsa2048), want: []Result{Pass}},
+		{name: "pass ed25519", msg: testkit.Sign(t, baseMsg, strings.Replace(std, "rsa-sha256", "ed25519-sha256", 1), ed),
+			txt: map[string][]string{"sel._domainkey.example.com": {testkit.KeyRecord(ed, "")}}, want: []Result{Pass}, comment: "ed25519 key"},
+		{name: "pass simple/simple", msg: testkit.Sign(t, baseMsg, strings.Replace(std, "relaxed/relaxed", "simple/simple", 1), rsa2048), want: []Result{Pass}},
+		{name: "pass no c=", msg: testkit.Sign(t, baseMsg, strings.Replace(std, " c=relaxed/relaxed;", "", 1), rsa2048), want: []Result{Pass}},
 		{name: "body altered", msg: strings.Replace(signed, "attached", "attached!", 1), want: []Result{Fail}, reason: "body hash did not verify"},
 		{name: "footer appended", msg: signed + "--\r\nSent from the list\r\n", want: []Result{Fail}, reason: "body hash did not verify"},
 		{name: "trailing blank lines ignored", msg: signed + "\r\n\r\n", want: []Result{Pass}},
@@ -91,25 +77,25 @@ func TestResultTable(t *testing.T) {
 		{name: "revoked", msg: signed, txt: map[string][]string{"sel._domainkey.example.com": {"v=DKIM1; k=rsa; p="}}, want: []Result{PermError}, reason: "key revoked"},
 		{name: "bad base64 key", msg: signed, txt: map[string][]string{"sel._domainkey.example.com": {"v=DKIM1; p=@@@"}}, want: []Result{PermError}, reason: "bad base64"},
 		{name: "key v=DKIM2", msg: signed, txt: map[string][]string{"sel._domainkey.example.com": {strings.Replace(good, "DKIM1", "DKIM2", 1)}}, want: []Result{PermError}, reason: "v=DKIM2"},
-		{name: "key type mismatch", msg: signed, txt: map[string][]string{"sel._domainkey.example.com": {keyRecord(t, ed, "")}}, want: []Result{PermError}, reason: "k=ed25519 does not match a=rsa-sha256"},
-		{name: "key h=sha1", msg: signed, txt: map[string][]string{"sel._domainkey.example.com": {keyRecord(t, rsa2048, "h=sha1; ")}}, want: []Result{PermError}, reason: "does not allow sha256"},
-		{name: "key s=other", msg: signed, txt: map[string][]string{"sel._domainkey.example.com": {keyRecord(t, rsa2048, "s=other; ")}}, want: []Result{PermError}, reason: "not for email"},
-		{name: "key t=s, i= subdomain", msg: signRaw(t, baseMsg, std+"; i=@news.example.com", rsa2048),
-			txt: map[string][]string{"sel._domainkey.example.com": {keyRecord(t, rsa2048, "t=s; ")}}, want: []Result{PermError}, reason: "t=s"},
-		{name: "missing s=", msg: signRaw(t, baseMsg, strings.Replace(std, " s=sel;", "", 1), rsa2048), want: []Result{PermError}, reason: "missing required tag s="},
+		{name: "key type mismatch", msg: signed, txt: map[string][]string{"sel._domainkey.example.com": {testkit.KeyRecord(ed, "")}}, want: []Result{PermError}, reason: "k=ed25519 does not match a=rsa-sha256"},
+		{name: "key h=sha1", msg: signed, txt: map[string][]string{"sel._domainkey.example.com": {testkit.KeyRecord(rsa2048, "h=sha1; ")}}, want: []Result{PermError}, reason: "does not allow sha256"},
+		{name: "key s=other", msg: signed, txt: map[string][]string{"sel._domainkey.example.com": {testkit.KeyRecord(rsa2048, "s=other; ")}}, want: []Result{PermError}, reason: "not for email"},
+		{name: "key t=s, i= subdomain", msg: testkit.Sign(t, baseMsg, std+"; i=@news.example.com", rsa2048),
+			txt: map[string][]string{"sel._domainkey.example.com": {testkit.KeyRecord(rsa2048, "t=s; ")}}, want: []Result{PermError}, reason: "t=s"},
+		{name: "missing s=", msg: testkit.Sign(t, baseMsg, strings.Replace(std, " s=sel;", "", 1), rsa2048), want: []Result{PermError}, reason: "missing required tag s="},
 		{name: "duplicate tag", msg: strings.Replace(signed, "t=1795000000;", "t=1795000000; t=1795000000;", 1), want: []Result{PermError}, reason: "duplicate tag t="},
-		{name: "v=2", msg: signRaw(t, baseMsg, strings.Replace(std, "v=1", "v=2", 1), rsa2048), want: []Result{PermError}, reason: "unsupported signature version"},
-		{name: "unknown a=", msg: signRaw(t, baseMsg, strings.Replace(std, "rsa-sha256", "rsa-sha512", 1), rsa2048), want: []Result{PermError}, reason: "unknown algorithm"},
+		{name: "v=2", msg: testkit.Sign(t, baseMsg, strings.Replace(std, "v=1", "v=2", 1), rsa2048), want: []Result{PermError}, reason: "unsupported signature version"},
+		{name: "unknown a=", msg: testkit.Sign(t, baseMsg, strings.Replace(std, "rsa-sha256", "rsa-sha512", 1), rsa2048), want: []Result{PermError}, reason: "unknown algorithm"},
 		{name: "unknown c=", msg: strings.Replace(signed, "relaxed/relaxed", "relaxed/fancy", 1), want: []Result{PermError}, reason: "unknown canonicalization"},
-		{name: "i= outside d=", msg: signRaw(t, baseMsg, std+"; i=joe@example.org", rsa2048), want: []Result{PermError}, reason: "not d=example.com"},
-		{name: "i= subdomain ok", msg: signRaw(t, baseMsg, std+"; i=joe@News.Example.COM", rsa2048), want: []Result{Pass}},
-		{name: "h= without From", msg: signRaw(t, baseMsg, strings.Replace(std, "h=from:", "h=", 1), rsa2048), want: []Result{PermError}, reason: "From header not signed"},
+		{name: "i= outside d=", msg: testkit.Sign(t, baseMsg, std+"; i=joe@example.org", rsa2048), want: []Result{PermError}, reason: "not d=example.com"},
+		{name: "i= subdomain ok", msg: testkit.Sign(t, baseMsg, std+"; i=joe@News.Example.COM", rsa2048), want: []Result{Pass}},
+		{name: "h= without From", msg: testkit.Sign(t, baseMsg, strings.Replace(std, "h=from:", "h=", 1), rsa2048), want: []Result{PermError}, reason: "From header not signed"},
 		{name: "bad base64 b=", msg: strings.Replace(signed, "; b=", "; b=!!", 1), want: []Result{PermError}, reason: "bad base64 in b="},
 		{name: "expired", msg: signed, now: now.Add(8 * 24 * time.Hour), want: []Result{PermError}, reason: "signature expired"},
 		{name: "expired within skew", msg: signed, now: time.Unix(1795604800+200, 0), want: []Result{Pass}},
 		{name: "t= in the future", msg: signed, now: now.Add(-time.Hour), want: []Result{PermError}, reason: "timestamp in the future"},
 		{name: "t= in the future within skew", msg: signed, now: now.Add(-4 * time.Minute), want: []Result{Pass}},
-		{name: "x= before t=", msg: signRaw(t, baseMsg, strings.Replace(std, "x=1795604800", "x=1794000000", 1), rsa2048), want: []Result{PermError}, reason: "x= is not after t="},
+		{name: "x= before t=", msg: testkit.Sign(t, baseMsg, strings.Replace(std, "x=1795604800", "x=1794000000", 1), rsa2048), want: []Result{PermError}, reason: "x= is not after t="},
 		{name: "dns timeout", msg: signed, errs: map[string]error{"sel._domainkey.example.com": dns.ErrHang}, want: []Result{TempError}, reason: "DNS timeout"},
 		// The resolver's own timeout, answered at once: the message's bound
 		// (200ms here) is not what decides.
@@ -120,23 +106,23 @@ func TestResultTable(t *testing.T) {
 		{name: "lookup error of no class", msg: signed, errs: map[string]error{"sel._domainkey.example.com": errors.New("connection refused")},
 			want: []Result{TempError}, reason: "DNS server failure"},
 		{name: "servfail", msg: signed, errs: map[string]error{"sel._domainkey.example.com": &net.DNSError{Err: "SERVFAIL", IsTemporary: true}}, want: []Result{TempError}, reason: "DNS server failure"},
-		{name: "key too short", msg: signRaw(t, baseMsg, std, rsa1024), txt: map[string][]string{"sel._domainkey.example.com": {keyRecord(t, rsa1024, "")}},
+		{name: "key too short", msg: testkit.Sign(t, baseMsg, std, rsa1024), txt: map[string][]string{"sel._domainkey.example.com": {testkit.KeyRecord(rsa1024, "")}},
 			minBits: 2048, want: []Result{Policy}, reason: "key too short (1024 bits)"},
-		{name: "1024 ok by default", msg: signRaw(t, baseMsg, std, rsa1024), txt: map[string][]string{"sel._domainkey.example.com": {keyRecord(t, rsa1024, "")}},
+		{name: "1024 ok by default", msg: testkit.Sign(t, baseMsg, std, rsa1024), txt: map[string][]string{"sel._domainkey.example.com": {testkit.KeyRecord(rsa1024, "")}},
 			want: []Result{Pass}, comment: "1024-bit rsa key"},
 		{name: "rsa-sha1", msg: strings.Replace(signed, "rsa-sha256", "rsa-sha1", 1), want: []Result{Policy}, reason: "rsa-sha1 is not accepted"},
-		{name: "l= shorter than body", msg: signRaw(t, baseMsg, std+"; l=12", rsa2048), want: []Result{Policy}, reason: "unsigned content after l="},
-		{name: "l= whole body", msg: signRaw(t, baseMsg, std+"; l=41", rsa2048), want: []Result{Pass}},
-		{name: "l= longer than body", msg: signRaw(t, baseMsg, std+"; l=4400", rsa2048), want: []Result{Fail}, reason: "l= is longer than the body"},
+		{name: "l= shorter than body", msg: testkit.Sign(t, baseMsg, std+"; l=12", rsa2048), want: []Result{Policy}, reason: "unsigned content after l="},
+		{name: "l= whole body", msg: testkit.Sign(t, baseMsg, std+"; l=41", rsa2048), want: []Result{Pass}},
+		{name: "l= longer than body", msg: testkit.Sign(t, baseMsg, std+"; l=4400", rsa2048), want: []Result{Fail}, reason: "l= is longer than the body"},
 		{name: "From added above", msg: "From: Mallory <ceo@example.com>\r\n" + signed, want: []Result{Policy}, reason: "unsigned From header"},
-		{name: "From added above, oversigned", msg: "From: Mallory <ceo@example.com>\r\n" + signRaw(t, baseMsg, strings.Replace(std, "h=from:", "h=from:from:", 1), rsa2048),
+		{name: "From added above, oversigned", msg: "From: Mallory <ceo@example.com>\r\n" + testkit.Sign(t, baseMsg, strings.Replace(std, "h=from:", "h=from:from:", 1), rsa2048),
 			want: []Result{Fail}, reason: "signature did not verify"},
-		{name: "testing key", msg: strings.Replace(signed, "Quarterly", "Annual", 1), txt: map[string][]string{"sel._domainkey.example.com": {keyRecord(t, rsa2048, "t=y; ")}},
+		{name: "testing key", msg: strings.Replace(signed, "Quarterly", "Annual", 1), txt: map[string][]string{"sel._domainkey.example.com": {testkit.KeyRecord(rsa2048, "t=y; ")}},
 			want: []Result{Fail}, comment: "2048-bit rsa key; testing key"},
 		{name: "spf record beside the key", msg: signed, txt: map[string][]string{"sel._domainkey.example.com": {"v=spf1 -all", good}}, want: []Result{Pass}},
-		{name: "two keys, second right", msg: signed, txt: map[string][]string{"sel._domainkey.example.com": {keyRecord(t, rsa1024, ""), good}}, want: []Result{Pass}},
+		{name: "two keys, second right", msg: signed, txt: map[string][]string{"sel._domainkey.example.com": {testkit.KeyRecord(rsa1024, ""), good}}, want: []Result{Pass}},
 		{name: "only a non-key record", msg: signed, txt: map[string][]string{"sel._domainkey.example.com": {"hello"}}, want: []Result{PermError}, reason: "not a DKIM key record"},
-		{name: "too many signatures", msg: signRaw(t, signRaw(t, signed, std, rsa2048), std, rsa2048), max: 2,
+		{name: "too many signatures", msg: testkit.Sign(t, testkit.Sign(t, signed, std, rsa2048), std, rsa2048), max: 2,
 			want: []Result{Pass, Pass, Neutral}},
 		{name: "unsigned", msg: baseMsg, want: nil},
 	}
@@ -203,11 +189,11 @@ func TestRFC8463(t *testing.T) {
 // keys waits for the slower, not for the sum.
 func TestLookupsInParallel(t *testing.T) {
 	rsa2048 := testkit.RSAKey(2048)
-	msg := signRaw(t, baseMsg, "v=1; a=rsa-sha256; d=example.com; s=a; h=from", rsa2048)
-	msg = signRaw(t, msg, "v=1; a=rsa-sha256; d=example.com; s=b; h=from", rsa2048)
+	msg := testkit.Sign(t, baseMsg, "v=1; a=rsa-sha256; d=example.com; s=a; h=from", rsa2048)
+	msg = testkit.Sign(t, msg, "v=1; a=rsa-sha256; d=example.com; s=b; h=from", rsa2048)
 	keys := &dns.Fake{TXT: map[string][]string{
-		"a._domainkey.example.com": {keyRecord(t, rsa2048, "")},
-		"b._domainkey.example.com": {keyRecord(t, rsa2048, "")},
+		"a._domainkey.example.com": {testkit.KeyRecord(rsa2048, "")},
+		"b._domainkey.example.com": {testkit.KeyRecord(rsa2048, "")},
 	}}
 	started, release := make(chan struct{}), make(chan struct{})
 	r := &dns.Fake{Answer: func(ctx context.Context, name string) (*dns.TXTResult, error) {

@@ -2,7 +2,6 @@ package explain
 
 import (
 	"context"
-	"crypto"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -53,17 +52,17 @@ q,n
 
 func TestExplain(t *testing.T) {
 	key := testkit.RSAKey(2048)
-	txt := map[string][]string{"sel._domainkey.example.com": {keyRecord(t, key, "")}}
+	txt := map[string][]string{"sel._domainkey.example.com": {testkit.KeyRecord(key, "")}}
 	tags := func(c string, extra string) string {
 		return "v=1; a=rsa-sha256; c=" + c + "; d=example.com; s=sel; t=1795000000; x=1795604800; h=from:to:subject:date:message-id:content-type" + extra
 	}
-	relaxed := signRaw(t, explainMsg, tags("relaxed/relaxed", ""), key)
-	simple := signRaw(t, explainMsg, tags("simple/simple", ""), key)
+	relaxed := testkit.Sign(t, explainMsg, tags("relaxed/relaxed", ""), key)
+	simple := testkit.Sign(t, explainMsg, tags("simple/simple", ""), key)
 	footer := "\r\n--\r\nlist mailing list\r\nhttps://lists.example.org/unsubscribe\r\n"
 	expiredTags := "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=sel; t=1794000000; x=1794600000; h=from:to:subject"
-	expired := signRaw(t, explainMsg, expiredTags, key)
-	future := signRaw(t, explainMsg, "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=sel; t=1795086400; h=from:to:subject", key)
-	mime := signRaw(t, explainMIME, tags("relaxed/relaxed", ""), key)
+	expired := testkit.Sign(t, explainMsg, expiredTags, key)
+	future := testkit.Sign(t, explainMsg, "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=sel; t=1795086400; h=from:to:subject", key)
+	mime := testkit.Sign(t, explainMIME, tags("relaxed/relaxed", ""), key)
 	// bh= of the body hashed with LF line ends, as a broken signer would.
 	lfBH := base64.StdEncoding.EncodeToString(lfBodyHash(dkim.Relaxed, -1, splitLines(testkit.CRLF([]byte(explainMsg[strings.Index(explainMsg, "\n\n")+2:])))))
 
@@ -96,7 +95,7 @@ func TestExplain(t *testing.T) {
 		{name: "CR CR LF", msg: strings.Replace(simple, "Alice\r\n", "Alice\r\r\n", 1), result: verifier.Fail, err: verifier.ErrBodyHash, probe: ProbeLineEnds, text: "doubled CRs", verif: true},
 		{name: "mbox quoting", msg: strings.Replace(relaxed, "\r\nFrom now", "\r\n>From now", 1), result: verifier.Fail, err: verifier.ErrBodyHash, probe: ProbeMboxFrom, lines: 1, verif: true},
 		{name: "c= says simple, bh= is relaxed", msg: strings.Replace(relaxed, "c=relaxed/relaxed", "c=relaxed/simple", 1), result: verifier.Fail, err: verifier.ErrBodyHash, probe: ProbeCanonicalization, text: "under relaxed body canonicalization"},
-		{name: "signed with LF line ends", msg: replaceBH(t, signRaw(t, explainMsg, tags("relaxed/relaxed", ""), key), lfBH), result: verifier.Fail, err: verifier.ErrBodyHash, probe: ProbeLineEnds, text: "bare LF"},
+		{name: "signed with LF line ends", msg: replaceBH(t, testkit.Sign(t, explainMsg, tags("relaxed/relaxed", ""), key), lfBH), result: verifier.Fail, err: verifier.ErrBodyHash, probe: ProbeLineEnds, text: "bare LF"},
 		{name: "Subject altered", msg: strings.Replace(relaxed, "Quarterly", "Annual", 1), result: verifier.Fail, err: verifier.ErrSignature, text: "is not the one that signed"},
 		{name: "Subject tagged", msg: strings.Replace(relaxed, "Subject: ", "Subject: [list] ", 1), result: verifier.Fail, err: verifier.ErrSignature, text: `"[list] " is removed from Subject`},
 		{name: "Subject tagged, simple", msg: strings.Replace(simple, "Subject: ", "Subject: [SPAM] ", 1), result: verifier.Fail, err: verifier.ErrSignature, text: `"[SPAM] " is removed`},
@@ -126,7 +125,9 @@ func TestExplain(t *testing.T) {
 				t.Fatalf("result %s (%v), want %s (%v)", e.Verification.Result, e.Verification.Err, tc.result, tc.err)
 			}
 			// Explain's results are the verifier's own.
-			if got := verify(t, verifier.New(opts), string(testkit.Join(rep.Header, rep.Body)), 7); got[0].Result != e.Verification.Result {
+			m := verifier.New(opts).Begin(context.Background(), rep.Header)
+			m.Write(rep.Body)
+			if got := m.Finish(); got[0].Result != e.Verification.Result {
 				t.Errorf("Explain says %s, the verifier %s", e.Verification.Result, got[0].Result)
 			}
 			if errors.Is(tc.err, verifier.ErrExpired) || errors.Is(tc.err, verifier.ErrFuture) {
@@ -184,8 +185,8 @@ func replaceBH(t *testing.T, msg, bh string) string {
 
 func TestExplainDetails(t *testing.T) {
 	key := testkit.RSAKey(2048)
-	signed := signRaw(t, explainMsg, "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=sel; t=1795000000; h=from:to:subject", key)
-	r := &dns.Fake{TXT: map[string][]string{"sel._domainkey.example.com": {"v=spf1 -all", keyRecord(t, key, "t=y; ")}}, AD: true}
+	signed := testkit.Sign(t, explainMsg, "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=sel; t=1795000000; h=from:to:subject", key)
+	r := &dns.Fake{TXT: map[string][]string{"sel._domainkey.example.com": {"v=spf1 -all", testkit.KeyRecord(key, "t=y; ")}}, AD: true}
 	opts := verifier.Options{Resolver: r, Now: func() time.Time { return now }}
 
 	rep, err := Explain(context.Background(), opts, []byte(strings.Replace(signed, "Quarterly", "Annual", 1)))
@@ -231,8 +232,8 @@ func TestExplainDetails(t *testing.T) {
 // The what-if runs replay the first run's DNS answers: one query per name.
 func TestExplainReplaysDNS(t *testing.T) {
 	key := testkit.RSAKey(2048)
-	signed := signRaw(t, explainMsg, "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=sel; h=from:to:subject", key)
-	cr := &dns.Fake{TXT: map[string][]string{"sel._domainkey.example.com": {keyRecord(t, key, "")}}}
+	signed := testkit.Sign(t, explainMsg, "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=sel; h=from:to:subject", key)
+	cr := &dns.Fake{TXT: map[string][]string{"sel._domainkey.example.com": {testkit.KeyRecord(key, "")}}}
 	opts := verifier.Options{Resolver: cr, Now: func() time.Time { return now }}
 	rep, err := Explain(context.Background(), opts, []byte(strings.Replace(signed, "Subject: ", "Subject: [list] ", 1)))
 	if err != nil {
@@ -271,29 +272,3 @@ func TestSubjectTags(t *testing.T) {
 }
 
 var now = time.Unix(1795000000, 0)
-
-func signRaw(t *testing.T, msg, tags string, key crypto.Signer) string {
-	t.Helper()
-	out, err := testkit.SignRaw(testkit.CRLF([]byte(msg)), tags, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(out)
-}
-
-func keyRecord(t *testing.T, k crypto.Signer, extra string) string {
-	return testkit.KeyRecord(k, extra)
-}
-
-// verify runs the verifier over msg, its body in chunks of chunk bytes.
-func verify(t *testing.T, v *verifier.Verifier, msg string, chunk int) []*verifier.Verification {
-	t.Helper()
-	h, body := testkit.Split([]byte(msg))
-	m := v.Begin(context.Background(), h)
-	for p := body; len(p) > 0; {
-		n := min(chunk, len(p))
-		m.Write(p[:n])
-		p = p[n:]
-	}
-	return m.Finish()
-}

@@ -116,6 +116,20 @@ func WriteKey(dir, name string, key any, pkcs1 bool) string {
 	return path
 }
 
+// Sign is SignRaw for tests: msg is text with LF or CRLF line ends, and a
+// failure fails the test.
+func Sign(t interface {
+	Helper()
+	Fatal(...any)
+}, msg, tags string, key crypto.Signer) string {
+	t.Helper()
+	out, err := SignRaw(CRLF([]byte(msg)), tags, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}
+
 // SignRaw puts a DKIM-Signature with exactly the given tags (bh= and b=
 // are computed and appended) on top of msg, signed with key. It makes the
 // signatures a real signer would never produce (l=, odd or broken tags),
