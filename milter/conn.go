@@ -88,7 +88,7 @@ func (t *tracker) Accept() (net.Conn, error) {
 		// packet); Nagle would hold each one back for a delayed ACK.
 		tc.SetNoDelay(true)
 	}
-	mc := &conn{Conn: c, t: t}
+	mc := &conn{Conn: c, t: t, ack: tcpAcker(c)}
 	mc.rd = bufio.NewReaderSize(socket{mc}, 4096)
 	t.mu.Lock()
 	if t.draining {
@@ -198,6 +198,10 @@ type conn struct {
 	in, out packets // what Postfix sends, what we answer
 	rd      *bufio.Reader
 
+	// ack, for a TCP connection on Linux, acknowledges at once what was
+	// just read (quickack_linux.go); nil otherwise.
+	ack func()
+
 	busy      atomic.Bool
 	msgStart  time.Time
 	closeOnce sync.Once
@@ -252,7 +256,13 @@ func (c *conn) Read(p []byte) (int, error) {
 // socket is the connection's unbuffered read side, for conn.rd.
 type socket struct{ c *conn }
 
-func (s socket) Read(p []byte) (int, error) { return s.c.Conn.Read(p) }
+func (s socket) Read(p []byte) (int, error) {
+	n, err := s.c.Conn.Read(p)
+	if n > 0 && s.c.ack != nil {
+		s.c.ack()
+	}
+	return n, err
+}
 
 // drainGrace is how long a drain waits for packets already on their way
 // from an idle session before ending it.
