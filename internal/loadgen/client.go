@@ -66,17 +66,27 @@ func (d *dialer) Dial(network, addr string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		// Postfix leaves Nagle's algorithm on for its milter sockets (Go
+		// turns it off by default): a milter that delays its ACKs makes
+		// Postfix wait, and the driver must see that too.
+		tc.SetNoDelay(false)
+	}
 	d.conn = &vstream{Conn: c}
 	return d.conn, nil
 }
 
-// vstream buffers what is written until the next read, as Postfix's
-// VSTREAM does: milter8_event writes the macros and the event in "one
-// VSTREAM transaction", and headers the milter asked no reply for
-// (SMFIP_NR_HDR) go out together with the next event that has one. So a
-// milter sees the packets Postfix would send, in about as many writes, and
-// the driver makes as few system calls as Postfix. go-milter's client flushes
-// its own buffer after every packet; this undoes that.
+// vstream buffers what is written until the next read or flush, as
+// Postfix's VSTREAM does: milter8_event writes the macros and the event in
+// "one VSTREAM transaction", and headers the milter asked no reply for
+// (SMFIP_NR_HDR) go out together with the next event that has one. The
+// SMTP stages (connect, HELO, MAIL, RCPT, DATA) are sent by smtpd as its
+// client's commands arrive, so each goes out on its own even when the
+// milter asked for no reply (send flushes them); the header, body and end
+// of message events follow later, from cleanup. So a milter sees the
+// packets Postfix would send, in about as many writes, and the driver
+// makes as few system calls as Postfix. go-milter's client flushes its own
+// buffer after every packet; this undoes that.
 //
 // Reads are buffered too (go-milter reads a packet's length and its body
 // with two calls): everything read comes from this one connection, in
@@ -217,6 +227,9 @@ func (c *conn) hello(cl Client) error {
 			return err
 		}
 	}
+	if err := c.raw.flush(); err != nil { // smtpd, as the client connects and says HELO
+		return ioErr(err)
+	}
 	return nil
 }
 
@@ -236,6 +249,9 @@ func (c *conn) send(m *Message, cl Client, qid string) ([]gomilter.ModifyAction,
 		if err := check("mail", act, err); err != nil {
 			return nil, act, err
 		}
+		if err := c.raw.flush(); err != nil { // smtpd, at MAIL FROM
+			return nil, nil, ioErr(err)
+		}
 	}
 	if !c.off(gomilter.OptNoRcptTo) {
 		for _, r := range m.Rcpts {
@@ -246,6 +262,9 @@ func (c *conn) send(m *Message, cl Client, qid string) ([]gomilter.ModifyAction,
 			if err := check("rcpt", act, err); err != nil {
 				return nil, act, err
 			}
+			if err := c.raw.flush(); err != nil { // smtpd, at RCPT TO
+				return nil, nil, ioErr(err)
+			}
 		}
 	}
 	if c.v6 && !c.off(gomilter.OptNoData) {
@@ -255,6 +274,9 @@ func (c *conn) send(m *Message, cl Client, qid string) ([]gomilter.ModifyAction,
 		act, err := c.data()
 		if err := check("data", act, err); err != nil {
 			return nil, act, err
+		}
+		if err := c.raw.flush(); err != nil { // smtpd, at DATA
+			return nil, nil, ioErr(err)
 		}
 	}
 	if !c.off(gomilter.OptNoHeaders) {
