@@ -41,7 +41,7 @@ type fixture struct {
 
 // newFixture writes a config with one RSA key and a unix socket in a
 // temp dir; extra is appended to the config.
-func newFixture(t *testing.T, extra string) *fixture {
+func newFixture(t testing.TB, extra string) *fixture {
 	t.Helper()
 	// Unix socket paths are limited to ~100 bytes: keep the dir short.
 	dir, err := os.MkdirTemp("", "dkm")
@@ -159,13 +159,13 @@ type proc struct {
 	done   chan error
 }
 
-func startProc(t *testing.T, args ...string) *proc {
+func startProc(t testing.TB, args ...string) *proc {
 	t.Helper()
 	return startProcEnv(t, nil, args...)
 }
 
 // startProcEnv is startProc with extra environment variables.
-func startProcEnv(t *testing.T, env []string, args ...string) *proc {
+func startProcEnv(t testing.TB, env []string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(append(os.Environ(), "DKIMMILTER_TEST_MAIN=1"), env...)

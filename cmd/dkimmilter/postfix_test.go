@@ -22,14 +22,14 @@ import (
 // says, relative to it), and relayhost pointing at smtp-sink, which
 // stores every message it receives.
 type postfix struct {
-	t                      *testing.T
+	t                      testing.TB
 	dir, conf, queue, sink string
 	smtpAddr, sinkAddr     string
 	master, sinkCmd        *exec.Cmd
 	log                    *syncWriter
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -41,7 +41,7 @@ func freePort(t *testing.T) string {
 
 // requirePostfix skips (or fails under CI=true) without Postfix or root:
 // Postfix's master must start as root to drop to its own user.
-func requirePostfix(t *testing.T) {
+func requirePostfix(t testing.TB) {
 	_, err1 := exec.LookPath("postfix")
 	_, err2 := exec.LookPath("smtp-sink")
 	ok := err1 == nil && err2 == nil && os.Geteuid() == 0
@@ -51,7 +51,7 @@ func requirePostfix(t *testing.T) {
 // newPostfix writes the instance's configuration and directories; start
 // runs it. In between, the milter can be started, so that Postfix never
 // tries its socket before it exists.
-func newPostfix(t *testing.T, milter string) *postfix {
+func newPostfix(t testing.TB, milter string) *postfix {
 	t.Helper()
 	requirePostfix(t)
 	dir, err := os.MkdirTemp("", "pf")
@@ -123,6 +123,20 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 	return p
 }
 
+// addSMTPD adds an smtpd listener on a free port whose smtpd_milters is
+// milter ("" for none), and returns its address; call it before start.
+func (p *postfix) addSMTPD(milter string) string {
+	p.t.Helper()
+	addr := freePort(p.t)
+	f, err := os.OpenFile(filepath.Join(p.conf, "master.cf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "%s inet n - n - - smtpd -o smtpd_milters=%s\n", addr, milter)
+	return addr
+}
+
 func (p *postfix) start() {
 	t := p.t
 	t.Helper()
@@ -170,7 +184,7 @@ func port(hostport string) string {
 	return p
 }
 
-func mustRun(t *testing.T, name string, args ...string) {
+func mustRun(t testing.TB, name string, args ...string) {
 	t.Helper()
 	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
 		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
