@@ -101,6 +101,37 @@ func TestDNSFaults(t *testing.T) {
 	})
 }
 
+// Names from a hostile or an international signature, through the real DNS
+// client: a d= or s= in U-labels is looked up as A-labels (RFC 8616 §4)
+// and passes; one with a byte that is not UTF-8 is no domain name, a
+// permerror with no query at all. Regression: a Latin-1 é in d= made the
+// lookup wait for dns.timeout (the answer came back as "\233" and was
+// taken for another question's) and the message got temperror.
+func TestInternationalAndHostileNames(t *testing.T) {
+	e := newEnv(t, "")
+	e.setVerifier(func(o *verifier.Options) { o.Now = fixedClock(signTime) })
+	k := testkit.RSAKey(2048)
+	e.dns.SetTXT(`s\195\169l._domainkey.b\195\188cher.example`, testkit.KeyRecord(k, "")) // the raw UTF-8, never asked
+	e.dns.SetTXT("xn--sl-bja._domainkey.xn--bcher-kva.example", testkit.KeyRecord(k, ""))
+	for _, tt := range []struct{ name, d, s, want string }{
+		{"U-labels", "bücher.example", "sél", `dkim=pass (2048-bit rsa key) header.d="bücher.example"`},
+		{"Latin-1 d=", "example.com\xe9", "sel", "dkim=permerror reason=\"d=example.com\uFFFD is not a domain name\""},
+		{"Latin-1 s=", "example.com", "s\xe9l", "dkim=permerror reason=\"s=s\uFFFDl is not a valid selector\""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			msg := testkit.Sign(t, inbound, "v=1; a=rsa-sha256; d="+tt.d+"; s="+tt.s+"; h=from:subject", k)
+			if ar := e.inboundAR(t, msg); !strings.Contains(ar, tt.want) {
+				t.Errorf("A-R %q, want %q", ar, tt.want)
+			}
+		})
+	}
+	for _, n := range []string{`sel._domainkey.example.com\233`, `s\233l._domainkey.example.com`, `s\195\169l._domainkey.b\195\188cher.example`} {
+		if q := e.dns.Queries(n); q != 0 {
+			t.Errorf("%d queries for %s, want none", q, n)
+		}
+	}
+}
+
 // A missing key is a permanent answer, cached for the cache's negative TTL
 // (60s by default, as internal/dns/cache.go documents): a key published in
 // the meantime is seen once that time has passed, not before.

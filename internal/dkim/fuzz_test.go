@@ -227,7 +227,7 @@ func FuzzParseSignature(f *testing.F) {
 		if s.Err != nil {
 			return
 		}
-		if !validDomain(s.Domain) || !validSelector(s.Selector) || s.Hash != "sha256" ||
+		if _, ok := lookupName(s.Domain); !ok || s.dnsSelector == "" || !isASCII(s.DNSName()) || s.Hash != "sha256" ||
 			len(s.Sig) == 0 || !slices.ContainsFunc(s.Headers, func(n string) bool { return EqualFoldASCII(n, "from") }) || !strings.Contains(s.Identity, "@") {
 			t.Fatalf("usable signature lacks something: %+v", s)
 		}

@@ -40,3 +40,31 @@ func TestDNSName(t *testing.T) {
 		t.Errorf("signature's DNS name %q (%v)", got, s.Err)
 	}
 }
+
+// d= and s= as the DNS knows them (RFC 8616 §4): U-labels are looked up
+// as A-labels; a byte that is not UTF-8, or UTF-8 that IDNA refuses, names
+// nothing that can exist and is a permanent error without any lookup.
+func TestSignatureLookupNames(t *testing.T) {
+	for _, tt := range []struct {
+		d, s, dns, err string
+	}{
+		{d: "example.com", s: "sel", dns: "sel._domainkey.example.com"},
+		{d: "Mail_1.Example.com", s: "s_1.a", dns: "s_1.a._domainkey.mail_1.example.com"},
+		{d: "bücher.example", s: "sel", dns: "sel._domainkey.xn--bcher-kva.example"},
+		{d: "xn--bcher-kva.example", s: "sélection", dns: "xn--slection-b1a._domainkey.xn--bcher-kva.example"},
+		{d: "example.com\xe9", s: "sel", err: "is not a domain name"},
+		{d: "caf\xe9.example", s: "sel", err: "is not a domain name"},
+		{d: "example.com", s: "s\xe9l", err: "is not a valid selector"},
+		{d: "a\u00a0b.example", s: "sel", err: "is not a domain name"},
+		{d: "exa mple.com", s: "sel", err: "is not a domain name"},
+		{d: "example", s: "sel", err: "is not a domain name"},
+	} {
+		s := ParseSignature(NewField("DKIM-Signature", " v=1; a=rsa-sha256; d="+tt.d+"; s="+tt.s+"; h=from; bh=AA==; b=AA=="))
+		switch {
+		case tt.err != "" && (s.Err == nil || !strings.Contains(s.Err.Error(), tt.err)):
+			t.Errorf("d=%q s=%q: %v, want %q", tt.d, tt.s, s.Err, tt.err)
+		case tt.err == "" && (s.Err != nil || s.DNSName() != tt.dns):
+			t.Errorf("d=%q s=%q: %q (%v), want %q", tt.d, tt.s, s.DNSName(), s.Err, tt.dns)
+		}
+	}
+}

@@ -7,6 +7,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
+
+	"golang.org/x/net/idna"
 )
 
 // Signature is a parsed DKIM-Signature field (RFC 6376 §3.5).
@@ -31,6 +34,10 @@ type Signature struct {
 	HasTime, HasExpire     bool
 	Length                 int64 // l=, or -1
 
+	// dnsSelector and dnsDomain are s= and d= as the DNS knows them:
+	// A-labels for U-labels (RFC 8616 §4).
+	dnsSelector, dnsDomain string
+
 	// Err is why the signature cannot be evaluated: ErrSHA1 for a
 	// signature that is well formed but uses rsa-sha1, what is wrong
 	// otherwise.
@@ -38,8 +45,13 @@ type Signature struct {
 }
 
 // DNSName is where the key lives: selector._domainkey.domain (RFC 6376
-// §3.6.2.1).
-func (s *Signature) DNSName() string { return DNSName(s.Selector, s.Domain) }
+// §3.6.2.1), with U-labels as A-labels (RFC 8616 §4).
+func (s *Signature) DNSName() string {
+	if s.dnsDomain == "" {
+		return DNSName(s.Selector, s.Domain) // not a usable signature
+	}
+	return DNSName(s.dnsSelector, s.dnsDomain)
+}
 
 // AppendHeaderHashInput appends what the header hash of s covers in h:
 // the fields h= names, canonicalized, then this DKIM-Signature field with
@@ -125,10 +137,10 @@ func (s *Signature) parse() error {
 		}
 	}
 
-	if !validDomain(s.Domain) {
+	if s.dnsDomain, ok = lookupName(s.Domain); !ok || !strings.Contains(s.Domain, ".") {
 		return fmt.Errorf("d=%s is not a domain name", Sanitize(s.Domain))
 	}
-	if !validSelector(s.Selector) {
+	if s.dnsSelector, ok = lookupName(s.Selector); !ok {
 		return fmt.Errorf("s=%s is not a valid selector", Sanitize(s.Selector))
 	}
 	s.Identity = "@" + s.Domain
@@ -245,33 +257,45 @@ func parseTime(s string) (time.Time, error) {
 	return time.Unix(int64(n), 0), nil
 }
 
-// validDomain accepts a DNS name of LDH labels (underscore allowed, as some
-// signers use it) and UTF-8 U-labels (RFC 8616 §4), at least two labels.
-func validDomain(d string) bool {
-	return strings.Contains(d, ".") && validSelector(d)
-}
-
-// validSelector accepts one or more labels (RFC 6376 §3.1: selectors may
-// have dots).
-func validSelector(s string) bool {
-	if s == "" || len(s) > 253 {
-		return false
+// lookupName returns the name to look up in DNS for a d= or s= value, or
+// false when it is not a domain name (RFC 6376 §3.5: d= is a domain name,
+// s= one or more labels). Labels of ASCII letters, digits, '-' and '_'
+// (which some signers use) stay as they are; a label with bytes beyond
+// ASCII must be a U-label, valid UTF-8 that IDNA accepts, and is looked up
+// as its A-label (RFC 8616 §4: the DNS holds A-labels). Anything else,
+// such as a Latin-1 byte, names nothing that can exist.
+// https://www.rfc-editor.org/rfc/rfc8616#section-4
+func lookupName(s string) (string, bool) {
+	if s == "" {
+		return "", false
 	}
-	for _, l := range strings.Split(s, ".") {
-		if !validLabel(l) {
-			return false
+	labels := strings.Split(s, ".")
+	for i, l := range labels {
+		if !isASCII(l) {
+			a, err := idna.Lookup.ToASCII(l)
+			if err != nil || !utf8.ValidString(l) || strings.Contains(a, ".") {
+				return "", false
+			}
+			l = a
+			labels[i] = a
+		}
+		if l == "" || len(l) > 63 {
+			return "", false
+		}
+		for j := 0; j < len(l); j++ {
+			c := l[j]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return "", false
+			}
 		}
 	}
-	return true
+	name := strings.Join(labels, ".")
+	return name, len(name) <= 253
 }
 
-func validLabel(l string) bool {
-	if l == "" || len(l) > 63 {
-		return false
-	}
-	for i := 0; i < len(l); i++ {
-		c := l[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c >= 0x80) {
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
 			return false
 		}
 	}

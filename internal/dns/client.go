@@ -153,13 +153,29 @@ func (r *Client) LookupTXT(ctx context.Context, name string) (*TXTResult, error)
 // queryName returns the FQDN to query for name and the name to show in
 // errors, or an IsNotFound error for a name that can never exist (it came
 // from a signature: as good as NXDOMAIN, a permanent failure).
+//
+// The FQDN is in miekg's presentation form, the form in which replies come
+// back: a byte outside the printable ASCII of a name (a Latin-1 é from a
+// hostile d=, say) is written \233 there. Compared with the raw name, a
+// reply that answers the question would otherwise look like one that does
+// not, and the lookup would wait for its timeout although the server had
+// answered.
 func queryName(name string) (qname, display string, err error) {
-	qname = mdns.Fqdn(name)
-	display = strings.TrimSuffix(qname, ".")
-	if _, ok := mdns.IsDomainName(qname); !ok || qname == "." {
+	fqdn := mdns.Fqdn(name)
+	display = strings.TrimSuffix(fqdn, ".")
+	if _, ok := mdns.IsDomainName(fqdn); !ok || fqdn == "." {
 		return "", "", &net.DNSError{Err: "invalid domain name", Name: display, IsNotFound: true}
 	}
-	return qname, display, nil
+	var wire [256]byte
+	n, err := mdns.PackDomainName(fqdn, wire[:], 0, nil, false)
+	if err != nil {
+		return "", "", &net.DNSError{Err: "invalid domain name", Name: display, IsNotFound: true}
+	}
+	qname, _, err = mdns.UnpackDomainName(wire[:n], 0)
+	if err != nil {
+		return "", "", &net.DNSError{Err: "invalid domain name", Name: display, IsNotFound: true}
+	}
+	return qname, strings.TrimSuffix(qname, "."), nil
 }
 
 // exchange asks the servers in turn, twice round, until one answers NOERROR

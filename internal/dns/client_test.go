@@ -160,6 +160,26 @@ func TestDNSLookupTXT(t *testing.T) {
 	}
 }
 
+// A name with bytes outside printable ASCII (a Latin-1 é from a hostile
+// d=, "\233" in presentation form) is answered as any other: the reply is
+// taken, not waited past until the timeout. Regression: the question came
+// back as "\233" and was compared with the raw byte, and every such
+// lookup took the whole dns.timeout and came out temperror.
+func TestDNSNameWithHighBytes(t *testing.T) {
+	s := dnstest.New(t)
+	s.SetTXT(`sel._domainkey.caf\233.example`, "v=DKIM1; p=x")
+	c := newTestClient(t, 3*time.Second, s)
+	res, err := c.LookupTXT(context.Background(), "sel._domainkey.caf\xe9.example")
+	if err != nil || len(res.Records) != 1 || res.Records[0] != "v=DKIM1; p=x" {
+		t.Errorf("published name: %+v, %v", res, err)
+	}
+	_, err = c.LookupTXT(context.Background(), "sel._domainkey.example.com\xe9")
+	var de *net.DNSError
+	if !errors.As(err, &de) || !de.IsNotFound || de.IsTimeout {
+		t.Errorf("unpublished name: %v, want NXDOMAIN", err)
+	}
+}
+
 func TestDNSAuthenticatedData(t *testing.T) {
 	s := dnstest.New(t)
 	s.SetTXT(dnsTestName, "v=DKIM1; p=x")
