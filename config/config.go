@@ -54,7 +54,8 @@ type Sign struct {
 	BodyCanon         dkim.Canon
 	Expire            time.Duration // x= is t= plus this; 0 leaves x= out
 	Headers           []string      // lower-case, in h= order
-	Oversign          []string      // each also in Headers
+	Oversign          []string      // listed once more than they occur, absent ones too; each also in Headers
+	OversignIfPresent []string      // listed once more than they occur when they occur; each also in Headers, none in Oversign
 }
 
 // Key is one [keys.NAME] table. Domain and File may contain '%', which
@@ -186,11 +187,17 @@ func Default() *Config {
 			},
 			// Oversigning (listing a field once more than it occurs)
 			// stops a relay from adding a second instance that a
-			// reader would be shown, RFC 6376 §8.15.
+			// reader would be shown, RFC 6376 §8.15. The fields a
+			// reader takes for the author's own are oversigned always,
+			// present or not: nobody may add them. The others only when
+			// present: a mailing list may then add List-Unsubscribe
+			// (RFC 8058 one-click lists do) without breaking the
+			// author's signature, as rspamd's defaults allow and
+			// Exim's long did not.
 			// https://www.rfc-editor.org/rfc/rfc6376#section-8.15
-			Oversign: []string{
-				"from", "reply-to", "subject", "date", "to", "cc",
-				"message-id", "mime-version", "content-type",
+			Oversign: []string{"from", "reply-to", "subject", "to", "cc"},
+			OversignIfPresent: []string{
+				"date", "message-id", "mime-version", "content-type",
 				"content-transfer-encoding", "list-unsubscribe",
 				"list-unsubscribe-post",
 			},

@@ -67,6 +67,7 @@ func TestFull(t *testing.T) {
 			Expire:            0,
 			Headers:           []string{"from", "subject", "date", "to", "message-id"},
 			Oversign:          []string{"from", "subject"},
+			OversignIfPresent: []string{"date", "message-id"}, // the default, cut to the signed fields
 		},
 		Keys: map[string]*Key{
 			"example-rsa": {Name: "example-rsa", Domain: "example.com", Selector: "s2026r", File: "/etc/dkimmilter/keys/example.com/s2026r.pem", Line: 23},

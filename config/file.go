@@ -44,6 +44,7 @@ type fileSign struct {
 	Expire            rawValue `toml:"expire"`
 	Headers           []string `toml:"headers"`
 	Oversign          []string `toml:"oversign"`
+	OversignIfPresent []string `toml:"oversign_if_present"`
 }
 
 type fileKey struct {
@@ -100,6 +101,7 @@ func toFile(c *Config) *fileConfig {
 			Expire:            rawValue{c.Sign.Expire.String()},
 			Headers:           slices.Clone(c.Sign.Headers),
 			Oversign:          slices.Clone(c.Sign.Oversign),
+			OversignIfPresent: slices.Clone(c.Sign.OversignIfPresent),
 		},
 		Keys:    map[string]*fileKey{},
 		Verify:  fileVerify{MinRSABits: c.Verify.MinRSABits, MaxSignatures: c.Verify.MaxSignatures},

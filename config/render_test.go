@@ -2,6 +2,7 @@ package config
 
 import (
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -73,5 +74,31 @@ file = "/k.pem"
 	}
 	if got := cfg.Signing[0].KeysLine; got != 1 {
 		t.Errorf("inline table: KeysLine %d, want 1", got)
+	}
+}
+
+// The two oversigning lists: the defaults; an explicit list takes the
+// other list's default without the fields it names itself, cut to the
+// signed fields; a field named in both is an error (testdata/bad).
+func TestOversignLists(t *testing.T) {
+	for _, tt := range []struct {
+		doc               string
+		always, ifPresent []string
+	}{
+		{"", []string{"from", "reply-to", "subject", "to", "cc"},
+			[]string{"date", "message-id", "mime-version", "content-type", "content-transfer-encoding", "list-unsubscribe", "list-unsubscribe-post"}},
+		{"[sign]\noversign = [\"from\", \"Date\", \"list-unsubscribe\"]\n", []string{"from", "date", "list-unsubscribe"},
+			[]string{"message-id", "mime-version", "content-type", "content-transfer-encoding", "list-unsubscribe-post"}},
+		{"[sign]\noversign_if_present = [\"subject\", \"date\"]\n", []string{"from", "reply-to", "to", "cc"},
+			[]string{"subject", "date"}},
+		{"[sign]\nheaders = [\"from\", \"subject\", \"date\"]\n", []string{"from", "subject"}, []string{"date"}},
+	} {
+		cfg, err := Parse("", []byte(tt.doc))
+		if err != nil {
+			t.Fatalf("%q: %v", tt.doc, err)
+		}
+		if !slices.Equal(cfg.Sign.Oversign, tt.always) || !slices.Equal(cfg.Sign.OversignIfPresent, tt.ifPresent) {
+			t.Errorf("%q: oversign %q, if present %q; want %q, %q", tt.doc, cfg.Sign.Oversign, cfg.Sign.OversignIfPresent, tt.always, tt.ifPresent)
+		}
 	}
 }

@@ -205,15 +205,40 @@ func (c *checker) sign(out *Sign, f *fileSign, md *toml.MetaData) {
 	if !slices.Contains(out.Headers, "from") {
 		c.errf(hp, `must contain "from": RFC 6376 §5.4 requires the From field to be signed`)
 	}
-	op := p.child("oversign")
-	if !md.IsDefined("sign", "oversign") {
-		// The default list, cut down to the signed fields: narrowing
-		// headers should not force writing out oversign as well.
-		f.Oversign = slices.DeleteFunc(f.Oversign, func(h string) bool { return !slices.Contains(out.Headers, h) })
+	// A default list is cut down to the signed fields, and to the fields
+	// the other list does not name: narrowing headers, or moving a field
+	// from one list to the other, should not force writing out both.
+	always, present := md.IsDefined("sign", "oversign"), md.IsDefined("sign", "oversign_if_present")
+	lower := func(l []string) []string {
+		out := make([]string, len(l))
+		for i, h := range l {
+			out[i] = strings.ToLower(h)
+		}
+		return out
 	}
-	out.Oversign = c.fieldNames(op, f.Oversign, "", func(h string) string {
+	if !always {
+		f.Oversign = slices.DeleteFunc(f.Oversign, func(h string) bool {
+			return !slices.Contains(out.Headers, h) || present && slices.Contains(lower(f.OversignIfPresent), h)
+		})
+	}
+	if !present {
+		f.OversignIfPresent = slices.DeleteFunc(f.OversignIfPresent, func(h string) bool {
+			return !slices.Contains(out.Headers, h) || slices.Contains(lower(f.Oversign), h)
+		})
+	}
+	signed := func(h string) string {
 		if !slices.Contains(out.Headers, h) {
 			return fmt.Sprintf("%q is not in sign.headers: only signed fields can be oversigned; add it to headers or remove it here", h)
+		}
+		return ""
+	}
+	out.Oversign = c.fieldNames(p.child("oversign"), f.Oversign, "", signed)
+	out.OversignIfPresent = c.fieldNames(p.child("oversign_if_present"), f.OversignIfPresent, "", func(h string) string {
+		if why := signed(h); why != "" {
+			return why
+		}
+		if slices.Contains(out.Oversign, h) {
+			return fmt.Sprintf("%q is in sign.oversign too: a field is oversigned always (oversign) or only when the message has it (oversign_if_present); remove it from one", h)
 		}
 		return ""
 	})

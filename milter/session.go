@@ -292,7 +292,7 @@ func (s *session) startSigning(sel *keystore.Selection) error {
 		params = append(params, signer.Params{
 			Domain: k.Domain, Selector: k.Selector, Identity: sel.Identity, Key: k.Signer,
 			HeaderCanon: cfg.Sign.HeaderCanon, BodyCanon: cfg.Sign.BodyCanon,
-			Headers: cfg.Sign.Headers, Oversign: cfg.Sign.Oversign,
+			Headers: cfg.Sign.Headers, Oversign: cfg.Sign.Oversign, OversignIfPresent: cfg.Sign.OversignIfPresent,
 			Time: now, Expire: cfg.Sign.Expire, Gate: s.rt.signGate,
 		})
 	}

@@ -165,6 +165,40 @@ func TestDualSigningAndOversigning(t *testing.T) {
 	}
 }
 
+// With the default lists, what a mailing list adds does not break the
+// author's signature unless it adds a field the author's message had, or
+// one a reader takes for the author's: List-Unsubscribe and
+// List-Unsubscribe-Post (RFC 8058) added by a list leave it valid, while a
+// second Date, or a Reply-To where there was none, break it. Regression:
+// List-Unsubscribe was oversigned even when absent, and every list that
+// added it broke the signature (Exim's defaults had that bug for years).
+func TestOversignIfPresent(t *testing.T) {
+	e := newEnv(t, "")
+	_, out := e.send("127.0.0.1", aliceEnv, outbound, 0)
+	h, body := testkit.Split(out)
+	for _, tt := range []struct {
+		name  string
+		added []string
+		pass  bool
+	}{
+		{"list adds List-Unsubscribe", []string{"List-Unsubscribe: <https://lists.example.org/u?x=1>", "List-Unsubscribe-Post: List-Unsubscribe=One-Click"}, true},
+		{"list adds List-Id", []string{"List-Id: <talk.lists.example.org>"}, true},
+		{"a second Date", []string{"Date: Tue, 24 Nov 2026 10:00:00 +0000"}, false},
+		{"a Reply-To where there was none", []string{"Reply-To: mallory@evil.example"}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h2 := append(dkim.Header(nil), h...)
+			for _, f := range tt.added {
+				h2 = append(h2, dkim.ParseField(f))
+			}
+			res := e.verify(testkit.Join(h2, body))
+			if len(res) != 1 || (res[0].Result == verifier.Pass) != tt.pass {
+				t.Errorf("%+v, want pass %v", res, tt.pass)
+			}
+		})
+	}
+}
+
 // The SigningTable is read in order and the first rule that matches the
 // From address wins, as OpenDKIM's: a rule for one address above the
 // domain's rule gives that address its own key, and a catch-all below the

@@ -41,8 +41,13 @@ type Params struct {
 	// is listed once per instance; absent ones are left out.
 	Headers []string
 	// Oversign names are listed once more than they occur, so that an
-	// instance added later breaks the signature (RFC 6376 §8.15).
+	// instance added later breaks the signature (RFC 6376 §8.15), also
+	// when the message has none.
 	Oversign []string
+	// OversignIfPresent names are listed once more than they occur when
+	// the message has them: none may be added to those it has, but one it
+	// does not have may be (a list's List-Unsubscribe).
+	OversignIfPresent []string
 
 	Time   time.Time     // t=
 	Expire time.Duration // x= = t= + Expire; 0 leaves x= out
@@ -205,12 +210,13 @@ func signPrefix(h dkim.Header, p Params, names []string, prefix string) (string,
 }
 
 // headerList builds h=: each configured name once per instance present,
-// plus once more if it is oversigned (RFC 6376 §5.4.2).
+// plus once more if it is oversigned, or oversigned when present and
+// present (RFC 6376 §5.4.2).
 func (s *Signer) headerList(p Params) []string {
 	var names []string
 	for _, n := range p.Headers {
 		c := s.header.Count(n)
-		if contains(p.Oversign, n) {
+		if contains(p.Oversign, n) || c > 0 && contains(p.OversignIfPresent, n) {
 			c++
 		}
 		for ; c > 0; c-- {
