@@ -64,7 +64,7 @@ func (t *tracker) Accept() (net.Conn, error) {
 		select {
 		case t.sem <- struct{}{}:
 		default:
-			t.metrics.limit("max_sessions")
+			t.metrics.limit(limitMaxSessions)
 			if !t.full.Swap(true) {
 				t.log.Warn("session limit reached: new milter connections wait", "max_sessions", t.limits.MaxSessions)
 			}
@@ -289,11 +289,11 @@ func (c *conn) messageExpired() bool {
 func (c *conn) timeoutError() error {
 	l := c.t.limits
 	if c.messageExpired() {
-		c.t.metrics.limit("message_timeout")
+		c.t.metrics.limit(limitMessageTimeout)
 		c.t.log.Warn("message took longer than limits.message_timeout: session closed", "limit", l.MessageTimeout, "client", c.RemoteAddr().String())
 		return errors.New("milter: message timeout")
 	}
-	c.t.metrics.limit("idle_timeout")
+	c.t.metrics.limit(limitIdleTimeout)
 	c.t.log.Info("milter connection idle longer than limits.idle_timeout: closed", "limit", l.IdleTimeout)
 	return errors.New("milter: idle timeout")
 }

@@ -1,12 +1,15 @@
 package milter
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -17,34 +20,100 @@ import (
 )
 
 // Metrics counts what the milter does, for Prometheus. Every metric is
-// listed in the README with its meaning. A nil *Metrics records nothing,
-// so tests and tools that do not care pass nil.
+// in metricFamilies, with its HELP text, and in the README with its
+// meaning. A nil *Metrics records nothing, so tests and tools that do not
+// care pass nil.
 //
 // VictoriaMetrics/metrics writes the Prometheus text format with three
-// small dependencies, against client_golang's protobuf stack; it has no
-// HELP descriptions, which the README provides instead.
+// small dependencies, against client_golang's protobuf stack. It writes
+// "# HELP name" with no text (it has no place for one): WritePrometheus
+// fills in ours.
 type Metrics struct {
-	set *metrics.Set
+	set      *metrics.Set
+	sessions atomic.Pointer[func() int]
 
 	mu       sync.Mutex
-	keyNames map[string]map[string]bool // key label -> metric names set for it
+	keyNames map[KeyLabel]map[string]bool // key -> metric names set for it
 }
 
-// NewMetrics returns an empty metric set.
-func NewMetrics() *Metrics { return &Metrics{set: metrics.NewSet()} }
+// NewMetrics returns the metric set, with every series known in advance
+// at zero: an alert on increase() sees the first event after a start
+// only if the series existed before it.
+func NewMetrics() *Metrics {
+	// Global in the library; we are its only user in the process.
+	metrics.ExposeMetadata(true)
+	m := &Metrics{set: metrics.NewSet()}
+	for _, f := range metricFamilies {
+		if f.perKey {
+			continue
+		}
+		if f.name == "dkimmilter_sessions" {
+			m.set.NewGauge(f.name, func() float64 {
+				if n := m.sessions.Load(); n != nil {
+					return float64((*n)())
+				}
+				return 0
+			})
+			continue
+		}
+		series := []string{""}
+		if f.series != nil {
+			series = f.series()
+		}
+		for _, labels := range series {
+			name := f.name
+			if labels != "" {
+				name += "{" + labels + "}"
+			}
+			switch f.typ {
+			case "counter":
+				m.set.GetOrCreateCounter(name)
+			case "gauge":
+				m.set.GetOrCreateGauge(name, nil)
+			case "histogram":
+				m.set.GetOrCreatePrometheusHistogram(name)
+			default:
+				panic("milter: metric " + f.name + " has unknown type " + f.typ)
+			}
+		}
+	}
+	return m
+}
 
 // sessionsGauge reports sessions() as dkimmilter_sessions when scraped.
 func (m *Metrics) sessionsGauge(sessions func() int) {
 	if m != nil {
-		m.set.NewGauge("dkimmilter_sessions", func() float64 { return float64(sessions()) })
+		m.sessions.Store(&sessions)
 	}
 }
 
-// WritePrometheus writes every metric, with the process_* and go_* ones.
+// WritePrometheus writes every metric, with the process_* and go_* ones,
+// each family after its HELP and TYPE lines.
 func (m *Metrics) WritePrometheus(w io.Writer) {
-	m.set.WritePrometheus(w)
-	metrics.WriteProcessMetrics(w)
+	var b bytes.Buffer
+	m.set.WritePrometheus(&b)
+	metrics.WriteProcessMetrics(&b)
+	var out bytes.Buffer
+	for l := range bytes.Lines(b.Bytes()) {
+		name, ok := bytes.CutPrefix(l, []byte("# HELP "))
+		name = bytes.TrimSuffix(name, []byte("\n"))
+		if help := metricHelp[string(name)]; ok && help != "" {
+			fmt.Fprintf(&out, "# HELP %s %s\n", name, help)
+			continue
+		}
+		out.Write(l)
+	}
+	w.Write(out.Bytes())
 }
+
+// metricHelp maps a family name to its HELP text.
+var metricHelp = func() map[string]string {
+	h := map[string]string{}
+	for _, f := range metricFamilies {
+		h[f.name] = f.help
+	}
+	return h
+}()
 
 // Handler serves /metrics.
 func (m *Metrics) Handler() http.Handler {
@@ -140,17 +209,22 @@ func (m *Metrics) Reload(ok bool) {
 	m.counter(`dkimmilter_config_reloads_total{result="` + result + `"}`).Inc()
 }
 
+// KeyLabel names a key in the per-key gauges: the key's name in the
+// config and the domain it signs for, so that a key whose domain is "%"
+// has one series per domain it was checked for.
+type KeyLabel struct{ Key, Domain string }
+
 // KeyGauge sets a per-key gauge (key age, key health).
-func (m *Metrics) KeyGauge(name, key string, v float64) {
+func (m *Metrics) KeyGauge(name string, key KeyLabel, v float64) {
 	if m == nil {
 		return
 	}
-	full := name + `{key="` + metricLabel(key) + `"}`
+	full := name + `{key="` + metricLabel(key.Key) + `",domain="` + metricLabel(key.Domain) + `"}`
 	m.set.GetOrCreateGauge(full, nil).Set(v)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.keyNames == nil {
-		m.keyNames = map[string]map[string]bool{}
+		m.keyNames = map[KeyLabel]map[string]bool{}
 	}
 	if m.keyNames[key] == nil {
 		m.keyNames[key] = map[string]bool{}
@@ -160,7 +234,7 @@ func (m *Metrics) KeyGauge(name, key string, v float64) {
 
 // KeepKeys drops the per-key gauges of keys not in keep, so that a key
 // removed by a reload stops being reported (and alerted on).
-func (m *Metrics) KeepKeys(keep map[string]bool) {
+func (m *Metrics) KeepKeys(keep map[KeyLabel]bool) {
 	if m == nil {
 		return
 	}

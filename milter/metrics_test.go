@@ -4,10 +4,16 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/dkimmilter/dkimmilter/internal/dns"
 	"net"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/dkimmilter/dkimmilter/internal/dns"
 )
 
 // After a signed, a verified (pass and fail) and an unsigned message, the
@@ -69,15 +75,143 @@ func TestMetricLabel(t *testing.T) {
 	}
 }
 
-// A key removed by a reload stops being reported.
+// A key removed by a reload stops being reported; a key whose domain is
+// "%" has one series per domain.
 func TestKeepKeys(t *testing.T) {
 	m := NewMetrics()
-	m.KeyGauge("dkimmilter_key_matches", "old", 1)
-	m.KeyGauge("dkimmilter_key_matches", "new", 1)
-	m.KeepKeys(map[string]bool{"new": true})
-	var b bytes.Buffer
-	m.WritePrometheus(&b)
-	if strings.Contains(b.String(), `key="old"`) || !strings.Contains(b.String(), `dkimmilter_key_matches{key="new"} 1`) {
-		t.Errorf("scrape:\n%s", b.String())
+	old := KeyLabel{"old", "example.com"}
+	a, b := KeyLabel{"hosted", "a.example"}, KeyLabel{"hosted", "b.example"}
+	for _, k := range []KeyLabel{old, a, b} {
+		m.KeyGauge("dkimmilter_key_matches", k, 1)
+	}
+	m.KeepKeys(map[KeyLabel]bool{a: true, b: true})
+	var buf bytes.Buffer
+	m.WritePrometheus(&buf)
+	out := buf.String()
+	if strings.Contains(out, `key="old"`) {
+		t.Errorf("the removed key is still reported:\n%s", out)
+	}
+	for _, want := range []string{
+		`dkimmilter_key_matches{key="hosted",domain="a.example"} 1`,
+		`dkimmilter_key_matches{key="hosted",domain="b.example"} 1`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("scrape lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// The whole scrape, read by Prometheus's own text-format parser, before
+// any message: every family has its HELP and TYPE, and every series the
+// README documents exists at zero, so that increase() sees the first
+// event after a start.
+func TestExposition(t *testing.T) {
+	m := NewMetrics()
+	NewServer(ServerOptions{Metrics: m, Runtime: &Runtime{}})
+	m.KeyGauge("dkimmilter_key_matches", KeyLabel{"hosted", "a.example"}, 1)
+	var buf bytes.Buffer
+	m.WritePrometheus(&buf)
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatalf("the scrape is not Prometheus text format: %v\n%s", err, buf.String())
+	}
+	for _, f := range metricFamilies {
+		mf := fams[f.name]
+		if f.perKey && f.name != "dkimmilter_key_matches" {
+			if mf != nil {
+				t.Errorf("%s exported before its key was checked", f.name)
+			}
+			continue
+		}
+		if mf == nil {
+			t.Errorf("%s is not exported before its first event", f.name)
+			continue
+		}
+		if got := strings.ToLower(mf.GetType().String()); got != f.typ {
+			t.Errorf("%s: TYPE %s, want %s", f.name, got, f.typ)
+		}
+		if mf.GetHelp() != f.help {
+			t.Errorf("%s: HELP %q, want %q", f.name, mf.GetHelp(), f.help)
+		}
+		want := []string{""}
+		if f.series != nil {
+			want = f.series()
+		}
+		if f.perKey {
+			want = []string{`key="hosted",domain="a.example"`}
+		}
+		got := map[string]bool{}
+		for _, s := range mf.GetMetric() {
+			var labels []string
+			for _, l := range s.GetLabel() {
+				labels = append(labels, l.GetName()+`="`+l.GetValue()+`"`)
+			}
+			got[strings.Join(labels, ",")] = true
+			v := s.GetCounter().GetValue() + s.GetGauge().GetValue() + float64(s.GetHistogram().GetSampleCount())
+			if v != 0 && !f.perKey {
+				t.Errorf("%s{%s} = %v before any event", f.name, strings.Join(labels, ","), v)
+			}
+		}
+		for _, w := range want {
+			if !got[w] {
+				t.Errorf("%s{%s} is not exported", f.name, w)
+			}
+		}
+		if len(got) != len(want) {
+			t.Errorf("%s: %d series, want %d: %v", f.name, len(got), len(want), got)
+		}
+	}
+	for _, name := range []string{"process_resident_memory_bytes", "go_goroutines"} {
+		if fams[name] == nil {
+			t.Errorf("%s is missing", name)
+		}
+	}
+}
+
+// The README's metric table lists exactly the exported families, with
+// their types and every label value known in advance.
+func TestREADMEMetricTable(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string][]string{}
+	for l := range strings.Lines(string(readme)) {
+		if !strings.HasPrefix(l, "| `dkimmilter_") {
+			continue
+		}
+		cells := strings.Split(l, "|")
+		rows[strings.Trim(strings.TrimSpace(cells[1]), "`")] = cells[2:]
+	}
+	for _, f := range metricFamilies {
+		row, ok := rows[f.name]
+		if !ok {
+			t.Errorf("README's metric table lacks %s", f.name)
+			continue
+		}
+		delete(rows, f.name)
+		if got := strings.TrimSpace(row[0]); got != f.typ {
+			t.Errorf("README: %s is a %s, the exposition says %s", f.name, got, f.typ)
+		}
+		labels := row[1]
+		if f.perKey && !(strings.Contains(labels, "`key`") && strings.Contains(labels, "`domain`")) {
+			t.Errorf("README: %s does not name its key and domain labels: %s", f.name, labels)
+		}
+		if f.series == nil {
+			continue
+		}
+		for _, s := range f.series() {
+			for _, kv := range strings.Split(s, ",") {
+				k, v, _ := strings.Cut(kv, "=")
+				v = strings.Trim(v, `"`)
+				if !strings.Contains(labels, "`"+k+"`") || v != "" && !regexp.MustCompile(`\b`+regexp.QuoteMeta(v)+`\b`).MatchString(labels) {
+					t.Errorf("README: %s does not list label %s=%q", f.name, k, v)
+				}
+			}
+		}
+	}
+	for name := range rows {
+		t.Errorf("README lists %s, which is not exported", name)
 	}
 }

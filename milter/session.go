@@ -172,9 +172,9 @@ func (s *session) checkHeaderLimits() {
 	var limit int
 	switch {
 	case l.MaxHeaders > 0 && msg.fields > l.MaxHeaders:
-		msg.overLimit, key, limit = verifier.ErrTooManyHeaders, "max_headers", l.MaxHeaders
+		msg.overLimit, key, limit = verifier.ErrTooManyHeaders, limitMaxHeaders, l.MaxHeaders
 	case l.MaxHeaderBytes > 0 && msg.headerBytes > l.MaxHeaderBytes:
-		msg.overLimit, key, limit = verifier.ErrHeaderTooLarge, "max_header_bytes", l.MaxHeaderBytes
+		msg.overLimit, key, limit = verifier.ErrHeaderTooLarge, limitMaxHeaderBytes, l.MaxHeaderBytes
 	default:
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -148,6 +149,12 @@ func TestResultTable(t *testing.T) {
 				for i, w := range tt.want {
 					if got[i].Result != w {
 						t.Errorf("chunk %d: result[%d] = %s (%v), want %s", chunk, i, got[i].Result, got[i].Err, w)
+					}
+				}
+				for _, v := range got {
+					// Metrics export every possible pair at zero.
+					if rc := (ResultClass{v.Result, ReasonClass(v.Err)}); !slices.Contains(ResultClasses(), rc) {
+						t.Errorf("chunk %d: %+v is not in ResultClasses", chunk, rc)
 					}
 				}
 				if len(got) == 0 {

@@ -8,6 +8,7 @@ import (
 	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/keystore"
 	"github.com/dkimmilter/dkimmilter/keystore/keycheck"
+	"github.com/dkimmilter/dkimmilter/milter"
 )
 
 // keyCheckInterval is how often the daemon checks its keys' DNS records in
@@ -46,16 +47,15 @@ func (d *daemon) checkKeys(ctx context.Context, cfg *config.Config) {
 		d.log.Warn("key health check: no resolver", "err", err)
 		return
 	}
-	seen := map[string]bool{}
+	seen := map[milter.KeyLabel]bool{}
 	defer func() { d.metrics.KeepKeys(seen) }()
 	for _, kf := range configuredKeyFiles(cfg, cfg.KeyNames()) {
 		if kf.noMatch || strings.Contains(kf.domain, "%") {
 			continue
 		}
-		label := kf.name
-		if strings.Contains(cfg.Keys[kf.name].File, "%") {
-			label += "(" + kf.domain + ")"
-		}
+		// A key whose domain is "%" is checked once per domain of the
+		// signing rules: the domain label tells those series apart.
+		label := milter.KeyLabel{Key: kf.name, Domain: kf.domain}
 		seen[label] = true
 		if !kf.status.ModTime.IsZero() {
 			d.metrics.KeyGauge("dkimmilter_key_age_seconds", label, time.Since(kf.status.ModTime).Seconds())
@@ -86,7 +86,7 @@ func (d *daemon) checkKeys(ctx context.Context, cfg *config.Config) {
 			for _, p := range res.Problems {
 				problems = append(problems, p.Text)
 			}
-			d.log.Warn("key health check", "key", label, "dns", res.DNSName, "status", res.Status.String(),
+			d.log.Warn("key health check", "key", kf.name, "domain", kf.domain, "dns", res.DNSName, "status", res.Status.String(),
 				"problems", strings.Join(problems, "; "), "hint", "run 'dkimmilter keys check "+kf.name+"' for the fix")
 		}
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"io"
 	"log/slog"
 	"strings"
@@ -41,11 +42,38 @@ file = "keys/other.pem"
 	var b bytes.Buffer
 	d.metrics.WritePrometheus(&b)
 	for _, want := range []string{
-		`dkimmilter_key_published{key="rsa"} 1`,
-		`dkimmilter_key_matches{key="rsa"} 1`,
-		`dkimmilter_key_check_status{key="rsa"} 2`, // one resolver could not answer
-		`dkimmilter_key_published{key="other"} 0`,
-		`dkimmilter_key_matches{key="other"} 0`,
+		`dkimmilter_key_published{key="rsa",domain="example.com"} 1`,
+		`dkimmilter_key_matches{key="rsa",domain="example.com"} 1`,
+		`dkimmilter_key_check_status{key="rsa",domain="example.com"} 2`, // one resolver could not answer
+		`dkimmilter_key_published{key="other",domain="example.com"} 0`,
+		`dkimmilter_key_matches{key="other",domain="example.com"} 0`,
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("metrics lack %q:\n%s", want, b.String())
+		}
+	}
+}
+
+// A key whose file name has '%' has one series per domain, labelled with
+// the key's name and the domain (not one mangled label).
+func TestKeyHealthGaugesPercent(t *testing.T) {
+	f := newFixture(t, "[keys.hosted]\ndomain = \"%\"\nselector = \"h1\"\nfile = \"keys/%/h1.pem\"\n")
+	org := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{1}, 32))
+	testkit.WriteKey(f.dir, "keys/example.org/h1.pem", org, false)
+	testkit.WriteKey(f.dir, "keys/example.net/h1.pem", ed25519.NewKeyFromSeed(bytes.Repeat([]byte{2}, 32)), false)
+	f.dns.SetTXT("h1._domainkey.example.org", testkit.KeyRecord(org, ""))
+	cfg, err := config.Load(f.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{log: slog.New(slog.NewTextHandler(io.Discard, nil)), metrics: milter.NewMetrics()}
+	d.checkKeys(context.Background(), cfg)
+
+	var b bytes.Buffer
+	d.metrics.WritePrometheus(&b)
+	for _, want := range []string{
+		`dkimmilter_key_matches{key="hosted",domain="example.org"} 1`,
+		`dkimmilter_key_matches{key="hosted",domain="example.net"} 0`,
 	} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("metrics lack %q:\n%s", want, b.String())

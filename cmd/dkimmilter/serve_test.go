@@ -249,10 +249,10 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 	for _, want := range []string{
 		`dkimmilter_messages_total{decision="signed"} 1`,
-		`dkimmilter_key_published{key="rsa"} 1`,
-		`dkimmilter_key_matches{key="rsa"} 1`,
-		`dkimmilter_key_check_status{key="rsa"} 0`,
-		`dkimmilter_key_age_seconds{key="rsa"}`,
+		`dkimmilter_key_published{key="rsa",domain="example.com"} 1`,
+		`dkimmilter_key_matches{key="rsa",domain="example.com"} 1`,
+		`dkimmilter_key_check_status{key="rsa",domain="example.com"} 0`,
+		`dkimmilter_key_age_seconds{key="rsa",domain="example.com"}`,
 		`dkimmilter_sessions 1`,
 	} {
 		if !strings.Contains(body, want) {

@@ -1,0 +1,88 @@
+package milter
+
+import (
+	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/verifier"
+)
+
+// The metrics the daemon exports: name, type and HELP text, the one list
+// the exposition (HELP and TYPE lines), the series exported at zero from
+// the start, and the README's table of metrics (a test compares them) all
+// come from. A counter that appears only after its first event cannot be
+// alerted on: increase() of a series that did not exist before the event
+// sees nothing.
+var metricFamilies = []struct {
+	name, typ, help string
+	// series lists the label sets known in advance, each exported at
+	// zero from the start; nil: the one series without labels.
+	series func() []string
+	// perKey: one series per configured key, labelled key and domain,
+	// set by the background keys check (a key is not "unpublished"
+	// before it has been looked at).
+	perKey bool
+}{
+	{"dkimmilter_messages_total", "counter", "Messages, by what the milter did with them.", decisionSeries, false},
+	{"dkimmilter_message_duration_seconds", "histogram", "Time from MAIL FROM to end of message, as the milter saw it, by decision.", decisionSeries, false},
+	{"dkimmilter_dkim_results_total", "counter", "Verified DKIM signatures by result and reason class; one result=none per unsigned message.", resultSeries, false},
+	{"dkimmilter_sign_errors_total", "counter", "Messages that could not be signed (actions.sign_error applied).", nil, false},
+	{"dkimmilter_actions_total", "counter", "[actions] answers other than accept.", actionSeries, false},
+	{"dkimmilter_forged_authentication_results_removed_total", "counter", "Authentication-Results fields claiming our authserv-id, removed.", nil, false},
+	{"dkimmilter_limits_hit_total", "counter", "[limits] settings reached (max_sessions: a connection had to wait).", limitSeries, false},
+	{"dkimmilter_dns_lookups_total", "counter", "Key lookups sent to DNS (cache hits excluded), by outcome.", outcomeSeries, false},
+	{"dkimmilter_dns_lookup_duration_seconds", "histogram", "Latency of the key lookups sent to DNS.", nil, false},
+	{"dkimmilter_sessions", "gauge", "Open milter connections.", nil, false},
+	{"dkimmilter_connections_total", "counter", "Milter connections accepted.", nil, false},
+	{"dkimmilter_config_reloads_total", "counter", "Configuration reloads (SIGHUP), by outcome.", reloadSeries, false},
+	{"dkimmilter_config_last_reload_success_timestamp_seconds", "gauge", "Unix time of the last good reload; 0 before the first.", nil, false},
+	{"dkimmilter_key_published", "gauge", "1 if a DKIM record is at the key's DNS name (hourly background keys check, and after each reload).", nil, true},
+	{"dkimmilter_key_matches", "gauge", "1 if that record holds this key's public key and is usable.", nil, true},
+	{"dkimmilter_key_check_status", "gauge", "The key's keys check status: 0 ok, 1 warning, 2 could not check, 3 failing.", nil, true},
+	{"dkimmilter_key_age_seconds", "gauge", "Age of the key file (rotate old keys).", nil, true},
+}
+
+// The [limits] settings counted in dkimmilter_limits_hit_total.
+const (
+	limitMaxHeaders     = "max_headers"
+	limitMaxHeaderBytes = "max_header_bytes"
+	limitMaxSessions    = "max_sessions"
+	limitIdleTimeout    = "idle_timeout"
+	limitMessageTimeout = "message_timeout"
+)
+
+func decisionSeries() []string {
+	var out []string
+	for d := signed; d <= skipped; d++ {
+		out = append(out, `decision="`+d.label()+`"`)
+	}
+	return out
+}
+
+func resultSeries() []string {
+	var out []string
+	for _, rc := range verifier.ResultClasses() {
+		out = append(out, `result="`+string(rc.Result)+`",reason="`+rc.Class+`"`)
+	}
+	return out
+}
+
+func actionSeries() []string {
+	var out []string
+	for _, a := range []config.Action{config.Tempfail, config.Reject, config.Quarantine} {
+		out = append(out, `action="`+a.String()+`"`)
+	}
+	return out
+}
+
+func limitSeries() []string {
+	var out []string
+	for _, l := range []string{limitMaxHeaders, limitMaxHeaderBytes, limitMaxSessions, limitIdleTimeout, limitMessageTimeout} {
+		out = append(out, `limit="`+l+`"`)
+	}
+	return out
+}
+
+func outcomeSeries() []string {
+	return []string{`outcome="ok"`, `outcome="not_found"`, `outcome="timeout"`, `outcome="error"`}
+}
+
+func reloadSeries() []string { return []string{`result="ok"`, `result="error"`} }
