@@ -51,7 +51,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 			"missing", config.DefaultPath, "listen", cfg.Listen,
 			"hint", "to sign, run 'dkimmilter keys gen -d example.com' (with your domain), put the [keys.NAME] and [[signing]] lines it prints in "+config.DefaultPath+", then run 'dkimmilter check'")
 	}
-	d := &daemon{log: log, path: *cfgPath, metrics: milter.NewMetrics()}
+	d := &daemon{log: log, path: *cfgPath, metrics: milter.NewMetrics(), running: fixedOf(cfg)}
 	rt, warnings, err := milter.LoadRuntime(cfg, d.metrics)
 	for _, w := range warnings {
 		log.Warn(w)
@@ -63,7 +63,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	d.srv = milter.NewServer(milter.ServerOptions{
 		Runtime: rt, Log: log, Metrics: d.metrics,
 		// Fixed for the life of the process: a reload cannot apply them
-		// (restartOnly).
+		// (fixedSettings).
 		Limits: milter.Limits{
 			MaxSessions:    cfg.Limits.MaxSessions,
 			IdleTimeout:    cfg.Limits.IdleTimeout,
@@ -92,17 +92,19 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		}()
 	}
 	go d.keyHealth(ctx)
-	logEffective(log, cfg)
-
 	// Stop and reload signals have their own channels: signal.Notify
 	// drops a signal when the channel is full, and a SIGTERM must not be
-	// lost behind a queued SIGHUP while a reload runs.
+	// lost behind a queued SIGHUP while a reload runs. They are caught
+	// before the ready line: a SIGHUP sent as soon as it shows must
+	// reload, not kill the process.
 	stop := make(chan os.Signal, 2)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(stop)
 	defer signal.Stop(hup)
+	logEffective(log, cfg, d.running)
+
 	served := make(chan error, 1)
 	go func() { served <- d.srv.Serve(ln) }()
 	sdNotify("READY=1\nSTATUS=serving on " + cfg.Listen)
@@ -128,7 +130,8 @@ type daemon struct {
 	path    string // -config, or "" for the default path
 	srv     *milter.Server
 	metrics *milter.Metrics
-	mu      sync.Mutex // serialises reloads
+	running fixedSettings // the restart-only settings in force
+	mu      sync.Mutex    // serialises reloads
 }
 
 // reload re-reads the configuration and the keys. A new configuration
@@ -140,7 +143,6 @@ func (d *daemon) reload() {
 	defer d.mu.Unlock()
 	sdNotify("RELOADING=1\n" + monotonicUsec())
 	defer sdNotify("READY=1")
-	old := d.srv.Runtime().Config
 	d.log.Info("reloading", "config", configName(d.path))
 	cfg, _, err := loadConfig(d.path)
 	var rt *milter.Runtime
@@ -157,30 +159,64 @@ func (d *daemon) reload() {
 		d.metrics.Reload(false)
 		return
 	}
-	for _, c := range restartOnly(old, cfg) {
-		d.log.Warn("this setting changes only with a restart", "setting", c)
+	for _, c := range d.running.pending(cfg) {
+		d.log.Warn("setting not in force: it changes only with a restart", "setting", c.setting,
+			"running", c.running, "config", c.file, "hint", "run 'systemctl restart dkimmilter' to apply it")
 	}
 	d.srv.SetRuntime(rt)
 	d.metrics.Reload(true)
 	d.log.Info("configuration reloaded: new connections use it, sessions in flight finish on the old one", "config", configName(d.path))
-	logEffective(d.log, cfg)
+	logEffective(d.log, cfg, d.running)
 	go d.checkKeys(context.Background(), cfg)
 }
 
-// restartOnly names the settings that a reload cannot apply: the sockets
-// are open and the connection limits are in force. The header limits and
-// shutdown_timeout are read per message and at stop: a reload applies them.
-func restartOnly(old, cfg *config.Config) []string {
-	var out []string
-	if old.Listen != cfg.Listen || old.SocketMode != cfg.SocketMode {
-		out = append(out, "listen, socket_mode")
+// fixedSettings are the settings read once, at start: the sockets are
+// open and the connection limits are in force for the life of the
+// process. The header limits and shutdown_timeout are read per message
+// and at stop: a reload applies them.
+type fixedSettings struct {
+	listen, socketMode, metricsListen        string
+	maxSessions, idleTimeout, messageTimeout string
+}
+
+func fixedOf(cfg *config.Config) fixedSettings {
+	return fixedSettings{
+		listen:         cfg.Listen,
+		socketMode:     fmt.Sprintf("%04o", cfg.SocketMode.Perm()),
+		metricsListen:  cfg.MetricsListen,
+		maxSessions:    fmt.Sprint(cfg.Limits.MaxSessions),
+		idleTimeout:    cfg.Limits.IdleTimeout.String(),
+		messageTimeout: cfg.Limits.MessageTimeout.String(),
 	}
-	if old.MetricsListen != cfg.MetricsListen {
-		out = append(out, "metrics_listen")
-	}
-	o, n := old.Limits, cfg.Limits
-	if o.MaxSessions != n.MaxSessions || o.IdleTimeout != n.IdleTimeout || o.MessageTimeout != n.MessageTimeout {
-		out = append(out, "limits.max_sessions, idle_timeout, message_timeout")
+}
+
+// settingChange is a restart-only setting whose value in the file is not
+// the one in force.
+type settingChange struct{ setting, running, file string }
+
+// pending compares the settings in force with a configuration file's,
+// setting by setting. It is run against what is running (never against
+// the previous reload), so a change not yet in force is named at every
+// reload, and a file reverted to the running value is not.
+func (running fixedSettings) pending(cfg *config.Config) []settingChange {
+	f := fixedOf(cfg)
+	var out []settingChange
+	for _, c := range []settingChange{
+		{"listen", running.listen, f.listen},
+		{"socket_mode", running.socketMode, f.socketMode},
+		{"metrics_listen", running.metricsListen, f.metricsListen},
+		{"limits.max_sessions", running.maxSessions, f.maxSessions},
+		{"limits.idle_timeout", running.idleTimeout, f.idleTimeout},
+		{"limits.message_timeout", running.messageTimeout, f.messageTimeout},
+	} {
+		// socket_mode applies to a unix socket only, and a new listen
+		// is reported as a whole.
+		if c.setting == "socket_mode" && (running.listen != f.listen || !strings.HasPrefix(f.listen, "unix:")) {
+			continue
+		}
+		if c.running != c.file {
+			out = append(out, c)
+		}
 	}
 	return out
 }
@@ -241,8 +277,9 @@ func logConfigError(log *slog.Logger, err error) {
 }
 
 // logEffective logs the configuration in force, as chasquid does: what an
-// admin reads first when mail is not signed.
-func logEffective(log *slog.Logger, cfg *config.Config) {
+// admin reads first when mail is not signed. The socket is the one
+// listened on, which a reload does not change.
+func logEffective(log *slog.Logger, cfg *config.Config, running fixedSettings) {
 	var rules []string
 	for _, r := range cfg.Signing {
 		rules = append(rules, r.From+" -> "+strings.Join(r.Keys, "+"))
@@ -256,7 +293,7 @@ func logEffective(log *slog.Logger, cfg *config.Config) {
 		file = "(built-in defaults)"
 	}
 	log.Info("dkimmilter ready",
-		"config", file, "listen", cfg.Listen, "mode", cfg.Mode.String(),
+		"config", file, "listen", running.listen, "mode", cfg.Mode.String(),
 		"authserv_id", cfg.AuthservID, "keys", len(cfg.Keys), "signing", strings.Join(rules, ", "),
 		"internal_hosts", strings.Join(hosts, ","), "sign_authenticated", cfg.Sign.SignAuthenticated)
 }

@@ -30,6 +30,21 @@ func (p *proc) waitLog(t *testing.T, s string) {
 	t.Fatalf("log never said %q:\n%s", s, p.stderr.String())
 }
 
+// waitLogN waits until the daemon's log has s n times, and returns the
+// log after the nth.
+func (p *proc) waitLogN(t *testing.T, s string, n int) string {
+	t.Helper()
+	for i := 0; i < 2000; i++ {
+		log := p.stderr.String()
+		if strings.Count(log, s) >= n {
+			return strings.SplitN(log, s, n+1)[n]
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("log never said %q %d times:\n%s", s, n, p.stderr.String())
+	return ""
+}
+
 func (f *fixture) dial(t *testing.T) *testkit.Client {
 	t.Helper()
 	c, err := testkit.Dial("unix", filepath.Join(f.dir, "milter.sock"))
@@ -112,6 +127,48 @@ file = "keys/new.pem"`, 1)
 	if s := selectorOf(t, f.dial(t)); s != "new" {
 		t.Errorf("after a failed reload: s=%s, want new", s)
 	}
+}
+
+// A restart-only setting changed in the file is named at every reload
+// while it is not in force, with the running and the new value, and no
+// longer once the file is back to what runs; the ready line shows the
+// socket actually listened on.
+func TestReloadRestartOnly(t *testing.T) {
+	f := newFixture(t, "")
+	p := startProc(t, "serve", "-config", f.cfg)
+	p.waitLog(t, "dkimmilter ready")
+	orig, _ := os.ReadFile(f.cfg)
+	running := "unix:" + f.dir + "/milter.sock"
+	moved := strings.Replace(string(orig), "/milter.sock", "/other.sock", 1) + "[limits]\nmax_sessions = 7\n"
+	os.WriteFile(f.cfg, []byte(moved), 0o644)
+
+	for n := 1; n <= 2; n++ {
+		p.cmd.Process.Signal(syscall.SIGHUP)
+		p.waitLogN(t, "dkimmilter ready", n+1)
+		log := p.waitLogN(t, "reloading", n)
+		for _, want := range []string{
+			"setting=listen running=" + running + " config=unix:" + f.dir + "/other.sock",
+			"setting=limits.max_sessions running=500 config=7",
+			"listen=" + running + " ",
+		} {
+			if !strings.Contains(log, want) {
+				t.Errorf("reload %d: the log lacks %q:\n%s", n, want, log)
+			}
+		}
+		for _, not := range []string{"setting=socket_mode", "setting=metrics_listen", "setting=limits.idle_timeout", "other.sock mode="} {
+			if strings.Contains(log, not) {
+				t.Errorf("reload %d: the log has %q, which did not change:\n%s", n, not, log)
+			}
+		}
+	}
+
+	os.WriteFile(f.cfg, orig, 0o644)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitLogN(t, "dkimmilter ready", 4)
+	if log := p.waitLogN(t, "reloading", 3); strings.Contains(log, "not in force") {
+		t.Errorf("a file back to the running values still warns:\n%s", log)
+	}
+	selectorOf(t, f.dial(t))
 }
 
 // A reload whose configuration parses but whose keys cannot be used (a key
