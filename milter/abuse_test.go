@@ -177,6 +177,19 @@ func TestProtocolAbuse(t *testing.T) {
 			r.send('C', "host")
 			r.expectClosed()
 		}, "malformed connect"},
+		{"cut before the header", func(t *testing.T, r *rawConn) {
+			// Postfix sends the queue id with DATA; the SMTP client is
+			// still sending the content when the connection ends.
+			r.negotiate()
+			r.connect("localhost", "127.0.0.1")
+			r.send('D', "M{mail_addr}\x00carol@example.com\x00")
+			r.send('M', "<carol@example.com>\x00")
+			r.expect('c')
+			r.send('D', "Ti\x00QCUT12345\x00")
+			r.send('T')
+			r.expect('c')
+			r.c.Close()
+		}, `qid=QCUT12345 stage="before the header" client=localhost[127.0.0.1] mail_from=carol@example.com`},
 		{"quit mid-message", func(t *testing.T, r *rawConn) {
 			begin(r)
 			r.send('Q')

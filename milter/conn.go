@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -204,6 +205,8 @@ type conn struct {
 
 	busy      atomic.Bool
 	msgStart  time.Time
+	qid       string // the queue id Postfix sent for the message in progress (macros)
+	wrote     bool   // our first packet, the negotiation reply, is written
 	closeOnce sync.Once
 	eof       bool
 	onClose   func() // set before the connection is served
@@ -324,23 +327,37 @@ func (c *conn) wake() {
 
 // packets follows packet boundaries in a byte stream without buffering
 // it: hdr collects the 4-byte length and the command byte, skip counts the
-// payload bytes still to pass over.
+// payload bytes still to pass over. The payload of a macro packet
+// (SMFIC_MACRO) of at most maxMacroPacket bytes is kept, for the queue id.
 type packets struct {
-	hdr  [5]byte
-	hn   int
-	skip uint32
+	hdr   [5]byte
+	hn    int
+	skip  uint32
+	macro []byte // the macro packet being read; nil otherwise
 }
 
-// feed calls cmd with the command byte of each packet that starts in p.
-func (k *packets) feed(p []byte, cmd func(byte)) {
+// maxMacroPacket bounds what is kept of a macro packet: Postfix's are a
+// few hundred bytes; a bigger one is passed over.
+const maxMacroPacket = 4096
+
+// feed calls cmd with the command byte of each packet that starts in p,
+// and macros (if not nil) with the payload of each macro packet.
+func (k *packets) feed(p []byte, cmd func(byte), macros func([]byte)) {
 	for len(p) > 0 {
 		if k.skip > 0 {
 			n := uint32(len(p))
 			if n > k.skip {
 				n = k.skip
 			}
+			if k.macro != nil {
+				k.macro = append(k.macro, p[:n]...)
+			}
 			k.skip -= n
 			p = p[n:]
+			if k.skip == 0 && k.macro != nil {
+				macros(k.macro)
+				k.macro = nil
+			}
 			continue
 		}
 		n := copy(k.hdr[k.hn:], p)
@@ -354,6 +371,9 @@ func (k *packets) feed(p []byte, cmd func(byte)) {
 			k.skip = l - 1
 		}
 		cmd(k.hdr[4])
+		if k.hdr[4] == 'D' && macros != nil && k.skip > 0 && k.skip <= maxMacroPacket {
+			k.macro = make([]byte, 0, k.skip)
+		}
 	}
 }
 
@@ -362,21 +382,41 @@ func (k *packets) feed(p []byte, cmd func(byte)) {
 // MAIL or at QUIT, not after each message, so waiting for ABORT would
 // keep a finished session "busy" and make every drain wait its deadline.
 func (c *conn) parse(p []byte) {
-	c.in.feed(p, func(code byte) {
-		switch code {
-		case 'M', 'L', 'N', 'B':
-			// SMFIC_MAIL starts a message. A header, end of headers or
-			// body without it (no MTA does that) starts one too, so that
-			// limits.message_timeout bounds it: go-milter keeps every
-			// header field until ABORT, whatever our limits keep.
-			if !c.busy.Load() {
-				c.msgStart = c.t.now()
-				c.busy.Store(true)
-			}
-		case 'E', 'A', 'Q': // SMFIC_BODYEOB, SMFIC_ABORT, SMFIC_QUIT
-			c.busy.Store(false)
+	c.in.feed(p, c.command, c.macros)
+}
+
+func (c *conn) command(code byte) {
+	switch code {
+	case 'M', 'L', 'N', 'B':
+		// SMFIC_MAIL starts a message. A header, end of headers or
+		// body without it (no MTA does that) starts one too, so that
+		// limits.message_timeout bounds it: go-milter keeps every
+		// header field until ABORT, whatever our limits keep.
+		if !c.busy.Load() {
+			c.msgStart = c.t.now()
+			c.busy.Store(true)
 		}
-	})
+	case 'E', 'A', 'Q': // SMFIC_BODYEOB, SMFIC_ABORT, SMFIC_QUIT
+		c.busy.Store(false)
+		c.qid = ""
+	}
+}
+
+// macros notes the queue id of the message in progress: Postfix sends it
+// with DATA (milter_data_macros), before the message content, so that a
+// message cut before its header (a drain, a timeout, Postfix gone) is still
+// named in the log. The payload is the stage's command byte, then name and
+// value pairs, each NUL-terminated.
+func (c *conn) macros(p []byte) {
+	if len(p) == 0 {
+		return
+	}
+	kv := strings.Split(string(p[1:]), "\x00")
+	for i := 0; i+1 < len(kv); i += 2 {
+		if (kv[i] == "i" || kv[i] == "{i}") && kv[i+1] != "" {
+			c.qid = kv[i+1]
+		}
+	}
 }
 
 // sent follows our answers: a reply code, reject, tempfail, discard or
@@ -388,7 +428,7 @@ func (c *conn) sent(p []byte) {
 		case 'y', 'r', 't', 'd', 'a':
 			c.busy.Store(false)
 		}
-	})
+	}, nil)
 }
 
 func (c *conn) Write(p []byte) (int, error) {
@@ -397,9 +437,31 @@ func (c *conn) Write(p []byte) (int, error) {
 		// not writing.
 		c.Conn.SetWriteDeadline(c.t.now().Add(l))
 	}
+	if !c.wrote {
+		c.wrote = true
+		p = protocolVersion6(p)
+	}
 	n, err := c.Conn.Write(p)
 	c.sent(p[:n])
 	return n, err
+}
+
+// protocolVersion6 answers Postfix's option negotiation with milter
+// protocol version 6 where go-milter writes 2. go-milter implements the
+// version 6 flags it negotiates (the no-reply flags, SMFIP_HDR_LEADSPC)
+// but announces version 2, under which Postfix sends no SMFIC_DATA: the
+// queue id, which arrives with DATA, would stay unknown until the message
+// content, and a message cut before it could not be named in the log.
+// go-milter answers SMFIC_DATA with "continue", as version 6 expects
+// without SMFIP_NR_DATA. p is go-milter's whole reply (one write through
+// its bufio.Writer).
+func protocolVersion6(p []byte) []byte {
+	if len(p) < 9 || p[4] != 'O' || binary.BigEndian.Uint32(p[5:9]) != 2 {
+		return p
+	}
+	q := append([]byte(nil), p...)
+	binary.BigEndian.PutUint32(q[5:9], 6)
+	return q
 }
 
 // Close is called by go-milter when the session ends, after its own

@@ -2,6 +2,7 @@ package milter
 
 import (
 	"context"
+	"encoding/binary"
 	"io"
 	"log/slog"
 	"net"
@@ -278,6 +279,33 @@ func TestConnBusyState(t *testing.T) {
 		if c.busy.Load() != st.busy {
 			t.Errorf("step %d: busy %v, want %v", i, c.busy.Load(), st.busy)
 		}
+	}
+}
+
+// The queue id is taken from the macro packets as they stream by, split
+// anywhere, kept until the message ends; a macro packet too big to keep
+// is passed over without losing the packet boundaries.
+func TestConnQueueID(t *testing.T) {
+	pkt := func(code byte, payload string) []byte {
+		b := binary.BigEndian.AppendUint32(nil, uint32(len(payload)+1))
+		return append(append(b, code), payload...)
+	}
+	c := &conn{t: newTracker(nil, Limits{}, slog.New(slog.NewTextHandler(io.Discard, nil)))}
+	var stream []byte
+	stream = append(stream, pkt('D', "M{mail_addr}\x00a@example.com\x00")...)
+	stream = append(stream, pkt('M', "<a@example.com>\x00")...)
+	stream = append(stream, pkt('D', "T{x}\x00"+strings.Repeat("y", maxMacroPacket)+"\x00i\x00WRONG\x00")...)
+	stream = append(stream, pkt('D', "Ti\x00Q1\x00")...)
+	stream = append(stream, pkt('T', "")...)
+	for i := range stream {
+		c.parse(stream[i : i+1])
+	}
+	if c.qid != "Q1" || !c.busy.Load() {
+		t.Errorf("after DATA: qid %q busy %v, want Q1 and busy", c.qid, c.busy.Load())
+	}
+	c.parse(append(pkt('L', "From\x00 a\x00"), pkt('E', "")...))
+	if c.qid != "" {
+		t.Errorf("after end of message: qid %q, want none", c.qid)
 	}
 }
 

@@ -153,6 +153,11 @@ func (r *rawConn) negotiate() {
 	if final.code != 'O' || len(final.data) < 12 {
 		r.t.Fatalf("negotiation answered %q", final.code)
 	}
+	// Version 6, whose flags we negotiate; under version 2 Postfix sends
+	// no DATA, and with it no queue id before the content.
+	if v := binary.BigEndian.Uint32(final.data[0:4]); v != 6 {
+		r.t.Fatalf("negotiation answered protocol version %d, want 6", v)
+	}
 	r.pflags = gomilter.OptProtocol(binary.BigEndian.Uint32(final.data[8:12]))
 }
 

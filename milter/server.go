@@ -87,21 +87,22 @@ type Server struct {
 // Actions and Protocol we negotiate. Postfix offers every action, so this
 // never conflicts. SMFIP_HDR_LEADSPC makes Postfix send header values with
 // their leading white space, which simple canonicalization needs; the
-// no-HELO/RCPT/UNKNOWN/DATA flags save round trips for events we do not
-// use. doc/postfix.md has each fact this relies on, and where it comes
-// from.
+// no-HELO/RCPT/UNKNOWN flags save round trips for events we do not use.
+// DATA is kept, with its one round trip per message, for the queue id it
+// brings before the content (conn.macros, protocolVersion6).
+// doc/postfix.md has each fact this relies on, and where it comes from.
 //
 // The no-reply flags (SMFIP_NR_CONN, _MAIL, _HDR, _EOH, _BODY) let
 // Postfix stream the connect, MAIL, header, end-of-headers and body events
 // without waiting for an answer to each: a 2 KB message takes 2 round
-// trips (option negotiation, end of message) instead of 16, which is most
+// trips (DATA, end of message) instead of 16, which is most
 // of the per-message cost of a milter (bench/README.md). A message we
 // refuse at end of headers (a key that cannot sign) gets its answer at end
 // of message: its body is transferred for nothing, which is rare and cheap
 // next to a round trip on every message.
-// Postfix honours them although go-milter announces protocol version 2
-// (milter8.c reads the event mask whatever the version; the end-to-end
-// test against a real Postfix proves it). The matching handlers must
+// go-milter announces protocol version 2; conn rewrites it to 6, the
+// version whose flags these are (the end-to-end test against a real
+// Postfix checks the whole conversation). The matching handlers must
 // return a nil Response: go-milter writes any other, and that would
 // desynchronise the conversation (doc/postfix.md). Our decisions come at
 // end of headers and end of message, which keep their replies.
@@ -110,7 +111,7 @@ const (
 	noReplies = gomilter.OptNoConnReply | gomilter.OptNoMailReply | gomilter.OptNoHeaderReply |
 		gomilter.OptNoEOHReply | gomilter.OptNoBodyReply
 	protocol = gomilter.OptHeaderLeadingSpace | gomilter.OptNoHelo | gomilter.OptNoRcptTo |
-		gomilter.OptNoUnknown | gomilter.OptNoData | noReplies
+		gomilter.OptNoUnknown | noReplies
 )
 
 // ServerOptions configure a Server.
@@ -183,7 +184,7 @@ func (s *Server) serveConn(c *conn) {
 		Actions:  actions,
 		Protocol: protocol,
 	}
-	c.onClose = func() { cur.closed() }
+	c.onClose = func() { cur.closed(c.qid) }
 	srv.Serve(&oneConn{c: c}) // returns at once; the session goes on
 }
 

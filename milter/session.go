@@ -401,10 +401,24 @@ func (s *session) Abort(m *gomilter.Modifier) error {
 // hung up, a timeout or a protocol error ended it, or a handler panicked.
 // Postfix sends ABORT after every message, so a message still open here
 // was cut off: Postfix applies milter_default_action to it (or has hung up
-// on it), and the log names it by queue id.
-func (s *session) closed() {
+// on it), and the log names it by queue id (from the connection's macros
+// when the message had not reached the session's callbacks yet), envelope
+// sender and stage.
+func (s *session) closed(connQID string) {
 	if msg := s.msg; msg != nil {
-		s.log.Warn("milter connection ended in the middle of a message", "qid", msg.qid, "client", s.clientDesc(), "from", msg.from)
+		qid := msg.qid
+		if qid == "" {
+			qid = connQID
+		}
+		stage := "body"
+		switch {
+		case !msg.decided && msg.fields == 0:
+			stage = "before the header"
+		case !msg.decided:
+			stage = "header"
+		}
+		s.log.Warn("milter connection ended in the middle of a message", "qid", qid, "stage", stage,
+			"client", s.clientDesc(), "mail_from", msg.envFrom, "from", msg.from)
 	}
 	s.reset()
 }
