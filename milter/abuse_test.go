@@ -64,7 +64,7 @@ func TestProtocolAbuse(t *testing.T) {
 			r.negotiate()
 			r.send('Z', "what")
 			r.expectClosed()
-		}, "Unrecognized command"},
+		}, `level=WARN msg="Unrecognized command code: Z" from=go-milter`},
 		{"header before connect", func(t *testing.T, r *rawConn) {
 			// No client address: not trusted, so verified and not signed,
 			// whatever the From says.
@@ -154,7 +154,7 @@ func TestProtocolAbuse(t *testing.T) {
 			r.connect("localhost", "127.0.0.1")
 			r.send('D')
 			r.expectClosed() // an empty macro packet is a protocol error
-		}, "malformed macro"},
+		}, `level=WARN msg="Error performing milter command: milter: malformed macro command"`},
 		{"header with a NUL in its value", func(t *testing.T, r *rawConn) {
 			begin(r)
 			r.send('L', "Subject\x00 a\x00b\x00")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"os"
 	"runtime"
@@ -241,7 +242,8 @@ func settle(t *testing.T, base resources) resources {
 // logTo sends go-milter's log lines (it uses the standard log package)
 // to w for the test, so that they show with the milter's own log.
 func logTo(t *testing.T, w io.Writer) {
-	old := log.Writer()
-	log.SetOutput(w)
-	t.Cleanup(func() { log.SetOutput(old) })
+	old, flags := log.Writer(), log.Flags()
+	log.SetFlags(0)
+	log.SetOutput(LibraryLog(slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	t.Cleanup(func() { log.SetOutput(old); log.SetFlags(flags) })
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"os"
@@ -37,9 +38,11 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "dkimmilter:", err)
 		return exitUsage
 	}
-	// go-milter logs through the standard log package; this sends it to
-	// the same handler.
+	// go-milter logs through the standard log package: its lines go to
+	// the same handler, each at the level it deserves.
 	slog.SetDefault(log)
+	stdlog.SetFlags(0)
+	stdlog.SetOutput(milter.LibraryLog(log))
 
 	cfg, defaulted, err := loadConfig(*cfgPath)
 	if err != nil {

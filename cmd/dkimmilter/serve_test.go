@@ -277,6 +277,33 @@ func TestStopDrains(t *testing.T) {
 	}
 }
 
+// A message still open when limits.shutdown_timeout runs out is cut and
+// named in the log by queue id; closing its connection is not reported
+// as a fault (go-milter's "use of closed network connection" is debug).
+func TestStopCutsNamed(t *testing.T) {
+	f := newFixture(t, "[limits]\nshutdown_timeout = \"300ms\"\n")
+	p := startProc(t, "serve", "-config", f.cfg)
+	s := f.dial(t).Session
+	if _, err := s.Mail("a@example.com", nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Macros(gomilter.CodeHeader, "i", "4XCUT0001")
+	s.HeaderField("From", " a@example.com")
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no exit after shutdown_timeout")
+	}
+	log := p.stderr.String()
+	if !strings.Contains(log, `msg="milter connection ended in the middle of a message" qid=4XCUT0001 stage=header`) {
+		t.Errorf("the cut message is not named:\n%s", log)
+	}
+	if strings.Contains(log, "closed network connection") {
+		t.Errorf("closing the cut connection is logged at info:\n%s", log)
+	}
+}
+
 // metrics_listen serves the Prometheus text format, with message counts
 // and the key-health gauges of the background keys check.
 func TestMetricsEndpoint(t *testing.T) {
