@@ -89,7 +89,7 @@ func newEnv(t *testing.T, cfg string) *env {
 
 func (e *env) start(c *config.Config) {
 	t := e.t
-	rt, _, err := LoadRuntime(c, nil)
+	rt, _, err := LoadRuntime(c, nil, slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatalf("runtime: %v", err)
 	}

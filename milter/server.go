@@ -42,9 +42,10 @@ type Runtime struct {
 }
 
 // LoadRuntime loads cfg's keys and builds its resolver: DNS, timed and
-// counted by m (nil: not counted), under a TTL cache. It is what serve
-// runs at start and on each reload; warnings (short keys) do not stop it.
-func LoadRuntime(cfg *config.Config, m *Metrics) (*Runtime, []string, error) {
+// counted by m (nil: not counted), each query logged when log is at debug
+// level (nil: not logged), under a TTL cache. It is what serve runs at
+// start and on each reload; warnings (short keys) do not stop it.
+func LoadRuntime(cfg *config.Config, m *Metrics, log *slog.Logger) (*Runtime, []string, error) {
 	keys, warnings, err := keystore.Load(cfg)
 	if err != nil {
 		return nil, warnings, err
@@ -53,7 +54,7 @@ func LoadRuntime(cfg *config.Config, m *Metrics) (*Runtime, []string, error) {
 	if err != nil {
 		return nil, warnings, fmt.Errorf("%s: dns: %w", cfg.Where(0), err)
 	}
-	res := dns.NewCache(m.ObserveResolver(client), dns.CacheOptions{})
+	res := dns.NewCache(logLookups(m.ObserveResolver(client), log), dns.CacheOptions{})
 	host, _ := os.Hostname()
 	return &Runtime{
 		Config:   cfg,

@@ -217,8 +217,16 @@ func (s *session) decide() {
 		}
 	}
 	trusted, why := s.trusted()
+	s.log.Debug("decision", "qid", msg.qid, "client", s.clientDesc(), "from", msg.from,
+		"mode", cfg.Mode.String(), "trusted", trusted, "why", why)
 	if cfg.Mode.Signs() && trusted && msg.from != "" {
 		sel, err := s.rt.Keys.Lookup(msg.from)
+		if sel != nil {
+			for _, k := range sel.Keys {
+				s.log.Debug("signing key chosen", "qid", msg.qid, "from", msg.from, "rule", sel.Rule.From,
+					"key", k.Name, "d", k.Domain, "s", k.Selector, "i", sel.Identity, "file", k.File)
+			}
+		}
 		if err == nil && sel != nil && msg.overLimit != nil {
 			// What was not kept cannot be signed.
 			err = fmt.Errorf("cannot sign: %w (%s)", msg.overLimit, s.limitText())
@@ -256,7 +264,7 @@ func (s *session) decide() {
 		msg.note += "; not verified: " + s.limitText()
 		return
 	}
-	msg.verify = s.rt.Verifier.Begin(context.Background(), msg.header)
+	msg.verify = s.rt.Verifier.Begin(withQueueID(context.Background(), msg.qid), msg.header)
 }
 
 // limitText names the header limit the message passed, for logs.

@@ -21,6 +21,8 @@ func TestSystemdUnit(t *testing.T) {
 		"ProtectSystem=strict", "NoNewPrivileges=yes", "SystemCallFilter=@system-service",
 		"User=dkimmilter", "ReadWritePaths=/var/spool/postfix/dkimmilter",
 		"ExecStart=/usr/local/bin/dkimmilter serve -config /etc/dkimmilter/dkimmilter.toml",
+		// mail.log, beside Postfix's lines.
+		"SyslogIdentifier=dkimmilter", "SyslogFacility=mail",
 	} {
 		if !strings.Contains(string(unit), want+"\n") {
 			t.Errorf("unit lacks %q", want)

@@ -16,6 +16,8 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+
+	"github.com/dkimmilter/dkimmilter/internal/logging"
 )
 
 // Exit codes, from sysexits.h: 78 (EX_CONFIG) for any configuration
@@ -103,17 +105,8 @@ func parseFlags(fl *flag.FlagSet, args []string, allowArgs bool, stderr io.Write
 	return 0, true
 }
 
+// newLogger is the daemon's logger on w; on the process's own stderr
+// under systemd, lines carry their journal priority.
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("-log-format %q: want text or json", format)
+	return logging.New(w, format, level, w == io.Writer(os.Stderr) && logging.StderrIsJournal())
 }

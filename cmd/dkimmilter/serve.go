@@ -55,7 +55,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 			"hint", "to sign, run 'dkimmilter keys gen -d example.com' (with your domain), put the [keys.NAME] and [[signing]] lines it prints in "+config.DefaultPath+", then run 'dkimmilter check'")
 	}
 	d := &daemon{log: log, path: *cfgPath, metrics: milter.NewMetrics(), running: fixedOf(cfg)}
-	rt, warnings, err := milter.LoadRuntime(cfg, d.metrics)
+	rt, warnings, err := milter.LoadRuntime(cfg, d.metrics, d.log)
 	for _, w := range warnings {
 		log.Warn(w)
 	}
@@ -151,7 +151,7 @@ func (d *daemon) reload() {
 	var rt *milter.Runtime
 	var warnings []string
 	if err == nil {
-		rt, warnings, err = milter.LoadRuntime(cfg, d.metrics)
+		rt, warnings, err = milter.LoadRuntime(cfg, d.metrics, d.log)
 	}
 	for _, w := range warnings {
 		d.log.Warn(w)

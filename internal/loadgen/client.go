@@ -31,10 +31,11 @@ const (
 		gomilter.OptNoRcptReply | gomilter.OptNoDataReply | gomilter.OptNoUnknownReply |
 		gomilter.OptNoEOHReply | gomilter.OptNoBodyReply | gomilter.OptHeaderLeadingSpace
 
-	// A version-2 milter (go-milter's server, so dkimmilter) gets the
-	// version-2 offer: go-milter's client only downgrades when the masks
-	// fit in it (doc/postfix.md). The milter's reply may still ask for
-	// SMFIP_HDR_LEADSPC, which is honoured as Postfix does.
+	// A version-2 milter (go-milter's server as it is; dkimmilter
+	// answers 6) gets the version-2 offer: go-milter's client only
+	// downgrades when the masks fit in it (doc/postfix.md). The milter's
+	// reply may still ask for SMFIP_HDR_LEADSPC, which is honoured as
+	// Postfix does.
 	v2Actions = gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine
 )
 

@@ -59,7 +59,7 @@ keys = ["ed"]
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, _, err := milter.LoadRuntime(c, nil)
+	rt, _, err := milter.LoadRuntime(c, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,8 +95,8 @@ func TestRunAgainstDkimmilter(t *testing.T) {
 		Save: func(b []byte) { signed = b },
 	}
 	rep := run(t, sign, 20)
-	if rep.Protocol != "v2" {
-		t.Errorf("protocol %q: dkimmilter (go-milter) speaks version 2", rep.Protocol)
+	if rep.Protocol != "v6" {
+		t.Errorf("protocol %q: dkimmilter answers version 6, as Postfix is answered", rep.Protocol)
 	}
 	if rep.MilterCPU < 0 || rep.PeakRSSKB == 0 || rep.MaxThreads == 0 {
 		t.Errorf("process figures not measured: %+v", rep)
