@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"net"
@@ -497,4 +498,15 @@ func hostnameProblem(s string) string {
 		return "the last label is all digits (a mistyped IP address?)"
 	}
 	return ""
+}
+
+// CheckListen checks a milter socket address given on the command line
+// (serve -listen) as the file's listen is checked.
+func CheckListen(s string) error {
+	c := &checker{ix: &lineIndex{}}
+	c.listen(s)
+	if len(c.errs) > 0 {
+		return errors.New(c.errs[0].Msg)
+	}
+	return nil
 }

@@ -4,6 +4,7 @@
 //	dkimmilter check   [-config FILE]   validate the config and keys (-dns: and their DNS records)
 //	dkimmilter keys …                   generate, list, publish, check and rotate keys
 //	dkimmilter verify  [FILE]           verify a saved message and explain every signature
+//	dkimmilter version                  print the version and the revision built from
 //
 // main only parses flags and wires the packages together.
 package main
@@ -41,10 +42,11 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"serve", "[-config FILE] [-log-format text|json] [-log-level debug|info|warn|error]", serveHelp, runServe},
+		{"serve", "[-config FILE] [-listen ADDR] [-log-format text|json] [-log-level debug|info|warn|error]", serveHelp, runServe},
 		{"check", "[-config FILE] [-dns]", checkHelp, runCheck},
 		{"keys", "gen|list|dns|check|rotate [flags]", keysHelp, runKeys},
 		{"verify", "[-config FILE] [-dns HOST:PORT] [-json] [FILE|-]", verifyHelp, runVerify},
+		{"version", "", versionHelp, runVersion},
 	}
 }
 
@@ -54,12 +56,17 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	name := "serve"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		name, args = args[0], args[1:]
-	}
-	if name == "help" || name == "-h" || name == "--help" {
+	switch {
+	case len(args) == 0:
+	case args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help":
+		// Every command, not only serve's flags: the first thing a
+		// newcomer types.
 		usage(stdout)
 		return exitOK
+	case args[0] == "-version" || args[0] == "--version":
+		name, args = "version", args[1:]
+	case !strings.HasPrefix(args[0], "-"):
+		name, args = args[0], args[1:]
 	}
 	for _, c := range commands {
 		if c.name == name {
@@ -75,7 +82,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: dkimmilter [command] [flags]")
 	fmt.Fprintln(w)
 	for _, c := range commands {
-		fmt.Fprintf(w, "  dkimmilter %s %s\n", c.name, c.args)
+		fmt.Fprintln(w, strings.TrimRight("  dkimmilter "+c.name+" "+c.args, " "))
 		for _, l := range strings.Split(strings.TrimSpace(c.help), "\n") {
 			fmt.Fprintf(w, "      %s\n", l)
 		}

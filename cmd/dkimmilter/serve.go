@@ -22,12 +22,15 @@ import (
 
 const serveHelp = `
 Run the milter. Without -config and with no file at ` + config.DefaultPath + `,
-it verifies only, on ` + defaultInet + `, and logs how to enable signing.`
+it verifies only, on ` + defaultInet + `, and logs how to enable signing.
+-listen (unix:/path or inet:host:port) replaces the configuration's listen:
+beside OpenDKIM, which often holds port 8891, -listen inet:127.0.0.1:8893.`
 
 func runServe(args []string, stdout, stderr io.Writer) int {
 	fl := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	cfgPath := fl.String("config", "", "configuration file (default "+config.DefaultPath+")")
+	listen := fl.String("listen", "", "milter socket, unix:/path or inet:host:port, instead of the configuration's listen (default "+defaultInet+")")
 	logFormat := fl.String("log-format", "text", "log format: text or json")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
 	if code, ok := parseFlags(fl, args, false, stderr); !ok {
@@ -44,17 +47,24 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	stdlog.SetFlags(0)
 	stdlog.SetOutput(milter.LibraryLog(log))
 
-	cfg, defaulted, err := loadConfig(*cfgPath)
+	if *listen != "" {
+		if err := config.CheckListen(*listen); err != nil {
+			fmt.Fprintln(stderr, "dkimmilter serve: -listen:", err)
+			return exitUsage
+		}
+	}
+	d := &daemon{log: log, path: *cfgPath, listen: *listen, metrics: milter.NewMetrics()}
+	cfg, defaulted, err := d.loadConfig()
 	if err != nil {
 		logConfigError(log, err)
 		return exitConfig
 	}
+	d.running = fixedOf(cfg)
 	if defaulted {
 		log.Warn("no configuration file: verifying only, signing is off",
 			"missing", config.DefaultPath, "listen", cfg.Listen,
 			"hint", "to sign, run 'dkimmilter keys gen -d example.com' (with your domain), put the [keys.NAME] and [[signing]] lines it prints in "+config.DefaultPath+", then run 'dkimmilter check'")
 	}
-	d := &daemon{log: log, path: *cfgPath, metrics: milter.NewMetrics(), running: fixedOf(cfg)}
 	rt, warnings, err := milter.LoadRuntime(cfg, d.metrics, d.log)
 	for _, w := range warnings {
 		log.Warn(w)
@@ -131,6 +141,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 type daemon struct {
 	log     *slog.Logger
 	path    string // -config, or "" for the default path
+	listen  string // -listen, or "" for the configuration's
 	srv     *milter.Server
 	metrics *milter.Metrics
 	running fixedSettings // the restart-only settings in force
@@ -147,7 +158,7 @@ func (d *daemon) reload() {
 	sdNotify("RELOADING=1\n" + monotonicUsec())
 	defer sdNotify("READY=1")
 	d.log.Info("reloading", "config", configName(d.path))
-	cfg, _, err := loadConfig(d.path)
+	cfg, _, err := d.loadConfig()
 	var rt *milter.Runtime
 	var warnings []string
 	if err == nil {
@@ -258,6 +269,16 @@ func configName(path string) string {
 	return path
 }
 
+// loadConfig reads the configuration, at start and on each reload, with
+// -listen in place of its listen.
+func (d *daemon) loadConfig() (*config.Config, bool, error) {
+	cfg, defaulted, err := loadConfig(d.path)
+	if err == nil && d.listen != "" {
+		cfg.Listen = d.listen
+	}
+	return cfg, defaulted, err
+}
+
 // loadConfig reads path, or the default path; a missing default file means
 // the built-in verify-only defaults.
 func loadConfig(path string) (cfg *config.Config, defaulted bool, err error) {
@@ -295,7 +316,7 @@ func logEffective(log *slog.Logger, cfg *config.Config, running fixedSettings) {
 	if file == "" {
 		file = "(built-in defaults)"
 	}
-	log.Info("dkimmilter ready",
+	log.Info("dkimmilter ready", "version", version(),
 		"config", file, "listen", running.listen, "mode", cfg.Mode.String(),
 		"authserv_id", cfg.AuthservID, "keys", len(cfg.Keys), "signing", strings.Join(rules, ", "),
 		"internal_hosts", strings.Join(hosts, ","), "sign_authenticated", cfg.Sign.SignAuthenticated)

@@ -171,6 +171,29 @@ func TestReloadRestartOnly(t *testing.T) {
 	selectorOf(t, f.dial(t))
 }
 
+// -listen replaces the file's listen, at start and at every reload: the
+// file's own value is not "a change waiting for a restart".
+func TestServeListenFlag(t *testing.T) {
+	f := newFixture(t, "")
+	sock := filepath.Join(f.dir, "flag.sock")
+	p := startProc(t, "serve", "-config", f.cfg, "-listen", "unix:"+sock)
+	p.waitLog(t, "listen=unix:"+sock)
+	c, err := testkit.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitLogN(t, "dkimmilter ready", 2)
+	if log := p.waitLogN(t, "reloading", 1); strings.Contains(log, "not in force") || !strings.Contains(log, "listen=unix:"+sock) {
+		t.Errorf("reload with -listen:\n%s", p.stderr.String())
+	}
+	code, _, errs := runCmd("serve", "-listen", "127.0.0.1:8893")
+	if code != exitUsage || !strings.Contains(errs, `write "inet:127.0.0.1:8893"`) {
+		t.Errorf("-listen without inet: exit %d %s", code, errs)
+	}
+}
+
 // A reload whose configuration parses but whose keys cannot be used (a key
 // file others may read, a key too short to sign with) is refused as a
 // whole: the error says what fixes it, and mail is signed with the keys
