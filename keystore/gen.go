@@ -159,8 +159,11 @@ func existsError(path string) error {
 // (any extension: SEL.pem, OpenDKIM's SEL.private), or the name is in
 // used (selectors configured elsewhere for the domain), it appends the
 // algorithm, "r" or "e" (as when an RSA and an Ed25519 key are made the
-// same month), then a counter: s202611r, s202611r2, ...
-func SelectorFor(now time.Time, keyDir, kind string, used []string) string {
+// same month), then a counter: s202611r, s202611r2, ... A name for which
+// inDNS (if not nil) reports a record is skipped too: after a quick
+// rotation the old key's file and table may be gone while its revoked
+// record (p=) is still published under the name.
+func SelectorFor(now time.Time, keyDir, kind string, used []string, inDNS func(selector string) bool) string {
 	base := fmt.Sprintf("s%04d%02d", now.Year(), int(now.Month()))
 	suffix := "r"
 	if kind == "ed25519" {
@@ -176,7 +179,8 @@ func SelectorFor(now time.Time, keyDir, kind string, used []string) string {
 			taken[strings.ToLower(name)] = true
 		}
 	}
-	if !taken[base] {
+	free := func(s string) bool { return !taken[s] && (inDNS == nil || !inDNS(s)) }
+	if free(base) {
 		return base
 	}
 	for n := 1; ; n++ {
@@ -184,7 +188,7 @@ func SelectorFor(now time.Time, keyDir, kind string, used []string) string {
 		if n > 1 {
 			s += strconv.Itoa(n)
 		}
-		if !taken[s] {
+		if free(s) {
 			return s
 		}
 	}

@@ -168,7 +168,7 @@ func TestDefaultSelector(t *testing.T) {
 					os.WriteFile(filepath.Join(dir, "example.com", f), nil, 0o600)
 				}
 			}
-			got := SelectorFor(tt.now, filepath.Join(dir, "example.com"), tt.kind, tt.used)
+			got := SelectorFor(tt.now, filepath.Join(dir, "example.com"), tt.kind, tt.used, nil)
 			if got != tt.want {
 				t.Errorf("got %q, want %q", got, tt.want)
 			}

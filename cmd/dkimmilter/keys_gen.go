@@ -150,7 +150,7 @@ func generateKey(r genRequest, stderr io.Writer) (*generated, int) {
 		return nil, exitUsage
 	}
 	if r.selector == "" {
-		r.selector = keystore.SelectorFor(r.now, r.keyDir, r.kind, r.used)
+		r.selector = keystore.SelectorFor(r.now, r.keyDir, r.kind, r.used, nil)
 	} else if p := dkim.NameProblem(r.selector); p != "" {
 		fmt.Fprintf(stderr, "dkimmilter keys: -s %q is not a selector: %s; write DNS labels (letters, digits, '-', '_') separated by dots, e.g. s202611\n", r.selector, p)
 		return nil, exitUsage

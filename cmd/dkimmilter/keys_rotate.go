@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,6 +16,7 @@ import (
 
 	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
+	"github.com/dkimmilter/dkimmilter/internal/dns"
 	"github.com/dkimmilter/dkimmilter/keystore"
 )
 
@@ -106,10 +110,15 @@ func keysRotate(args []string, stdout, stderr io.Writer, now time.Time) int {
 		fmt.Fprintf(stderr, "dkimmilter keys rotate: selector %q is already used by a key for %s in %s; a new key needs a new selector, or mail in transit signed with the old key fails (hint: leave out -s)\n", req.selector, req.domain, cfg.File)
 		return exitUsage
 	}
+	inDNS := selectorInDNS(cfg, req.domain, stderr)
+	if req.selector != "" && inDNS(req.selector) {
+		fmt.Fprintf(stderr, "dkimmilter keys rotate: selector %q already has a record at %s; a new key needs a name with no record, or receivers may see the old one (hint: leave out -s)\n", req.selector, dkim.DNSName(req.selector, req.domain))
+		return exitUsage
+	}
 	if req.selector == "" {
 		// Chosen here, not by generateKey, so that the key name is known
 		// to be free before the key is made.
-		req.selector = keystore.SelectorFor(now, req.keyDir, req.kind, req.used)
+		req.selector = keystore.SelectorFor(now, req.keyDir, req.kind, req.used, inDNS)
 	}
 	newName := config.KeyName(req.domain, req.selector)
 	for i := 2; cfg.Keys[newName] != nil; i++ {
@@ -121,6 +130,35 @@ func keysRotate(args []string, stdout, stderr io.Writer, now time.Time) int {
 	}
 	printRotation(stdout, cfg, old, g, newName, now)
 	return exitOK
+}
+
+// selectorInDNS returns a check that SELECTOR._domainkey.DOMAIN has a TXT
+// record, through the configured resolvers: a new key must not take a
+// name that has one (a revoked key's p= left after a quick rotation,
+// another system's key), or receivers could get that record, or a cached
+// copy of it, for mail signed with the new key. A lookup that fails counts
+// as no record, with a warning: rotating must not depend on DNS working.
+func selectorInDNS(cfg *config.Config, domain string, stderr io.Writer) func(string) bool {
+	r, err := dns.NewClient(cfg.DNS.Nameservers, cfg.DNS.Timeout)
+	return func(sel string) bool {
+		name := dkim.DNSName(sel, domain)
+		if err != nil {
+			fmt.Fprintf(stderr, "warning: could not check that %s has no record: %v\n", name, err)
+			return false
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*cfg.DNS.Timeout)
+		defer cancel()
+		res, lerr := r.LookupTXT(ctx, name)
+		var de *net.DNSError
+		switch {
+		case lerr == nil:
+			return len(res.Records) > 0
+		case errors.As(lerr, &de) && de.IsNotFound:
+			return false
+		}
+		fmt.Fprintf(stderr, "warning: could not check that %s has no record (%v): check it before publishing\n", name, lerr)
+		return false
+	}
 }
 
 // keyToRotate finds the configured key that a rotation for domain

@@ -155,6 +155,31 @@ func TestKeysRotateChoices(t *testing.T) {
 	}
 }
 
+// A selector whose name already has a record is never chosen: after a
+// quick rotation the retired key's revoked record (p=) stays published
+// while its file and table are gone.
+func TestKeysRotateSkipsPublishedSelectors(t *testing.T) {
+	f := newKeysFixture(t, "")
+	f.dns.SetTXT("s202611._domainkey.example.com", "v=DKIM1; k=rsa; p=")
+	f.dns.SetTXT("s202611r._domainkey.example.com", "v=DKIM1; k=rsa; p=MIIB")
+	code, out, errs := rotateAt("-d", "example.com", "-t", "rsa", "-config", f.cfg)
+	if code != 0 || !strings.Contains(out, "new: keys.example-com-s202611r2, selector s202611r2, rsa") {
+		t.Errorf("exit %d %s; output:\n%s", code, errs, out)
+	}
+	code, out, errs = rotateAt("-d", "example.com", "-t", "rsa", "-s", "s202611", "-config", f.cfg)
+	if code != exitUsage || out != "" || !strings.Contains(errs, `selector "s202611" already has a record at s202611._domainkey.example.com`) {
+		t.Errorf("-s with a record: exit %d %s", code, errs)
+	}
+	// A lookup that fails does not stop a rotation; the warning says
+	// to check by hand.
+	g := newKeysFixture(t, "")
+	g.dns.SetRcode("s202611._domainkey.example.com", 2) // SERVFAIL
+	code, out, errs = rotateAt("-d", "example.com", "-t", "rsa", "-config", g.cfg)
+	if code != 0 || !strings.Contains(out, "selector s202611,") || !strings.Contains(errs, "warning: could not check that s202611._domainkey.example.com has no record") {
+		t.Errorf("SERVFAIL: exit %d %s; output:\n%s", code, errs, out)
+	}
+}
+
 func TestKeysRotateErrors(t *testing.T) {
 	f := newKeysFixture(t, "")
 	tests := []struct {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
+	"github.com/dkimmilter/dkimmilter/internal/dnstest"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
 	"github.com/dkimmilter/dkimmilter/keystore"
 )
@@ -229,12 +230,13 @@ func TestKeysGenDefaultSelector(t *testing.T) {
 // Ed25519 key, and whatever extra says.
 type keysFixture struct {
 	dir, cfg, rsa, ed string
+	dns               *dnstest.Server // the [dns] nameserver: no test asks the machine's resolver
 }
 
 func newKeysFixture(t *testing.T, extra string) *keysFixture {
 	t.Helper()
 	dir := t.TempDir()
-	f := &keysFixture{dir: dir, cfg: filepath.Join(dir, "dkimmilter.toml")}
+	f := &keysFixture{dir: dir, cfg: filepath.Join(dir, "dkimmilter.toml"), dns: dnstest.New(t)}
 	f.rsa = testkit.WriteKey(dir, "keys/example.com/s2026r.pem", testkit.RSAKey(2048), true)
 	f.ed = testkit.WriteKey(dir, "keys/example.com/s2026e.pem", edKey(), false)
 	text := "[sign]\n" + extra + `
@@ -256,6 +258,9 @@ keys = ["example-rsa", "example-ed"]   # dual signing
 [[signing]]
 from = "*@*.example.com"
 keys = ['example-rsa']
+
+[dns]
+nameservers = ["` + f.dns.Addr + `"]
 `
 	if err := os.WriteFile(f.cfg, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
