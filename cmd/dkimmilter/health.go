@@ -64,7 +64,7 @@ func (d *daemon) checkKeys(ctx context.Context, cfg *config.Config) {
 		// Each key gets its own bound: one resolver that times out must
 		// not eat the time of the keys after it.
 		kctx, cancel := context.WithTimeout(ctx, 2*cfg.DNS.Timeout)
-		res := keycheck.Check(kctx, k, resolvers)
+		res := keycheck.Check(kctx, k, resolvers, checkOptions(cfg, kf.name)...)
 		cancel()
 		// Per answer, not from the overall status: a resolver that
 		// times out makes the status "not checked", but the record is

@@ -101,6 +101,7 @@ type keyCheck struct {
 	label   string // "NAME", or "NAME (DOMAIN)" for a '%' file
 	key     *keystore.Key
 	fileErr error // the key file cannot be used as it is
+	opts    []keycheck.Option
 	res     *keycheck.Result
 }
 
@@ -142,7 +143,7 @@ func checkKeysDNS(ctx context.Context, cfg *config.Config, names []string, opts 
 			continue
 		}
 		k := &keystore.Key{Name: kf.name, Domain: kf.domain, Selector: kf.selector, File: kf.path, PrivateKey: kf.status.Key}
-		checks = append(checks, &keyCheck{label: label, key: k, fileErr: kf.status.Err})
+		checks = append(checks, &keyCheck{label: label, key: k, fileErr: kf.status.Err, opts: checkOptions(cfg, kf.name)})
 	}
 
 	// A few keys at a time, each asking all its resolvers at once.
@@ -153,9 +154,9 @@ func checkKeysDNS(ctx context.Context, cfg *config.Config, names []string, opts 
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			if opts.authoritative {
-				c.res = keycheck.CheckNameServers(ctx, c.key, recursive, timeout, opts.authPort)
+				c.res = keycheck.CheckNameServers(ctx, c.key, recursive, timeout, opts.authPort, c.opts...)
 			} else {
-				c.res = keycheck.Check(ctx, c.key, resolvers)
+				c.res = keycheck.Check(ctx, c.key, resolvers, c.opts...)
 			}
 		})
 	}

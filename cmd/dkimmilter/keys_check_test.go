@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -230,5 +231,38 @@ func TestCheckDNS(t *testing.T) {
 	}
 	if code, _, _ := runCmd("check", "-h"); code != exitOK {
 		t.Errorf("check -h: exit %d", code)
+	}
+}
+
+// A retired key (no rule names it) with its record revoked is a warning
+// saying to remove its table; a resolver that is not running is named as
+// such, not blamed on the zone.
+func TestKeysCheckRetiredAndRefused(t *testing.T) {
+	f := newFixture(t, "[keys.old]\ndomain = \"example.com\"\nselector = \"old\"\nfile = \"keys/old.pem\"\n")
+	testkit.WriteKey(f.dir, "keys/old.pem", testkit.RSAKey(2048), false)
+	f.dns.SetTXT("old._domainkey.example.com", "v=DKIM1; k=rsa; p=")
+	code, out, errs := runCmd("keys", "check", "-config", f.cfg, "old")
+	if code != exitOK {
+		t.Errorf("exit %d\n%s%s", code, out, errs)
+	}
+	wantOutput(t, out, "old old._domainkey.example.com: key revoked (empty p=), and no rule signs with it",
+		"remove the [keys.old] table and delete ")
+	if strings.Contains(out, "take it out of the [[signing]] rules") {
+		t.Errorf("the retired key is told to leave the rules:\n%s", out)
+	}
+
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := pc.LocalAddr().String()
+	pc.Close()
+	code, out, _ = runCmd("keys", "check", "-config", f.cfg, "-resolver", dead, "rsa")
+	if code != exitKeysTemp {
+		t.Errorf("refused resolver: exit %d\n%s", code, out)
+	}
+	wantOutput(t, out, "no DNS server (connection refused)", "fix [dns] nameservers")
+	if strings.Contains(out, "DNSSEC are broken") {
+		t.Errorf("a refused connection is blamed on the zone:\n%s", out)
 	}
 }

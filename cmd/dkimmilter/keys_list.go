@@ -6,6 +6,7 @@ import (
 	"io"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/keystore"
+	"github.com/dkimmilter/dkimmilter/keystore/keycheck"
 )
 
 const keysListHelp = `
@@ -182,6 +184,14 @@ func percentMatches(pattern string, skip map[string]bool) []percentMatch {
 		}
 	}
 	return out
+}
+
+// checkOptions tells keys check what the configuration says of a key.
+func checkOptions(cfg *config.Config, name string) []keycheck.Option {
+	if !slices.ContainsFunc(cfg.Signing, func(r *config.SigningRule) bool { return slices.Contains(r.Keys, name) }) {
+		return []keycheck.Option{keycheck.Unused()}
+	}
+	return nil
 }
 
 // keyUsers lists the [[signing]] rules that name a key, numbered from 1

@@ -105,14 +105,21 @@ type Result struct {
 // checks what each sees against k's private key. k.PrivateKey may be nil
 // when the key file could not be read: the record is then only checked
 // for existence and syntax, and the caller reports why.
-func Check(ctx context.Context, k *keystore.Key, resolvers []Resolver) *Result {
+func Check(ctx context.Context, k *keystore.Key, resolvers []Resolver, opts ...Option) *Result {
 	return check(ctx, k, resolvers, Problem{Status: Temp, Text: "no resolver to ask",
-		Hints: []string{"set [dns] nameservers, or give -resolver"}})
+		Hints: []string{"set [dns] nameservers, or give -resolver"}}, opts)
 }
+
+// Option tells Check what the configuration says of the key.
+type Option func(*keyChecker)
+
+// Unused says that no [[signing]] rule names the key: a revoked record is
+// then what a retired key should have, not a failure.
+func Unused() Option { return func(c *keyChecker) { c.unused = true } }
 
 // check is Check, with the problem to report when there is no
 // resolver to ask.
-func check(ctx context.Context, k *keystore.Key, resolvers []Resolver, none Problem) *Result {
+func check(ctx context.Context, k *keystore.Key, resolvers []Resolver, none Problem, opts []Option) *Result {
 	r := &Result{
 		Key: k.Name, Domain: k.Domain, Selector: k.Selector, File: k.File,
 		DNSName: dkim.DNSName(k.Selector, k.Domain),
@@ -138,6 +145,9 @@ func check(ctx context.Context, k *keystore.Key, resolvers []Resolver, none Prob
 	wg.Wait()
 
 	c := &keyChecker{k: k, r: r, resolvers: resolvers}
+	for _, o := range opts {
+		o(c)
+	}
 	verdicts := make([]*verdict, len(r.Answers))
 	for i := range r.Answers {
 		a := &r.Answers[i]
@@ -182,6 +192,7 @@ type keyChecker struct {
 	k         *keystore.Key
 	r         *Result
 	resolvers []Resolver
+	unused    bool // no [[signing]] rule names the key (Unused)
 }
 
 // publishHint says to publish the key's record, and prints it.
@@ -271,6 +282,14 @@ func (c *keyChecker) keyRecord(v *verdict, rec string, ttl time.Duration) {
 			c.publishHint("publish"),
 			fmt.Sprintf("or, if the published key is the right one, point keys.%s at its %s key file", c.k.Name, kr.KeyType))
 		return
+	case errors.Is(err, dkim.ErrKeyRevoked) && c.unused:
+		// A retired key, revoked as it should be (RFC 6376 §3.6.1):
+		// nothing signs with it.
+		v.summary = "key revoked (empty p=), and no rule signs with it"
+		v.add(Warn, fmt.Sprintf("the key is revoked (empty p=) and no [[signing]] rule names keys.%s: it is retired", c.k.Name),
+			fmt.Sprintf("remove the [keys.%s] table and delete %s; keep the revoked record a while, so that verifiers of old mail get \"key revoked\" rather than \"no key\"", c.k.Name, c.r.File),
+			"or, if the key is meant to sign again, "+c.publishHint("publish"))
+		return
 	case errors.Is(err, dkim.ErrKeyRevoked):
 		v.summary = "key revoked (empty p=)"
 		v.add(Fail, "the key is revoked: the record's p= is empty, so every signature made with it fails (permerror \"key revoked\")",
@@ -356,6 +375,11 @@ func (c *keyChecker) lookupError(v *verdict, a *Answer) {
 		v.summary = "no answer (" + de.Err + ")"
 		v.add(Temp, fmt.Sprintf("no answer (%s): the key could not be checked there", de.Err),
 			"check that the server is up and reachable (dig @SERVER "+c.r.DNSName+" TXT), or raise [dns] timeout / -timeout if it is slow")
+	case strings.Contains(de.Err, "connection refused"):
+		// Not the zone's fault: the resolver asked is not there.
+		v.summary = "no DNS server (connection refused)"
+		v.add(Temp, "connection refused: nothing answers DNS at "+a.Resolver+"; the key could not be checked there",
+			"the resolver is not running or listens elsewhere: start it, or fix [dns] nameservers (or give -resolver)")
 	default:
 		v.summary = "lookup failed (" + de.Err + ")"
 		hint := "check again later; if it persists, the zone's name servers or its DNSSEC are broken: 'dig +cd " + c.r.DNSName + " TXT' answering where 'dig " + c.r.DNSName + " TXT' fails points at DNSSEC"

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -186,6 +187,46 @@ func TestCheckKey(t *testing.T) {
 				t.Errorf("DNS name %q", r.DNSName)
 			}
 		})
+	}
+}
+
+// A resolver that is not running (connection refused) is not the zone's
+// fault: the hint says to start it or fix [dns] nameservers.
+func TestCheckKeyConnectionRefused(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := pc.LocalAddr().String()
+	pc.Close()
+	c, err := dns.NewClient([]string{addr}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := Check(context.Background(), chkKey(t, testkit.RSAKey(2048)), []Resolver{{Name: addr, Resolver: c}})
+	chkWant(t, r, Temp, "no DNS server (connection refused)", []string{"nothing answers DNS at " + addr},
+		[]string{"start it, or fix [dns] nameservers"})
+	for _, p := range r.Problems {
+		if strings.Contains(strings.Join(p.Hints, " "), "DNSSEC") {
+			t.Errorf("a refused connection blamed on the zone: %v", p.Hints)
+		}
+	}
+}
+
+// A revoked record is what a retired key should have: when no rule names
+// the key, it is a warning that says to remove the table, not to "take it
+// out of the [[signing]] rules".
+func TestCheckKeyRevokedUnused(t *testing.T) {
+	s := dnstest.New(t)
+	s.SetTXT(chkName, "v=DKIM1; k=rsa; p=")
+	k := chkKey(t, testkit.RSAKey(2048))
+	r := Check(context.Background(), k, []Resolver{chkResolver(t, s, 5*time.Second)}, Unused())
+	chkWant(t, r, Warn, "key revoked (empty p=), and no rule signs with it", []string{"no [[signing]] rule names keys.example: it is retired"},
+		[]string{"remove the [keys.example] table and delete /keys/sel.pem"})
+	for _, p := range r.Problems {
+		if strings.Contains(strings.Join(p.Hints, " "), "take it out of the [[signing]] rules") {
+			t.Errorf("an unused key is told to leave the rules: %v", p.Hints)
+		}
 	}
 }
 

@@ -40,7 +40,7 @@ func Resolvers(nameservers []string, timeout time.Duration) ([]Resolver, error) 
 // zone, found through res, each asked directly with RD=0; CNAME targets
 // outside the zone (a provider's key) are looked up through res. What
 // keeps the servers from being found becomes the result's problem.
-func CheckNameServers(ctx context.Context, k *keystore.Key, res *dns.Client, timeout time.Duration, port int) *Result {
+func CheckNameServers(ctx context.Context, k *keystore.Key, res *dns.Client, timeout time.Duration, port int, opts ...Option) *Result {
 	name := dkim.DNSName(k.Selector, k.Domain)
 	auth, err := dns.FindZone(ctx, res, name, port)
 	if err != nil {
@@ -51,7 +51,7 @@ func CheckNameServers(ctx context.Context, k *keystore.Key, res *dns.Client, tim
 			p.Status = Fail
 			p.Hints = []string{"the domain " + k.Domain + " does not exist in DNS: check domain = in keys." + k.Name + ", or register and delegate the domain"}
 		}
-		r := check(ctx, k, nil, p)
+		r := check(ctx, k, nil, p, opts)
 		r.Summary = "name servers not found"
 		return r
 	}
@@ -63,7 +63,7 @@ func CheckNameServers(ctx context.Context, k *keystore.Key, res *dns.Client, tim
 		}
 		rs = append(rs, Resolver{Name: srv.String(), Resolver: ar, Authoritative: true})
 	}
-	r := Check(ctx, k, rs)
+	r := Check(ctx, k, rs, opts...)
 	r.Zone, r.NotAsked = auth.Apex, auth.Unroutable
 	for _, s := range auth.Skipped {
 		r.Problems = append(r.Problems, Problem{Status: Warn,
