@@ -82,6 +82,25 @@ func (r *KeyRecord) AllowsEmail() bool {
 // the name. A revoked key comes back with the record and ErrKeyRevoked, so
 // that the caller can still tell its k= and flags.
 func ParseKeyRecord(s string) (*KeyRecord, error) {
+	r, err := parseKeyRecord(s)
+	if err != nil && len(s) == maxTXTString && !errors.Is(err, ErrNotKeyRecord) && !errors.Is(err, ErrKeyRevoked) {
+		// A 2048-bit RSA record is about 410 bytes; one TXT string
+		// holds 255 (RFC 1035 §3.3). A record of exactly 255 bytes
+		// whose key does not parse was cut there: by a DNS panel, or a
+		// zone file with the whole record in one quoted string.
+		err = fmt.Errorf("%w (%v)", ErrRecordCut, err)
+	}
+	return r, err
+}
+
+// maxTXTString is the most bytes one TXT character-string holds.
+const maxTXTString = 255
+
+// ErrRecordCut is a key record that ends at 255 bytes, the size of one
+// TXT string, with its key incomplete.
+var ErrRecordCut = errors.New("key record cut at 255 bytes, the most one TXT string holds: p= is incomplete")
+
+func parseKeyRecord(s string) (*KeyRecord, error) {
 	tags, err := ParseTagList(s)
 	if err != nil {
 		return nil, fmt.Errorf("%w: key record: %v", ErrNotKeyRecord, err)

@@ -106,6 +106,8 @@ func TestParseKeyRecord(t *testing.T) {
 		{"testing", "v=DKIM1; t=y:s; p=" + spkiB64, 2048, "rsa", "", false, true},
 		{"revoked", "v=DKIM1; p=", 0, "rsa", "key revoked", false, false},
 		{"bad base64", "v=DKIM1; p=!!!", 0, "rsa", "bad base64", false, false},
+		{"cut at 255 bytes", ("v=DKIM1; k=rsa; p=" + spkiB64)[:255], 0, "rsa", "key record cut at 255 bytes", false, false},
+		{"cut at 255 bytes, base64 whole", ("v=DKIM1; k=rsa; p=" + spkiB64)[:254] + "=", 0, "rsa", "key record cut at 255 bytes", false, false},
 		{"unknown k", "v=DKIM1; k=dsa; p=" + spkiB64, 0, "dsa", "unknown key type k=dsa", false, false},
 		{"ed25519 spki", "v=DKIM1; k=ed25519; p=" + spkiB64, 0, "ed25519", "ed25519 key in p=", false, false},
 		{"wrong version", "v=DKIM2; p=" + spkiB64, 0, "", "v=DKIM2", true, false},

@@ -296,6 +296,12 @@ func (c *keyChecker) keyRecord(v *verdict, rec string, ttl time.Duration) {
 			fmt.Sprintf("if keys.%s is retired, take it out of the [[signing]] rules", c.k.Name),
 			c.publishHint("otherwise publish"))
 		return
+	case errors.Is(err, dkim.ErrRecordCut):
+		v.summary = "record cut at 255 bytes"
+		v.add(Fail, fmt.Sprintf("the record is exactly 255 bytes, the most one TXT string holds, and its key is incomplete: it was cut (permerror for verifiers): %q", rec),
+			"a DNS panel or a zone file kept only the first 255 bytes: enter the record as several quoted strings of at most 255 bytes each, as the zone line below does, or in a panel that splits long values itself",
+			c.publishHint("publish"))
+		return
 	case err != nil:
 		v.summary = "unusable key record"
 		v.add(Fail, fmt.Sprintf("verifiers cannot use the key record (permerror): %v: %q", err, rec), c.publishHint("replace it with"))
