@@ -102,7 +102,7 @@ func TestVerifyCommand(t *testing.T) {
 		{"subject altered", strings.Replace(signed, "Quarterly", "Annual", 1), 1, []string{"signature 1 of 1: fail: signature did not verify",
 			"signed header block (relaxed canonicalization; exactly what was hashed):",
 			"    | from:Alice <alice@example.com>\n    | to:list@lists.example.org\n    | subject:Annual numbers\n", "    | dkim-signature:v=1; a=rsa-sha256;",
-			"hint: if the signed fields above are what the sender sent, the key published at sel._domainkey.example.com is not the one that signed"}},
+			"hint: the key published at sel._domainkey.example.com is the one that made this signature (the signature opens with it to a sha256 digest), so the signed header changed after signing"}},
 		{"subject tagged", strings.Replace(signed, "Subject: ", "Subject: [list] ", 1), 1, []string{"signature did not verify", "| subject:[list] Quarterly numbers",
 			`hint: the signature verifies once "[list] " is removed from Subject: a mailing list or a filter tagged the Subject after signing`}},
 		{"expired", expired, 1, []string{`dkim=permerror reason="signature expired"`, "signature 1 of 1: permerror: signature expired",

@@ -320,3 +320,31 @@ func SanitizeN(s string, n int) string {
 		return r
 	}, s)
 }
+
+// CopiedField is one header field of z=, as the signer saw it.
+type CopiedField struct{ Name, Value string }
+
+// CopiedHeaders decodes z= (RFC 6376 §3.5): copies of header fields as
+// the signer saw them, which tell a verifier which signed field changed.
+// It returns nil when there is no z=. The values are dkim-quoted-printable
+// ("|" is =7C, a space =20).
+func (s *Signature) CopiedHeaders() ([]CopiedField, error) {
+	z, ok := s.Tags.Get("z")
+	if !ok {
+		return nil, nil
+	}
+	var out []CopiedField
+	for _, c := range strings.Split(z, "|") {
+		name, value, ok := strings.Cut(c, ":")
+		name = StripFWS(name)
+		if !ok || name == "" {
+			return out, fmt.Errorf("z= copy %q has no field name", c)
+		}
+		v, err := decodeQuotedPrintable(value)
+		if err != nil {
+			return out, fmt.Errorf("z= copy of %s: %w", name, err)
+		}
+		out = append(out, CopiedField{name, v})
+	}
+	return out, nil
+}

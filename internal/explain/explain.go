@@ -175,7 +175,7 @@ func Explain(ctx context.Context, opts verifier.Options, raw []byte) (*Report, e
 			e.Probe = probeBody(ctx, vv, h, body, i, s, e.BodyHashes)
 		case errors.Is(e.Detail.Err, verifier.ErrSignature):
 			e.SignedHeaders = signedHeaderLines(h, s)
-			e.HeaderHints = headerHints(ctx, vv, h, body, i, s)
+			e.HeaderHints = headerHints(ctx, vv, h, body, i, s, e.Detail.Record)
 		}
 		if rep.AuthorErr == nil {
 			e.Alignment = aligner.Align(ctx, rep.AuthorDomain, s.Domain)

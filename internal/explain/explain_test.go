@@ -2,6 +2,8 @@ package explain
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -57,6 +59,13 @@ func TestExplain(t *testing.T) {
 		return "v=1; a=rsa-sha256; c=" + c + "; d=example.com; s=sel; t=1795000000; x=1795604800; h=from:to:subject:date:message-id:content-type" + extra
 	}
 	relaxed := testkit.Sign(t, explainMsg, tags("relaxed/relaxed", ""), key)
+	// z= (RFC 6376 §3.5): the signer's copies of the fields it signed.
+	copies := testkit.Sign(t, explainMsg, tags("relaxed/relaxed", "; z=From:Alice=20<alice@example.com>|To:list@lists.example.org|Subject:Quarterly=20numbers"), key)
+	other, err := rsa.GenerateKey(rand.Reader, 2048) // testkit.RSAKey(2048) is key itself
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherKey := map[string][]string{"sel._domainkey.example.com": {testkit.KeyRecord(other, "")}}
 	simple := testkit.Sign(t, explainMsg, tags("simple/simple", ""), key)
 	footer := "\r\n--\r\nlist mailing list\r\nhttps://lists.example.org/unsubscribe\r\n"
 	expiredTags := "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=sel; t=1794000000; x=1794600000; h=from:to:subject"
@@ -77,6 +86,7 @@ func TestExplain(t *testing.T) {
 		text   string // in Probe.Text or a header hint
 		lines  int    // len(Probe.Lines)
 		verif  bool   // Probe.Verifies
+		not    string // in no header hint
 	}{
 		{name: "pass", msg: relaxed, result: verifier.Pass},
 		{name: "pass, LF line ends", msg: strings.ReplaceAll(relaxed, "\r\n", "\n"), result: verifier.Pass},
@@ -96,7 +106,12 @@ func TestExplain(t *testing.T) {
 		{name: "mbox quoting", msg: strings.Replace(relaxed, "\r\nFrom now", "\r\n>From now", 1), result: verifier.Fail, err: verifier.ErrBodyHash, probe: ProbeMboxFrom, lines: 1, verif: true},
 		{name: "c= says simple, bh= is relaxed", msg: strings.Replace(relaxed, "c=relaxed/relaxed", "c=relaxed/simple", 1), result: verifier.Fail, err: verifier.ErrBodyHash, probe: ProbeCanonicalization, text: "under relaxed body canonicalization"},
 		{name: "signed with LF line ends", msg: replaceBH(t, testkit.Sign(t, explainMsg, tags("relaxed/relaxed", ""), key), lfBH), result: verifier.Fail, err: verifier.ErrBodyHash, probe: ProbeLineEnds, text: "bare LF"},
-		{name: "Subject altered", msg: strings.Replace(relaxed, "Quarterly", "Annual", 1), result: verifier.Fail, err: verifier.ErrSignature, text: "is not the one that signed"},
+		{name: "Subject altered", msg: strings.Replace(relaxed, "Quarterly", "Annual", 1), result: verifier.Fail, err: verifier.ErrSignature,
+			text: "is the one that made this signature (the signature opens with it to a sha256 digest), so the signed header changed after signing", not: "not the one"},
+		{name: "Subject altered, z= copies", msg: strings.Replace(copies, "Subject: Quarterly", "Subject: Annual", 1), result: verifier.Fail, err: verifier.ErrSignature,
+			text: `the signed header Subject changed: it was "Quarterly numbers" when signed, it is "Annual numbers" now`, not: "not the one"},
+		{name: "key replaced", msg: relaxed, txt: otherKey, result: verifier.Fail, err: verifier.ErrSignature,
+			text: "is not the one that made this signature (the signature does not open with it)", not: "changed after signing"},
 		{name: "Subject tagged", msg: strings.Replace(relaxed, "Subject: ", "Subject: [list] ", 1), result: verifier.Fail, err: verifier.ErrSignature, text: `"[list] " is removed from Subject`},
 		{name: "Subject tagged, simple", msg: strings.Replace(simple, "Subject: ", "Subject: [SPAM] ", 1), result: verifier.Fail, err: verifier.ErrSignature, text: `"[SPAM] " is removed`},
 		{name: "Subject tag at the end", msg: strings.Replace(relaxed, "Quarterly numbers", "Quarterly numbers [External]", 1), result: verifier.Fail, err: verifier.ErrSignature, text: `" [External]"`},
@@ -142,6 +157,9 @@ func TestExplain(t *testing.T) {
 				}
 			}
 			checkProbe(t, e, tc.probe, tc.text, tc.lines, tc.verif)
+			if hints := strings.Join(e.HeaderHints, "\n"); tc.not != "" && strings.Contains(hints, tc.not) {
+				t.Errorf("header hints say %q:\n%s", tc.not, hints)
+			}
 		})
 	}
 }
