@@ -177,6 +177,31 @@ func TestProtocolAbuse(t *testing.T) {
 			r.send('C', "host")
 			r.expectClosed()
 		}, "malformed connect"},
+		{"DATA, answered by nothing", func(t *testing.T, r *rawConn) {
+			// SMFIP_NR_DATA: go-milter's "continue" to DATA must not
+			// reach Postfix, which would take it as the answer to end
+			// of message.
+			r.negotiate()
+			if r.pflags&gomilter.OptNoDataReply == 0 {
+				t.Fatal("SMFIP_NR_DATA not negotiated")
+			}
+			r.connect("localhost", "127.0.0.1")
+			r.send('M', "<alice@example.com>\x00")
+			r.expect('c')
+			r.send('D', "Ti\x00QDATA1\x00")
+			r.send('T')
+			r.expect('c')
+			r.header("From", " Alice <alice@example.com>")
+			r.expect('c')
+			r.send('N')
+			r.expect('c')
+			r.send('B', "Hello\r\n")
+			r.expect('c')
+			r.send('E')
+			if f := inserted(r.expect('c')); len(f) != 1 || !strings.HasPrefix(f[0], "DKIM-Signature:") {
+				t.Errorf("end of message answered with %q: a stray DATA reply?", f)
+			}
+		}, ""},
 		{"cut before the header", func(t *testing.T, r *rawConn) {
 			// Postfix sends the queue id with DATA; the SMTP client is
 			// still sending the content when the connection ends.

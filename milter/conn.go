@@ -2,6 +2,7 @@ package milter
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -14,6 +15,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	gomilter "github.com/emersion/go-milter"
 )
 
 // Limits bound what one connection may cost. go-milter v0.5.0 has no
@@ -203,13 +206,18 @@ type conn struct {
 	// just read (quickack_linux.go); nil otherwise.
 	ack func()
 
-	busy      atomic.Bool
-	msgStart  time.Time
-	qid       string // the queue id Postfix sent for the message in progress (macros)
-	wrote     bool   // our first packet, the negotiation reply, is written
-	closeOnce sync.Once
-	eof       bool
-	onClose   func() // set before the connection is served
+	busy     atomic.Bool
+	msgStart time.Time
+	qid      string // the queue id Postfix sent for the message in progress (macros)
+	wrote    bool   // our first packet, the negotiation reply, is written
+	// noDataReply: SMFIP_NR_DATA was negotiated, and dropReplies counts
+	// the DATA events whose reply go-milter has yet to write (and we to
+	// drop): see dropDataReply.
+	noDataReply bool
+	dropReplies int
+	closeOnce   sync.Once
+	eof         bool
+	onClose     func() // set before the connection is served
 }
 
 // Read serves go-milter from a small buffer: go-milter reads each packet
@@ -399,6 +407,10 @@ func (c *conn) command(code byte) {
 	case 'E', 'A', 'Q': // SMFIC_BODYEOB, SMFIC_ABORT, SMFIC_QUIT
 		c.busy.Store(false)
 		c.qid = ""
+	case 'T': // SMFIC_DATA
+		if c.noDataReply {
+			c.dropReplies++
+		}
 	}
 }
 
@@ -440,10 +452,38 @@ func (c *conn) Write(p []byte) (int, error) {
 	if !c.wrote {
 		c.wrote = true
 		p = protocolVersion6(p)
+		c.noDataReply = negotiated(p)&uint32(gomilter.OptNoDataReply) != 0
+	}
+	if c.dropDataReply(p) {
+		return len(p), nil
 	}
 	n, err := c.Conn.Write(p)
 	c.sent(p[:n])
 	return n, err
+}
+
+// dropDataReply swallows go-milter's answer to DATA. go-milter has no
+// handler for DATA and always answers it "continue"; with SMFIP_NR_DATA
+// Postfix does not read that answer, and a packet it does not expect
+// would be read as the answer to a later event. Dropping it saves the
+// round trip DATA would cost otherwise (Postfix waits for the reply before
+// it answers the client's DATA). go-milter answers each packet before it
+// reads the next, so the next packet we write after a DATA is its answer.
+func (c *conn) dropDataReply(p []byte) bool {
+	if c.dropReplies == 0 || !bytes.Equal(p, []byte{0, 0, 0, 1, 'c'}) {
+		return false
+	}
+	c.dropReplies--
+	return true
+}
+
+// negotiated returns the protocol flags of our negotiation reply p
+// (length, 'O', version, actions, protocol), or 0.
+func negotiated(p []byte) uint32 {
+	if len(p) < 17 || p[4] != 'O' {
+		return 0
+	}
+	return binary.BigEndian.Uint32(p[13:17])
 }
 
 // protocolVersion6 answers Postfix's option negotiation with milter

@@ -59,7 +59,7 @@ func (r *rawConn) noReply(cmd byte) bool {
 	flag := map[byte]gomilter.OptProtocol{
 		'C': gomilter.OptNoConnReply, 'H': gomilter.OptNoHeloReply, 'M': gomilter.OptNoMailReply,
 		'R': gomilter.OptNoRcptReply, 'L': gomilter.OptNoHeaderReply, 'N': gomilter.OptNoEOHReply,
-		'B': gomilter.OptNoBodyReply,
+		'B': gomilter.OptNoBodyReply, 'T': gomilter.OptNoDataReply,
 	}[cmd]
 	return flag != 0 && r.pflags&flag != 0
 }

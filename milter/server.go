@@ -89,14 +89,14 @@ type Server struct {
 // never conflicts. SMFIP_HDR_LEADSPC makes Postfix send header values with
 // their leading white space, which simple canonicalization needs; the
 // no-HELO/RCPT/UNKNOWN flags save round trips for events we do not use.
-// DATA is kept, with its one round trip per message, for the queue id it
-// brings before the content (conn.macros, protocolVersion6).
+// DATA is kept for the queue id it brings before the content
+// (conn.macros, protocolVersion6), without a reply (conn.dropDataReply).
 // doc/postfix.md has each fact this relies on, and where it comes from.
 //
-// The no-reply flags (SMFIP_NR_CONN, _MAIL, _HDR, _EOH, _BODY) let
-// Postfix stream the connect, MAIL, header, end-of-headers and body events
-// without waiting for an answer to each: a 2 KB message takes 2 round
-// trips (DATA, end of message) instead of 16, which is most
+// The no-reply flags (SMFIP_NR_CONN, _MAIL, _DATA, _HDR, _EOH, _BODY) let
+// Postfix stream the connect, MAIL, DATA, header, end-of-headers and body
+// events without waiting for an answer to each: a 2 KB message takes one
+// round trip (end of message) instead of 16, which is most
 // of the per-message cost of a milter (bench/README.md). A message we
 // refuse at end of headers (a key that cannot sign) gets its answer at end
 // of message: its body is transferred for nothing, which is rare and cheap
@@ -109,8 +109,8 @@ type Server struct {
 // end of headers and end of message, which keep their replies.
 const (
 	actions   = gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine
-	noReplies = gomilter.OptNoConnReply | gomilter.OptNoMailReply | gomilter.OptNoHeaderReply |
-		gomilter.OptNoEOHReply | gomilter.OptNoBodyReply
+	noReplies = gomilter.OptNoConnReply | gomilter.OptNoMailReply | gomilter.OptNoDataReply |
+		gomilter.OptNoHeaderReply | gomilter.OptNoEOHReply | gomilter.OptNoBodyReply
 	protocol = gomilter.OptHeaderLeadingSpace | gomilter.OptNoHelo | gomilter.OptNoRcptTo |
 		gomilter.OptNoUnknown | noReplies
 )
