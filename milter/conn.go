@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -338,10 +337,13 @@ func (c *conn) wake() {
 // payload bytes still to pass over. The payload of a macro packet
 // (SMFIC_MACRO) of at most maxMacroPacket bytes is kept, for the queue id.
 type packets struct {
-	hdr   [5]byte
-	hn    int
-	skip  uint32
-	macro []byte // the macro packet being read; nil otherwise
+	hdr  [5]byte
+	hn   int
+	skip uint32
+	// macro collects the macro packet being read (keeping), its buffer
+	// reused: Postfix sends one before every header and body chunk.
+	macro   []byte
+	keeping bool
 }
 
 // maxMacroPacket bounds what is kept of a macro packet: Postfix's are a
@@ -357,14 +359,14 @@ func (k *packets) feed(p []byte, cmd func(byte), macros func([]byte)) {
 			if n > k.skip {
 				n = k.skip
 			}
-			if k.macro != nil {
+			if k.keeping {
 				k.macro = append(k.macro, p[:n]...)
 			}
 			k.skip -= n
 			p = p[n:]
-			if k.skip == 0 && k.macro != nil {
+			if k.skip == 0 && k.keeping {
 				macros(k.macro)
-				k.macro = nil
+				k.keeping = false
 			}
 			continue
 		}
@@ -380,7 +382,7 @@ func (k *packets) feed(p []byte, cmd func(byte), macros func([]byte)) {
 		}
 		cmd(k.hdr[4])
 		if k.hdr[4] == 'D' && macros != nil && k.skip > 0 && k.skip <= maxMacroPacket {
-			k.macro = make([]byte, 0, k.skip)
+			k.macro, k.keeping = k.macro[:0], true
 		}
 	}
 }
@@ -423,11 +425,20 @@ func (c *conn) macros(p []byte) {
 	if len(p) == 0 {
 		return
 	}
-	kv := strings.Split(string(p[1:]), "\x00")
-	for i := 0; i+1 < len(kv); i += 2 {
-		if (kv[i] == "i" || kv[i] == "{i}") && kv[i+1] != "" {
-			c.qid = kv[i+1]
+	// Without allocating: this runs for every header and body chunk.
+	for rest := p[1:]; ; {
+		name, after, ok := bytes.Cut(rest, []byte{0})
+		if !ok {
+			return
 		}
+		value, next, ok := bytes.Cut(after, []byte{0})
+		if !ok {
+			return
+		}
+		if (string(name) == "i" || string(name) == "{i}") && len(value) > 0 && string(value) != c.qid {
+			c.qid = string(value)
+		}
+		rest = next
 	}
 }
 

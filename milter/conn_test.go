@@ -309,6 +309,21 @@ func TestConnQueueID(t *testing.T) {
 	}
 }
 
+// Following the macro packets costs no allocation: Postfix sends one
+// before every header and body chunk.
+func TestConnQueueIDAllocs(t *testing.T) {
+	pkt := func(code byte, payload string) []byte {
+		b := binary.BigEndian.AppendUint32(nil, uint32(len(payload)+1))
+		return append(append(b, code), payload...)
+	}
+	c := &conn{t: newTracker(nil, Limits{}, slog.New(slog.NewTextHandler(io.Discard, nil)))}
+	stream := append(pkt('D', "Li\x004XABC\x00"), pkt('L', "From\x00 a\x00")...)
+	c.parse(stream)
+	if n := testing.AllocsPerRun(100, func() { c.parse(stream) }); n != 0 || c.qid != "4XABC" {
+		t.Errorf("%v allocations per header, qid %q", n, c.qid)
+	}
+}
+
 // A message that outlives limits.message_timeout during a drain is cut by
 // the timeout, not spun on: the drain ends without its own deadline.
 func TestShutdownMessageTimeout(t *testing.T) {
