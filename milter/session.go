@@ -217,11 +217,16 @@ func (s *session) decide() {
 		}
 	}
 	trusted, why := s.trusted()
-	s.log.Debug("decision", "qid", msg.qid, "client", s.clientDesc(), "from", msg.from,
-		"mode", cfg.Mode.String(), "trusted", trusted, "why", why)
+	// Checked first: the arguments would cost an allocation or two per
+	// message at every level.
+	debug := s.log.Enabled(context.Background(), slog.LevelDebug)
+	if debug {
+		s.log.Debug("decision", "qid", msg.qid, "client", s.clientDesc(), "from", msg.from,
+			"mode", cfg.Mode.String(), "trusted", trusted, "why", why)
+	}
 	if cfg.Mode.Signs() && trusted && msg.from != "" {
 		sel, err := s.rt.Keys.Lookup(msg.from)
-		if sel != nil {
+		if debug && sel != nil {
 			for _, k := range sel.Keys {
 				s.log.Debug("signing key chosen", "qid", msg.qid, "from", msg.from, "rule", sel.Rule.From,
 					"key", k.Name, "d", k.Domain, "s", k.Selector, "i", sel.Identity, "file", k.File)
