@@ -34,6 +34,12 @@ func TestProtocolAbuse(t *testing.T) {
 			r.expect('c')
 		}
 	}
+	// DATA, with the queue id in its macros, as Postfix sends it.
+	data := func(r *rawConn, qid string) {
+		r.send('D', "Ti\x00"+qid+"\x00")
+		r.send('T')
+		r.expect('c')
+	}
 	rawPacket := func(length uint32, cmd byte, payload string) []byte {
 		b := binary.BigEndian.AppendUint32(nil, length)
 		return append(append(b, cmd), payload...)
@@ -188,9 +194,7 @@ func TestProtocolAbuse(t *testing.T) {
 			r.connect("localhost", "127.0.0.1")
 			r.send('M', "<alice@example.com>\x00")
 			r.expect('c')
-			r.send('D', "Ti\x00QDATA1\x00")
-			r.send('T')
-			r.expect('c')
+			data(r, "QDATA1")
 			r.header("From", " Alice <alice@example.com>")
 			r.expect('c')
 			r.send('N')
@@ -210,9 +214,7 @@ func TestProtocolAbuse(t *testing.T) {
 			r.send('D', "M{mail_addr}\x00carol@example.com\x00")
 			r.send('M', "<carol@example.com>\x00")
 			r.expect('c')
-			r.send('D', "Ti\x00QCUT12345\x00")
-			r.send('T')
-			r.expect('c')
+			data(r, "QCUT12345")
 			r.c.Close()
 		}, `qid=QCUT12345 stage="before the header" client=localhost[127.0.0.1] mail_from=carol@example.com`},
 		{"quit mid-message", func(t *testing.T, r *rawConn) {

@@ -36,11 +36,7 @@ file = "keys/other.pem"
 	}
 	cfg.DNS.Nameservers = []string{f.dns.Addr, dead.Addr}
 	cfg.DNS.Timeout = 300 * time.Millisecond
-	d := &daemon{log: slog.New(slog.NewTextHandler(io.Discard, nil)), metrics: milter.NewMetrics()}
-	d.checkKeys(context.Background(), cfg)
-
-	var b bytes.Buffer
-	d.metrics.WritePrometheus(&b)
+	scrape := checkedKeys(cfg)
 	for _, want := range []string{
 		`dkimmilter_key_published{key="rsa",domain="example.com"} 1`,
 		`dkimmilter_key_matches{key="rsa",domain="example.com"} 1`,
@@ -48,8 +44,8 @@ file = "keys/other.pem"
 		`dkimmilter_key_published{key="other",domain="example.com"} 0`,
 		`dkimmilter_key_matches{key="other",domain="example.com"} 0`,
 	} {
-		if !strings.Contains(b.String(), want) {
-			t.Errorf("metrics lack %q:\n%s", want, b.String())
+		if !strings.Contains(scrape, want) {
+			t.Errorf("metrics lack %q:\n%s", want, scrape)
 		}
 	}
 }
@@ -66,17 +62,22 @@ func TestKeyHealthGaugesPercent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{log: slog.New(slog.NewTextHandler(io.Discard, nil)), metrics: milter.NewMetrics()}
-	d.checkKeys(context.Background(), cfg)
-
-	var b bytes.Buffer
-	d.metrics.WritePrometheus(&b)
+	scrape := checkedKeys(cfg)
 	for _, want := range []string{
 		`dkimmilter_key_matches{key="hosted",domain="example.org"} 1`,
 		`dkimmilter_key_matches{key="hosted",domain="example.net"} 0`,
 	} {
-		if !strings.Contains(b.String(), want) {
-			t.Errorf("metrics lack %q:\n%s", want, b.String())
+		if !strings.Contains(scrape, want) {
+			t.Errorf("metrics lack %q:\n%s", want, scrape)
 		}
 	}
+}
+
+// checkedKeys runs the background keys check once and returns the scrape.
+func checkedKeys(cfg *config.Config) string {
+	d := &daemon{log: slog.New(slog.NewTextHandler(io.Discard, nil)), metrics: milter.NewMetrics()}
+	d.checkKeys(context.Background(), cfg)
+	var b bytes.Buffer
+	d.metrics.WritePrometheus(&b)
+	return b.String()
 }

@@ -278,12 +278,7 @@ func TestServeDefault(t *testing.T) {
 	if err != nil || !defaulted || cfg.Listen != "inet:127.0.0.1:8891" {
 		t.Errorf("the default: %v %v %+v", err, defaulted, cfg)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freePort(t)
 	d := startProc(t, "-listen", "inet:"+addr)
 	logs := d.stderr.String()
 	for _, want := range []string{"verifying only", "listen=inet:" + addr, "mode=v", "dkimmilter keys gen -d example.com"} {

@@ -330,12 +330,7 @@ func TestStopCutsNamed(t *testing.T) {
 // metrics_listen serves the Prometheus text format, with message counts
 // and the key-health gauges of the background keys check.
 func TestMetricsEndpoint(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freePort(t)
 	f := newFixture(t, "")
 	cfg, _ := os.ReadFile(f.cfg)
 	os.WriteFile(f.cfg, []byte(`metrics_listen = "`+addr+`"`+"\n"+string(cfg)), 0o644)
