@@ -82,7 +82,7 @@ func keyNameProblem(name string) string {
 	return ""
 }
 
-const fromForms = `write "*" (every address), "*@example.com" (one domain), "*@*.example.com" (its subdomains) or "user@example.com" (one address)`
+const fromForms = `write "*" (every address), "*@example.com" (one domain), "*@*.example.com" (its subdomains), "user@example.com" (one address), or put '*' (any run of characters) anywhere, as in "x-*@example.com" or "*@example.*"`
 
 func (c *checker) signing(f []*fileRule, keys map[string]*Key) []*SigningRule {
 	rules := make([]*SigningRule, 0, len(f))
@@ -128,7 +128,7 @@ func (c *checker) signing(f []*fileRule, keys map[string]*Key) []*SigningRule {
 			c.identity(p.child("identity"), r.Identity, r.Keys, keys)
 		}
 		if fromOK {
-			c.shadowed(p.child("from"), r.From, sh)
+			c.shadowed(p.child("from"), r.From, &sh)
 			sh.add(i+1, r, keys)
 		}
 		rules = append(rules, r)
@@ -143,45 +143,85 @@ func ruleName(from string) string {
 	return fmt.Sprintf("the rule for %q", from)
 }
 
-// from checks a SigningTable pattern. The four shapes are globs with fixed
-// meanings, not regular expressions: OpenDKIM's refile patterns are a
-// half-escaped regex dialect that is easy to get wrong.
+// from checks a SigningTable pattern. Patterns are OpenDKIM's refile
+// patterns without their trap: matched against the whole lower-cased
+// address, '*' matches any run of characters (none included), and every
+// other character stands for itself. OpenDKIM passes the rest into a
+// POSIX regular expression ('?', '[', '(', '|' are live there), which is
+// easy to get wrong, so those characters are refused here.
 func (c *checker) from(p path, s string) bool {
 	if s == "" {
 		c.errf(p, "missing: which From addresses this rule signs; %s", fromForms)
 		return false
 	}
 	s = strings.ToLower(s)
-	if s == "*" {
+	if strings.Trim(s, "*") == "" {
 		return true
 	}
 	local, domain, ok := strings.Cut(s, "@")
 	if !ok {
-		if hostnameProblem(s) == "" {
-			c.errf(p, "%q has no '@' (did you mean %q?); %s", s, "*@"+s, fromForms)
+		if hostnameProblem(strings.ReplaceAll(s, "*", "x")) == "" {
+			c.errf(p, "%q has no '@' (did you mean %q?); %s", s, "*@"+strings.TrimLeft(s, "*"), fromForms)
 		} else {
 			c.errf(p, "%q is not a From pattern; %s", s, fromForms)
 		}
 		return false
 	}
-	if local != "*" {
-		if prob := localPartProblem(local, false); prob != "" {
+	if strings.Contains(domain, "@") {
+		c.errf(p, "%q has more than one '@'; %s", s, fromForms)
+		return false
+	}
+	// A '*' stands for some characters; what is around it must still
+	// be able to make an address.
+	if strings.Trim(local, "*") != "" {
+		if prob := localPartProblem(strings.ReplaceAll(local, "*", "x"), false); prob != "" {
 			c.errf(p, "%q: %s; %s", s, prob, fromForms)
 			return false
 		}
-	} else {
-		domain = strings.TrimPrefix(domain, "*.")
 	}
-	if prob := hostnameProblem(domain); prob != "" {
-		c.errf(p, "%q: the domain is not valid: %s; %s", s, prob, fromForms)
-		return false
+	if strings.Trim(domain, "*") != "" {
+		if prob := hostnameProblem(strings.ReplaceAll(domain, "*", "x")); prob != "" {
+			c.errf(p, "%q: the domain is not valid: %s; %s", s, prob, fromForms)
+			return false
+		}
+	}
+	return true
+}
+
+// GlobMatch reports whether a SigningTable pattern (lower-case) matches
+// s, the whole lower-cased address: anchored at both ends, '*' matching
+// any run of characters. Bytes are compared: a literal never matches
+// part of a UTF-8 sequence, since no sequence starts inside another.
+func GlobMatch(pattern, s string) bool {
+	px, sx := 0, 0
+	star, next := -1, 0 // the last '*' seen, and where its run would end next
+	for px < len(pattern) || sx < len(s) {
+		if px < len(pattern) {
+			switch c := pattern[px]; {
+			case c == '*':
+				star, next = px, sx+1
+				px++
+				continue
+			case sx < len(s) && c == s[sx]:
+				px++
+				sx++
+				continue
+			}
+		}
+		// Mismatch: let the last '*' take one more byte. Earlier stars
+		// need not: any longer run they took, the last can take too.
+		if star < 0 || next > len(s) {
+			return false
+		}
+		px, sx = star+1, next
+		next++
 	}
 	return true
 }
 
 // localPartProblem checks a dot-atom local part (RFC 5322 §3.4.1), minus
-// the characters that mean something in globs and regular expressions:
-// in a pattern they are far more likely a mistake than an address.
+// the characters that mean something in regular expressions: in a
+// pattern they are far more likely a mistake than an address.
 func localPartProblem(s string, percent bool) string {
 	if s == "" {
 		return "the local part is empty"
@@ -191,8 +231,10 @@ func localPartProblem(s string, percent bool) string {
 	}
 	for _, r := range s {
 		switch {
-		case r == '*' || strings.ContainsRune(`^$|?()[]{}\`, r):
-			return fmt.Sprintf("%q is not allowed: patterns are not globs or regular expressions, '*' stands only for a whole local part or a leading *. in the domain", r)
+		case strings.ContainsRune(`^$|?()[]{}\`, r):
+			return fmt.Sprintf("%q is not allowed: patterns are not regular expressions, '*' (any run of characters) is the only wildcard", r)
+		case r == '*':
+			return fmt.Sprintf("%q is not allowed here", r)
 		case r == '%' && percent:
 		case r >= utf8.RuneSelf, r < utf8.RuneSelf && isBare(byte(r)), strings.ContainsRune("!#&'+/=`~.", r):
 		default:
@@ -233,52 +275,97 @@ func (c *checker) identity(p path, id string, names []string, keys map[string]*K
 	}
 }
 
-// shadowing records, by pattern, the first rule that wins over any later
-// rule its pattern covers: the SigningTable is first match wins. A rule
-// lets mail through to later rules only when a key file named with '%' is
-// missing for the From domain (see keystore), so only rules without such
-// keys shadow.
-type shadowing map[string]shadower
+// shadowing records the rules that win over any later rule their pattern
+// covers: the SigningTable is first match wins. A rule lets mail through
+// to later rules only when a key file named with '%' is missing for the
+// From domain (see keystore), so only rules without such keys shadow.
+type shadowing struct {
+	first map[string]shadower // by pattern, the first rule with it
+	globs []shadower          // the first rule of each pattern of none of the four fixed shapes
+	all   []shadower          // the first rule of each pattern
+}
 
 type shadower struct {
 	n    int // signing[n], from 1
 	rule *SigningRule
 }
 
-func (sh shadowing) add(n int, r *SigningRule, keys map[string]*Key) {
+func (sh *shadowing) add(n int, r *SigningRule, keys map[string]*Key) {
 	for _, k := range r.Keys {
 		if strings.Contains(keys[k].File, "%") {
 			return
 		}
 	}
-	if _, ok := sh[r.From]; !ok {
-		sh[r.From] = shadower{n, r}
+	if sh.first == nil {
+		sh.first = map[string]shadower{}
+	}
+	if _, ok := sh.first[r.From]; ok {
+		return
+	}
+	e := shadower{n, r}
+	sh.first[r.From] = e
+	sh.all = append(sh.all, e)
+	if !fixedShape(r.From) {
+		sh.globs = append(sh.globs, e)
 	}
 }
 
-// shadowed reports a rule that an earlier rule always wins over. The
-// patterns that match every address from matches are few: "*", from
-// itself, "*@dom" for "user@dom", and "*@*.parent" for each parent
-// domain; looking them up keeps this linear in the number of rules.
-func (c *checker) shadowed(p path, from string, sh shadowing) {
-	cands := []string{"*", from}
+// fixedShape: "*", "*@dom", "*@*.dom" or "local@dom", with no other '*'.
+func fixedShape(from string) bool {
+	if from == "*" {
+		return true
+	}
 	local, domain, _ := strings.Cut(from, "@")
-	if local != "*" {
-		cands = append(cands, "*@"+domain)
-	}
 	domain = strings.TrimPrefix(domain, "*.")
-	for {
-		_, parent, ok := strings.Cut(domain, ".")
-		if !ok {
-			break
-		}
-		cands = append(cands, "*@*."+parent)
-		domain = parent
-	}
+	return local == "*" && !strings.Contains(domain, "*") || !strings.Contains(from, "*")
+}
+
+// shadowed reports a rule that an earlier rule always wins over, when
+// that can be proven; it never reports a rule that can be reached. For a
+// pattern of the fixed shapes, the fixed patterns that match every
+// address it matches are few: "*", from itself, "*@dom" for "user@dom",
+// and "*@*.parent" for each parent domain; looking them up keeps this
+// linear in the number of rules. Beyond those, an earlier pattern covers
+// from when it matches from's text, its '*' taken as a character: each
+// '*' of from is then inside a run one of the earlier pattern's '*'
+// matches, which can match whatever from's '*' does.
+func (c *checker) shadowed(p path, from string, sh *shadowing) {
 	var first shadower
-	for _, cand := range cands {
-		if e, ok := sh[cand]; ok && (first.rule == nil || e.n < first.n) {
+	consider := func(e shadower) {
+		if first.rule == nil || e.n < first.n {
 			first = e
+		}
+	}
+	if fixedShape(from) {
+		cands := []string{"*", from}
+		local, domain, _ := strings.Cut(from, "@")
+		if local != "*" {
+			cands = append(cands, "*@"+domain)
+		}
+		domain = strings.TrimPrefix(domain, "*.")
+		for {
+			_, parent, ok := strings.Cut(domain, ".")
+			if !ok {
+				break
+			}
+			cands = append(cands, "*@*."+parent)
+			domain = parent
+		}
+		for _, cand := range cands {
+			if e, ok := sh.first[cand]; ok {
+				consider(e)
+			}
+		}
+		for _, e := range sh.globs {
+			if GlobMatch(e.rule.From, from) {
+				consider(e)
+			}
+		}
+	} else {
+		for _, e := range sh.all {
+			if GlobMatch(e.rule.From, from) {
+				consider(e)
+			}
 		}
 	}
 	if first.rule != nil {

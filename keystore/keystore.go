@@ -5,8 +5,8 @@
 // It keeps OpenDKIM's model (opendkim(8) KeyTable, SigningTable as refile)
 // so that a migration is a rewrite of the tables into TOML, and fixes its
 // traps: the tables are checked against each other at load time, not when
-// the first message arrives, and patterns are globs with four fixed shapes
-// instead of half-escaped regular expressions.
+// the first message arrives, and patterns are globs where '*' is the only
+// wildcard instead of half-escaped regular expressions.
 package keystore
 
 import (
@@ -45,6 +45,7 @@ type Selection struct {
 type Store struct {
 	cfg   *config.Config
 	files map[string]*PrivateKey // key files without '%', loaded up front
+	match []matcher              // cfg.Signing's patterns, compiled
 
 	mu  sync.Mutex
 	pct map[string]*PrivateKey // key files named with '%', by resolved name
@@ -56,6 +57,9 @@ type Store struct {
 // bits) do not stop loading.
 func Load(cfg *config.Config) (s *Store, warnings []string, err error) {
 	s = &Store{cfg: cfg, files: map[string]*PrivateKey{}, pct: map[string]*PrivateKey{}}
+	for _, r := range cfg.Signing {
+		s.match = append(s.match, compile(strings.ToLower(r.From)))
+	}
 	var errs []error
 	for _, name := range cfg.KeyNames() {
 		ck := cfg.Keys[name]
@@ -98,8 +102,9 @@ func (s *Store) Lookup(addr string) (*Selection, error) {
 	if !ok {
 		return nil, nil
 	}
-	for _, r := range s.cfg.Signing {
-		if !Match(r.From, local, domain) {
+	var lower string
+	for i, r := range s.cfg.Signing {
+		if !s.match[i].match(local, domain, &lower) {
 			continue
 		}
 		sel, err := s.selection(r, domain)
@@ -196,25 +201,72 @@ func (s *Store) key(name, domain string) (*Key, error) {
 }
 
 // Match reports whether a SigningTable pattern matches an address. The
-// patterns are "*", "*@dom", "*@*.dom" (subdomains of dom, never dom
-// itself, as OpenDKIM's ".dom") and "local@dom", all case-insensitive.
+// pattern is matched against the whole address, case-insensitively, '*'
+// matching any run of characters (config.GlobMatch), as OpenDKIM's refile
+// patterns; "*", "*@dom", "*@*.dom" (subdomains of dom, never dom itself,
+// as OpenDKIM's ".dom") and "local@dom" take a shortcut.
 func Match(pattern, local, domain string) bool {
-	pattern = strings.ToLower(pattern)
-	domain = strings.ToLower(domain)
-	if pattern == "*" {
+	m := compile(strings.ToLower(pattern))
+	return m.match(local, strings.ToLower(domain), nil)
+}
+
+type matchKind uint8
+
+const (
+	matchAll    matchKind = iota // "*"
+	matchDomain                  // "*@dom"
+	matchSub                     // "*@*.dom"
+	matchAddr                    // "local@dom"
+	matchGlob                    // anything else
+)
+
+// matcher is a compiled SigningTable pattern.
+type matcher struct {
+	kind    matchKind
+	local   string // matchAddr
+	domain  string // matchDomain, matchAddr: dom; matchSub: ".dom"
+	pattern string // matchGlob
+}
+
+// compile classifies a lower-case pattern. The fixed shapes keep the
+// lookup free of allocations for the tables most sites have.
+func compile(p string) matcher {
+	if p == "*" {
+		return matcher{kind: matchAll}
+	}
+	local, domain, ok := strings.Cut(p, "@")
+	switch {
+	case !ok || strings.Contains(domain, "@"):
+	case local == "*" && !strings.Contains(domain, "*"):
+		return matcher{kind: matchDomain, domain: domain}
+	case local == "*" && strings.HasPrefix(domain, "*.") && !strings.Contains(domain[2:], "*"):
+		return matcher{kind: matchSub, domain: domain[1:]}
+	case !strings.Contains(p, "*"):
+		return matcher{kind: matchAddr, local: local, domain: domain}
+	}
+	return matcher{kind: matchGlob, pattern: p}
+}
+
+// match: domain is lower-case; addr is the lower-cased "local@domain",
+// made on first need and kept for the next rule.
+func (m *matcher) match(local, domain string, addr *string) bool {
+	switch m.kind {
+	case matchAll:
 		return true
+	case matchDomain:
+		return m.domain == domain
+	case matchSub:
+		return strings.HasSuffix(domain, m.domain)
+	case matchAddr:
+		return m.domain == domain && strings.EqualFold(m.local, local)
 	}
-	pl, pd, ok := strings.Cut(pattern, "@")
-	if !ok {
-		return false
+	if addr == nil {
+		addr = new(string)
 	}
-	if pl != "*" && !strings.EqualFold(pl, local) {
-		return false
+	if *addr == "" {
+		*addr = strings.ToLower(local) + "@" + domain
 	}
-	if sub, ok := strings.CutPrefix(pd, "*."); ok {
-		return strings.HasSuffix(domain, "."+sub)
-	}
-	return pd == domain
+	return config.GlobMatch(m.pattern, *addr)
 }
 
 // splitAddress splits an address into local part and lower-cased domain.

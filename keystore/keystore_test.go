@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -112,6 +113,26 @@ func TestMatch(t *testing.T) {
 		{"*@*.example.com", "alice@badexample.com", false},
 		{"alice@example.com", "Alice@Example.com", true},
 		{"alice@example.com", "bob@example.com", false},
+		// '*' anywhere: the whole address, anchored, case-insensitive.
+		{"x-*@example.com", "x-news@example.com", true},
+		{"x-*@example.com", "X-@Example.COM", true},
+		{"x-*@example.com", "y-news@example.com", false},
+		{"x-*@example.com", "x-news@example.com.evil", false},
+		{"*@example.*", "a@example.org", true},
+		{"*@example.*", "a@example.co.uk", true},
+		{"*@example.*", "a@sub.example.org", false},
+		{"*@example.*", "a@example", false},
+		{"*@*", "a@b", true},
+		{"*@*.example.com", "a@x.example.com", true},
+		{"*@*example.com", "a@badexample.com", true},
+		{"*@*example.com", "a@example.com", true},
+		{"*bob*@example.com", "Bob@example.com", true},
+		{"*bob*@example.com", "jimbobby@example.com", true},
+		{"*bob*@example.com", "jim@example.com", false},
+		{"a*b*c@d", "abc@d", true},
+		{"a*b*c@d", "axbxbxc@d", true},
+		{"a*b*c@d", "axbxbxcx@d", false},
+		{"**", "a@b", true},
 	}
 	for _, tt := range tests {
 		l, d, _ := splitAddress(tt.addr)
@@ -197,6 +218,103 @@ keys = ["pct"]
 	// File names cannot be steered out of the directory.
 	if _, err := s.Lookup("x@..example.com"); err != nil && !strings.Contains(err.Error(), "file name") {
 		t.Errorf("dot-dot domain: %v", err)
+	}
+}
+
+// Glob rules are tried in file order with the fixed shapes, the first
+// match wins, and a '%' rule without a key file for the domain lets the
+// address fall through to the next rule, glob or not.
+func TestLookupGlob(t *testing.T) {
+	dir := t.TempDir()
+	testkit.WriteKey(dir, "a.pem", testkit.RSAKey(2048), false)
+	testkit.WriteKey(dir, "pct/example.org.pem", testkit.RSAKey(2048), false)
+	cfgText := `
+[keys.a]
+domain = "example.com"
+selector = "a"
+file = "a.pem"
+[keys.news]
+domain = "example.com"
+selector = "news"
+file = "a.pem"
+[keys.pct]
+domain = "%"
+selector = "p"
+file = "pct/%.pem"
+[[signing]]
+from = "x-*@example.com"
+keys = ["news"]
+[[signing]]
+from = "*@example.*"
+keys = ["pct"]
+[[signing]]
+from = "*@*"
+keys = ["a"]
+`
+	cfg, err := config.Parse(filepath.Join(dir, "dkimmilter.toml"), []byte(cfgText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ addr, rule, selector, domain string }{
+		{"X-List@Example.COM", "x-*@example.com", "news", "example.com"},
+		{"x-@example.com", "x-*@example.com", "news", "example.com"},
+		{"alice@example.org", "*@example.*", "p", "example.org"},
+		// No pct/example.com.pem: on to "*@*".
+		{"alice@example.com", "*@*", "a", "example.com"},
+		{"alice@sub.example.org", "*@*", "a", "example.com"},
+		{"not-an-address", "", "", ""},
+	} {
+		sel, err := s.Lookup(tt.addr)
+		switch {
+		case err != nil:
+			t.Errorf("%s: %v", tt.addr, err)
+		case tt.rule == "" && sel != nil:
+			t.Errorf("%s: matched %q", tt.addr, sel.Rule.From)
+		case tt.rule == "":
+		case sel == nil:
+			t.Errorf("%s: no rule, want %q", tt.addr, tt.rule)
+		case sel.Rule.From != tt.rule || sel.Keys[0].Selector != tt.selector || sel.Keys[0].Domain != tt.domain:
+			t.Errorf("%s: rule %q s=%s d=%s, want %q s=%s d=%s", tt.addr, sel.Rule.From, sel.Keys[0].Selector, sel.Keys[0].Domain, tt.rule, tt.selector, tt.domain)
+		}
+	}
+}
+
+// BenchmarkLookup: matching the fixed shapes allocates nothing, a glob
+// the lower-cased address once per lookup; the other allocations are the
+// Selection's.
+func BenchmarkLookup(b *testing.B) {
+	dir := b.TempDir()
+	testkit.WriteKey(dir, "a.pem", testkit.RSAKey(2048), false)
+	var text strings.Builder
+	text.WriteString("[keys.a]\ndomain = \"example.com\"\nselector = \"a\"\nfile = \"a.pem\"\n")
+	for i := range 50 {
+		fmt.Fprintf(&text, "[[signing]]\nfrom = \"user%d@example.net\"\nkeys = [\"a\"]\n", i)
+	}
+	for _, last := range []string{"*@example.com", "*@*.example.com", "x-*@example.*"} {
+		b.Run(last, func(b *testing.B) {
+			cfg, err := config.Parse(filepath.Join(dir, "dkimmilter.toml"), []byte(text.String()+"[[signing]]\nfrom = \""+last+"\"\nkeys = [\"a\"]\n"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			s, _, err := Load(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			addr := "x-alice@example.com"
+			if last == "*@*.example.com" {
+				addr = "x-alice@sub.example.com"
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if sel, err := s.Lookup(addr); sel == nil || err != nil {
+					b.Fatal("no match", err)
+				}
+			}
+		})
 	}
 }
 
