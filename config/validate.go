@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"net"
 	"net/netip"
 	"slices"
@@ -305,23 +306,52 @@ func unsignable(name string) string {
 func (c *checker) duration(p path, v any, example string) (time.Duration, bool) {
 	switch v := v.(type) {
 	case string:
-		d, err := time.ParseDuration(v)
+		d, err := parseDuration(v)
 		if err == nil {
 			return d, true
 		}
-		hint := ""
-		if n, ok := strings.CutSuffix(v, "d"); ok {
-			if days, err := strconv.Atoi(n); err == nil {
-				hint = fmt.Sprintf(` (there is no day unit: %q is "%dh")`, v, days*24)
-			}
-		}
-		c.errf(p, "%q is not a duration; write a number with a unit (h, m, s, ms) such as %q%s", v, example, hint)
+		c.errf(p, "%q is not a duration; write a number with a unit (d, h, m, s, ms) such as %q or %q", v, example, "1d12h")
 	case int64, float64:
 		c.errf(p, "a bare number would be read as nanoseconds; write a duration string such as %q", example)
 	default:
 		c.errf(p, "must be a duration string such as %q, not %s", example, words(goType(v)))
 	}
 	return 0, false
+}
+
+// parseDuration is time.ParseDuration with a day unit in front, as
+// OpenDKIM's "14d" and the "1d12h" admins write: a day is 24 hours here
+// (durations are elapsed time, not calendar days).
+func parseDuration(s string) (time.Duration, error) {
+	neg := strings.HasPrefix(s, "-")
+	rest := strings.TrimLeft(s, "+-")
+	i := strings.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' })
+	if i <= 0 || rest[i] != 'd' {
+		return time.ParseDuration(s)
+	}
+	days, err := strconv.ParseInt(rest[:i], 10, 64)
+	const maxDays = int64(math.MaxInt64 / (24 * time.Hour))
+	if err != nil || days > maxDays {
+		return 0, fmt.Errorf("%q: too many days", s)
+	}
+	d := time.Duration(days) * 24 * time.Hour
+	if tail := rest[i+1:]; tail != "" {
+		if strings.ContainsAny(tail[:1], "+-") {
+			return 0, fmt.Errorf("%q: a sign after the days", s)
+		}
+		t, err := time.ParseDuration(tail)
+		if err != nil {
+			return 0, err
+		}
+		if t > math.MaxInt64-d {
+			return 0, fmt.Errorf("%q: too long", s)
+		}
+		d += t
+	}
+	if neg {
+		d = -d
+	}
+	return d, nil
 }
 
 func goType(v any) string { return strings.ReplaceAll(fmt.Sprintf("%T", v), "interface {}", "any") }
