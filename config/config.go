@@ -34,6 +34,7 @@ type Config struct {
 	SocketMode fs.FileMode
 	Mode       Mode
 	AuthservID string // "" means: Postfix's j macro, else the host name
+	Peers      Hosts  // clients whose mail passes untouched, neither signed nor verified (OpenDKIM's PeerList)
 	Sign       Sign
 	Keys       map[string]*Key // the KeyTable, by name
 	Signing    []*SigningRule  // the SigningTable: first match wins
@@ -48,7 +49,8 @@ type Config struct {
 
 // Sign is the [sign] table.
 type Sign struct {
-	InternalHosts     []netip.Prefix // masked; IPv4-mapped addresses unmapped
+	InternalHosts     Hosts
+	DaemonNames       []string // Postfix {daemon_name} values whose mail is signed as an internal host's
 	SignAuthenticated bool
 	HeaderCanon       dkim.Canon
 	BodyCanon         dkim.Canon
@@ -163,11 +165,13 @@ func Default() *Config {
 		Listen:     "inet:127.0.0.1:8891",
 		SocketMode: 0o660,
 		Mode:       ModeSign | ModeVerify,
+		Peers:      Hosts{},
 		Sign: Sign{
-			InternalHosts: []netip.Prefix{
-				netip.MustParsePrefix("127.0.0.1/32"),
-				netip.MustParsePrefix("::1/128"),
+			InternalHosts: Hosts{
+				{Prefix: netip.MustParsePrefix("127.0.0.1/32")},
+				{Prefix: netip.MustParsePrefix("::1/128")},
 			},
+			DaemonNames:       []string{},
 			SignAuthenticated: true,
 			HeaderCanon:       dkim.Relaxed,
 			BodyCanon:         dkim.Relaxed,

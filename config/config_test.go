@@ -53,14 +53,23 @@ func TestFull(t *testing.T) {
 		SocketMode: 0o600,
 		Mode:       ModeSign | ModeVerify,
 		AuthservID: "mx.example.com",
+		Peers: Hosts{
+			{Prefix: netip.MustParsePrefix("192.0.2.25/32")},
+			{Name: ".relay.example.net"},
+			{Exclude: true, Name: "bad.relay.example.net"},
+		},
 		Sign: Sign{
-			InternalHosts: []netip.Prefix{
-				netip.MustParsePrefix("127.0.0.1/32"),
-				netip.MustParsePrefix("::1/128"),
-				netip.MustParsePrefix("10.0.0.0/8"),
-				netip.MustParsePrefix("192.0.2.7/32"),
-				netip.MustParsePrefix("2001:db8::/32"),
+			InternalHosts: Hosts{
+				{Prefix: netip.MustParsePrefix("127.0.0.1/32")},
+				{Prefix: netip.MustParsePrefix("::1/128")},
+				{Prefix: netip.MustParsePrefix("10.0.0.0/8")},
+				{Prefix: netip.MustParsePrefix("192.0.2.7/32")},
+				{Prefix: netip.MustParsePrefix("2001:db8::/32")},
+				{Name: "submit.example.com"},
+				{Name: ".lan.example.com"},
+				{Exclude: true, Prefix: netip.MustParsePrefix("10.9.9.9/32")},
 			},
+			DaemonNames:       []string{"ORIGINATING"},
 			SignAuthenticated: false,
 			HeaderCanon:       dkim.Simple,
 			BodyCanon:         dkim.Simple,
@@ -70,15 +79,16 @@ func TestFull(t *testing.T) {
 			OversignIfPresent: []string{"date", "message-id"}, // the default, cut to the signed fields
 		},
 		Keys: map[string]*Key{
-			"example-rsa": {Name: "example-rsa", Domain: "example.com", Selector: "s2026r", File: "/etc/dkimmilter/keys/example.com/s2026r.pem", Line: 23},
-			"example.ed":  {Name: "example.ed", Domain: "example.com", Selector: "S2026e.Lab_1", File: filepath.Join(dir, "keys/s2026e.pem"), Line: 28},
-			"any-domain":  {Name: "any-domain", Domain: "%", Selector: "dkim", File: "/etc/dkimmilter/keys/%/dkim.pem", Line: 34},
+			"example-rsa": {Name: "example-rsa", Domain: "example.com", Selector: "s2026r", File: "/etc/dkimmilter/keys/example.com/s2026r.pem", Line: 28},
+			"example.ed":  {Name: "example.ed", Domain: "example.com", Selector: "S2026e.Lab_1", File: filepath.Join(dir, "keys/s2026e.pem"), Line: 33},
+			"any-domain":  {Name: "any-domain", Domain: "%", Selector: "dkim", File: "/etc/dkimmilter/keys/%/dkim.pem", Line: 39},
 		},
 		Signing: []*SigningRule{
-			{From: "alice@example.com", Keys: []string{"example-rsa"}, Identity: "alice@example.com", Line: 36, KeysLine: 38},
-			{From: "*@example.com", Keys: []string{"example-rsa", "example.ed"}, Identity: "@mail.example.com", Line: 41, KeysLine: 43},
-			{From: "*@*.example.com", Keys: []string{"example-rsa"}, Line: 46, KeysLine: 48},
-			{From: "*", Keys: []string{"any-domain"}, Identity: "@%", Line: 50, KeysLine: 52},
+			{From: "alice@example.com", Keys: []string{"example-rsa"}, Identity: "alice@example.com", Line: 41, KeysLine: 43},
+			{From: "*@example.com", Keys: []string{"example-rsa", "example.ed"}, Identity: "@mail.example.com", Line: 46, KeysLine: 48},
+			{From: "*@*.example.com", Keys: []string{"example-rsa"}, Line: 51, KeysLine: 53},
+			{From: "x-*@example.*", Keys: []string{"example-rsa"}, Line: 55, KeysLine: 57},
+			{From: "*", Keys: []string{"any-domain"}, Identity: "@%", Line: 59, KeysLine: 61},
 		},
 		Verify: Verify{MinRSABits: 2048, MaxSignatures: 4},
 		DNS: DNS{

@@ -18,6 +18,7 @@ type fileConfig struct {
 	SocketMode rawValue            `toml:"socket_mode"`
 	Mode       string              `toml:"mode"`
 	AuthservID string              `toml:"authserv_id"`
+	Peers      []string            `toml:"peers"`
 	Sign       fileSign            `toml:"sign"`
 	Keys       map[string]*fileKey `toml:"keys"`
 	Signing    []*fileRule         `toml:"signing"`
@@ -39,6 +40,7 @@ type fileLimits struct {
 
 type fileSign struct {
 	InternalHosts     []string `toml:"internal_hosts"`
+	DaemonNames       []string `toml:"daemon_names"`
 	SignAuthenticated bool     `toml:"sign_authenticated"`
 	Canonicalization  string   `toml:"canonicalization"`
 	Expire            rawValue `toml:"expire"`
@@ -117,13 +119,9 @@ func toFile(c *Config) *fileConfig {
 		},
 		Metrics: c.MetricsListen,
 	}
-	for _, p := range c.Sign.InternalHosts {
-		s := p.String()
-		if p.IsSingleIP() {
-			s = p.Addr().String()
-		}
-		f.Sign.InternalHosts = append(f.Sign.InternalHosts, s)
-	}
+	f.Peers = c.Peers.Strings()
+	f.Sign.InternalHosts = c.Sign.InternalHosts.Strings()
+	f.Sign.DaemonNames = slices.Clone(c.Sign.DaemonNames)
 	for name, k := range c.Keys {
 		f.Keys[name] = &fileKey{Domain: k.Domain, Selector: k.Selector, File: k.File}
 	}

@@ -44,6 +44,7 @@ func (c *checker) build(f *fileConfig, md *toml.MetaData) *Config {
 		Mode:       c.mode(f.Mode),
 		AuthservID: c.authservID(f.AuthservID),
 	}
+	cfg.Peers = c.hosts(keyPath("peers"), f.Peers)
 	c.sign(&cfg.Sign, &f.Sign, md)
 	cfg.Keys = c.keys(f.Keys, md)
 	cfg.Signing = c.signing(f.Signing, cfg.Keys)
@@ -167,14 +168,21 @@ func (c *checker) authservID(s string) string {
 func (c *checker) sign(out *Sign, f *fileSign, md *toml.MetaData) {
 	p := keyPath("sign")
 	out.SignAuthenticated = f.SignAuthenticated
-	out.InternalHosts = make([]netip.Prefix, 0, len(f.InternalHosts))
-	for i, h := range f.InternalHosts {
-		pfx, prob := parsePrefix(h)
-		if prob != "" {
-			c.errf(p.child("internal_hosts").elem(i+1), `%q %s; write an IP address ("192.0.2.1", "2001:db8::1") or a network in CIDR notation ("10.0.0.0/8", "2001:db8::/32")`, h, prob)
-			continue
+	out.InternalHosts = c.hosts(p.child("internal_hosts"), f.InternalHosts)
+	out.DaemonNames = make([]string, 0, len(f.DaemonNames))
+	for i, n := range f.DaemonNames {
+		// Postfix's {daemon_name} is the master.cf service name or the
+		// milter_macro_daemon_name given with -o: one word.
+		switch {
+		case n == "":
+			c.errf(p.child("daemon_names").elem(i+1), `is empty; write a Postfix service name as {daemon_name} gives it, e.g. "ORIGINATING" (master.cf: -o milter_macro_daemon_name=ORIGINATING)`)
+		case strings.IndexFunc(n, func(r rune) bool { return r <= ' ' || r >= 0x7f }) >= 0:
+			c.errf(p.child("daemon_names").elem(i+1), `%q: Postfix's {daemon_name} is one word of printable ASCII; write it as milter_macro_daemon_name says, e.g. "ORIGINATING"`, n)
+		case slices.Contains(out.DaemonNames, n):
+			c.errf(p.child("daemon_names").elem(i+1), "%q is listed twice", n)
+		default:
+			out.DaemonNames = append(out.DaemonNames, n)
 		}
-		out.InternalHosts = append(out.InternalHosts, pfx)
 	}
 
 	// c= semantics: a single word sets the header canonicalization and
@@ -244,6 +252,28 @@ func (c *checker) sign(out *Sign, f *fileSign, md *toml.MetaData) {
 		}
 		return ""
 	})
+}
+
+// hosts reads sign.internal_hosts or peers (see Hosts).
+func (c *checker) hosts(p path, list []string) Hosts {
+	out := make(Hosts, 0, len(list))
+	seen := map[string]int{}
+	for i, s := range list {
+		h, prob := parseHost(s)
+		if prob != "" {
+			c.errf(p.elem(i+1), `%q %s; write an IP address ("192.0.2.1", "2001:db8::1"), a network in CIDR notation ("10.0.0.0/8", "2001:db8::/32"), a host name ("mail.example.com"), ".example.com" for the hosts under example.com, or any of these after "!" to exclude it`, s, prob)
+			continue
+		}
+		if j, dup := seen[Host{Exclude: !h.Exclude, Prefix: h.Prefix, Name: h.Name}.String()]; dup {
+			c.errf(p.elem(i+1), "%q contradicts entry %d (%q); keep one of them", s, j, list[j-1])
+			continue
+		}
+		if _, dup := seen[h.String()]; !dup {
+			seen[h.String()] = i + 1
+		}
+		out = append(out, h)
+	}
+	return out
 }
 
 // fieldNames lower-cases and checks a list of header field names; check

@@ -20,7 +20,7 @@ func TestDebugLog(t *testing.T) {
 
 	log := e.logs.String()
 	for _, want := range []string{
-		`level=DEBUG msg=decision qid=4Xout001 client=client.example.net[127.0.0.1] from=alice@example.com mode=sv trusted=true why="internal host 127.0.0.1"`,
+		`level=DEBUG msg=decision qid=4Xout001 client=client.example.net[127.0.0.1] from=alice@example.com mode=sv trusted=true why="internal host (sign.internal_hosts: 127.0.0.1)"`,
 		`level=DEBUG msg="signing key chosen" qid=4Xout001 from=alice@example.com rule=*@example.com key=rsa d=example.com s=rsa`,
 		`level=DEBUG msg=decision qid=4Xin0001 client=`,
 		`trusted=false why="client`,

@@ -11,7 +11,7 @@ const (
 	verified           // verified and stamped (dkim=none included)
 	notSigned          // a key could not sign; actions.sign_error = "accept": delivered unsigned
 	signError          // a key could not sign: tempfail or reject, from actions.sign_error
-	skipped            // mode "s" and not a message to sign
+	skipped            // from a peer (passed through untouched), or mode "s" and not a message to sign
 )
 
 var decisionWords = [...]struct{ log, label string }{

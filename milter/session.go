@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"net/textproto"
+	"slices"
 	"strings"
 	"time"
 
@@ -39,6 +40,15 @@ type session struct {
 	clientHost string
 	clientIP   netip.Addr
 	mtaHost    string // Postfix's j macro: $myhostname
+	daemonName string // Postfix's {daemon_name}: the master.cf service
+
+	// What the client is, from the connect event (classify): why it is
+	// a peer (passed through untouched), an internal host, or received
+	// through a service in sign.daemon_names; "" for not.
+	classified bool
+	peer       string
+	internal   string
+	daemon     string
 
 	msg *message
 }
@@ -106,6 +116,12 @@ func (s *session) Connect(host, family string, port uint16, addr net.IP, m *gomi
 		s.clientIP = a.Unmap()
 	}
 	s.mtaHost = m.Macros["j"]
+	// Postfix sends {daemon_name} at connect by default
+	// (milter_connect_macros); master.cf's -o milter_macro_daemon_name
+	// sets it per service.
+	s.daemonName = m.Macros["{daemon_name}"]
+	s.classified = false
+	s.classify()
 	s.metrics.connection()
 	return nil, nil // SMFIP_NR_CONN
 }
@@ -134,6 +150,11 @@ func (s *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Res
 	}
 	s.macros(m)
 	msg := s.msg
+	if s.classify(); s.peer != "" {
+		// Passed through untouched: nothing to keep, no limit to apply.
+		msg.fields++
+		return nil, nil // SMFIP_NR_HDR
+	}
 	// With SMFIP_HDR_LEADSPC the value is exactly what followed the colon,
 	// so the field is rebuilt byte for byte (doc/postfix.md).
 	f := dkim.NewField(name, value)
@@ -211,6 +232,11 @@ func (s *session) decide() {
 		return
 	}
 	msg.decided = true
+	if s.classify(); s.peer != "" {
+		// OpenDKIM's PeerList: nothing is done with the message.
+		msg.decision, msg.note = skipped, s.peer
+		return
+	}
 	if msg.hasFrom {
 		if addrs := dkim.FromAddresses(msg.fromValue); len(addrs) > 0 {
 			msg.from = addrs[0] // the first mailbox, as OpenDKIM
@@ -281,15 +307,37 @@ func (s *session) limitText() string {
 	return fmt.Sprintf("%d header bytes, over limits.max_header_bytes = %d", msg.headerBytes, l.MaxHeaderBytes)
 }
 
+// classify looks the client up in peers, sign.internal_hosts and
+// sign.daemon_names once per connection, as OpenDKIM does at connect:
+// the answers hold for every message of the connection, and the reasons
+// are built here rather than per message.
+func (s *session) classify() {
+	if s.classified {
+		return
+	}
+	s.classified = true
+	cfg := s.rt.Config
+	s.peer, s.internal, s.daemon = "", "", ""
+	if ok, entry := cfg.Peers.Match(s.clientHost, s.clientIP); ok {
+		s.peer = "peer (peers: " + entry + "): passed through untouched"
+	}
+	if ok, entry := cfg.Sign.InternalHosts.Match(s.clientHost, s.clientIP); ok {
+		s.internal = "internal host (sign.internal_hosts: " + entry + ")"
+	}
+	if s.daemonName != "" && slices.Contains(cfg.Sign.DaemonNames, s.daemonName) {
+		s.daemon = "received through Postfix service " + s.daemonName + " (sign.daemon_names)"
+	}
+}
+
 // trusted says whether the client may have its mail signed, and why.
 func (s *session) trusted() (bool, string) {
 	cfg := s.rt.Config
-	if s.clientIP.IsValid() {
-		for _, p := range cfg.Sign.InternalHosts {
-			if p.Contains(s.clientIP) {
-				return true, "internal host " + s.clientIP.String()
-			}
-		}
+	s.classify()
+	switch {
+	case s.internal != "":
+		return true, s.internal
+	case s.daemon != "":
+		return true, s.daemon
 	}
 	if cfg.Sign.SignAuthenticated && (s.msg.authType != "" || s.msg.authAuthen != "") {
 		return true, "authenticated as " + s.msg.authAuthen
@@ -380,7 +428,7 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 	if resp == gomilter.RespContinue {
 		// Header changes only matter for a message Postfix accepts.
 		// Deletions first: an inserted field would shift the indexes.
-		if !s.trustedInternal() {
+		if !s.trustedInternal() && s.peer == "" {
 			if err := s.removeForgedAR(m); err != nil {
 				return nil, err
 			}
@@ -447,13 +495,11 @@ func (s *session) reset() {
 // trustedInternal: the client is an internal host, whose
 // Authentication-Results fields we keep (a trusted relay may have added
 // them); a merely authenticated user is not trusted that far.
+// A service in sign.daemon_names is not trusted that far either: its
+// clients are users, not relays.
 func (s *session) trustedInternal() bool {
-	for _, p := range s.rt.Config.Sign.InternalHosts {
-		if s.clientIP.IsValid() && p.Contains(s.clientIP) {
-			return true
-		}
-	}
-	return false
+	s.classify()
+	return s.internal != ""
 }
 
 // authservID is the config's, else Postfix's $myhostname, else ours.

@@ -308,10 +308,6 @@ func logEffective(log *slog.Logger, cfg *config.Config, running fixedSettings) {
 	for _, r := range cfg.Signing {
 		rules = append(rules, r.From+" -> "+strings.Join(r.Keys, "+"))
 	}
-	var hosts []string
-	for _, p := range cfg.Sign.InternalHosts {
-		hosts = append(hosts, p.String())
-	}
 	file := cfg.File
 	if file == "" {
 		file = "(built-in defaults)"
@@ -319,5 +315,6 @@ func logEffective(log *slog.Logger, cfg *config.Config, running fixedSettings) {
 	log.Info("dkimmilter ready", "version", version(),
 		"config", file, "listen", running.listen, "mode", cfg.Mode.String(),
 		"authserv_id", cfg.AuthservID, "keys", len(cfg.Keys), "signing", strings.Join(rules, ", "),
-		"internal_hosts", strings.Join(hosts, ","), "sign_authenticated", cfg.Sign.SignAuthenticated)
+		"internal_hosts", strings.Join(cfg.Sign.InternalHosts.Strings(), ","), "daemon_names", strings.Join(cfg.Sign.DaemonNames, ","),
+		"sign_authenticated", cfg.Sign.SignAuthenticated, "peers", strings.Join(cfg.Peers.Strings(), ","))
 }

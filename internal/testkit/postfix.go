@@ -22,6 +22,9 @@ type Client struct {
 	Session *gomilter.ClientSession
 	// MTAHost is the j macro ($myhostname).
 	MTAHost string
+	// DaemonName is the {daemon_name} macro: the master.cf service
+	// ("smtpd", or what -o milter_macro_daemon_name sets).
+	DaemonName string
 	// sent: a message went through; the next one starts with ABORT.
 	sent bool
 }
@@ -39,7 +42,7 @@ func Dial(network, addr string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{Session: s, MTAHost: "mx.example.com"}, nil
+	return &Client{Session: s, MTAHost: "mx.example.com", DaemonName: "smtpd"}, nil
 }
 
 // Close ends the milter connection (ABORT if needed, then QUIT).
@@ -47,7 +50,7 @@ func (c *Client) Close() error { return c.Session.Close() }
 
 // Connect sends the connect stage for an SMTP client at ip (IPv4 or IPv6).
 func (c *Client) Connect(host, ip string) error {
-	if err := c.Session.Macros(gomilter.CodeConn, "j", c.MTAHost, "{daemon_name}", "smtpd",
+	if err := c.Session.Macros(gomilter.CodeConn, "j", c.MTAHost, "{daemon_name}", c.DaemonName,
 		"v", "Postfix 3.7.11", "_", host+" ["+ip+"]"); err != nil {
 		return err
 	}
