@@ -194,8 +194,14 @@ func mustRun(t testing.TB, name string, args ...string) {
 // send submits msg over SMTP from the local address src.
 func (p *postfix) send(src, from, to string, msg []byte) {
 	p.t.Helper()
+	p.sendTo(p.smtpAddr, src, from, to, msg)
+}
+
+// sendTo submits msg to the smtpd listening on addr.
+func (p *postfix) sendTo(addr, src, from, to string, msg []byte) {
+	p.t.Helper()
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 10 * time.Second}
-	conn, err := d.Dial("tcp", p.smtpAddr)
+	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -358,6 +364,73 @@ func testPostfixEndToEnd(t *testing.T, kind string) {
 		}
 	}
 	for _, w := range []string{"decision=signed", "decision=verified", "removed 1 forged Authentication-Results"} {
+		if !strings.Contains(d.stderr.String(), w) {
+			t.Errorf("daemon log lacks %q", w)
+		}
+	}
+	if t.Failed() {
+		t.Logf("daemon log:\n%s", d.stderr.String())
+	}
+}
+
+// sign.daemon_names against a real Postfix: a second smtpd listener with
+// -o milter_macro_daemon_name=ORIGINATING (the submission-service idiom)
+// gets its mail signed, while the same client on the plain smtpd, from an
+// address that is not internal, is verified. Postfix sends {daemon_name}
+// at connect by default (milter_connect_macros): nothing else is set up.
+func TestPostfixDaemonNames(t *testing.T) {
+	requirePostfix(t)
+	f := newFixture(t, "[sign]\ndaemon_names = [\"ORIGINATING\"]\n")
+	addr := freePort(t)
+	p := newPostfix(t, "inet:"+addr)
+	submission := freePort(t)
+	mf, err := os.OpenFile(filepath.Join(p.conf, "master.cf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(mf, "%s inet n - n - - smtpd -o milter_macro_daemon_name=ORIGINATING\n", submission)
+	mf.Close()
+	cfg, _ := os.ReadFile(f.cfg)
+	cfgText := strings.Replace(string(cfg), `listen = "unix:`+f.dir+`/milter.sock"`, `listen = "inet:`+addr+`"`, 1)
+	if cfgText == string(cfg) {
+		t.Fatal("fixture config has no listen line to replace")
+	}
+	os.WriteFile(f.cfg, []byte(cfgText), 0o644)
+	d := startProc(t, "serve", "-config", f.cfg)
+	p.start()
+	for i := 0; ; i++ {
+		c, err := net.Dial("tcp", submission)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if i > 500 {
+			t.Fatalf("postfix does not listen on %s", submission)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	msg := func(subject string) []byte {
+		return testkit.CRLF([]byte("From: Alice <alice@example.com>\nTo: Bob <bob@example.net>\nSubject: " + subject +
+			"\nDate: Mon, 23 Nov 2026 10:00:00 +0000\nMessage-ID: <" + strings.ReplaceAll(subject, " ", ".") + "@example.com>\n\nHello Bob.\n"))
+	}
+	// 127.0.0.2 is in Postfix's mynetworks (so it may relay) but not in
+	// sign.internal_hosts, and it does not authenticate.
+	p.sendTo(submission, "127.0.0.2", "alice@example.com", "bob@example.net", msg("via submission"))
+	p.send("127.0.0.2", "alice@example.com", "bob@example.net", msg("via port 25"))
+
+	sub := p.delivered("via submission")
+	if n, ar := len(testkit.Fields(sub, "DKIM-Signature")), testkit.Fields(sub, "Authentication-Results"); n != 1 || len(ar) != 0 {
+		t.Errorf("via submission: %d signatures, A-R %q; want signed", n, ar)
+	}
+	plain := p.delivered("via port 25")
+	if n, ar := len(testkit.Fields(plain, "DKIM-Signature")), testkit.Fields(plain, "Authentication-Results"); n != 0 || len(ar) != 1 || !strings.Contains(ar[0], "dkim=none") {
+		t.Errorf("via port 25: %d signatures, A-R %q; want verified, dkim=none", n, ar)
+	}
+	for _, w := range []string{
+		`decision=signed keys="d=example.com s=rsa a=rsa-sha256" why="received through Postfix service ORIGINATING (sign.daemon_names)"`,
+		`decision=verified dkim=none why="client`,
+	} {
 		if !strings.Contains(d.stderr.String(), w) {
 			t.Errorf("daemon log lacks %q", w)
 		}
