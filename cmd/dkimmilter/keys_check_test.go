@@ -83,7 +83,7 @@ func TestKeysCheckFailures(t *testing.T) {
 			[]string{"TEMP rsa rsa._domainkey.example.com: no answer (timeout", "1 not checked"}},
 		{"SERVFAIL: not checked", func(f *fixture) { f.dns.SetRcode(rsaName, dns.RcodeServerFailure) }, nil, exitKeysTemp,
 			[]string{"TEMP rsa", "SERVFAIL", "hint: check again later"}},
-		{"unsafe key file: config error, DNS still checked", func(f *fixture) { os.Chmod(filepath.Join(f.dir, "keys/rsa.pem"), 0o640) }, nil, exitConfig,
+		{"unsafe key file: config error, DNS still checked", func(f *fixture) { os.Chmod(filepath.Join(f.dir, "keys/rsa.pem"), 0o604) }, nil, exitConfig,
 			[]string{"FAIL rsa rsa._domainkey.example.com: rsa 2048-bit key published and matching",
 				"  fail: key file: unsafe key file permissions", "hint: chmod 600 "}},
 	}

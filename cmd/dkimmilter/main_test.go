@@ -102,7 +102,7 @@ func TestCheckErrors(t *testing.T) {
 	}{
 		{"unknown key and dangling reference", "[verify]\nmax_signature = 3\n[[signing]]\nfrom = \"*@example.org\"\nkeys = [\"nope\"]\n", 0o600,
 			[]string{"dkimmilter.toml:14: verify.max_signature: unknown key", `did you mean "max_signatures"`, `dkimmilter.toml:17: signing[2].keys[1]: the rule for "*@example.org" names key "nope"`}},
-		{"unsafe key permissions", "", 0o640, []string{"dkimmilter.toml:6: keys.rsa:", "chmod 600 "}},
+		{"unsafe key permissions", "", 0o604, []string{"dkimmilter.toml:6: keys.rsa:", "chmod 600 "}},
 		{"missing key file", "[keys.gone]\ndomain = \"example.org\"\nselector = \"s\"\nfile = \"keys/gone.pem\"\n", 0o600,
 			[]string{"dkimmilter.toml:13: keys.gone:", "gone.pem does not exist"}},
 		{"bad action", "[actions]\nsign_error = \"shrug\"\n", 0o600,
