@@ -140,6 +140,7 @@ const (
 // opening it, and the command that fixes that component.
 type AccessProblem struct {
 	Path  string      // the directory or file that refuses the account
+	User  string      // the account's name
 	Owner string      // "user:group"
 	Mode  fs.FileMode // its permission bits
 	Need  string      // what the account lacks: "search (x)", "read (r)", "write and search (wx)"
@@ -147,7 +148,7 @@ type AccessProblem struct {
 }
 
 func (p AccessProblem) String() string {
-	return fmt.Sprintf("%s is %s %04o: no %s for it", p.Path, p.Owner, p.Mode, p.Need)
+	return fmt.Sprintf("%s (%s %04o) gives %s no %s", p.Path, p.Owner, p.Mode, p.User, p.Need)
 }
 
 // ReadProblems says why the account cannot open the file at path for
@@ -209,7 +210,7 @@ func (a *Account) problems(path string, last fs.FileMode) []AccessProblem {
 			continue
 		}
 		out = append(out, AccessProblem{
-			Path: p, Owner: userName(uid) + ":" + groupName(gid), Mode: fi.Mode().Perm(),
+			Path: p, User: a.Name, Owner: userName(uid) + ":" + groupName(gid), Mode: fi.Mode().Perm(),
 			Need: needWords(need), Fix: a.fix(p, fi, uid, gid, need),
 		})
 	}

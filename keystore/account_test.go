@@ -173,7 +173,7 @@ func TestAccessProblems(t *testing.T) {
 	f := writeFile(t, d, "k.pem", pemKey(t), 0o600)
 	os.Chown(f, nb.UID, 0)
 	text, fixes := DescribeProblems(nb.ReadProblems(f))
-	if text != d+" is root:root 0700: no search (x) for it" || fixes != "chgrp "+ng+" "+d+" && chmod g+x "+d {
+	if text != d+" (root:root 0700) gives nobody no search (x)" || fixes != "chgrp "+ng+" "+d+" && chmod g+x "+d {
 		t.Errorf("described %q, %q", text, fixes)
 	}
 }

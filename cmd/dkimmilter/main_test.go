@@ -21,6 +21,7 @@ import (
 	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/internal/dnstest"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
+	"github.com/dkimmilter/dkimmilter/keystore"
 )
 
 // The test binary doubles as the daemon: with DKIMMILTER_TEST_MAIN set it
@@ -73,6 +74,10 @@ keys = ["rsa"]
 	return f
 }
 
+// me is the user running the tests: check -user me judges the fixture's
+// files, made by this user in its own temporary directories, as its own.
+var me = keystore.ProcessAccount().Name
+
 func runCmd(args ...string) (int, string, string) {
 	var out, errb bytes.Buffer
 	code := run(args, &out, &errb)
@@ -81,7 +86,7 @@ func runCmd(args ...string) (int, string, string) {
 
 func TestCheckOK(t *testing.T) {
 	f := newFixture(t, "")
-	code, out, errs := runCmd("check", "-config", f.cfg)
+	code, out, errs := runCmd("check", "-config", f.cfg, "-user", me)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
@@ -116,7 +121,7 @@ func TestCheckErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t, tt.extra)
 			os.Chmod(filepath.Join(f.dir, "keys/rsa.pem"), tt.mode)
-			code, _, errs := runCmd("check", "-config", f.cfg)
+			code, _, errs := runCmd("check", "-config", f.cfg, "-user", me)
 			if code != exitConfig {
 				t.Fatalf("exit %d, want %d", code, exitConfig)
 			}
