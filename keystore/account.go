@@ -28,6 +28,15 @@ type Account struct {
 // effective gid and supplementary groups, as the kernel applies them when
 // it opens a file.
 func ProcessAccount() *Account {
+	a := processIDs()
+	a.Name = userName(a.UID)
+	return a
+}
+
+// processIDs is ProcessAccount without the name, which takes a look-up in
+// the user database: the daemon judges every key file it loads by its
+// groups, and needs the name only to report a problem.
+func processIDs() *Account {
 	a := &Account{UID: os.Geteuid(), Groups: []int{os.Getegid()}}
 	if gs, err := os.Getgroups(); err == nil {
 		for _, g := range gs {
@@ -36,9 +45,13 @@ func ProcessAccount() *Account {
 			}
 		}
 	}
-	a.Name = strconv.Itoa(a.UID)
-	if u, err := user.LookupId(a.Name); err == nil {
-		a.Name = u.Username
+	return a
+}
+
+// named is a with its name filled in.
+func (a *Account) named() *Account {
+	if a.Name == "" {
+		a.Name = userName(a.UID)
 	}
 	return a
 }

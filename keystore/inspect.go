@@ -35,7 +35,7 @@ func InspectKeyFile(path string) KeyFileStatus {
 // groups of acct (nil: this process).
 func InspectKeyFileFor(path string, acct *Account) KeyFileStatus {
 	if acct == nil {
-		acct = ProcessAccount()
+		acct = processIDs()
 	}
 	var st KeyFileStatus
 	fi, err := os.Stat(path)

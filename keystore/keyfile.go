@@ -88,6 +88,7 @@ func permError(path string, fi fs.FileInfo, acct *Account) error {
 		if ok && acct.InGroup(gid) {
 			return nil
 		}
+		acct = acct.named()
 		g := groupName(gid)
 		return withHint(fmt.Errorf("%w: %s has mode %04o and can be read by its group %s, which user %s does not belong to",
 			ErrUnsafePermissions, path, perm, g, acct.Name),
@@ -120,6 +121,7 @@ func fileError(path string, err error, acct *Account) error {
 		return withHint(notExist(path),
 			"fix the path, or generate a key with 'dkimmilter keys gen -d DOMAIN -s SELECTOR -dir DIR', which writes DIR/DOMAIN/SELECTOR.pem")
 	case errors.Is(err, fs.ErrPermission):
+		acct = acct.named()
 		// Say which component refuses: a directory on the way as often
 		// as the file (a per-domain directory made by root with 0700).
 		if ps := acct.ReadProblems(path); len(ps) > 0 {
