@@ -150,7 +150,16 @@ func printSummary(w io.Writer, cfg *config.Config) {
 		if pk == nil {
 			continue
 		}
-		fmt.Fprintf(w, "key %s: d=%s s=%s, %s %d bits, %s\n", name, k.Domain, k.Selector, pk.KeyType, pk.Bits, k.File)
+		shared := ""
+		if strings.Contains(k.Domain, "%") {
+			// One file for several From domains.
+			domains, unlisted := sharedKeyDomains(cfg, name)
+			shared = " (shared: " + strings.Join(append(domains, unlisted...), ", ") + ")"
+			if len(domains)+len(unlisted) == 0 {
+				shared = " (shared; no rule uses it)"
+			}
+		}
+		fmt.Fprintf(w, "key %s: d=%s s=%s, %s %d bits, %s%s\n", name, k.Domain, k.Selector, pk.KeyType, pk.Bits, k.File, shared)
 	}
 	for i, r := range cfg.Signing {
 		// 1-based, as config errors count rules.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -98,12 +99,18 @@ func loadKeysConfig(path string, stderr io.Writer) (*config.Config, bool) {
 	return cfg, true
 }
 
-// keyFile is one key file that a configured key uses: its file, or for a
-// key whose file name has '%', each existing file that the name matches.
+// keyFile is one key file that a configured key uses, for one domain: its
+// file; for a key whose file name has '%', each existing file that the
+// name matches; for a shared key (domain "%", one file), the file once per
+// domain that the signing rules give it.
 type keyFile struct {
 	name, domain, selector, path string // domain and path with '%' filled in
 	status                       keystore.KeyFileStatus
 	noMatch                      bool // a '%' key that no file matches; path is the pattern
+	// unlisted, for a shared key's row whose domain still has '%': the
+	// rules that sign with it for From domains that cannot be listed
+	// ("signing[3] (from = \"*\")"); empty when no rule names the key.
+	unlisted []string
 }
 
 // configuredKeyFiles returns the files of the named keys, in order.
@@ -112,7 +119,18 @@ func configuredKeyFiles(cfg *config.Config, names []string) []keyFile {
 	for _, name := range names {
 		k := cfg.Keys[name]
 		if !strings.Contains(k.File, "%") {
-			out = append(out, keyFile{name: name, domain: k.Domain, selector: k.Selector, path: k.File, status: keystore.InspectKeyFile(k.File)})
+			st := keystore.InspectKeyFile(k.File)
+			if !strings.Contains(k.Domain, "%") {
+				out = append(out, keyFile{name: name, domain: k.Domain, selector: k.Selector, path: k.File, status: st})
+				continue
+			}
+			domains, unlisted := sharedKeyDomains(cfg, name)
+			for _, d := range domains {
+				out = append(out, keyFile{name: name, domain: strings.ReplaceAll(k.Domain, "%", d), selector: k.Selector, path: k.File, status: st})
+			}
+			if len(unlisted) > 0 || len(domains) == 0 {
+				out = append(out, keyFile{name: name, domain: k.Domain, selector: k.Selector, path: k.File, status: st, unlisted: unlisted})
+			}
 			continue
 		}
 		matches := percentMatches(k.File, fixedKeyFiles(cfg))
@@ -125,6 +143,64 @@ func configuredKeyFiles(cfg *config.Config, names []string) []keyFile {
 		}
 	}
 	return out
+}
+
+// keyFilesForDomain returns the files of the named keys that sign for
+// the From domain domain: a key for that domain, and a key with '%' in its
+// domain or file name with the domain filled in (noMatch when its file
+// name has '%' and no such file exists).
+func keyFilesForDomain(cfg *config.Config, names []string, domain string) []keyFile {
+	var out []keyFile
+	for _, name := range names {
+		k := cfg.Keys[name]
+		if !strings.Contains(k.Domain, "%") && k.Domain != domain {
+			continue
+		}
+		path := strings.ReplaceAll(k.File, "%", domain)
+		kf := keyFile{name: name, domain: strings.ReplaceAll(k.Domain, "%", domain), selector: k.Selector, path: path, status: keystore.InspectKeyFile(path)}
+		if strings.Contains(k.File, "%") && errors.Is(kf.status.Err, fs.ErrNotExist) {
+			kf.noMatch = true
+		}
+		out = append(out, kf)
+	}
+	return out
+}
+
+// sharedKeyDomains returns the From domains that the [[signing]] rules
+// naming a shared key (domain "%", one file) give it: the literal domain
+// of each rule's from pattern, in rule order, once each. The rules whose
+// pattern has no literal domain ("*", "*@*.example.com") are returned as
+// unlisted, "signing[N] (from = "PATTERN")": the domains they sign for
+// cannot be known from the configuration.
+func sharedKeyDomains(cfg *config.Config, name string) (domains, unlisted []string) {
+	for i, r := range cfg.Signing {
+		if !slices.Contains(r.Keys, name) {
+			continue
+		}
+		d := literalDomain(r.From)
+		switch {
+		case d == "":
+			unlisted = append(unlisted, fmt.Sprintf("signing[%d] (from = %q)", i+1, r.From))
+		case !slices.Contains(domains, d):
+			domains = append(domains, d)
+		}
+	}
+	return domains, unlisted
+}
+
+// literalDomain is the domain a from pattern names without a wildcard:
+// example.com for "*@example.com", "user@example.com" and
+// "x-*@example.com"; "" for "*", "*@*.example.com" or "*@example.*".
+func literalDomain(pattern string) string {
+	i := strings.LastIndexByte(pattern, '@')
+	if i < 0 {
+		return ""
+	}
+	d := pattern[i+1:]
+	if d == "" || strings.Contains(d, "*") || dkim.NameProblem(d) != "" {
+		return ""
+	}
+	return d
 }
 
 type percentMatch struct{ path, domain string }

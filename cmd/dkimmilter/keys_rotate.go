@@ -177,7 +177,7 @@ func selectorInDNS(cfg *config.Config, domain string, stderr io.Writer) func(str
 func keyToRotate(cfg *config.Config, domain, kind, name string, stderr io.Writer) (keyFile, bool) {
 	var cands []keyFile
 	for _, kf := range configuredKeyFiles(cfg, cfg.KeyNames()) {
-		if kf.domain == domain && !strings.Contains(cfg.Keys[kf.name].File, "%") && (name == "" || kf.name == name) {
+		if k := cfg.Keys[kf.name]; kf.domain == domain && !strings.Contains(k.File+k.Domain, "%") && (name == "" || kf.name == name) {
 			cands = append(cands, kf)
 		}
 	}
@@ -186,8 +186,8 @@ func keyToRotate(cfg *config.Config, domain, kind, name string, stderr io.Writer
 		switch {
 		case k == nil:
 			selectKeys(cfg, []string{name}, "keys rotate -key", stderr)
-		case strings.Contains(k.File, "%"):
-			fmt.Fprintf(stderr, "dkimmilter keys rotate: keys.%s has '%%' in its file name: such a key is rotated for all its domains at once, with 'dkimmilter keys gen -s SELECTOR' for each domain and a new [keys.NAME] table for the new selector\n", name)
+		case strings.Contains(k.File+k.Domain, "%"):
+			fmt.Fprintf(stderr, "dkimmilter keys rotate: keys.%s has '%%' in its domain or file name: such a key is rotated for all its domains at once, with 'dkimmilter keys gen -s SELECTOR' for each domain and a new [keys.NAME] table for the new selector\n", name)
 		default:
 			fmt.Fprintf(stderr, "dkimmilter keys rotate: keys.%s is for %s, not %s\n", name, k.Domain, domain)
 		}
