@@ -85,11 +85,11 @@ func checkConfig(cfg *config.Config, opts configCheckOptions, stdout, stderr io.
 	}
 	if len(errs) > 0 {
 		printErrors(stderr, errors.Join(errs...))
-		fmt.Fprintf(stderr, "%s: FAILED (checked as user %s: %s)\n", cfg.File, acct.Name, why)
+		fmt.Fprintf(stderr, "%s: FAILED (checked as user %s, %s; -user NAME checks as another)\n", cfg.File, acct.Name, why)
 		return exitConfig
 	}
 	printSummary(stdout, cfg)
-	fmt.Fprintf(stdout, "checked as user %s: %s\n", acct.Name, why)
+	fmt.Fprintf(stdout, "files checked as user %s, %s; -user NAME checks as another\n", acct.Name, why)
 	if opts.dns && len(cfg.Keys) > 0 {
 		if code := checkKeysDNS(context.Background(), cfg, cfg.KeyNames(), keysCheckOptions{}, stdout, stderr); code != exitOK {
 			fmt.Fprintf(stderr, "%s: configuration OK, DNS check FAILED\n", cfg.File)

@@ -26,22 +26,22 @@ const serviceUser = "dkimmilter"
 func serviceAccount(cfg *config.Config, name string) (acct *keystore.Account, why string, err error) {
 	if name != "" {
 		acct, err = keystore.LookupAccount(name)
-		return acct, "-user", err
+		return acct, "given by -user", err
 	}
 	if os.Geteuid() != 0 {
-		return keystore.ProcessAccount(), "the user running this command (-user NAME checks as another)", nil
+		return keystore.ProcessAccount(), "the user running this command", nil
 	}
 	if dir := socketDir(cfg); dir != "" {
 		if uid, ok := keystore.Owner(dir); ok && uid != 0 {
 			if acct, err := keystore.LookupAccountID(uid); err == nil {
-				return acct, "the owner of the socket's directory " + dir + " (-user NAME checks as another)", nil
+				return acct, "the owner of the socket's directory " + dir, nil
 			}
 		}
 	}
 	if acct, err := keystore.LookupAccount(serviceUser); err == nil {
-		return acct, "the user of the systemd unit (-user NAME checks as another)", nil
+		return acct, "the user of the systemd unit", nil
 	}
-	return keystore.ProcessAccount(), "no user " + serviceUser + " on this system, so the daemon would run as root (give -user NAME for the user it runs as)", nil
+	return keystore.ProcessAccount(), "no user " + serviceUser + " on this system, so the daemon would run as root", nil
 }
 
 // socketDir is the directory of the unix socket the configuration listens

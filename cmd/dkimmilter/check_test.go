@@ -104,10 +104,11 @@ keys = ["hosted"]
 		"warning: "+f.cfg+":22: signing[2] (from = \"*@nowhere.example\"): no key of the rule (nowhere) has a file, so the rule signs nothing\n",
 		f.cfg+":14: keys.hosted: user nobody cannot read "+hosted+": "+f.dir+" (root:root 0700) gives nobody no search (x); ",
 		"(hint: chgrp "+gname+" "+f.dir+" && chmod g+x "+f.dir+"; then chgrp "+gname+" "+f.dir+"/hosted && chmod g+x "+f.dir+"/hosted; then chgrp "+gname+" "+f.dir+"/hosted/example.org && chmod g+x "+f.dir+"/hosted/example.org; then chown nobody "+hosted+")\n",
+		f.cfg+":18: keys.nowhere: user nobody cannot reach the files of "+filepath.Join(f.dir, "nowhere/%.pem")+": "+f.dir+" (root:root 0700) gives nobody no search (x) (hint: chgrp "+gname+" "+f.dir+" && chmod g+x "+f.dir+")\n",
 		f.cfg+":6: keys.rsa: user nobody cannot read "+rsa+": ",
 		"(hint: chgrp "+gname+" "+f.dir+" && chmod g+x "+f.dir+"; then chgrp "+gname+" "+f.dir+"/keys && chmod g+x "+f.dir+"/keys; then chown nobody "+rsa+")\n",
 		f.cfg+": listen: user nobody cannot create the socket in "+f.dir+": "+f.dir+" (root:root 0700) gives nobody no write and search (wx) (hint: chgrp "+gname+" "+f.dir+" && chmod g+wx "+f.dir+")\n",
-		f.cfg+": FAILED (checked as user nobody: -user)\n")
+		f.cfg+": FAILED (checked as user nobody, given by -user; -user NAME checks as another)\n")
 	if err := asUser(nb, "cat", hosted); err == nil {
 		t.Fatal("nobody can read the key before the fixes: the test proves nothing")
 	}
@@ -128,7 +129,7 @@ keys = ["hosted"]
 	if code != exitOK {
 		t.Fatalf("after the fixes: exit %d\n%s%s", code, out, errs)
 	}
-	wantOutput(t, out, "checked as user nobody: -user\n", f.cfg+": OK\n")
+	wantOutput(t, out, "files checked as user nobody, given by -user; -user NAME checks as another\n", f.cfg+": OK\n")
 	for _, p := range []string{rsa, hosted} {
 		if err := asUser(nb, "cat", p); err != nil {
 			t.Errorf("the check passes, but: %v", err)
@@ -141,10 +142,27 @@ keys = ["hosted"]
 	// By default, root checks as the owner of the socket's directory.
 	os.Chown(f.dir, nb.UID, ng)
 	code, out, errs = runCmd("check", "-config", f.cfg)
-	if code != exitOK || !strings.Contains(out, "checked as user nobody: the owner of the socket's directory "+f.dir+" ") {
+	if code != exitOK || !strings.Contains(out, "files checked as user nobody, the owner of the socket's directory "+f.dir+";") {
 		t.Errorf("default user: exit %d\n%s%s", code, out, errs)
 	}
 	if code, _, errs := runCmd("check", "-config", f.cfg, "-user", "no-such-user-here"); code != exitUsage || !strings.Contains(errs, `-user: no user "no-such-user-here"`) {
 		t.Errorf("unknown user: exit %d %s", code, errs)
+	}
+}
+
+// The daemon does not make the socket's directory: a missing one is a
+// warning that says who must make it; a TCP socket has none to check.
+func TestCheckSocketDir(t *testing.T) {
+	f := newFixture(t, "")
+	text, _ := os.ReadFile(f.cfg)
+	missing := filepath.Join(f.dir, "run/dkimmilter")
+	os.WriteFile(f.cfg, []byte(strings.Replace(string(text), "unix:"+f.dir+"/milter.sock", "unix:"+missing+"/milter.sock", 1)), 0o644)
+	code, out, errs := runCmd("check", "-config", f.cfg, "-user", me)
+	if code != exitOK || !strings.Contains(errs, "warning: "+f.cfg+": listen: the socket's directory "+missing+" does not exist, and the daemon does not make it: make it before the daemon starts, owned by "+me) {
+		t.Errorf("exit %d\n%s%s", code, out, errs)
+	}
+	os.WriteFile(f.cfg, []byte(strings.Replace(string(text), "unix:"+f.dir+"/milter.sock", "inet:127.0.0.1:8891", 1)), 0o644)
+	if code, out, errs := runCmd("check", "-config", f.cfg, "-user", me); code != exitOK || errs != "" {
+		t.Errorf("TCP: exit %d\n%s%s", code, out, errs)
 	}
 }
