@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -113,13 +114,15 @@ type keyFile struct {
 	unlisted []string
 }
 
-// configuredKeyFiles returns the files of the named keys, in order.
+// configuredKeyFiles returns the files of the named keys, in order, each
+// judged as the daemon's user will read it (inspectAccount).
 func configuredKeyFiles(cfg *config.Config, names []string) []keyFile {
 	var out []keyFile
+	acct := inspectAccount(cfg)
 	for _, name := range names {
 		k := cfg.Keys[name]
 		if !strings.Contains(k.File, "%") {
-			st := keystore.InspectKeyFile(k.File)
+			st := keystore.InspectKeyFileFor(k.File, acct)
 			if !strings.Contains(k.Domain, "%") {
 				out = append(out, keyFile{name: name, domain: k.Domain, selector: k.Selector, path: k.File, status: st})
 				continue
@@ -139,10 +142,26 @@ func configuredKeyFiles(cfg *config.Config, names []string) []keyFile {
 		}
 		for _, m := range matches {
 			out = append(out, keyFile{name: name, domain: strings.ReplaceAll(k.Domain, "%", m.domain), selector: k.Selector,
-				path: m.path, status: keystore.InspectKeyFile(m.path)})
+				path: m.path, status: keystore.InspectKeyFileFor(m.path, acct)})
 		}
 	}
 	return out
+}
+
+// inspectAccount is the account the keys commands judge key files for:
+// run as root, the daemon's user (as check finds it), so that a key its
+// group may read (root:opendkim 0640, with the daemon in that group) is
+// not reported unsafe because root is not in the group; otherwise, or when
+// that user cannot be found, this process (nil).
+func inspectAccount(cfg *config.Config) *keystore.Account {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	acct, _, err := serviceAccount(cfg, "")
+	if err != nil {
+		return nil
+	}
+	return acct
 }
 
 // keyFilesForDomain returns the files of the named keys that sign for
@@ -157,7 +176,7 @@ func keyFilesForDomain(cfg *config.Config, names []string, domain string) []keyF
 			continue
 		}
 		path := strings.ReplaceAll(k.File, "%", domain)
-		kf := keyFile{name: name, domain: strings.ReplaceAll(k.Domain, "%", domain), selector: k.Selector, path: path, status: keystore.InspectKeyFile(path)}
+		kf := keyFile{name: name, domain: strings.ReplaceAll(k.Domain, "%", domain), selector: k.Selector, path: path, status: keystore.InspectKeyFileFor(path, inspectAccount(cfg))}
 		if strings.Contains(k.File, "%") && errors.Is(kf.status.Err, fs.ErrNotExist) {
 			kf.noMatch = true
 		}

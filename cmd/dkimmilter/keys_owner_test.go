@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/keystore"
 )
 
@@ -122,4 +123,47 @@ func TestKeysRotateGivesKeyToUser(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Run as root, the keys commands judge a key readable by its group as the
+// daemon's user reads it: the Debian layout (root:opendkim 0640, with the
+// daemon in group opendkim) is fine for them as for check, although root
+// is not in the group; a group the daemon is not in stays unsafe.
+func TestKeysCommandsJudgeAsServiceUser(t *testing.T) {
+	requireRoot(t)
+	f := newKeysFixture(t, "")
+	cfg, err := config.Load(f.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acct, _, err := serviceAccount(cfg, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acct.UID == 0 || acct.InGroup(0) {
+		t.Skipf("the service user here is %s, in root's group: nothing to tell apart", acct.Name)
+	}
+	os.Chown(f.ed, 0, acct.Groups[0])
+	os.Chmod(f.ed, 0o640)
+	f.dns.SetTXT("s2026e._domainkey.example.com", mustRecord(t, f.ed))
+	code, out, errs := listAt("-config", f.cfg)
+	if code != exitOK || !strings.Contains(out, " 0640 ok ") {
+		t.Errorf("keys list: exit %d\n%s%s", code, out, errs)
+	}
+	if code, out, errs := runCmd("keys", "check", "-config", f.cfg, "example-ed"); code != exitOK {
+		t.Errorf("keys check: exit %d\n%s%s", code, out, errs)
+	}
+	os.Chown(f.ed, 0, 4242)
+	if code, out, _ := runCmd("keys", "check", "-config", f.cfg, "example-ed"); code != exitConfig || !strings.Contains(out, "can be read by its group 4242, which user "+acct.Name+" does not belong to") {
+		t.Errorf("another group: exit %d\n%s", code, out)
+	}
+}
+
+func mustRecord(t *testing.T, file string) string {
+	t.Helper()
+	st := keystore.InspectKeyFile(file)
+	if st.Key == nil {
+		t.Fatal(st.Err)
+	}
+	return keystore.Record(st.Key)
 }
