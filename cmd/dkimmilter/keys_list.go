@@ -21,7 +21,9 @@ import (
 
 const keysListHelp = `
 List every configured key: its name, domain, selector, type and size, file,
-whether the file's permissions are safe (only its owner may read it), its
+whether the file's permissions are safe (only its owner may read it, and
+its group when that is one the daemon runs with; run as root, judged for
+the user 'dkimmilter check' checks as), its
 age (from the file's modification time) and the [[signing]] rules that use
 it, numbered from 1 as 'dkimmilter check' prints them. A key whose file
 name has '%' is listed once per file that matches it, with the domain each
