@@ -187,7 +187,7 @@ func TestInspectKeyFile(t *testing.T) {
 	}
 	open := filepath.Join(dir, "open.pem")
 	WriteKeyFile(open, good)
-	os.Chmod(open, 0o640)
+	os.Chmod(open, 0o660)
 	short := writeFile(t, dir, "short.pem", testkit.File("rsa512.key"), 0o600)
 	garbage := writeFile(t, dir, "garbage", []byte("hello"), 0o600)
 	tests := []struct {

@@ -16,7 +16,8 @@ type KeyFileStatus struct {
 	Mode    fs.FileMode // permission bits
 	ModTime time.Time
 	// Unsafe says who besides the owner may read or write the file
-	// ("its group", "others", "group or others"); "" when only the owner.
+	// ("its group", "others", "group or others"); "" when only the owner,
+	// or the owner and a group the daemon runs with, may read it.
 	Unsafe string
 	// Err is the problem ReadPrivateKey would report, permissions
 	// included: a missing or unreadable file, not a key, a key too
@@ -27,10 +28,19 @@ type KeyFileStatus struct {
 // InspectKeyFile looks at a key file without the refusals of
 // ReadPrivateKey getting in the way of saying what it holds.
 func InspectKeyFile(path string) KeyFileStatus {
+	return InspectKeyFileFor(path, nil)
+}
+
+// InspectKeyFileFor is InspectKeyFile judging the file's group by the
+// groups of acct (nil: this process).
+func InspectKeyFileFor(path string, acct *Account) KeyFileStatus {
+	if acct == nil {
+		acct = processIDs()
+	}
 	var st KeyFileStatus
 	fi, err := os.Stat(path)
 	if err != nil {
-		st.Err = fileError(path, err)
+		st.Err = fileError(path, err, acct)
 		return st
 	}
 	if !fi.Mode().IsRegular() {
@@ -38,13 +48,13 @@ func InspectKeyFile(path string) KeyFileStatus {
 		return st
 	}
 	st.Mode, st.ModTime = fi.Mode().Perm(), fi.ModTime()
-	if err := permError(path, st.Mode); err != nil {
+	if err := permError(path, fi, acct); err != nil {
 		st.Unsafe, st.Err = unsafeWho(st.Mode), err
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		if st.Err == nil {
-			st.Err = fileError(path, err)
+			st.Err = fileError(path, err, acct)
 		}
 		return st
 	}

@@ -15,8 +15,9 @@ import (
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
 )
 
-// ErrUnsafePermissions is returned for a key file that group or others may
-// read or write: a DKIM private key lets anyone sign mail as the domain.
+// ErrUnsafePermissions is returned for a key file that others may read,
+// that group or others may write, or that a group the daemon does not run
+// with may read: a DKIM private key lets anyone sign mail as the domain.
 var ErrUnsafePermissions = errors.New("unsafe key file permissions")
 
 // PrivateKey is a loaded signing key.
@@ -27,13 +28,19 @@ type PrivateKey struct {
 	Bits      int
 }
 
-// ReadPrivateKey loads a private key file after checking that only its
-// owner can read it. It accepts what admins have on disk: PEM PKCS#1
-// ("RSA PRIVATE KEY", what opendkim-genkey writes as .private) and PKCS#8
-// ("PRIVATE KEY", RSA or Ed25519), DER, and the base64 Ed25519 seed that
-// dkimpy's dknewkey writes.
+// ReadPrivateKey loads a private key file after checking that nobody but
+// this process's user and groups can read it. It accepts what admins have
+// on disk: PEM PKCS#1 ("RSA PRIVATE KEY", what opendkim-genkey writes as
+// .private) and PKCS#8 ("PRIVATE KEY", RSA or Ed25519), DER, and the
+// base64 Ed25519 seed that dkimpy's dknewkey writes.
 func ReadPrivateKey(path string) (*PrivateKey, error) {
-	st := InspectKeyFile(path)
+	return ReadPrivateKeyFor(path, nil)
+}
+
+// ReadPrivateKeyFor is ReadPrivateKey judging the file's group by the
+// groups of acct (nil: this process), as `dkimmilter check -user` does.
+func ReadPrivateKeyFor(path string, acct *Account) (*PrivateKey, error) {
+	st := InspectKeyFileFor(path, acct)
 	if st.Err != nil {
 		return nil, st.Err
 	}
@@ -64,11 +71,28 @@ func SplitHint(err error) (text, hint string) {
 	return strings.TrimSuffix(err.Error(), " (hint: "+h.hint+")"), h.hint
 }
 
-// permError refuses a key file that anyone but its owner may read or
-// write; the error wraps ErrUnsafePermissions and says which chmod fixes it.
-func permError(path string, perm fs.FileMode) error {
-	if perm&0o077 == 0 {
+// permError refuses a key file that others may read or write, or that
+// its group may write; the error wraps ErrUnsafePermissions and says which
+// chmod fixes it. A file its group may read is accepted when that group is
+// one of acct's: the group is then the daemon's own, as in Debian's
+// OpenDKIM layout (root:opendkim 0640, with the daemon in group opendkim),
+// so that both daemons can read the same keys. The execute bits are
+// ignored: they let nobody read the key.
+func permError(path string, fi fs.FileInfo, acct *Account) error {
+	perm := fi.Mode().Perm()
+	if perm&0o026 == 0 && perm&0o040 == 0 {
 		return nil
+	}
+	if perm&0o026 == 0 {
+		_, gid, ok := owner(fi)
+		if ok && acct.InGroup(gid) {
+			return nil
+		}
+		acct = acct.named()
+		g := groupName(gid)
+		return withHint(fmt.Errorf("%w: %s has mode %04o and can be read by its group %s, which user %s does not belong to",
+			ErrUnsafePermissions, path, perm, g, acct.Name),
+			fmt.Sprintf("chmod 600 %s, or, to share the key with group %s, usermod -aG %s %s and restart dkimmilter", path, g, g, acct.Name))
 	}
 	return withHint(fmt.Errorf("%w: %s has mode %04o and can be read or written by %s",
 		ErrUnsafePermissions, path, perm, unsafeWho(perm)), "chmod 600 "+path)
@@ -77,9 +101,9 @@ func permError(path string, perm fs.FileMode) error {
 // unsafeWho names who besides the owner has access under perm.
 func unsafeWho(perm fs.FileMode) string {
 	switch {
-	case perm&0o070 != 0 && perm&0o007 == 0:
+	case perm&0o060 != 0 && perm&0o006 == 0:
 		return "its group"
-	case perm&0o070 == 0:
+	case perm&0o060 == 0:
 		return "others"
 	}
 	return "group or others"
@@ -91,14 +115,21 @@ type notExist string
 func (e notExist) Error() string { return string(e) + " does not exist" }
 func (e notExist) Unwrap() error { return fs.ErrNotExist }
 
-func fileError(path string, err error) error {
+func fileError(path string, err error, acct *Account) error {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return withHint(notExist(path),
 			"fix the path, or generate a key with 'dkimmilter keys gen -d DOMAIN -s SELECTOR -dir DIR', which writes DIR/DOMAIN/SELECTOR.pem")
 	case errors.Is(err, fs.ErrPermission):
-		return withHint(fmt.Errorf("cannot read %s: %w", path, fs.ErrPermission),
-			"the key must be owned by the user dkimmilter runs as: chown that user "+path)
+		acct = acct.named()
+		// Say which component refuses: a directory on the way as often
+		// as the file (a per-domain directory made by root with 0700).
+		if ps := acct.ReadProblems(path); len(ps) > 0 {
+			text, fixes := DescribeProblems(ps)
+			return withHint(fmt.Errorf("user %s cannot read %s: %w: %s", acct.Name, path, fs.ErrPermission, text), fixes)
+		}
+		return withHint(fmt.Errorf("user %s cannot read %s: %w", acct.Name, path, fs.ErrPermission),
+			"run 'dkimmilter check -user "+acct.Name+"' as root: it names the file or directory that refuses the user, and the chown or chmod that fixes it")
 	}
 	return err
 }

@@ -56,6 +56,13 @@ type Store struct {
 // config file and line, the key and the fix. Warnings (RSA keys under 2048
 // bits) do not stop loading.
 func Load(cfg *config.Config) (s *Store, warnings []string, err error) {
+	return LoadFor(cfg, nil)
+}
+
+// LoadFor is Load judging the key files' groups by the groups of acct
+// (nil: this process): `dkimmilter check`, run as root, loads the keys as
+// the user the daemon will run as sees them.
+func LoadFor(cfg *config.Config, acct *Account) (s *Store, warnings []string, err error) {
 	s = &Store{cfg: cfg, files: map[string]*PrivateKey{}, pct: map[string]*PrivateKey{}}
 	for _, r := range cfg.Signing {
 		s.match = append(s.match, compile(strings.ToLower(r.From)))
@@ -67,7 +74,7 @@ func Load(cfg *config.Config) (s *Store, warnings []string, err error) {
 			// Loaded per From domain, when a message needs it.
 			continue
 		}
-		pk, err := ReadPrivateKey(ck.File)
+		pk, err := ReadPrivateKeyFor(ck.File, acct)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: keys.%s: %w", cfg.Where(ck.Line), name, err))
 			continue

@@ -75,7 +75,8 @@ func TestReadPrivateKeyErrors(t *testing.T) {
 		mode os.FileMode
 		want string
 	}{
-		{"group-readable.pem", good, 0o640, "can be read or written by its group (hint: chmod 600 "},
+		{"group-writable.pem", good, 0o660, "can be read or written by its group (hint: chmod 600 "},
+		{"group-writable-only.pem", good, 0o620, "can be read or written by its group (hint: chmod 600 "},
 		{"world-readable.pem", good, 0o604, "by others (hint: chmod 600"},
 		{"both.pem", good, 0o644, "by group or others (hint: chmod 600"},
 		{"encrypted.pem", pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: []byte{1}}), 0o600, "encrypted"},
@@ -89,7 +90,7 @@ func TestReadPrivateKeyErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: err = %v, want %q", tt.name, err, tt.want)
 		}
-		if tt.mode&0o077 != 0 && !errors.Is(err, ErrUnsafePermissions) {
+		if tt.mode&0o026 != 0 && !errors.Is(err, ErrUnsafePermissions) {
 			t.Errorf("%s: not ErrUnsafePermissions", tt.name)
 		}
 	}
@@ -389,9 +390,10 @@ keys = ["hosted"]
 	}
 }
 
-// Key files that anyone but their owner may read or write are refused
+// Key files that others may read, or group or others may write, are refused
 // when the daemon loads its keys, through a symlink too, with the chmod
-// that fixes it; owner-only modes load.
+// that fixes it; owner-only modes load, and so do modes that only the
+// process's own group may read.
 func TestUnsafeKeyPermissions(t *testing.T) {
 	for _, tt := range []struct {
 		mode    os.FileMode
@@ -399,9 +401,13 @@ func TestUnsafeKeyPermissions(t *testing.T) {
 		ok      bool
 	}{
 		{0o600, false, true}, {0o400, false, true}, {0o700, false, true},
-		{0o644, false, false}, {0o640, false, false}, {0o604, false, false},
+		{0o644, false, false}, {0o604, false, false},
 		{0o620, false, false}, {0o602, false, false}, {0o660, false, false},
-		{0o666, false, false}, {0o610, false, false}, {0o644, true, false},
+		{0o666, false, false}, {0o644, true, false},
+		// Readable by its group, which is this process's own (the
+		// file's creator's); TestGroupReadableKeys has the others. The
+		// execute bits let nobody read the key.
+		{0o640, false, true}, {0o610, false, true}, {0o650, false, true},
 	} {
 		dir := t.TempDir()
 		p := testkit.WriteKey(dir, "k.pem", testkit.RSAKey(2048), false)

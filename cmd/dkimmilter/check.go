@@ -19,13 +19,30 @@ matches), resolve every reference, and print what would run. Exit 0 when all
 is well, 78 (EX_CONFIG) with every problem listed otherwise. With -dns, a
 valid configuration's keys are then looked up in DNS as 'dkimmilter keys
 check' does, and its exit status is that of keys check: 1 when a key fails,
-2 when one could not be checked.`
+2 when one could not be checked.
+
+The key files, the directories of "%" keys and the unix socket's directory
+are checked as the user the daemon runs as, from the owner, group and mode
+of each directory on the way: a key that user cannot read, or a socket
+directory it cannot create the socket in, is an error naming the directory
+or file to change and the chown, chgrp or chmod that fixes it. The user is
+-user NAME; by default, when run as root, the owner of the socket's
+directory when it exists and is not root, else the user dkimmilter when it
+exists; when not root, the user running the check.`
+
+// configCheckOptions are the flags of check, for checkConfig.
+type configCheckOptions struct {
+	dns  bool   // also check the keys in DNS
+	user string // -user: check access as this user; "" for the default
+}
 
 func runCheck(args []string, stdout, stderr io.Writer) int {
 	fl := flag.NewFlagSet("check", flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	cfgPath := fl.String("config", "", "configuration file (default "+config.DefaultPath+")")
-	withDNS := fl.Bool("dns", false, "also look every key up in DNS and check it (see 'dkimmilter keys check -h')")
+	var opts configCheckOptions
+	fl.BoolVar(&opts.dns, "dns", false, "also look every key up in DNS and check it (see 'dkimmilter keys check -h')")
+	fl.StringVar(&opts.user, "user", "", "check key files and the socket directory as this user (default: see above)")
 	if code, ok := parseFlags(fl, args, false, stderr); !ok {
 		return code
 	}
@@ -38,12 +55,28 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "no configuration file at %s: dkimmilter serve would verify only, on %s, and sign nothing\n", config.DefaultPath, cfg.Listen)
 		return exitOK
 	}
+	return checkConfig(cfg, opts, stdout, stderr)
+}
+
+// checkConfig checks a loaded configuration as check does, prints the
+// summary, the warnings and every problem, and returns check's exit
+// status. Commands that write a configuration check it with this too.
+func checkConfig(cfg *config.Config, opts configCheckOptions, stdout, stderr io.Writer) int {
+	acct, why, err := serviceAccount(cfg, opts.user)
+	if err != nil {
+		fmt.Fprintf(stderr, "dkimmilter check: -user: %v\n", err)
+		return exitUsage
+	}
 	var errs []error
-	_, warnings, err := keystore.Load(cfg)
+	_, warnings, err := keystore.LoadFor(cfg, acct)
 	if err != nil {
 		errs = append(errs, err)
 	}
-	errs = append(errs, checkPercentKeys(cfg)...)
+	errs = append(errs, checkPercentKeys(cfg, acct)...)
+	accessErrs, accessWarnings := checkAccess(cfg, acct)
+	errs = append(errs, accessErrs...)
+	warnings = append(warnings, accessWarnings...)
+	warnings = append(warnings, emptyKeyWarnings(cfg)...)
 	if _, err := dns.NewClient(cfg.DNS.Nameservers, cfg.DNS.Timeout); err != nil {
 		errs = append(errs, fmt.Errorf("%s: dns: %w", cfg.Where(0), err))
 	}
@@ -52,11 +85,12 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	if len(errs) > 0 {
 		printErrors(stderr, errors.Join(errs...))
-		fmt.Fprintf(stderr, "%s: FAILED\n", cfg.File)
+		fmt.Fprintf(stderr, "%s: FAILED (checked as user %s, %s; -user NAME checks as another)\n", cfg.File, acct.Name, why)
 		return exitConfig
 	}
 	printSummary(stdout, cfg)
-	if *withDNS && len(cfg.Keys) > 0 {
+	fmt.Fprintf(stdout, "files checked as user %s, %s; -user NAME checks as another\n", acct.Name, why)
+	if opts.dns && len(cfg.Keys) > 0 {
 		if code := checkKeysDNS(context.Background(), cfg, cfg.KeyNames(), keysCheckOptions{}, stdout, stderr); code != exitOK {
 			fmt.Fprintf(stderr, "%s: configuration OK, DNS check FAILED\n", cfg.File)
 			return code
@@ -68,7 +102,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 
 // checkPercentKeys loads every existing file that a key name with '%'
 // matches, so that a bad key is found now and not by the first message.
-func checkPercentKeys(cfg *config.Config) []error {
+func checkPercentKeys(cfg *config.Config, acct *keystore.Account) []error {
 	var errs []error
 	for _, name := range cfg.KeyNames() {
 		k := cfg.Keys[name]
@@ -76,7 +110,7 @@ func checkPercentKeys(cfg *config.Config) []error {
 			continue
 		}
 		for _, m := range percentMatches(k.File, fixedKeyFiles(cfg)) {
-			if _, err := keystore.ReadPrivateKey(m.path); err != nil {
+			if _, err := keystore.ReadPrivateKeyFor(m.path, acct); err != nil {
 				errs = append(errs, fmt.Errorf("%s: keys.%s: %w", cfg.Where(k.Line), name, err))
 			}
 		}
@@ -111,11 +145,21 @@ func printSummary(w io.Writer, cfg *config.Config) {
 			fmt.Fprintf(w, "key %s: d=%s s=%s, %s (per From domain; %d key files found)\n", name, k.Domain, k.Selector, k.File, n)
 			continue
 		}
-		pk, err := keystore.ReadPrivateKey(k.File)
-		if err != nil {
+		st := keystore.InspectKeyFile(k.File)
+		pk := st.Key
+		if pk == nil {
 			continue
 		}
-		fmt.Fprintf(w, "key %s: d=%s s=%s, %s %d bits, %s\n", name, k.Domain, k.Selector, pk.KeyType, pk.Bits, k.File)
+		shared := ""
+		if strings.Contains(k.Domain, "%") {
+			// One file for several From domains.
+			domains, unlisted := sharedKeyDomains(cfg, name)
+			shared = " (shared: " + strings.Join(append(domains, unlisted...), ", ") + ")"
+			if len(domains)+len(unlisted) == 0 {
+				shared = " (shared; no rule uses it)"
+			}
+		}
+		fmt.Fprintf(w, "key %s: d=%s s=%s, %s %d bits, %s%s\n", name, k.Domain, k.Selector, pk.KeyType, pk.Bits, k.File, shared)
 	}
 	for i, r := range cfg.Signing {
 		// 1-based, as config errors count rules.

@@ -25,7 +25,12 @@ s= allow the key; the RSA key size; a second TXT record at the name; the
 DNSSEC status (AD bit from a resolver on this host); and answers that
 differ between resolvers. One line per key, then each problem with a hint
 saying what to do. With NAMEs, only those keys; a key whose file name has
-'%' is checked for each key file that matches it.
+'%' is checked for each key file that matches it, and a shared key (domain
+"%", one file) for each domain of the [[signing]] rules that name it (the
+domain of "*@example.com" or "user@example.com"; the domains of "*" or
+"*@*.example.com" cannot be listed). With -d DOMAIN, only the keys that
+can sign for that From domain: its own, and those with '%' in their
+domain or file name, filled in with it.
 
 The resolvers are [dns] nameservers (default /etc/resolv.conf), each
 asked on its own, or those given with -resolver. With -authoritative, the
@@ -52,13 +57,14 @@ type keysCheckOptions struct {
 	authoritative bool          // ask the zone's servers with RD=0
 	timeout       time.Duration // 0: [dns] timeout
 	verbose       bool          // print every resolver's answer
+	domain        string        // -d: only the keys for this From domain
 	// authPort is the port the zone's name servers are asked on (0: 53);
 	// tests point it at an in-process server.
 	authPort int
 }
 
 func runKeysCheck(args []string, stdout, stderr io.Writer) int {
-	fl := newKeysFlagSet("check", "[-config FILE] [-resolver IP[:PORT]]... [-authoritative] [-timeout D] [-v] [NAME...]", keysCheckHelp, stderr)
+	fl := newKeysFlagSet("check", "[-config FILE] [-resolver IP[:PORT]]... [-authoritative] [-timeout D] [-v] [-d DOMAIN] [NAME...]", keysCheckHelp, stderr)
 	cfgPath := fl.String("config", "", "configuration file (default "+config.DefaultPath+")")
 	var opts keysCheckOptions
 	var resolvers stringsFlag
@@ -66,11 +72,15 @@ func runKeysCheck(args []string, stdout, stderr io.Writer) int {
 	fl.BoolVar(&opts.authoritative, "authoritative", false, "ask each key's zone's own name servers directly (RD=0), found through the resolvers")
 	fl.DurationVar(&opts.timeout, "timeout", 0, "bound on each lookup (default [dns] timeout)")
 	fl.BoolVar(&opts.verbose, "v", false, "print what each resolver answered, also when they agree")
+	fl.StringVar(&opts.domain, "d", "", "only the keys that sign for this From `DOMAIN`, with '%' filled in (a shared '%' key for a domain its rules cannot list)")
 	nameArgs, code, ok := parseNamesAndFlags(fl, args, stderr)
 	if !ok {
 		return code
 	}
 	opts.resolvers = resolvers
+	if opts.domain != "" && !normaliseDomain(&opts.domain, "keys check", stderr) {
+		return exitUsage
+	}
 	if opts.timeout < 0 {
 		fmt.Fprintln(stderr, "dkimmilter keys check: -timeout must not be negative")
 		return exitUsage
@@ -128,18 +138,31 @@ func checkKeysDNS(ctx context.Context, cfg *config.Config, names []string, opts 
 		return exitConfig
 	}
 
+	files := configuredKeyFiles(cfg, names)
+	if opts.domain != "" {
+		files = keyFilesForDomain(cfg, names, opts.domain)
+		if len(files) == 0 {
+			fmt.Fprintf(stderr, "dkimmilter keys check: no key %s signs for %s: a key for it, or one with '%%' in its domain or file name\n", keysIn(cfg, names), opts.domain)
+			return exitUsage
+		}
+	}
 	var checks []*keyCheck
-	for _, kf := range configuredKeyFiles(cfg, names) {
+	for _, kf := range files {
 		label := kf.name
-		if strings.Contains(cfg.Keys[kf.name].File, "%") && !kf.noMatch {
+		if k := cfg.Keys[kf.name]; strings.Contains(k.File+k.Domain, "%") && !kf.noMatch && !strings.Contains(kf.domain, "%") {
 			label += " (" + kf.domain + ")"
 		}
 		switch {
 		case kf.noMatch:
 			fmt.Fprintf(stdout, "none %s: no key file matches %s: nothing to check\n", label, kf.path)
 			continue
+		case strings.Contains(kf.domain, "%") && len(kf.unlisted) > 0:
+			fmt.Fprintf(stdout, "none %s: %s %s with this shared key for From domains that cannot be listed: check one with 'dkimmilter keys check%s -d DOMAIN %s'\n",
+				label, strings.Join(kf.unlisted, ", "), map[bool]string{true: "signs", false: "sign"}[len(kf.unlisted) == 1], keysConfigArg(cfg), kf.name)
+			continue
 		case strings.Contains(kf.domain, "%"):
-			fmt.Fprintf(stdout, "none %s: the domain is the From domain (%q) and the key file is shared: nothing to check without a domain\n", label, kf.domain)
+			fmt.Fprintf(stdout, "none %s: no [[signing]] rule names this shared key, so it has no domain to check: 'dkimmilter keys check%s -d DOMAIN %s' checks one\n",
+				label, keysConfigArg(cfg), kf.name)
 			continue
 		}
 		k := &keystore.Key{Name: kf.name, Domain: kf.domain, Selector: kf.selector, File: kf.path, PrivateKey: kf.status.Key}
@@ -191,6 +214,24 @@ func checkKeysDNS(ctx context.Context, cfg *config.Config, names []string, opts 
 		code = exitKeysTemp
 	}
 	return code
+}
+
+// normaliseDomain checks a -d DOMAIN flag and lower-cases it.
+func normaliseDomain(d *string, cmd string, stderr io.Writer) bool {
+	*d = strings.ToLower(strings.TrimSuffix(*d, "."))
+	if p := dkim.NameProblem(*d); p != "" {
+		fmt.Fprintf(stderr, "dkimmilter %s: -d %q is not a domain name: %s\n", cmd, *d, p)
+		return false
+	}
+	return true
+}
+
+// keysIn is "in FILE", or "among NAME, NAME" when names are a selection.
+func keysIn(cfg *config.Config, names []string) string {
+	if len(names) == len(cfg.Keys) {
+		return "in " + cfg.File
+	}
+	return "among " + strings.Join(names, ", ")
 }
 
 // fileProblem reports a key file that the daemon would refuse, with the

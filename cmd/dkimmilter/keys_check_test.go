@@ -83,7 +83,7 @@ func TestKeysCheckFailures(t *testing.T) {
 			[]string{"TEMP rsa rsa._domainkey.example.com: no answer (timeout", "1 not checked"}},
 		{"SERVFAIL: not checked", func(f *fixture) { f.dns.SetRcode(rsaName, dns.RcodeServerFailure) }, nil, exitKeysTemp,
 			[]string{"TEMP rsa", "SERVFAIL", "hint: check again later"}},
-		{"unsafe key file: config error, DNS still checked", func(f *fixture) { os.Chmod(filepath.Join(f.dir, "keys/rsa.pem"), 0o640) }, nil, exitConfig,
+		{"unsafe key file: config error, DNS still checked", func(f *fixture) { os.Chmod(filepath.Join(f.dir, "keys/rsa.pem"), 0o604) }, nil, exitConfig,
 			[]string{"FAIL rsa rsa._domainkey.example.com: rsa 2048-bit key published and matching",
 				"  fail: key file: unsafe key file permissions", "hint: chmod 600 "}},
 	}
@@ -210,14 +210,14 @@ func TestKeysCheckAuthoritative(t *testing.T) {
 // check -dns: the configuration check, then keys check's report and code.
 func TestCheckDNS(t *testing.T) {
 	f := newFixture(t, "")
-	code, out, errs := runCmd("check", "-config", f.cfg, "-dns")
+	code, out, errs := runCmd("check", "-config", f.cfg, "-user", me, "-dns")
 	if code != exitOK {
 		t.Fatalf("exit %d\n%s%s", code, out, errs)
 	}
 	wantOutput(t, out, "key rsa: d=example.com s=rsa", "ok   rsa rsa._domainkey.example.com: rsa 2048-bit key published and matching", f.cfg+": OK\n")
 
 	f.dns.Remove(rsaName)
-	code, out, errs = runCmd("check", "-config", f.cfg, "-dns")
+	code, out, errs = runCmd("check", "-config", f.cfg, "-user", me, "-dns")
 	if code != exitKeysFail || !strings.Contains(errs, "configuration OK, DNS check FAILED") {
 		t.Errorf("missing record: exit %d\n%s%s", code, out, errs)
 	}
@@ -225,7 +225,7 @@ func TestCheckDNS(t *testing.T) {
 
 	// A configuration error is 78, as without -dns, and DNS is not asked.
 	os.Chmod(filepath.Join(f.dir, "keys/rsa.pem"), 0o644)
-	code, out, errs = runCmd("check", "-config", f.cfg, "-dns")
+	code, out, errs = runCmd("check", "-config", f.cfg, "-user", me, "-dns")
 	if code != exitConfig || strings.Contains(out, "rsa._domainkey") {
 		t.Errorf("config error: exit %d\n%s%s", code, out, errs)
 	}

@@ -17,17 +17,24 @@ Print the DNS records to publish for the configured keys (all, or the ones
 named), in the two forms 'dkimmilter keys gen' prints: a zone-file line
 with p= split into quoted strings of at most 255 bytes (RFC 6376
 §3.6.2.2), and the value on one line for DNS web panels. A key whose file
-name has '%' gets one record per file that matches it.
+name has '%' gets one record per file that matches it, and a shared key
+(domain "%", one file) one per domain of the [[signing]] rules that name
+it. With -d DOMAIN, the records of the keys that sign for that From
+domain, with '%' filled in.
 
 Exit status: 0 printed; 64 a NAME is not a configured key; 78 the
 configuration cannot be loaded or a key file cannot be read.`
 
 func runKeysDNS(args []string, stdout, stderr io.Writer) int {
-	fl := newKeysFlagSet("dns", "[-config FILE] [NAME...]", keysDNSHelp, stderr)
+	fl := newKeysFlagSet("dns", "[-config FILE] [-d DOMAIN] [NAME...]", keysDNSHelp, stderr)
 	cfgPath := fl.String("config", "", "configuration file (default "+config.DefaultPath+")")
+	domain := fl.String("d", "", "only the keys that sign for this From `DOMAIN`, with '%' filled in")
 	nameArgs, code, ok := parseNamesAndFlags(fl, args, stderr)
 	if !ok {
 		return code
+	}
+	if *domain != "" && !normaliseDomain(domain, "keys dns", stderr) {
+		return exitUsage
 	}
 	cfg, ok := loadKeysConfig(*cfgPath, stderr)
 	if !ok {
@@ -41,9 +48,17 @@ func runKeysDNS(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "; no keys in %s (hint: dkimmilter keys gen -d example.com)\n", cfg.File)
 		return exitOK
 	}
+	files := configuredKeyFiles(cfg, names)
+	if *domain != "" {
+		files = keyFilesForDomain(cfg, names, *domain)
+		if len(files) == 0 {
+			fmt.Fprintf(stderr, "dkimmilter keys dns: no key %s signs for %s: a key for it, or one with '%%' in its domain or file name\n", keysIn(cfg, names), *domain)
+			return exitUsage
+		}
+	}
 	code = exitOK
 	first := true
-	for _, kf := range configuredKeyFiles(cfg, names) {
+	for _, kf := range files {
 		st := kf.status
 		switch {
 		case kf.noMatch:
@@ -65,10 +80,13 @@ func runKeysDNS(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "; keys.%s: %s %d bits, %s\n", kf.name, st.Key.KeyType, st.Key.Bits, kf.path)
 		value := keystore.Record(st.Key)
 		if strings.Contains(kf.domain, "%") {
-			// One shared key for every From domain: the same record at
-			// each domain's name.
-			fmt.Fprintf(stdout, "; publish at %s for each From domain D this key signs, e.g.\n",
-				dkim.DNSName(kf.selector, strings.ReplaceAll(kf.domain, "%", "D")))
+			// One shared key for From domains that the rules do not
+			// list: the same record at each domain's name.
+			if len(kf.unlisted) > 0 {
+				fmt.Fprintf(stdout, "; %s also sign with this key for From domains that cannot be listed:\n", strings.Join(kf.unlisted, ", "))
+			}
+			fmt.Fprintf(stdout, "; publish at %s for each From domain D this key signs ('dkimmilter keys dns%s -d D %s' prints it), e.g.\n",
+				dkim.DNSName(kf.selector, strings.ReplaceAll(kf.domain, "%", "D")), keysConfigArg(cfg), kf.name)
 			fmt.Fprintln(stdout, keystore.ZoneLine(dkim.DNSName(kf.selector, strings.ReplaceAll(kf.domain, "%", "example.com")), value))
 			fmt.Fprintln(stdout, "; the value, on one line:")
 			fmt.Fprintln(stdout, value)

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -23,6 +25,10 @@ Generate a DKIM key and print what to publish and configure:
   3. the [keys.NAME] table and a [[signing]] rule for the configuration.
 The key goes to DIR/DOMAIN/SELECTOR.pem: PKCS#8 PEM, mode 0600, in
 directories made with mode 0700. An existing file is never replaced.
+Run as root, the key and the directories made for it are given to the
+user the daemon runs as (-user; by default the user dkimmilter when it
+exists), so that the daemon can read it; a directory on the way that the
+user cannot search is named, with the command that fixes it.
 RSA keys are 2048 bits unless -b says otherwise: 1024 to 8192, with a
 warning under 2048 and over 4096 (RFC 8301 §3.2). Ed25519 keys (RFC 8463)
 are smaller and faster, but not every verifier knows them yet: sign with
@@ -34,7 +40,7 @@ made the same month), an "r" or "e" suffix is added.
 Exit status: 0 done; 1 the key file exists or cannot be written; 64 usage
 (a bad domain, selector, type or size).`
 
-const keysGenUsage = "-d DOMAIN [-s SELECTOR] [-t rsa|ed25519] [-b BITS] [-dir DIR]"
+const keysGenUsage = "-d DOMAIN [-s SELECTOR] [-t rsa|ed25519] [-b BITS] [-dir DIR] [-user NAME]"
 
 func runKeysGen(args []string, stdout, stderr io.Writer) int {
 	return keysGen(args, stdout, stderr, time.Now())
@@ -48,8 +54,13 @@ func keysGen(args []string, stdout, stderr io.Writer, now time.Time) int {
 	kind := fl.String("t", "rsa", "key type: rsa or ed25519")
 	bits := fl.Int("b", 0, "RSA key size in bits, 1024 to 8192 (default 2048)")
 	dir := fl.String("dir", keystore.DefaultKeyDir, "key directory: the key is written to DIR/DOMAIN/SELECTOR.pem")
+	userName := fl.String("user", "", "when run as root, give the key to this user, the one dkimmilter runs as (default "+serviceUser+" when it exists)")
 	if code, ok := parseFlags(fl, args, false, stderr); !ok {
 		return code
+	}
+	acct, ok := keyOwner(nil, *userName, stderr)
+	if !ok {
+		return exitUsage
 	}
 	if *domain == "" {
 		fmt.Fprintln(stderr, "dkimmilter keys gen: -d DOMAIN is required, e.g. dkimmilter keys gen -d example.com")
@@ -65,9 +76,10 @@ func keysGen(args []string, stdout, stderr io.Writer, now time.Time) int {
 		return code
 	}
 	name := config.KeyName(g.domain, g.selector)
-	fmt.Fprintf(stdout, "# Wrote %s: %s, %d bits, mode 0600.\n", g.path, g.pk.KeyType, g.pk.Bits)
-	if h := ownerHint(g); h != "" {
-		fmt.Fprintf(stdout, "# It belongs to root. If dkimmilter runs as its own user (User=dkimmilter in\n# its systemd unit), give the user the key, or it cannot sign:\n#   %s\n", h)
+	owned, fixes := giveKey(g, acct, nil)
+	fmt.Fprintf(stdout, "# Wrote %s: %s, %d bits, %s.\n", g.path, g.pk.KeyType, g.pk.Bits, owned)
+	for _, l := range fixes {
+		fmt.Fprintf(stdout, "# %s\n", l)
 	}
 	fmt.Fprintln(stdout)
 	fmt.Fprintln(stdout, "; 1. The DNS record, in zone-file syntax (p= is split into quoted strings of at")
@@ -189,23 +201,95 @@ func generateKey(r genRequest, stderr io.Writer) (*generated, int) {
 	return &generated{domain: r.domain, selector: r.selector, path: path, pk: pk, value: keystore.Record(pk), created: created}, exitOK
 }
 
-// ownerHint says how to hand a key made by root to the user the daemon
-// runs as (User=dkimmilter in contrib/systemd/dkimmilter.service), who
-// otherwise cannot read it and fails every signing: the directories this
-// run created, or the file when its directory belongs to another user.
-// It is "" when not root, or when the directory is root's too.
-func ownerHint(g *generated) string {
-	if os.Geteuid() != 0 {
-		return ""
+// keyOwner is the account keys gen and rotate give new keys to, as
+// check judges them (serviceAccount); false when -user names no user, or
+// another user than this process's when not root.
+func keyOwner(cfg *config.Config, name string, stderr io.Writer) (*keystore.Account, bool) {
+	acct, _, err := serviceAccount(cfg, name)
+	if err != nil {
+		fmt.Fprintf(stderr, "dkimmilter keys: -user: %v\n", err)
+		return nil, false
 	}
-	if g.created != "" {
-		return "chown -R dkimmilter: " + g.created
+	if os.Geteuid() != 0 && acct.UID != os.Geteuid() {
+		fmt.Fprintf(stderr, "dkimmilter keys: -user %s: only root can give a key to another user; run the command as %s, or as root\n", acct.Name, acct.Name)
+		return nil, false
 	}
-	dir := filepath.Dir(g.path)
-	if fi, err := os.Stat(dir); err == nil {
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
-			return fmt.Sprintf("chown --reference=%s %s", dir, g.path)
+	return acct, true
+}
+
+// giveKey makes a new key readable by the user the daemon runs as, so
+// that the next reload can load it: run as root, the file and the
+// directories this run made go to acct with their modes (0600, 0700). With
+// ref, the key it replaces, the new file takes ref's owner, group and mode
+// instead when acct can use those: a group-readable layout shared with
+// another daemon (root:opendkim 0640) stays as it is. It returns what the
+// file is now ("mode 0600, owner dkimmilter") and, when a directory on the
+// way still keeps acct out, the lines that say how to fix it.
+func giveKey(g *generated, acct *keystore.Account, ref *keyFile) (owned string, fixes []string) {
+	describe := func() string {
+		fi, err := os.Stat(g.path)
+		if err != nil {
+			return "mode 0600"
+		}
+		st, _ := fi.Sys().(*syscall.Stat_t)
+		if st == nil {
+			return fmt.Sprintf("mode %04o", fi.Mode().Perm())
+		}
+		return fmt.Sprintf("mode %04o, owner %s:%s", fi.Mode().Perm(), lookupUser(int(st.Uid)), lookupGroup(int(st.Gid)))
+	}
+	if os.Geteuid() != 0 || acct.UID == 0 {
+		return describe(), nil
+	}
+	uid, gid, mode := acct.UID, acct.Groups[0], os.FileMode(0o600)
+	if ref != nil && keystore.InspectKeyFileFor(ref.path, acct).Err == nil && len(acct.ReadProblems(ref.path)) == 0 {
+		if fi, err := os.Stat(ref.path); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				uid, gid, mode = int(st.Uid), int(st.Gid), fi.Mode().Perm()
+			}
 		}
 	}
-	return ""
+	var errs []string
+	if g.created != "" {
+		// The directories made for the key, from the top one down.
+		for d := filepath.Dir(g.path); ; d = filepath.Dir(d) {
+			if err := os.Chown(d, acct.UID, acct.Groups[0]); err != nil {
+				errs = append(errs, err.Error())
+			}
+			if d == g.created || d == filepath.Dir(d) {
+				break
+			}
+		}
+	}
+	if err := os.Chown(g.path, uid, gid); err != nil {
+		errs = append(errs, err.Error())
+	}
+	if err := os.Chmod(g.path, mode); err != nil {
+		errs = append(errs, err.Error())
+	}
+	for _, e := range errs {
+		fixes = append(fixes, "warning: "+e)
+	}
+	if ps := acct.ReadProblems(g.path); len(ps) > 0 {
+		text, fix := keystore.DescribeProblems(ps)
+		fixes = append(fixes, fmt.Sprintf("User %s, who runs dkimmilter, cannot read it yet: %s. Fix it with:", acct.Name, text))
+		for _, c := range strings.Split(fix, "; then ") {
+			fixes = append(fixes, "  "+c)
+		}
+	}
+	return describe(), fixes
+}
+
+// lookupUser and lookupGroup name an owner, or give its number.
+func lookupUser(uid int) string {
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
+		return u.Username
+	}
+	return strconv.Itoa(uid)
+}
+
+func lookupGroup(gid int) string {
+	if g, err := user.LookupGroupId(strconv.Itoa(gid)); err == nil {
+		return g.Name
+	}
+	return strconv.Itoa(gid)
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -19,7 +21,9 @@ import (
 
 const keysListHelp = `
 List every configured key: its name, domain, selector, type and size, file,
-whether the file's permissions are safe (only its owner may read it), its
+whether the file's permissions are safe (only its owner may read it, and
+its group when that is one the daemon runs with; run as root, judged for
+the user 'dkimmilter check' checks as), its
 age (from the file's modification time) and the [[signing]] rules that use
 it, numbered from 1 as 'dkimmilter check' prints them. A key whose file
 name has '%' is listed once per file that matches it, with the domain each
@@ -98,21 +102,40 @@ func loadKeysConfig(path string, stderr io.Writer) (*config.Config, bool) {
 	return cfg, true
 }
 
-// keyFile is one key file that a configured key uses: its file, or for a
-// key whose file name has '%', each existing file that the name matches.
+// keyFile is one key file that a configured key uses, for one domain: its
+// file; for a key whose file name has '%', each existing file that the
+// name matches; for a shared key (domain "%", one file), the file once per
+// domain that the signing rules give it.
 type keyFile struct {
 	name, domain, selector, path string // domain and path with '%' filled in
 	status                       keystore.KeyFileStatus
 	noMatch                      bool // a '%' key that no file matches; path is the pattern
+	// unlisted, for a shared key's row whose domain still has '%': the
+	// rules that sign with it for From domains that cannot be listed
+	// ("signing[3] (from = \"*\")"); empty when no rule names the key.
+	unlisted []string
 }
 
-// configuredKeyFiles returns the files of the named keys, in order.
+// configuredKeyFiles returns the files of the named keys, in order, each
+// judged as the daemon's user will read it (inspectAccount).
 func configuredKeyFiles(cfg *config.Config, names []string) []keyFile {
 	var out []keyFile
+	acct := inspectAccount(cfg)
 	for _, name := range names {
 		k := cfg.Keys[name]
 		if !strings.Contains(k.File, "%") {
-			out = append(out, keyFile{name: name, domain: k.Domain, selector: k.Selector, path: k.File, status: keystore.InspectKeyFile(k.File)})
+			st := keystore.InspectKeyFileFor(k.File, acct)
+			if !strings.Contains(k.Domain, "%") {
+				out = append(out, keyFile{name: name, domain: k.Domain, selector: k.Selector, path: k.File, status: st})
+				continue
+			}
+			domains, unlisted := sharedKeyDomains(cfg, name)
+			for _, d := range domains {
+				out = append(out, keyFile{name: name, domain: strings.ReplaceAll(k.Domain, "%", d), selector: k.Selector, path: k.File, status: st})
+			}
+			if len(unlisted) > 0 || len(domains) == 0 {
+				out = append(out, keyFile{name: name, domain: k.Domain, selector: k.Selector, path: k.File, status: st, unlisted: unlisted})
+			}
 			continue
 		}
 		matches := percentMatches(k.File, fixedKeyFiles(cfg))
@@ -121,10 +144,84 @@ func configuredKeyFiles(cfg *config.Config, names []string) []keyFile {
 		}
 		for _, m := range matches {
 			out = append(out, keyFile{name: name, domain: strings.ReplaceAll(k.Domain, "%", m.domain), selector: k.Selector,
-				path: m.path, status: keystore.InspectKeyFile(m.path)})
+				path: m.path, status: keystore.InspectKeyFileFor(m.path, acct)})
 		}
 	}
 	return out
+}
+
+// inspectAccount is the account the keys commands judge key files for:
+// run as root, the daemon's user (as check finds it), so that a key its
+// group may read (root:opendkim 0640, with the daemon in that group) is
+// not reported unsafe because root is not in the group; otherwise, or when
+// that user cannot be found, this process (nil).
+func inspectAccount(cfg *config.Config) *keystore.Account {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	acct, _, err := serviceAccount(cfg, "")
+	if err != nil {
+		return nil
+	}
+	return acct
+}
+
+// keyFilesForDomain returns the files of the named keys that sign for
+// the From domain domain: a key for that domain, and a key with '%' in its
+// domain or file name with the domain filled in (noMatch when its file
+// name has '%' and no such file exists).
+func keyFilesForDomain(cfg *config.Config, names []string, domain string) []keyFile {
+	var out []keyFile
+	for _, name := range names {
+		k := cfg.Keys[name]
+		if !strings.Contains(k.Domain, "%") && k.Domain != domain {
+			continue
+		}
+		path := strings.ReplaceAll(k.File, "%", domain)
+		kf := keyFile{name: name, domain: strings.ReplaceAll(k.Domain, "%", domain), selector: k.Selector, path: path, status: keystore.InspectKeyFileFor(path, inspectAccount(cfg))}
+		if strings.Contains(k.File, "%") && errors.Is(kf.status.Err, fs.ErrNotExist) {
+			kf.noMatch = true
+		}
+		out = append(out, kf)
+	}
+	return out
+}
+
+// sharedKeyDomains returns the From domains that the [[signing]] rules
+// naming a shared key (domain "%", one file) give it: the literal domain
+// of each rule's from pattern, in rule order, once each. The rules whose
+// pattern has no literal domain ("*", "*@*.example.com") are returned as
+// unlisted, "signing[N] (from = "PATTERN")": the domains they sign for
+// cannot be known from the configuration.
+func sharedKeyDomains(cfg *config.Config, name string) (domains, unlisted []string) {
+	for i, r := range cfg.Signing {
+		if !slices.Contains(r.Keys, name) {
+			continue
+		}
+		d := literalDomain(r.From)
+		switch {
+		case d == "":
+			unlisted = append(unlisted, fmt.Sprintf("signing[%d] (from = %q)", i+1, r.From))
+		case !slices.Contains(domains, d):
+			domains = append(domains, d)
+		}
+	}
+	return domains, unlisted
+}
+
+// literalDomain is the domain a from pattern names without a wildcard:
+// example.com for "*@example.com", "user@example.com" and
+// "x-*@example.com"; "" for "*", "*@*.example.com" or "*@example.*".
+func literalDomain(pattern string) string {
+	i := strings.LastIndexByte(pattern, '@')
+	if i < 0 {
+		return ""
+	}
+	d := pattern[i+1:]
+	if d == "" || strings.Contains(d, "*") || dkim.NameProblem(d) != "" {
+		return ""
+	}
+	return d
 }
 
 type percentMatch struct{ path, domain string }

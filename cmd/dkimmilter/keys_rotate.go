@@ -35,14 +35,18 @@ Rotate a domain's key safely, in the five steps of the usual guides:
      revoke it with an empty p= rather than delete it, and to remove the
      old key.
 It changes nothing but the new key file: the configuration and DNS are
-yours to edit. With several keys for the domain (an RSA and an Ed25519 key),
+yours to edit. Run as root, the new file gets the old key's owner, group
+and mode when the user the daemon runs as can read the old key that way,
+and is otherwise given to that user with mode 0600 (-user, or as for
+'dkimmilter check': the owner of the socket's directory, else the user
+dkimmilter), so that the next reload can load it. With several keys for the domain (an RSA and an Ed25519 key),
 -t or -key says which one to replace.
 
 Exit status: 0 done; 1 the key file exists or cannot be written; 64 usage
 (no key for the domain, an unknown -key, a bad -t, -b or -s); 78 the
 configuration cannot be loaded.`
 
-const keysRotateUsage = "-d DOMAIN [-config FILE] [-t rsa|ed25519] [-b BITS] [-s SELECTOR] [-dir DIR] [-key NAME]"
+const keysRotateUsage = "-d DOMAIN [-config FILE] [-t rsa|ed25519] [-b BITS] [-s SELECTOR] [-dir DIR] [-key NAME] [-user NAME]"
 
 // Minimum time to keep a retired key's record published after the
 // switch, whatever sign.expire says: a message may wait 5 days in a
@@ -68,6 +72,7 @@ func keysRotate(args []string, stdout, stderr io.Writer, now time.Time) int {
 	selector := fl.String("s", "", "selector of the new key (default sYYYYMM from today's date)")
 	dir := fl.String("dir", "", "write the new key to DIR/DOMAIN/SELECTOR.pem (default: the current key's directory)")
 	keyName := fl.String("key", "", "the key to replace, when the domain has several")
+	userName := fl.String("user", "", "when run as root, give the new key to this user, the one dkimmilter runs as (default: as for 'dkimmilter check')")
 	if code, ok := parseFlags(fl, args, false, stderr); !ok {
 		return code
 	}
@@ -84,6 +89,10 @@ func keysRotate(args []string, stdout, stderr io.Writer, now time.Time) int {
 		return exitConfig
 	}
 	old, ok := keyToRotate(cfg, req.domain, *kind, *keyName, stderr)
+	if !ok {
+		return exitUsage
+	}
+	acct, ok := keyOwner(cfg, *userName, stderr)
 	if !ok {
 		return exitUsage
 	}
@@ -128,7 +137,8 @@ func keysRotate(args []string, stdout, stderr io.Writer, now time.Time) int {
 	if g == nil {
 		return code
 	}
-	printRotation(stdout, cfg, old, g, newName, now)
+	owned, fixes := giveKey(g, acct, &old)
+	printRotation(stdout, cfg, old, g, newName, now, owned, fixes)
 	return exitOK
 }
 
@@ -167,7 +177,7 @@ func selectorInDNS(cfg *config.Config, domain string, stderr io.Writer) func(str
 func keyToRotate(cfg *config.Config, domain, kind, name string, stderr io.Writer) (keyFile, bool) {
 	var cands []keyFile
 	for _, kf := range configuredKeyFiles(cfg, cfg.KeyNames()) {
-		if kf.domain == domain && !strings.Contains(cfg.Keys[kf.name].File, "%") && (name == "" || kf.name == name) {
+		if k := cfg.Keys[kf.name]; kf.domain == domain && !strings.Contains(k.File+k.Domain, "%") && (name == "" || kf.name == name) {
 			cands = append(cands, kf)
 		}
 	}
@@ -176,8 +186,8 @@ func keyToRotate(cfg *config.Config, domain, kind, name string, stderr io.Writer
 		switch {
 		case k == nil:
 			selectKeys(cfg, []string{name}, "keys rotate -key", stderr)
-		case strings.Contains(k.File, "%"):
-			fmt.Fprintf(stderr, "dkimmilter keys rotate: keys.%s has '%%' in its file name: such a key is rotated for all its domains at once, with 'dkimmilter keys gen -s SELECTOR' for each domain and a new [keys.NAME] table for the new selector\n", name)
+		case strings.Contains(k.File+k.Domain, "%"):
+			fmt.Fprintf(stderr, "dkimmilter keys rotate: keys.%s has '%%' in its domain or file name: such a key is rotated for all its domains at once, with 'dkimmilter keys gen -s SELECTOR' for each domain and a new [keys.NAME] table for the new selector\n", name)
 		default:
 			fmt.Fprintf(stderr, "dkimmilter keys rotate: keys.%s is for %s, not %s\n", name, k.Domain, domain)
 		}
@@ -245,7 +255,7 @@ func configuredDomains(cfg *config.Config) string {
 	return "; the configured domains are " + strings.Join(ds, ", ")
 }
 
-func printRotation(w io.Writer, cfg *config.Config, old keyFile, g *generated, newName string, now time.Time) {
+func printRotation(w io.Writer, cfg *config.Config, old keyFile, g *generated, newName string, now time.Time, owned string, fixes []string) {
 	oldDesc := "unreadable"
 	oldType := g.pk.KeyType
 	if k := old.status.Key; k != nil {
@@ -255,10 +265,11 @@ func printRotation(w io.Writer, cfg *config.Config, old keyFile, g *generated, n
 	fmt.Fprintf(w, "Rotating the key of %s, today %s:\n  old: keys.%s, selector %s, %s, %s\n  new: keys.%s, selector %s, %s %d bits, %s\n",
 		g.domain, now.Format(time.DateOnly), old.name, old.selector, oldDesc, old.path, newName, g.selector, g.pk.KeyType, g.pk.Bits, g.path)
 
-	fmt.Fprintf(w, "\nStep 1 of 5: the new key\nWrote %s (mode 0600).\nThe old key and its record stay as they are: mail is signed with the old key\nuntil you switch (steps 3 and 4).\n", g.path)
-	if h := ownerHint(g); h != "" {
-		fmt.Fprintf(w, "It belongs to root. If dkimmilter runs as its own user, give the user the key,\nor it cannot sign:\n  %s\n", h)
+	fmt.Fprintf(w, "\nStep 1 of 5: the new key\nWrote %s (%s).\n", g.path, owned)
+	for _, l := range fixes {
+		fmt.Fprintln(w, l)
 	}
+	fmt.Fprintln(w, "The old key and its record stay as they are: mail is signed with the old key\nuntil you switch (steps 3 and 4).")
 
 	fmt.Fprintf(w, "\nStep 2 of 5: publish the new record now, next to the old one (leave %s as it is)\n", old.selector)
 	fmt.Fprintln(w, keystore.ZoneLine(dkim.DNSName(g.selector, g.domain), g.value))

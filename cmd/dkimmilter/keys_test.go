@@ -282,7 +282,7 @@ func TestKeysList(t *testing.T) {
 	f := newKeysFixture(t, "")
 	os.Chtimes(f.rsa, keysNow, keysNow.Add(-412*24*time.Hour-time.Hour))
 	os.Chtimes(f.ed, keysNow, keysNow.Add(-36*time.Hour))
-	os.Chmod(f.ed, 0o640)
+	os.Chmod(f.ed, 0o660)
 	for _, d := range []string{"example.org", "example.net"} {
 		p := testkit.WriteKey(f.dir, "hosted/"+d+"/h1.pem", edKey(), false)
 		os.Chtimes(p, keysNow, keysNow)
@@ -322,7 +322,7 @@ keys = ["hosted"]
 	for key, want := range map[string]string{
 		"NAME DOMAIN":             "NAME DOMAIN SELECTOR TYPE BITS FILE PERMISSIONS AGE USED BY",
 		"example-rsa example.com": "example-rsa example.com s2026r rsa 2048 " + f.rsa + " 0600 ok 412 days signing[1] *@example.com, signing[2] *@*.example.com",
-		"example-ed example.com":  "example-ed example.com s2026e ed25519 256 " + f.ed + " 0640 BAD: open to its group (chmod 600) 1 day signing[1] *@example.com",
+		"example-ed example.com":  "example-ed example.com s2026e ed25519 256 " + f.ed + " 0660 BAD: open to its group (chmod 600) 1 day signing[1] *@example.com",
 		"hosted example.org":      "hosted example.org h1 ed25519 256 " + filepath.Join(f.dir, "hosted/example.org/h1.pem") + " 0600 ok today signing[3] *",
 		"hosted example.net":      "hosted example.net h1 ed25519 256 " + filepath.Join(f.dir, "hosted/example.net/h1.pem") + " 0600 ok today signing[3] *",
 		"gone example.info":       "gone example.info s1 - - " + filepath.Join(f.dir, "keys/gone.pem") + " - - not used",

@@ -1,7 +1,7 @@
 // Command dkimmilter is a DKIM signing and verifying milter for Postfix.
 //
 //	dkimmilter [serve] [-config FILE]   run the milter (the default)
-//	dkimmilter check   [-config FILE]   validate the config and keys (-dns: and their DNS records)
+//	dkimmilter check   [-config FILE]   validate the config and keys, as the service user (-dns: and their DNS records)
 //	dkimmilter keys …                   generate, list, publish, check and rotate keys
 //	dkimmilter verify  [FILE]           verify a saved message and explain every signature
 //	dkimmilter version                  print the version and the revision built from
@@ -43,7 +43,7 @@ var commands []command
 func init() {
 	commands = []command{
 		{"serve", "[-config FILE] [-listen ADDR] [-log-format text|json] [-log-level debug|info|warn|error]", serveHelp, runServe},
-		{"check", "[-config FILE] [-dns]", checkHelp, runCheck},
+		{"check", "[-config FILE] [-dns] [-user NAME]", checkHelp, runCheck},
 		{"keys", "gen|list|dns|check|rotate [flags]", keysHelp, runKeys},
 		{"verify", "[-config FILE] [-dns HOST:PORT] [-json] [FILE|-]", verifyHelp, runVerify},
 		{"version", "", versionHelp, runVersion},

@@ -21,6 +21,7 @@ import (
 	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/internal/dnstest"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
+	"github.com/dkimmilter/dkimmilter/keystore"
 )
 
 // The test binary doubles as the daemon: with DKIMMILTER_TEST_MAIN set it
@@ -73,6 +74,10 @@ keys = ["rsa"]
 	return f
 }
 
+// me is the user running the tests: check -user me judges the fixture's
+// files, made by this user in its own temporary directories, as its own.
+var me = keystore.ProcessAccount().Name
+
 func runCmd(args ...string) (int, string, string) {
 	var out, errb bytes.Buffer
 	code := run(args, &out, &errb)
@@ -81,7 +86,7 @@ func runCmd(args ...string) (int, string, string) {
 
 func TestCheckOK(t *testing.T) {
 	f := newFixture(t, "")
-	code, out, errs := runCmd("check", "-config", f.cfg)
+	code, out, errs := runCmd("check", "-config", f.cfg, "-user", me)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
@@ -102,7 +107,7 @@ func TestCheckErrors(t *testing.T) {
 	}{
 		{"unknown key and dangling reference", "[verify]\nmax_signature = 3\n[[signing]]\nfrom = \"*@example.org\"\nkeys = [\"nope\"]\n", 0o600,
 			[]string{"dkimmilter.toml:14: verify.max_signature: unknown key", `did you mean "max_signatures"`, `dkimmilter.toml:17: signing[2].keys[1]: the rule for "*@example.org" names key "nope"`}},
-		{"unsafe key permissions", "", 0o640, []string{"dkimmilter.toml:6: keys.rsa:", "chmod 600 "}},
+		{"unsafe key permissions", "", 0o604, []string{"dkimmilter.toml:6: keys.rsa:", "chmod 600 "}},
 		{"missing key file", "[keys.gone]\ndomain = \"example.org\"\nselector = \"s\"\nfile = \"keys/gone.pem\"\n", 0o600,
 			[]string{"dkimmilter.toml:13: keys.gone:", "gone.pem does not exist"}},
 		{"bad action", "[actions]\nsign_error = \"shrug\"\n", 0o600,
@@ -116,7 +121,7 @@ func TestCheckErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t, tt.extra)
 			os.Chmod(filepath.Join(f.dir, "keys/rsa.pem"), tt.mode)
-			code, _, errs := runCmd("check", "-config", f.cfg)
+			code, _, errs := runCmd("check", "-config", f.cfg, "-user", me)
 			if code != exitConfig {
 				t.Fatalf("exit %d, want %d", code, exitConfig)
 			}
