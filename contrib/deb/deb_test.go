@@ -245,3 +245,27 @@ func TestLintian(t *testing.T) {
 		}
 	}
 }
+
+// The same commit gives the same package, byte for byte: file times are
+// the commit's, the build is -trimpath, and gzip writes no name or time.
+func TestReproducible(t *testing.T) {
+	first, err := os.ReadFile(builtDeb(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := findRoot(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := build(options{root: root, outDir: t.TempDir(), goarch: runtime.GOARCH})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := os.ReadFile(again)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(first, second) {
+		t.Errorf("two builds of the same tree differ: %s (%d bytes), %s (%d bytes)", builtDeb(t), len(first), again, len(second))
+	}
+}
