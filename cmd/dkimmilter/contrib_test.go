@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/dkimmilter/dkimmilter/config"
 )
 
 // The systemd unit keeps the properties the README promises, and
@@ -41,5 +43,21 @@ func TestSystemdUnit(t *testing.T) {
 	}
 	if v, _ := strconv.ParseFloat(string(m[1]), 64); v >= 2 {
 		t.Errorf("exposure %.1f, want under 2:\n%s", v, out)
+	}
+}
+
+// The configuration the Debian package installs loads, listens where the
+// README tells Postfix to look, and signs nothing until keys are added.
+func TestPackagedConfig(t *testing.T) {
+	cfg, err := config.Load("../../contrib/deb/dkimmilter.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "unix:/var/spool/postfix/dkimmilter/dkimmilter.sock" || len(cfg.Keys) != 0 || len(cfg.Signing) != 0 {
+		t.Errorf("listen %q, %d keys, %d rules", cfg.Listen, len(cfg.Keys), len(cfg.Signing))
+	}
+	code, out, errs := runCmd("check", "-config", "../../contrib/deb/dkimmilter.toml")
+	if code != exitOK || !strings.Contains(out, "dkimmilter.toml: OK") {
+		t.Errorf("check: exit %d\n%s%s", code, out, errs)
 	}
 }

@@ -19,15 +19,47 @@ func runVersion(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fl, args, false, stderr); !ok {
 		return code
 	}
-	bi, _ := debug.ReadBuildInfo()
-	fmt.Fprintln(stdout, versionString(bi))
+	fmt.Fprintln(stdout, version())
 	return exitOK
 }
+
+// Set by the linker (-ldflags "-X main.linkVersion=…") when a package
+// build stamps the binary: the Debian package's version and the revision
+// it was built from. The go command records the revision only when it
+// builds inside a git checkout with -buildvcs on, which a package build
+// cannot count on (GOFLAGS=-buildvcs=false, or a source tarball).
+var (
+	linkVersion  string // "0.0~git20261207.ffcf23f-1"
+	linkRevision string // the full commit hash
+	linkTime     string // the commit's time, RFC 3339
+	linkModified string // "true" when the tree had uncommitted changes
+)
 
 // version is the one-line version, also in the daemon's ready line.
 func version() string {
 	bi, _ := debug.ReadBuildInfo()
-	return versionString(bi)
+	return versionString(stamped(bi, linkVersion, linkRevision, linkTime, linkModified))
+}
+
+// stamped returns bi with the values the linker set in place of the ones
+// the go command recorded: a packaged binary reports the package's
+// version, whatever module version the build saw.
+func stamped(bi *debug.BuildInfo, ver, rev, when, modified string) *debug.BuildInfo {
+	if ver == "" && rev == "" {
+		return bi
+	}
+	out := &debug.BuildInfo{GoVersion: runtime.Version()}
+	if bi != nil {
+		c := *bi
+		out = &c
+	}
+	if ver != "" {
+		out.Main.Version = ver
+	}
+	if rev != "" {
+		out.Settings = []debug.BuildSetting{{Key: "vcs.revision", Value: rev}, {Key: "vcs.time", Value: when}, {Key: "vcs.modified", Value: modified}}
+	}
+	return out
 }
 
 // versionString says what the binary was built from: "dkimmilter v1.2.0
