@@ -102,12 +102,18 @@ type Limits struct {
 	MaxHeaderBytes  int           // bytes of one message's header block
 }
 
-// Actions is the [actions] table: what the milter answers Postfix. Parse
-// and Default set every field; Accept is the zero value.
+// Actions is the [actions] table: what the milter answers Postfix, one
+// action per outcome, as OpenDKIM's On-* settings. Parse and Default set
+// every field; Accept is the zero value. Every field takes every Action.
 type Actions struct {
-	SignError    Action // Accept, Tempfail or Reject
-	DNSError     Action // Accept, Tempfail or Reject
-	BadSignature Action // Accept, Tempfail, Reject or Quarantine
+	SignError     Action // a signing key cannot be used
+	DNSError      Action // a key lookup failed: temperror
+	BadSignature  Action // fail, or a permerror other than a missing key
+	KeyNotFound   Action // permerror: no key record at the selector's name
+	Policy        Action // dkim=policy: rsa-sha1, a short key, unsigned content
+	Security      Action // the header passed limits.max_headers or max_header_bytes
+	NoSignature   Action // no DKIM-Signature at all: dkim=none
+	InternalError Action // dkimmilter failed on the message (a recovered panic)
 }
 
 // Action is an answer to Postfix for a message; its String is the word
@@ -119,9 +125,13 @@ const (
 	Tempfail                 // 4xx: try again later
 	Reject                   // 5xx
 	Quarantine               // hold in Postfix's hold queue
+	Discard                  // accept and throw away, telling nobody
 )
 
-var actionWords = [...]string{Accept: "accept", Tempfail: "tempfail", Reject: "reject", Quarantine: "quarantine"}
+var actionWords = [...]string{Accept: "accept", Tempfail: "tempfail", Reject: "reject", Quarantine: "quarantine", Discard: "discard"}
+
+// AllActions lists every Action, in the order error messages name them.
+var AllActions = []Action{Accept, Tempfail, Reject, Quarantine, Discard}
 
 func (a Action) String() string {
 	if int(a) < len(actionWords) {
@@ -210,7 +220,8 @@ func Default() *Config {
 		Signing: []*SigningRule{},
 		Verify:  Verify{MinRSABits: 1024, MaxSignatures: 8},
 		DNS:     DNS{Nameservers: []string{}, Timeout: 5 * time.Second},
-		Actions: Actions{SignError: Tempfail, DNSError: Accept, BadSignature: Accept},
+		Actions: Actions{SignError: Tempfail, DNSError: Accept, BadSignature: Accept, KeyNotFound: Accept,
+			Policy: Accept, Security: Accept, NoSignature: Accept, InternalError: Tempfail},
 		// Postfix runs at most default_process_limit (100) smtpd
 		// processes, each with one milter connection; the idle timeout
 		// outlasts smtpd_timeout (300s), so a slow client's session is

@@ -95,7 +95,8 @@ func TestFull(t *testing.T) {
 			Nameservers: []string{"127.0.0.1:5353", "[::1]:53", "192.0.2.53:53", "[2001:db8::53]:5300"},
 			Timeout:     2500 * time.Millisecond,
 		},
-		Actions:       Actions{SignError: Reject, DNSError: Tempfail, BadSignature: Quarantine},
+		Actions: Actions{SignError: Reject, DNSError: Tempfail, BadSignature: Quarantine, KeyNotFound: Discard,
+			Policy: Reject, Security: Tempfail, NoSignature: Quarantine, InternalError: Accept},
 		Limits:        Limits{MaxSessions: 64, IdleTimeout: 5 * time.Minute, MessageTimeout: time.Hour, MaxHeaders: 200, MaxHeaderBytes: 65536},
 		MetricsListen: "127.0.0.1:9180",
 	}
@@ -241,6 +242,40 @@ func TestExample(t *testing.T) {
 				t.Errorf("example.toml does not show the default of %s", o)
 			}
 		}
+	}
+}
+
+// Every [actions] key takes every action, and sets its own field only.
+func TestEveryActionForEveryOutcome(t *testing.T) {
+	field := map[string]func(*Actions) *Action{
+		"sign_error":     func(a *Actions) *Action { return &a.SignError },
+		"dns_error":      func(a *Actions) *Action { return &a.DNSError },
+		"bad_signature":  func(a *Actions) *Action { return &a.BadSignature },
+		"key_not_found":  func(a *Actions) *Action { return &a.KeyNotFound },
+		"policy":         func(a *Actions) *Action { return &a.Policy },
+		"security":       func(a *Actions) *Action { return &a.Security },
+		"no_signature":   func(a *Actions) *Action { return &a.NoSignature },
+		"internal_error": func(a *Actions) *Action { return &a.InternalError },
+	}
+	if n := len(fileSchema.fields["actions"].fields); n != len(field) {
+		t.Fatalf("[actions] has %d keys, the test knows %d", n, len(field))
+	}
+	for key, get := range field {
+		for _, a := range AllActions {
+			cfg, err := Parse("a.toml", []byte("[actions]\n"+key+" = \""+a.String()+"\"\n"))
+			if err != nil {
+				t.Errorf("%s = %q: %v", key, a, err)
+				continue
+			}
+			want := Default().Actions
+			*get(&want) = a
+			if cfg.Actions != want {
+				t.Errorf("%s = %q: got %+v, want %+v", key, a, cfg.Actions, want)
+			}
+		}
+	}
+	if got := []string{Accept.String(), Tempfail.String(), Reject.String(), Quarantine.String(), Discard.String(), Action(9).String()}; strings.Join(got, " ") != "accept tempfail reject quarantine discard action9" {
+		t.Errorf("action words %q", got)
 	}
 }
 

@@ -72,9 +72,21 @@ type fileDNS struct {
 }
 
 type fileActions struct {
-	SignError    string `toml:"sign_error"`
-	DNSError     string `toml:"dns_error"`
-	BadSignature string `toml:"bad_signature"`
+	SignError     string `toml:"sign_error"`
+	DNSError      string `toml:"dns_error"`
+	BadSignature  string `toml:"bad_signature"`
+	KeyNotFound   string `toml:"key_not_found"`
+	Policy        string `toml:"policy"`
+	Security      string `toml:"security"`
+	NoSignature   string `toml:"no_signature"`
+	InternalError string `toml:"internal_error"`
+}
+
+// actionsToFile is the [actions] table as the file writes it.
+func actionsToFile(a Actions) fileActions {
+	return fileActions{SignError: a.SignError.String(), DNSError: a.DNSError.String(), BadSignature: a.BadSignature.String(),
+		KeyNotFound: a.KeyNotFound.String(), Policy: a.Policy.String(), Security: a.Security.String(),
+		NoSignature: a.NoSignature.String(), InternalError: a.InternalError.String()}
 }
 
 // rawValue keeps a TOML value as the toml package parsed it. Durations
@@ -108,7 +120,7 @@ func toFile(c *Config) *fileConfig {
 		Keys:    map[string]*fileKey{},
 		Verify:  fileVerify{MinRSABits: c.Verify.MinRSABits, MaxSignatures: c.Verify.MaxSignatures},
 		DNS:     fileDNS{Nameservers: slices.Clone(c.DNS.Nameservers), Timeout: rawValue{c.DNS.Timeout.String()}},
-		Actions: fileActions{SignError: c.Actions.SignError.String(), DNSError: c.Actions.DNSError.String(), BadSignature: c.Actions.BadSignature.String()},
+		Actions: actionsToFile(c.Actions),
 		Limits: fileLimits{
 			MaxSessions:     c.Limits.MaxSessions,
 			IdleTimeout:     rawValue{c.Limits.IdleTimeout.String()},

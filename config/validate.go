@@ -54,9 +54,14 @@ func (c *checker) build(f *fileConfig, md *toml.MetaData) *Config {
 	cfg.MetricsListen = c.metricsListen(f.Metrics)
 	a := f.Actions
 	cfg.Actions = Actions{
-		SignError:    c.action(keyPath("actions", "sign_error"), a.SignError, Accept, Tempfail, Reject),
-		DNSError:     c.action(keyPath("actions", "dns_error"), a.DNSError, Accept, Tempfail, Reject),
-		BadSignature: c.action(keyPath("actions", "bad_signature"), a.BadSignature, Accept, Tempfail, Reject, Quarantine),
+		SignError:     c.action(keyPath("actions", "sign_error"), a.SignError, AllActions...),
+		DNSError:      c.action(keyPath("actions", "dns_error"), a.DNSError, AllActions...),
+		BadSignature:  c.action(keyPath("actions", "bad_signature"), a.BadSignature, AllActions...),
+		KeyNotFound:   c.action(keyPath("actions", "key_not_found"), a.KeyNotFound, AllActions...),
+		Policy:        c.action(keyPath("actions", "policy"), a.Policy, AllActions...),
+		Security:      c.action(keyPath("actions", "security"), a.Security, AllActions...),
+		NoSignature:   c.action(keyPath("actions", "no_signature"), a.NoSignature, AllActions...),
+		InternalError: c.action(keyPath("actions", "internal_error"), a.InternalError, AllActions...),
 	}
 	return cfg
 }

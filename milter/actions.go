@@ -13,17 +13,40 @@ import (
 	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
-// Reply codes. RFC 7372 registers 5.7.20 for "no passing DKIM signature
-// found"; 4.4.3 is a directory (DNS) failure; 4.3.0 an unspecified system
-// problem, which a signing failure is.
+// Reply texts, one pair (tempfail, reject) per outcome. RFC 7372
+// registers X.7.20 for "no passing DKIM signature found"; 4.4.3 is a
+// directory (DNS) failure; X.3.4 a message too big for the system, which
+// a header over our limits is; X.3.0 an unspecified system problem, which
+// a signing failure or our own is. The verification outcomes add the
+// reason of the signature that decided: "550 5.7.20 No passing DKIM
+// signature: no key for signature". Signing and internal failures add
+// nothing: their details (file names, a panic) are for the log, not for
+// the SMTP client.
 const (
-	replySignTempfail = "451 4.3.0 DKIM signing failed, try again later"
-	replySignReject   = "550 5.7.0 DKIM signing failed"
-	replyDNSTempfail  = "451 4.4.3 DKIM key lookup failed, try again later"
-	replyDNSReject    = "550 5.7.20 DKIM key lookup failed"
-	replyBadTempfail  = "451 4.7.20 No passing DKIM signature, try again later"
-	replyBadReject    = "550 5.7.20 No passing DKIM signature"
+	replySignTempfail     = "451 4.3.0 DKIM signing failed, try again later"
+	replySignReject       = "550 5.7.0 DKIM signing failed"
+	replyDNSTempfail      = "451 4.4.3 DKIM key lookup failed"
+	replyDNSReject        = "550 5.7.20 DKIM key lookup failed"
+	replySecurityTempfail = "452 4.3.4 Message header too large to verify DKIM"
+	replySecurityReject   = "552 5.3.4 Message header too large to verify DKIM"
+	replyBadTempfail      = "451 4.7.20 No passing DKIM signature"
+	replyBadReject        = "550 5.7.20 No passing DKIM signature"
+	replyNoneTempfail     = "451 4.7.20 No DKIM signature"
+	replyNoneReject       = "550 5.7.20 No DKIM signature"
+	replyInternalTempfail = "451 4.3.0 Internal error in the DKIM milter, try again later"
+	replyInternalReject   = "550 5.3.0 Internal error in the DKIM milter"
 )
+
+var replyTexts = [...]struct{ tempfail, reject string }{
+	outDNSError:      {replyDNSTempfail, replyDNSReject},
+	outSecurity:      {replySecurityTempfail, replySecurityReject},
+	outBadSignature:  {replyBadTempfail, replyBadReject},
+	outKeyNotFound:   {replyBadTempfail, replyBadReject},
+	outPolicy:        {replyBadTempfail, replyBadReject},
+	outNoSignature:   {replyNoneTempfail, replyNoneReject},
+	outSignError:     {replySignTempfail, replySignReject},
+	outInternalError: {replyInternalTempfail, replyInternalReject},
+}
 
 // reply builds an SMTP reply that go-milter does not treat as final (see
 // session), so the connection keeps its state for the next message.
@@ -31,78 +54,96 @@ func reply(text string) gomilter.Response {
 	return gomilter.NewResponseStr('y', text)
 }
 
+// respDiscard answers SMFIR_DISCARD. go-milter takes SMFIR_DISCARD for
+// the end of the session and replaces its Milter, losing the client
+// address of the connection (doc/postfix.md, "Answers"); Postfix takes it
+// for the end of the message only, as a reply code, so it is sent as one
+// that go-milter continues after.
+var respDiscard gomilter.Response = keepSession(gomilter.ActDiscard)
+
+// keepSession is a final answer for Postfix that go-milter does not end
+// the session on.
+type keepSession gomilter.ActionCode
+
+func (k keepSession) Response() *gomilter.Message { return &gomilter.Message{Code: byte(k)} }
+func (k keepSession) Continue() bool              { return true }
+
+// answer is what the milter says for a message whose outcome o asks for
+// action a: a response (nil for accept and quarantine: go on), and for
+// quarantine the reason Postfix records with the held message. reason is
+// what decided, from the message (a signature's reason), and made safe
+// here.
+func answer(o outcome, a config.Action, reason string) (resp gomilter.Response, quarantine string) {
+	reason = replySafe(reason, 200)
+	switch a {
+	case config.Tempfail, config.Reject:
+		t := replyTexts[o].tempfail
+		if a == config.Reject {
+			t = replyTexts[o].reject
+		}
+		if reason != "" && o <= outPolicy {
+			t += ": " + reason
+		}
+		return reply(t), ""
+	case config.Discard:
+		return respDiscard, ""
+	case config.Quarantine:
+		switch o {
+		case outSignError:
+			reason = "signing failed, held unsigned"
+		case outInternalError:
+			reason = "internal error"
+		case outNoSignature:
+			reason = "no DKIM signature"
+		}
+		return nil, "DKIM: " + reason
+	}
+	return nil, ""
+}
+
 // failSigning applies actions.sign_error: a key that cannot be used should
 // delay the message (the default), not let it leave unsigned. With
-// "accept" the message goes on unsigned and the log says why.
+// "accept" the message goes on unsigned, with "quarantine" it is held
+// unsigned, with "discard" dropped; the log says why.
 func (s *session) failSigning(err error) {
 	msg := s.msg
 	msg.signer, msg.note = nil, err.Error()
 	s.metrics.signError()
-	switch s.rt.Config.Actions.SignError {
+	msg.outcome, msg.action = outSignError, s.rt.Config.Actions.SignError
+	msg.decision = signError
+	msg.reply, msg.quarantine = answer(outSignError, msg.action, "")
+	switch msg.action {
 	case config.Accept:
 		msg.decision = notSigned
 		msg.note = "signing failed, delivered unsigned (actions.sign_error = accept): " + err.Error()
-	case config.Reject:
-		msg.decision, msg.reply = signError, reply(replySignReject)
-	default:
-		msg.decision, msg.reply = signError, reply(replySignTempfail)
+	case config.Quarantine:
+		msg.note = "signing failed, held unsigned (actions.sign_error = quarantine): " + err.Error()
+	case config.Discard:
+		msg.note = "signing failed, discarded (actions.sign_error = discard): " + err.Error()
 	}
 }
 
-// verifyAction applies actions.dns_error and actions.bad_signature. Both
-// only apply when no signature passed: one good signature is enough for
-// the message (RFC 6376 §6.1). A failing signature whose key record says
-// t=y (testing) never rejects or delays mail (RFC 6376 §3.6.1).
-func (s *session) verifyAction(results []*verifier.Verification) (resp gomilter.Response, action config.Action, quarantine string) {
-	acts := s.rt.Config.Actions
-	var temp, bad bool
-	for _, v := range results {
-		switch v.Result {
-		case verifier.Pass:
-			return gomilter.RespContinue, config.Accept, ""
-		case verifier.TempError:
-			temp = true
-		case verifier.Fail, verifier.PermError:
-			if !v.Testing {
-				bad = true
-			}
-		}
+// verifyAction applies the [actions] of the verification outcomes to a
+// verified message (verifyOutcome says which outcome decides). It returns
+// nil to deliver the message (quarantined when quarantine is set).
+func (s *session) verifyAction(results []*verifier.Verification) (resp gomilter.Response, o outcome, action config.Action, quarantine string) {
+	o, v := verifyOutcome(results)
+	if o == noOutcome {
+		return nil, o, config.Accept, ""
 	}
-	switch {
-	case temp && acts.DNSError != config.Accept:
-		action = acts.DNSError
-		if action == config.Reject {
-			return reply(replyDNSReject), action, ""
-		}
-		return reply(replyDNSTempfail), action, ""
-	case bad && acts.BadSignature != config.Accept:
-		action = acts.BadSignature
-		switch action {
-		case config.Reject:
-			return reply(replyBadReject + ": " + firstReason(results)), action, ""
-		case config.Tempfail:
-			return reply(replyBadTempfail), action, ""
-		case config.Quarantine:
-			return gomilter.RespContinue, action, "DKIM: " + firstReason(results)
-		}
+	action = o.action(s.rt.Config.Actions)
+	var reason string
+	if v != nil {
+		reason = v.Reason()
 	}
-	return gomilter.RespContinue, config.Accept, ""
+	resp, quarantine = answer(o, action, reason)
+	return resp, o, action, quarantine
 }
 
-// firstReason is the reason of the first failing signature, made safe for
-// an SMTP reply line or a quarantine reason: reasons can quote tag values
-// from the message (a= or k= as written), and a CR LF there would start a
-// new reply line, '%' is eaten by Postfix, and RFC 5321 §4.5.3.1.5 caps a
-// reply line at 512 octets.
-func firstReason(results []*verifier.Verification) string {
-	for _, v := range results {
-		if v.Result == verifier.Fail || v.Result == verifier.PermError {
-			return replySafe(v.Reason(), 200)
-		}
-	}
-	return ""
-}
-
+// replySafe makes a reason safe for an SMTP reply line or a quarantine
+// reason: reasons can quote tag values from the message (a= or k= as
+// written), and a CR LF there would start a new reply line, '%' is eaten
+// by Postfix, and RFC 5321 §4.5.3.1.5 caps a reply line at 512 octets.
 func replySafe(s string, max int) string {
 	b := []byte(s)
 	for i, c := range b {
@@ -117,8 +158,9 @@ func replySafe(s string, max int) string {
 }
 
 // logMessage writes the one line per message: queue id, client, decision,
-// each result with its reason, and the time taken.
-func (s *session) logMessage(msg *message, results []*verifier.Verification, action config.Action) {
+// each result with its reason, the outcome and the action it took (when
+// not accept), and the time taken.
+func (s *session) logMessage(msg *message, results []*verifier.Verification) {
 	attrs := []any{
 		"qid", msg.qid,
 		"client", s.clientDesc(),
@@ -135,8 +177,11 @@ func (s *session) logMessage(msg *message, results []*verifier.Verification, act
 	if msg.decision == verified {
 		attrs = append(attrs, "dkim", summarize(results))
 	}
-	if action != config.Accept {
-		attrs = append(attrs, "action", action.String())
+	if msg.action != config.Accept {
+		attrs = append(attrs, "action", msg.action.String())
+	}
+	if msg.outcome != noOutcome {
+		attrs = append(attrs, "outcome", msg.outcome.String())
 	}
 	if msg.note != "" {
 		attrs = append(attrs, "why", msg.note)
@@ -144,9 +189,9 @@ func (s *session) logMessage(msg *message, results []*verifier.Verification, act
 	d := s.rt.now().Sub(msg.start)
 	attrs = append(attrs, "duration", d.Round(time.Microsecond))
 	s.metrics.message(msg.decision, results, d)
-	s.metrics.action(action)
+	s.metrics.action(msg.action)
 	level := slog.LevelInfo
-	if msg.decision == signError {
+	if msg.decision == signError || msg.decision == failed {
 		level = slog.LevelError
 	}
 	s.log.Log(context.Background(), level, "message", attrs...)

@@ -10,8 +10,9 @@ const (
 	signed             // signed with every key of the matching rule
 	verified           // verified and stamped (dkim=none included)
 	notSigned          // a key could not sign; actions.sign_error = "accept": delivered unsigned
-	signError          // a key could not sign: tempfail or reject, from actions.sign_error
+	signError          // a key could not sign: tempfail, reject, quarantine or discard, from actions.sign_error
 	skipped            // from a peer (passed through untouched), or mode "s" and not a message to sign
+	failed             // dkimmilter failed on the message: actions.internal_error
 )
 
 var decisionWords = [...]struct{ log, label string }{
@@ -21,6 +22,7 @@ var decisionWords = [...]struct{ log, label string }{
 	notSigned: {"not signed", "not_signed"},
 	signError: {"sign error", "sign_error"},
 	skipped:   {"skipped", "skipped"},
+	failed:    {"internal error", "internal_error"},
 }
 
 // String is the decision as the log writes it.

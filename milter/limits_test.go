@@ -25,7 +25,7 @@ func padded(msg string, n int, field string) string {
 
 // A header over [limits] max_headers or max_header_bytes gets a defined
 // result, never a crash: inbound, dkim=permerror with the limit as reason
-// and actions.bad_signature applied; outbound, actions.sign_error. Forged
+// and actions.security applied; outbound, actions.sign_error. Forged
 // A-R fields past the limit are still removed, and the log names the limit.
 func TestHeaderLimits(t *testing.T) {
 	limits := "[limits]\nmax_headers = 60\nmax_header_bytes = 16384\n"
@@ -51,9 +51,12 @@ func TestHeaderLimits(t *testing.T) {
 			msg:  padded(inbound, 1, "X-Big: "+strings.Repeat("y", 20000)+"%.0d"),
 			code: gomilter.ActContinue, ar: `mx.example.com; dkim=permerror reason="header too large"`,
 			log: []string{"message header over limits.max_header_bytes", "over limits.max_header_bytes = 16384"}},
-		{name: "inbound, bad_signature = reject", actions: `bad_signature = "reject"`, ip: remote, env: daveEnv,
+		{name: "inbound, security = reject", actions: `security = "reject"`, ip: remote, env: daveEnv,
 			msg:  padded(inbound, 70, "X-Pad-%d: x"),
-			code: gomilter.ActReplyCode, smtp: 550, log: []string{"action=reject"}},
+			code: gomilter.ActReplyCode, smtp: 552, log: []string{"action=reject outcome=security"}},
+		{name: "inbound, bad_signature = reject does not apply", actions: `bad_signature = "reject"`, ip: remote, env: daveEnv,
+			msg:  padded(inbound, 70, "X-Pad-%d: x"),
+			code: gomilter.ActContinue, ar: `mx.example.com; dkim=permerror reason="too many header fields"`, log: []string{"outcome=security"}},
 		{name: "outbound, sign_error = tempfail (default)", ip: "127.0.0.1", env: aliceEnv,
 			msg:  padded(outbound, 70, "X-Pad-%d: x"),
 			code: gomilter.ActReplyCode, smtp: 451,

@@ -51,7 +51,7 @@ const (
 
 func decisionSeries() []string {
 	var out []string
-	for d := signed; d <= skipped; d++ {
+	for d := signed; d <= failed; d++ {
 		out = append(out, `decision="`+d.label()+`"`)
 	}
 	return out
@@ -67,8 +67,10 @@ func resultSeries() []string {
 
 func actionSeries() []string {
 	var out []string
-	for _, a := range []config.Action{config.Tempfail, config.Reject, config.Quarantine} {
-		out = append(out, `action="`+a.String()+`"`)
+	for _, a := range config.AllActions {
+		if a != config.Accept {
+			out = append(out, `action="`+a.String()+`"`)
+		}
 	}
 	return out
 }

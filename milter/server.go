@@ -39,6 +39,12 @@ type Runtime struct {
 	Now      func() time.Time // nil: time.Now
 
 	signGate chan struct{} // see signer.Params.Gate
+
+	// testHook, when set, runs before each milter callback with the
+	// stage's name (guard.go): tests make it panic to check that a bug
+	// costs one message its internal_error answer and nothing more.
+	// Nothing outside the package's tests sets it.
+	testHook func(stage string)
 }
 
 // LoadRuntime loads cfg's keys and builds its resolver: DNS, timed and
@@ -180,7 +186,7 @@ func (s *Server) serveConn(c *conn) {
 		// needs no lock.
 		NewMilter: func() gomilter.Milter {
 			cur = newSession(s.rt.Load(), s.log, s.metrics)
-			return cur
+			return guard{s: cur, connQID: func() string { return c.qid }}
 		},
 		Actions:  actions,
 		Protocol: protocol,

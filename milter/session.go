@@ -27,10 +27,12 @@ import (
 // so it needs no locks. Connection state (client, authserv-id) survives
 // from message to message; message state is reset at MAIL FROM and ABORT.
 //
-// Every callback answers continue, and a decision to reject or tempfail is
-// sent as an SMTP reply code ('y'): go-milter throws the session's Milter
+// Every callback answers continue, a decision to reject or tempfail is
+// sent as an SMTP reply code ('y'), and a discard as one go-milter is told
+// to continue after (keepSession): go-milter throws the session's Milter
 // away after any other final answer, and with it the client address of the
-// connection (doc/postfix.md, "Answers").
+// connection (doc/postfix.md, "Answers"). go-milter calls the session
+// through guard, which recovers a panic in a callback.
 type session struct {
 	rt      *Runtime
 	log     *slog.Logger
@@ -49,6 +51,10 @@ type session struct {
 	peer       string
 	internal   string
 	daemon     string
+
+	// broken is a panic recovered at connect: the connection's state is
+	// unknown, and each of its messages answers actions.internal_error.
+	broken *failure
 
 	msg *message
 }
@@ -83,6 +89,17 @@ type message struct {
 	results  []*verifier.Verification // decided without verifying (a header limit)
 	reply    gomilter.Response        // an early answer, at end of headers
 	note     string                   // why the decision was taken, for the log
+
+	// What [actions] said, and for which outcome; quarantine is the
+	// reason of a message to hold.
+	outcome    outcome
+	action     config.Action
+	quarantine string
+
+	// failure is a panic recovered while handling the message: the rest
+	// of it is not looked at, and end of message answers
+	// actions.internal_error (guard.go).
+	failure *failure
 }
 
 func newSession(rt *Runtime, log *slog.Logger, m *Metrics) *session {
@@ -158,12 +175,7 @@ func (s *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Res
 	// With SMFIP_HDR_LEADSPC the value is exactly what followed the colon,
 	// so the field is rebuilt byte for byte (doc/postfix.md).
 	f := dkim.NewField(name, value)
-	if dkim.EqualFoldASCII(f.Name, "Authentication-Results") {
-		msg.arCount++
-		if authres.ClaimsAuthservID(f.Value(), s.authservID()) {
-			msg.forged = append(msg.forged, msg.arCount)
-		}
-	}
+	s.noteAR(f)
 	if msg.decided {
 		// After end of headers (Postfix never does this): too late to
 		// sign or verify, but a forged A-R was noted above.
@@ -181,6 +193,18 @@ func (s *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Res
 		msg.header = append(msg.header, f)
 	}
 	return nil, nil // SMFIP_NR_HDR
+}
+
+// noteAR counts the Authentication-Results fields, as Postfix counts them
+// for ChangeHeader, and notes those that claim our authserv-id: forged
+// ones are removed at end of message, whatever else happened to it.
+func (s *session) noteAR(f dkim.Field) {
+	if msg := s.msg; msg != nil && dkim.EqualFoldASCII(f.Name, "Authentication-Results") {
+		msg.arCount++
+		if authres.ClaimsAuthservID(f.Value(), s.authservID()) {
+			msg.forged = append(msg.forged, msg.arCount)
+		}
+	}
 }
 
 // checkHeaderLimits applies [limits] max_headers and max_header_bytes:
@@ -269,7 +293,7 @@ func (s *session) decide() {
 			if msg.reply != nil {
 				// The answer goes out at end of message; the body that
 				// comes before it is not looked at.
-				s.logMessage(msg, nil, s.rt.Config.Actions.SignError)
+				s.logMessage(msg, nil)
 			}
 			return
 		}
@@ -393,7 +417,7 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 	}
 	s.macros(m)
 	msg := s.msg
-	defer s.reset()
+	// guard.Body drops the message state when this returns.
 	if !msg.decided {
 		// End of message without end of headers: decide on what came.
 		s.decide()
@@ -402,19 +426,15 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 		// Refused at end of headers (and logged there).
 		return msg.reply, nil
 	}
-	var resp gomilter.Response = gomilter.RespContinue
+	var resp gomilter.Response
 	var results []*verifier.Verification
 	var sigs []string
-	var action config.Action
-	var quarantine string
 	switch {
 	case msg.signer != nil:
 		values, err := msg.signer.Sign()
 		if err != nil {
 			s.failSigning(err)
-			if msg.reply != nil {
-				resp, action = msg.reply, s.rt.Config.Actions.SignError
-			}
+			resp = msg.reply
 			break
 		}
 		sigs = values
@@ -423,23 +443,21 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 		if msg.verify != nil {
 			results = msg.verify.Finish()
 		}
-		resp, action, quarantine = s.verifyAction(results)
+		resp, msg.outcome, msg.action, msg.quarantine = s.verifyAction(results)
 	}
-	if resp == gomilter.RespContinue {
+	if resp == nil {
 		// Header changes only matter for a message Postfix accepts.
 		// Deletions first: an inserted field would shift the indexes.
-		if !s.trustedInternal() && s.peer == "" {
-			if err := s.removeForgedAR(m); err != nil {
-				return nil, err
-			}
+		if err := s.removeForgedAR(m); err != nil {
+			return nil, err
 		}
 		for _, v := range sigs {
 			if err := m.InsertHeader(0, "DKIM-Signature", v); err != nil {
 				return nil, err
 			}
 		}
-		if quarantine != "" {
-			if err := m.Quarantine(quarantine); err != nil {
+		if msg.quarantine != "" {
+			if err := m.Quarantine(msg.quarantine); err != nil {
 				return nil, err
 			}
 		}
@@ -448,8 +466,9 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 				return nil, err
 			}
 		}
+		resp = gomilter.RespContinue
 	}
-	s.logMessage(msg, results, action)
+	s.logMessage(msg, results)
 	return resp, nil
 }
 
@@ -515,14 +534,22 @@ func (s *session) authservID() string {
 
 // removeForgedAR deletes the Authentication-Results fields that claim our
 // authserv-id: RFC 8601 §5 (https://www.rfc-editor.org/rfc/rfc8601#section-5)
-// says otherwise anyone can forge a pass. ChangeHeader indexes are 1-based
-// per field name and shift as fields go, so delete from the last up.
+// says otherwise anyone can forge a pass. An internal host's are kept
+// (see trustedInternal). ChangeHeader indexes are 1-based per field name
+// and shift as fields go, so delete from the last up.
 func (s *session) removeForgedAR(m *gomilter.Modifier) error {
+	if s.trustedInternal() || s.peer != "" {
+		// A peer's mail passes through untouched.
+		return nil
+	}
 	idx := s.msg.forged // noted by Header, limits or not
 	for i := len(idx) - 1; i >= 0; i-- {
 		if err := m.ChangeHeader(idx[i], "Authentication-Results", ""); err != nil {
 			return err
 		}
+		// Done: a second call (after an internal error) must not
+		// delete at an index that has shifted.
+		s.msg.forged = idx[:i]
 	}
 	s.metrics.forgedAR(len(idx))
 	if len(idx) > 0 {

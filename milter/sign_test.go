@@ -1,6 +1,7 @@
 package milter
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"strings"
@@ -298,6 +299,74 @@ keys = ["multi"]
 	_, out := e.sendOn(c, aliceEnv, outbound, 0)
 	if res := e.verify(out); len(res) != 1 || res[0].Result != verifier.Pass {
 		t.Errorf("next message on the connection: %+v", res)
+	}
+}
+
+// actions.sign_error, each action, for a key file that cannot be used
+// and for a header over [limits]: the message never leaves unsigned
+// unless the action says so ("accept"; "quarantine" holds it unsigned),
+// and the connection goes on signing.
+func TestSignErrorActions(t *testing.T) {
+	cfg := baseConfig + `
+[limits]
+max_headers = 60
+[keys.multi]
+domain = "%"
+selector = "m1"
+file = "{{dir}}/multi/%.pem"
+[[signing]]
+from = "*@*.example.org"
+keys = ["multi"]
+`
+	e := newEnv(t, cfg)
+	path := testkit.WriteKey(e.dir, "multi/news.example.org.pem", testkit.RSAKey(2048), false)
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	msgs := map[string]string{
+		"unusable key": strings.ReplaceAll(outbound, "alice@example.com", "alice@news.example.org"),
+		"header limit": padded(outbound, 70, "X-Pad-%d: x"),
+	}
+	tests := []struct {
+		action   string
+		code     gomilter.ActionCode
+		smtp     string
+		decision string
+	}{
+		{"accept", gomilter.ActContinue, "", `decision="not signed"`},
+		{"tempfail", gomilter.ActReplyCode, "451 4.3.0 DKIM signing failed, try again later", `decision="sign error"`},
+		{"reject", gomilter.ActReplyCode, "550 5.7.0 DKIM signing failed", `decision="sign error"`},
+		{"quarantine", gomilter.ActContinue, "", `decision="sign error"`},
+		{"discard", gomilter.ActDiscard, "", `decision="sign error"`},
+	}
+	for name, msg := range msgs {
+		for _, tt := range tests {
+			t.Run(name+"/"+tt.action, func(t *testing.T) {
+				e := e.on(t)
+				e.setActions(parseActions(t, "reject", `sign_error = "`+tt.action+`"`))
+				c := e.dial("127.0.0.1")
+				r, out := e.sendOn(c, aliceEnv, msg, 0)
+				if r.Action.Code != tt.code || tt.smtp != "" && fmt.Sprint(r.Action.SMTPCode, " ", r.Action.SMTPText) != tt.smtp {
+					t.Fatalf("answer %c %d %q, want %c %q", r.Action.Code, r.Action.SMTPCode, r.Action.SMTPText, tt.code, tt.smtp)
+				}
+				if n := len(testkit.Fields(out, "DKIM-Signature")); n != 0 {
+					t.Errorf("%d signatures", n)
+				}
+				q := testkit.Mods(r, gomilter.ActQuarantine)
+				if tt.action == "quarantine" && (len(q) != 1 || q[0].Reason != "DKIM: signing failed, held unsigned") || tt.action != "quarantine" && len(q) != 0 {
+					t.Errorf("quarantine %+v", q)
+				}
+				l := e.lastLog()
+				if !strings.Contains(l, tt.decision) || !strings.Contains(l, "outcome=sign_error") || strings.Contains(l, "action=") != (tt.action != "accept") {
+					t.Errorf("log line: %s", l)
+				}
+				// Same connection, next message: signed.
+				_, out = e.sendOn(c, aliceEnv, outbound, 0)
+				if res := e.verify(out); len(res) != 1 || res[0].Result != verifier.Pass {
+					t.Errorf("next message on the connection: %+v", res)
+				}
+			})
+		}
 	}
 }
 

@@ -165,51 +165,6 @@ func TestForgedAuthResultsRemoved(t *testing.T) {
 	}
 }
 
-// [actions]: what Postfix is told when no signature passes.
-func TestActions(t *testing.T) {
-	k := testkit.RSAKey(2048)
-	tags := "v=1; a=rsa-sha256; d=sender.example; s=%s; h=from:subject"
-	tests := []struct {
-		name, actions, sel, mutate string
-		code                       gomilter.ActionCode
-		smtp                       int
-		quarantine                 bool
-	}{
-		{"bad, accept (default)", "", "good", "Invoice 43", gomilter.ActContinue, 0, false},
-		{"bad, reject", `bad_signature = "reject"`, "good", "Invoice 43", gomilter.ActReplyCode, 550, false},
-		{"bad, tempfail", `bad_signature = "tempfail"`, "good", "Invoice 43", gomilter.ActReplyCode, 451, false},
-		{"bad, quarantine", `bad_signature = "quarantine"`, "good", "Invoice 43", gomilter.ActContinue, 0, true},
-		{"bad but testing key", `bad_signature = "reject"`, "testing", "Invoice 43", gomilter.ActContinue, 0, false},
-		{"pass, reject configured", `bad_signature = "reject"`, "good", "", gomilter.ActContinue, 0, false},
-		{"dns error, accept (default)", "", "timeout", "", gomilter.ActContinue, 0, false},
-		{"dns error, tempfail", `dns_error = "tempfail"`, "timeout", "", gomilter.ActReplyCode, 451, false},
-		{"no key, reject", `bad_signature = "reject"`, "nxdomain", "", gomilter.ActReplyCode, 550, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			e := newEnv(t, baseConfig+"[actions]\n"+tt.actions+"\n")
-			e.dns.SetTXT("good._domainkey.sender.example", testkit.KeyRecord(k, ""))
-			e.dns.SetTXT("testing._domainkey.sender.example", testkit.KeyRecord(k, "t=y; "))
-			e.dns.SetTimeout("timeout._domainkey.sender.example")
-			msg := testkit.Sign(t, inbound, strings.Replace(tags, "%s", tt.sel, 1), k)
-			if tt.mutate != "" {
-				msg = strings.Replace(msg, "Invoice 42", tt.mutate, 1)
-			}
-			r, out := e.send(remote, daveEnv, msg, 0)
-			if r.Action.Code != tt.code || r.Action.SMTPCode != tt.smtp {
-				t.Fatalf("answer %c %d %q, want %c %d", r.Action.Code, r.Action.SMTPCode, r.Action.SMTPText, tt.code, tt.smtp)
-			}
-			q := testkit.Mods(r, gomilter.ActQuarantine)
-			if (len(q) > 0) != tt.quarantine {
-				t.Errorf("quarantine %+v", q)
-			}
-			if tt.code == gomilter.ActContinue && len(testkit.Fields(out, "Authentication-Results")) != 1 {
-				t.Error("accepted message without A-R")
-			}
-		})
-	}
-}
-
 // mode = "s" leaves inbound mail alone; mode = "v" never signs.
 func TestModes(t *testing.T) {
 	e := newEnv(t, "mode = \"s\"\n"+baseConfig)

@@ -429,7 +429,7 @@ func TestPostfixDaemonNames(t *testing.T) {
 	}
 	for _, w := range []string{
 		`decision=signed keys="d=example.com s=rsa a=rsa-sha256" why="received through Postfix service ORIGINATING (sign.daemon_names)"`,
-		`decision=verified dkim=none why="client`,
+		`decision=verified dkim=none outcome=no_signature why="client`,
 	} {
 		if !strings.Contains(d.stderr.String(), w) {
 			t.Errorf("daemon log lacks %q", w)
