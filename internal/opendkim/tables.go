@@ -162,6 +162,11 @@ func (t *translator) signingTable(n *Note, keys map[string]string, multi bool) {
 				n.detail(false, "%s: %q never matched (refile patterns match the whole address; did you mean *@%s?); left out", e.where, e.key, pat)
 				continue
 			}
+			if pat == "*@*" {
+				// Every From address has a local part and a domain
+				// (OpenDKIM consults the table for no other).
+				pat = "*"
+			}
 			l.from = pat
 		} else {
 			if w, dup := seen[pat]; dup {
