@@ -8,6 +8,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/user"
+	"strconv"
 	"strings"
 
 	"github.com/dkimmilter/dkimmilter/internal/opendkim"
@@ -29,6 +31,9 @@ could not be read or the file not written.`
 // exitUntranslated says that the configuration was written, but settings
 // that change mail were left out: the switch needs a look first.
 const exitUntranslated = 3
+
+// serviceGroup is the group the daemon reads its configuration through.
+const serviceGroup = "dkimmilter"
 
 func runImportOpenDKIM(args []string, stdout, stderr io.Writer) int {
 	fl := flag.NewFlagSet("import-opendkim", flag.ContinueOnError)
@@ -91,6 +96,15 @@ func writeImported(path string, data []byte, force bool) error {
 	if err := f.Chmod(0o640); err != nil {
 		f.Close()
 		return err
+	}
+	// The daemon runs as dkimmilter (contrib/systemd) and reads the file
+	// through its group, as the install steps set it up.
+	if g, err := user.LookupGroup(serviceGroup); err == nil && os.Geteuid() == 0 {
+		gid, _ := strconv.Atoi(g.Gid)
+		if err := f.Chown(-1, gid); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	if _, err := f.Write(data); err != nil {
 		f.Close()

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/dkimmilter/dkimmilter/config"
@@ -119,6 +120,12 @@ func TestImportOpenDKIMFile(t *testing.T) {
 	}
 	if fi, _ := os.Stat(dst); fi.Mode().Perm() != 0o640 {
 		t.Errorf("mode %v, want 0640", fi.Mode().Perm())
+	}
+	if g, err := user.LookupGroup(serviceGroup); err == nil && os.Geteuid() == 0 {
+		fi, _ := os.Stat(dst)
+		if gid := strconv.Itoa(int(fi.Sys().(*syscall.Stat_t).Gid)); gid != g.Gid {
+			t.Errorf("group %s, want %s (%s)", gid, g.Gid, serviceGroup)
+		}
 	}
 	if !strings.Contains(errs, "written to "+dst) || !strings.Contains(errs, "dkimmilter check -config "+dst) {
 		t.Errorf("stderr does not name %s:\n%s", dst, errs)

@@ -34,7 +34,7 @@ const maxInclude = 5
 
 // ErrInclude is returned for an Include nested deeper than OpenDKIM allows
 // or one that includes itself.
-var ErrInclude = errors.New("Include nested too deeply")
+var ErrInclude = errors.New("include nested too deeply")
 
 // readConf reads an opendkim.conf and every file it includes, in order.
 // As in OpenDKIM, names are case-insensitive, '#' starts a comment, and a

@@ -165,6 +165,10 @@ func (o *output) render(source string, notes []Note) []byte {
 	comment("OpenDKIM has no oversigning of fields only when present: empty keeps its h= as it was. dkimmilter's default oversigns Date, Message-ID, MIME-Version, Content-Type and more when present (remove this line to use it).")
 	w("oversign_if_present = []\n")
 
+	if len(o.keys) > 0 {
+		w("\n")
+		comment("The key files are OpenDKIM's: the user dkimmilter runs as must be able to read them, and nobody else: chown them to it, or put it in their group (mode 0640). `dkimmilter check` says which file needs what.")
+	}
 	for _, k := range o.keys {
 		w("\n")
 		comment(k.comment...)
