@@ -112,7 +112,7 @@ func (t *translator) headers() {
 	if len(refused) > 0 {
 		refusedText = "; left out " + list(refused) + ": they change in transit and break the signature (RFC 6376 §5.4.1)"
 	}
-	if sn != nil {
+	if sn != nil && !sn.Affects {
 		omitted := ""
 		if on == nil && len(dropped) > 0 {
 			omitted = "; " + list(dropped) + " left out: OpenDKIM's default OmitHeaders kept them unsigned"
@@ -123,14 +123,14 @@ func (t *translator) headers() {
 			sn.Disposition = NotSupported
 		}
 	}
-	if on != nil {
+	if on != nil && !on.Affects {
 		if len(dropped) > 0 {
 			on.set(Translated, "the omitted fields %s are left out of sign.headers", list(dropped))
 		} else {
 			on.set(NotNeeded, "none of these fields is in sign.headers")
 		}
 	}
-	if ovn != nil {
+	if ovn != nil && !ovn.Affects {
 		ovn.set(Translated, "sign.oversign %s%s", list(oversign), refusedText)
 	}
 }

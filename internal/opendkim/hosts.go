@@ -97,8 +97,10 @@ func hostEntry(s string) (string, string) {
 		return s, ""
 	}
 	name := strings.TrimPrefix(s, ".")
-	if name == "" || strings.ContainsAny(name, "*/:[] ") {
-		return "", "not an address, network or host name: OpenDKIM never matched it"
+	for _, label := range strings.Split(name, ".") {
+		if label == "" || label[0] == '-' || label[len(label)-1] == '-' || strings.Trim(label, "abcdefghijklmnopqrstuvwxyz0123456789-_") != "" {
+			return "", "not an address, network or host name: OpenDKIM never matched it"
+		}
 	}
 	return s, ""
 }

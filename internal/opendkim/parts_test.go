@@ -123,6 +123,10 @@ func TestTranslateCases(t *testing.T) {
 			"SigningTable", false, []string{`identity = "news@%"`}},
 		{"inet socket on OpenDKIM's neighbour port", map[string]string{"opendkim.conf": "Socket inet:8893@[192.0.2.1]\n"},
 			"Socket", false, []string{`listen = "inet:192.0.2.1:8894"`}},
+		{"a name server by name", map[string]string{"opendkim.conf": "Nameservers 192.0.2.53, ns.example.com\n"},
+			"Nameservers", false, []string{`nameservers = ["192.0.2.53"]`, "not an IP address"}},
+		{"SignHeaders from a data set not read", map[string]string{"opendkim.conf": "SignHeaders lua:/x.lua\n"},
+			"SignHeaders", true, []string{"lua: data sets are not read"}},
 		{"ifTrue options off", map[string]string{"opendkim.conf": "RemoveOldSignatures false\n"},
 			"RemoveOldSignatures", false, []string{"off, as in dkimmilter"}},
 	} {
@@ -249,6 +253,7 @@ func TestHostEntry(t *testing.T) {
 		"10.0.0.0/8": "10.0.0.0/8", "10.0.0.1/8": "", "192.0.2/24": "", "2001:db8::/32": "2001:db8::/32",
 		"2001:db8:0::/32": "", "192.0.2.1": "192.0.2.1", "2001:db8::1": "2001:db8::1", "2001:0db8::1": "",
 		"mail.example.com": "mail.example.com", ".example.com": ".example.com", "*.example.com": "", ".": "",
+		"-": "", "localhost": "localhost", "a..b": "", "mail_1.example.com": "mail_1.example.com",
 	} {
 		got, why := hostEntry(in)
 		if got != want || (got == "") != (why != "") {

@@ -2,6 +2,7 @@ package opendkim
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -360,9 +361,12 @@ func (t *translator) verifySettings() {
 
 	if n := t.get("Nameservers"); n != nil {
 		for _, ns := range strings.Split(n.Value, ",") {
-			if ns = strings.TrimSpace(ns); ns != "" {
-				o.nameservers = append(o.nameservers, ns)
+			ns = strings.TrimSpace(ns)
+			if _, err := netip.ParseAddr(ns); err != nil {
+				n.detail(false, "%q is not an IP address, which dkimmilter needs (it does not look name servers up by name); left out", ns)
+				continue
 			}
+			o.nameservers = append(o.nameservers, ns)
 		}
 		n.set(Translated, "dns.nameservers = %s", list(o.nameservers))
 	}
