@@ -116,5 +116,6 @@ func underRoot(root, path string) string {
 	if root == "" {
 		return path
 	}
-	return filepath.Join(root, path)
+	// Cleaned as an absolute path first, so that ".." stays under root.
+	return filepath.Join(root, filepath.Clean("/"+path))
 }

@@ -287,6 +287,14 @@ func TestStr(t *testing.T) {
 			t.Errorf("str(%q) = %s, want %s", in, got, want)
 		}
 	}
+	for in, want := range map[string]string{"a\x00b": `a\x00b`, "tab\tstays": "tab\tstays", "cr\r": `cr\x0d`, "\xff": "\uFFFD", "del\x7f": `del\x7f`} {
+		if got := clean(in); got != want {
+			t.Errorf("clean(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := underRoot("/r", "/../../etc/x"); got != "/r/etc/x" {
+		t.Errorf("underRoot escapes the root: %s", got)
+	}
 	if got := tomlKey("a.b"); got != `"a.b"` {
 		t.Errorf("tomlKey(a.b) = %s", got)
 	}

@@ -66,6 +66,7 @@ func (o *output) render(source string, notes []Note) []byte {
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	comment := func(lines ...string) {
 		for _, l := range lines {
+			l = clean(l)
 			if l == "" || strings.HasPrefix(l, "  ") {
 				w("%s\n", strings.TrimRight("# "+l, " "))
 				continue
@@ -90,7 +91,7 @@ func (o *output) render(source string, notes []Note) []byte {
 			v = " " + v
 		}
 		// Whole, however long: it is what an admin searches for.
-		w("# %s: %s%s\n", n.Where(), n.Name, v)
+		w("# %s\n", clean(fmt.Sprintf("%s: %s%s", n.Where(), n.Name, v)))
 		d := n.Disposition.String()
 		switch {
 		case n.Affects && n.Disposition == NotSupported:
@@ -101,7 +102,7 @@ func (o *output) render(source string, notes []Note) []byte {
 		if n.Affects {
 			affects++
 		}
-		for i, l := range wrap(d+": "+n.Text, 72) {
+		for i, l := range wrap(clean(d+": "+n.Text), 72) {
 			if i == 0 {
 				w("#     %s\n", l)
 			} else {
@@ -109,7 +110,7 @@ func (o *output) render(source string, notes []Note) []byte {
 			}
 		}
 		for _, det := range n.Details {
-			for i, l := range wrap(det, 70) {
+			for i, l := range wrap(clean(det), 70) {
 				if i == 0 {
 					w("#       - %s\n", l)
 				} else {
@@ -298,4 +299,23 @@ func tomlKey(k string) string {
 		return `""`
 	}
 	return k
+}
+
+// clean makes text from the OpenDKIM files fit in a TOML comment, which
+// takes no control characters but tab, and only UTF-8: others are written
+// as Go escapes.
+func clean(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if !strings.ContainsFunc(s, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if r < ' ' && r != '\t' || r == 0x7f {
+			fmt.Fprintf(&b, "\\x%02x", r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
