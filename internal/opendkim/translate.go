@@ -386,7 +386,7 @@ func (t *translator) verifySettings() {
 	}
 
 	o.maxHeaderBytes = 65536
-	o.maxHeaderComment = "OpenDKIM's MaximumHeaders default: a longer header block gets actions.security when verifying (dkimmilter's own default is 1048576)."
+	o.maxHeaderComment = "OpenDKIM's MaximumHeaders default: a longer header block gets actions.security when verifying, actions.sign_error when signing (OpenDKIM applied On-Security to both; dkimmilter's own default is 1048576)."
 	if n := t.get("MaximumHeaders"); n != nil {
 		v, err := strconv.Atoi(n.Value)
 		switch {
@@ -456,6 +456,10 @@ func (t *translator) actions() {
 		v, comment := ak.def, "OpenDKIM's default."
 		if def != "" {
 			v, comment = def, "From On-Default."
+		}
+		if ak.on == "On-SignatureError" && def == "" {
+			v = "tempfail"
+			comment = "OpenDKIM's On-SignatureError default is reject, but it covers only a signature that cannot be computed (a key under MinimumKeyBits); a key that cannot be loaded, what sign_error mostly meets, OpenDKIM tempfailed."
 		}
 		if ak.on == "On-DNSError" && def == "" {
 			v = "accept"
