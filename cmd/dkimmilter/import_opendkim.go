@@ -20,13 +20,14 @@ Translate an OpenDKIM configuration (default /etc/opendkim.conf, with what
 it includes and the tables it names) into a dkimmilter configuration that
 signs with the same key files and selectors, so no DNS record changes. It
 starts with every OpenDKIM setting found and what became of it. Without -o
-it goes to stdout; -o writes FILE with mode 0640 (an existing file only
-with -f). The result is then checked as 'dkimmilter check' does, and a
-summary goes to stderr. Exit 0 when everything that decides which mail is
-signed, how, or what happens to inbound mail was translated and the check
-passed; 3 when such settings could not be translated (they are named); 78
-when the check of the result failed; 1 when the OpenDKIM configuration
-could not be read or the file not written.`
+it goes to stdout; -o writes FILE with mode 0640 (group dkimmilter when
+run as root and that group exists; an existing file only with -f). The
+result is then checked as 'dkimmilter check' does, and a summary goes to
+stderr. Exit 0 when everything that decides which mail is signed, how, or
+what happens to inbound mail was translated and the check passed; 3 when
+such settings could not be translated (they are named); 78 when the check
+of the result failed; 1 when the OpenDKIM configuration could not be read
+or the file not written.`
 
 // exitUntranslated says that the configuration was written, but settings
 // that change mail were left out: the switch needs a look first.
