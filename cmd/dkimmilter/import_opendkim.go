@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -90,6 +91,9 @@ func writeImported(path string, data []byte, force bool) error {
 	f, err := os.OpenFile(path, flags, 0o640)
 	if errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("%s exists; add -f to overwrite it, or write elsewhere with -o", path)
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w (create the directory first: install -d -m 755 %s)", err, filepath.Dir(path))
 	}
 	if err != nil {
 		return err

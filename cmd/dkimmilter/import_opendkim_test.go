@@ -201,7 +201,7 @@ func TestImportOpenDKIMUsage(t *testing.T) {
 		{[]string{"import-opendkim", "-x"}, exitUsage, "flag provided but not defined"},
 		{[]string{"import-opendkim", "-h"}, exitOK, "overwrite FILE"},
 		{[]string{"import-opendkim", filepath.Join(dir, "none.conf")}, exitFailure, filepath.Join(dir, "none.conf")},
-		{[]string{"import-opendkim", "-o", filepath.Join(dir, "no/such/dir.toml"), conf}, exitFailure, "no such file or directory"},
+		{[]string{"import-opendkim", "-o", filepath.Join(dir, "no/such/dir.toml"), conf}, exitFailure, "create the directory first: install -d -m 755 " + filepath.Join(dir, "no/such")},
 	} {
 		code, _, errs := runCmd(tc.args...)
 		if code != tc.code || !strings.Contains(errs, tc.want) {
