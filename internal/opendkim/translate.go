@@ -199,8 +199,8 @@ func (t *translator) mode() {
 }
 
 // otherPort is the port dkimmilter listens on beside OpenDKIM's inet
-// socket: OpenDKIM's conventional port is 8891, OpenDMARC's 8893's
-// neighbour 8892.
+// socket (conventionally 8891), as the README's side-by-side example.
+// OpenDMARC's sample configuration uses it too: the listen comment says so.
 const otherPort = 8893
 
 func (t *translator) socket() {
@@ -231,7 +231,7 @@ func (t *translator) socket() {
 		}
 		o.listen = fmt.Sprintf("inet:%s:%d", hp, p)
 		milter = o.listen
-		old = n.Value + "." + all
+		old = n.Value + "." + all + fmt.Sprintf(" (OpenDMARC's sample configuration uses port %d too: if OpenDMARC listens there, pick another port.)", otherPort)
 	default:
 		old = n.Value
 	}
