@@ -4,6 +4,7 @@
 //	dkimmilter check   [-config FILE]   validate the config and keys, as the service user (-dns: and their DNS records)
 //	dkimmilter keys …                   generate, list, publish, check and rotate keys
 //	dkimmilter verify  [FILE]           verify a saved message and explain every signature
+//	dkimmilter import-opendkim [FILE]   translate an OpenDKIM configuration
 //	dkimmilter version                  print the version and the revision built from
 //
 // main only parses flags and wires the packages together.
@@ -46,6 +47,7 @@ func init() {
 		{"check", "[-config FILE] [-dns] [-user NAME]", checkHelp, runCheck},
 		{"keys", "gen|list|dns|check|rotate [flags]", keysHelp, runKeys},
 		{"verify", "[-config FILE] [-dns HOST:PORT] [-json] [FILE|-]", verifyHelp, runVerify},
+		{"import-opendkim", "[-o FILE [-f]] [/etc/opendkim.conf]", importHelp, runImportOpenDKIM},
 		{"version", "", versionHelp, runVersion},
 	}
 }
