@@ -55,8 +55,32 @@ type entry struct {
 	delay    time.Duration
 }
 
-// New starts a server and registers t.Cleanup to shut it down.
+// New starts a server on a free loopback port and registers t.Cleanup to
+// shut it down.
 func New(t testing.TB) *Server {
+	t.Helper()
+	pc, ln := listenPair(t)
+	return serve(t, pc, ln)
+}
+
+// NewAt starts a server on addr ("127.0.0.153:53"), UDP and TCP, for a
+// peer that cannot be given a port: OpenDKIM's Nameservers option takes
+// addresses only. A port under 1024 needs root.
+func NewAt(t testing.TB, addr string) *Server {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		t.Fatalf("dnstest: listen udp %s: %v", addr, err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		pc.Close()
+		t.Fatalf("dnstest: listen tcp %s: %v", addr, err)
+	}
+	return serve(t, pc, ln)
+}
+
+func serve(t testing.TB, pc net.PacketConn, ln net.Listener) *Server {
 	t.Helper()
 	s := &Server{
 		t:       t,
@@ -64,7 +88,6 @@ func New(t testing.TB) *Server {
 		names:   make(map[string]*entry),
 		queries: make(map[string]int),
 	}
-	pc, ln := listenPair(t)
 	s.Addr = pc.LocalAddr().String()
 
 	// A private handler: the global dns mux would be shared between tests.

@@ -1,6 +1,7 @@
 package testkit
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -62,11 +63,19 @@ func (c *Client) Connect(host, ip string) error {
 	if err != nil {
 		return err
 	}
-	if act.Code != gomilter.ActContinue {
-		return fmt.Errorf("connect answered %c", act.Code)
+	switch act.Code {
+	case gomilter.ActContinue:
+		return nil
+	case gomilter.ActAccept:
+		return ErrAccepted
 	}
-	return nil
+	return fmt.Errorf("connect answered %c", act.Code)
 }
+
+// ErrAccepted is Connect's answer when the milter accepted the connection
+// without looking at its mail (OpenDKIM's PeerList does): Postfix then
+// stops calling the milter for the session.
+var ErrAccepted = errors.New("the milter accepted the connection: it is not called for its mail")
 
 // Envelope is what Postfix knows before the header.
 type Envelope struct {

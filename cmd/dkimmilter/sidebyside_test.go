@@ -1,0 +1,339 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+	"github.com/miekg/dns"
+
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
+	"github.com/dkimmilter/dkimmilter/internal/dnstest"
+	"github.com/dkimmilter/dkimmilter/internal/testkit"
+)
+
+// sideBySideConf is a long-lived OpenDKIM setup of the kind an admin
+// switches from: a KeyTable in a file, a refile SigningTable with
+// wildcards and a "%" key shared by two domains, an InternalHosts file
+// with a network, a host name and a .domain suffix, a PeerList, the
+// ORIGINATING listener of the Postfix submission recipe, and actions that
+// reject bad signatures but accept unpublished keys. DIR and DNSIP are
+// filled in by the test.
+const sideBySideConf = `# /etc/opendkim.conf
+Syslog                  no
+UMask                   007
+UserID                  opendkim
+Mode                    sv
+Socket                  inet:PORT@127.0.0.1
+PidFile                 DIR/opendkim.pid
+KeyTable                file:DIR/key.table
+SigningTable            refile:DIR/signing.table
+InternalHosts           DIR/trusted.hosts
+ExternalIgnoreList      refile:DIR/trusted.hosts
+PeerList                csl:192.0.2.99
+MTA                     ORIGINATING
+Canonicalization        relaxed/simple
+OversignHeaders         From
+On-BadSignature         reject
+On-KeyNotFound          accept
+On-DNSError             tempfail
+Nameservers             DNSIP
+AuthservID              mx.example.com
+RequireSafeKeys         false
+`
+
+const sideBySideKeyTable = `# name                        domain:selector:key file
+mail._domainkey.example.com   example.com:mail:DIR/keys/example.com/mail.private
+sub                           example.com:sub:DIR/keys/example.com/sub.private
+news                          example.org:news:DIR/keys/example.org/news.private
+shared                        %:shared:DIR/keys/shared.private
+`
+
+const sideBySideSigningTable = `*@example.com     mail._domainkey.example.com
+*@*.example.com   sub
+x-*@example.org   news
+*@a.example       shared
+*@b.example       shared
+`
+
+const sideBySideHosts = `127.0.0.1
+::1
+10.20.0.0/16
+mail.internal.example
+.office.example
+`
+
+// sideBySideOutcome is what a milter did with a message, in the terms of
+// OpenDKIM's On-* actions, and the d=/s= pairs of the signatures it added.
+type sideBySideOutcome struct {
+	action string // accept, reject, tempfail, discard, quarantine
+	signed string // "d=example.com s=mail", or "" when not signed
+}
+
+// TestSideBySideWithOpenDKIM runs Debian's opendkim and dkimmilter, the
+// latter configured by import-opendkim from the former's configuration,
+// on the same messages, and compares what each did: every outbound message
+// signed with the same d= and s=, every inbound one answered with the
+// action the OpenDKIM configuration asks for. OpenDKIM is asked for its
+// keys through Nameservers, which takes addresses only (port 53): the test
+// needs root for a DNS server on 127.0.0.153:53.
+func TestSideBySideWithOpenDKIM(t *testing.T) {
+	od, err := exec.LookPath("opendkim")
+	if err != nil {
+		skipOrFail(t, "opendkim is not installed (Debian package opendkim): no side-by-side comparison")
+	}
+	if os.Geteuid() != 0 {
+		skipOrFail(t, "not root: OpenDKIM's Nameservers needs a DNS server on port 53")
+	}
+	dnsIP := "127.0.0.153"
+	srv := dnstest.NewAt(t, dnsIP+":53")
+
+	dir, err := os.MkdirTemp("", "dkmsbs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	// One key per selector, as opendkim-genkey lays them out (PKCS#1).
+	keyFiles := map[string]string{
+		"mail._domainkey.example.com": "keys/example.com/mail.private",
+		"sub._domainkey.example.com":  "keys/example.com/sub.private",
+		"news._domainkey.example.org": "keys/example.org/news.private",
+		"shared._domainkey.a.example": "keys/shared.private",
+		"shared._domainkey.b.example": "keys/shared.private",
+	}
+	for name, file := range keyFiles {
+		key := testkit.RSAKey(2048)
+		testkit.WriteKey(dir, file, key, true)
+		srv.SetTXT(name, testkit.KeyRecord(key, ""))
+	}
+	// A remote signer for the inbound cases.
+	remote := testkit.RSAKey(1024)
+	srv.SetTXT("r1._domainkey.remote.example", testkit.KeyRecord(remote, ""))
+	srv.SetTXT("gone._domainkey.remote.example", "v=DKIM1; k=rsa; p=")
+	srv.SetRcode("broken._domainkey.remote.example", dns.RcodeServerFailure)
+
+	odPort := port(freePort(t))
+	fill := func(s string) string {
+		return strings.NewReplacer("DIR", dir, "DNSIP", dnsIP, "PORT", odPort).Replace(s)
+	}
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(fill(text)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	conf := write("opendkim.conf", sideBySideConf)
+	write("key.table", sideBySideKeyTable)
+	write("signing.table", sideBySideSigningTable)
+	write("trusted.hosts", sideBySideHosts)
+	// Run as root here: UserID would need the opendkim user's access to a
+	// temporary directory; the import reports UserID as the unit's job.
+	runConf := filepath.Join(dir, "opendkim-run.conf")
+	text, _ := os.ReadFile(conf)
+	os.WriteFile(runConf, []byte(strings.Replace(string(text), "UserID                  opendkim\n", "", 1)), 0o644)
+
+	// dkimmilter's configuration comes from the import, unchanged but for
+	// where it listens.
+	imported := filepath.Join(dir, "dkimmilter.toml")
+	code, out, errOut := runCmd("import-opendkim", "-o", imported, conf)
+	if code != exitOK {
+		t.Fatalf("import-opendkim: exit %d\n%s\n%s", code, out, errOut)
+	}
+	sock := filepath.Join(dir, "dkimmilter.sock")
+	startProc(t, "serve", "-config", imported, "-listen", "unix:"+sock)
+
+	cmd := exec.Command(od, "-f", "-x", runConf)
+	odLog := &syncWriter{}
+	cmd.Stdout, cmd.Stderr = odLog, odLog
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("opendkim:\n%s", odLog.String())
+		}
+	})
+	odAddr := "127.0.0.1:" + odPort
+	for i := 0; ; i++ {
+		if c, err := net.Dial("tcp", odAddr); err == nil {
+			c.Close()
+			break
+		}
+		if i > 250 {
+			t.Fatalf("opendkim does not listen on %s:\n%s", odAddr, odLog.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	inbound := func(from, tags string) string {
+		msg := "From: " + from + "\r\nTo: bob@example.com\r\nSubject: inbound\r\nDate: Mon, 07 Dec 2026 10:00:00 +0000\r\nMessage-ID: <in@remote.example>\r\n\r\nHello from outside.\r\n"
+		if tags == "" {
+			return msg
+		}
+		return testkit.Sign(t, msg, tags, remote)
+	}
+	outbound := func(from string) string {
+		return "From: " + from + "\r\nTo: someone@remote.example\r\nSubject: outbound\r\nDate: Mon, 07 Dec 2026 10:00:00 +0000\r\nMessage-ID: <out@example.com>\r\n\r\nHello from inside.\r\n"
+	}
+	remoteTags := func(sel string) string {
+		return "v=1; a=rsa-sha256; c=relaxed/relaxed; d=remote.example; s=" + sel + "; h=from:to:subject:date"
+	}
+
+	cases := []struct {
+		name       string
+		host, ip   string
+		daemon     string // {daemon_name}; "" is smtpd
+		auth       bool   // the client authenticated (SASL)
+		msg        string
+		want       sideBySideOutcome
+		opendkimIs *sideBySideOutcome // OpenDKIM's own answer where it does not do what its configuration says
+	}{
+		// Outbound: which key signs.
+		{name: "apex", host: "localhost", ip: "127.0.0.1", msg: outbound("alice@example.com"),
+			want: sideBySideOutcome{"accept", "d=example.com s=mail"}},
+		{name: "subdomain", host: "localhost", ip: "127.0.0.1", msg: outbound("bob@lists.example.com"),
+			want: sideBySideOutcome{"accept", "d=example.com s=sub"}},
+		{name: "local part glob", host: "localhost", ip: "127.0.0.1", msg: outbound("x-weekly@example.org"),
+			want: sideBySideOutcome{"accept", "d=example.org s=news"}},
+		{name: "no rule", host: "localhost", ip: "127.0.0.1", msg: outbound("carol@example.org"),
+			want: sideBySideOutcome{"accept", ""}},
+		{name: "shared key a", host: "localhost", ip: "::1", msg: outbound("dave@a.example"),
+			want: sideBySideOutcome{"accept", "d=a.example s=shared"}},
+		{name: "shared key b", host: "localhost", ip: "127.0.0.1", msg: outbound("eve@B.Example"),
+			want: sideBySideOutcome{"accept", "d=b.example s=shared"}},
+		// Outbound: who is internal.
+		{name: "internal network", host: "unknown", ip: "10.20.3.4", msg: outbound("alice@example.com"),
+			want: sideBySideOutcome{"accept", "d=example.com s=mail"}},
+		{name: "internal host name", host: "mail.internal.example", ip: "198.51.100.5", msg: outbound("alice@example.com"),
+			want: sideBySideOutcome{"accept", "d=example.com s=mail"}},
+		{name: "internal domain", host: "pc1.office.example", ip: "198.51.100.6", msg: outbound("alice@example.com"),
+			want: sideBySideOutcome{"accept", "d=example.com s=mail"}},
+		{name: "domain itself is not under it", host: "office.example", ip: "198.51.100.7", msg: outbound("alice@example.com"),
+			want: sideBySideOutcome{"accept", ""}},
+		{name: "submission listener", host: "unknown", ip: "203.0.113.9", daemon: "ORIGINATING", msg: outbound("alice@example.com"),
+			want: sideBySideOutcome{"accept", "d=example.com s=mail"}},
+		{name: "authenticated", host: "unknown", ip: "203.0.113.10", auth: true, msg: outbound("alice@example.com"),
+			want: sideBySideOutcome{"accept", "d=example.com s=mail"}},
+		{name: "outsider claiming us", host: "unknown", ip: "203.0.113.11", msg: outbound("alice@example.com"),
+			want: sideBySideOutcome{"accept", ""}},
+		// Inbound: which action.
+		{name: "good signature", host: "mx.remote.example", ip: "203.0.113.20", msg: inbound("ann@remote.example", remoteTags("r1")),
+			want: sideBySideOutcome{"accept", ""}},
+		{name: "body changed", host: "mx.remote.example", ip: "203.0.113.20",
+			msg:  strings.Replace(inbound("ann@remote.example", remoteTags("r1")), "Hello from outside.", "Hello from elsewhere.", 1),
+			want: sideBySideOutcome{"reject", ""}},
+		{name: "key not published", host: "mx.remote.example", ip: "203.0.113.20", msg: inbound("ann@remote.example", remoteTags("unknown")),
+			want: sideBySideOutcome{"accept", ""}},
+		{name: "key revoked", host: "mx.remote.example", ip: "203.0.113.20", msg: inbound("ann@remote.example", remoteTags("gone")),
+			want: sideBySideOutcome{"reject", ""}},
+		// Debian's OpenDKIM 2.11 drops a DNS failure and accepts despite
+		// On-DNSError tempfail (fixed upstream after 2.11): dkimmilter does
+		// what the configuration says.
+		{name: "DNS failure", host: "mx.remote.example", ip: "203.0.113.20", msg: inbound("ann@remote.example", remoteTags("broken")),
+			want: sideBySideOutcome{"tempfail", ""}, opendkimIs: &sideBySideOutcome{"accept", ""}},
+		{name: "unsigned", host: "mx.remote.example", ip: "203.0.113.20", msg: inbound("ann@remote.example", ""),
+			want: sideBySideOutcome{"accept", ""}},
+		{name: "peer is left alone", host: "relay.example", ip: "192.0.2.99",
+			msg:  strings.Replace(inbound("ann@remote.example", remoteTags("r1")), "Hello from outside.", "Hello from elsewhere.", 1),
+			want: sideBySideOutcome{"accept", ""}},
+	}
+	milters := []struct{ name, network, addr string }{
+		{"opendkim", "tcp", odAddr},
+		{"dkimmilter", "unix", sock},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, m := range milters {
+				got, err := sideBySideSend(m.network, m.addr, tc.host, tc.ip, tc.daemon, tc.auth, fmt.Sprintf("4XSBS%04d", i), tc.msg)
+				if err != nil {
+					t.Fatalf("%s: %v", m.name, err)
+				}
+				want := tc.want
+				if m.name == "opendkim" && tc.opendkimIs != nil {
+					want = *tc.opendkimIs
+				}
+				if got != want {
+					t.Errorf("%s: %+v, want %+v", m.name, got, want)
+				}
+			}
+		})
+	}
+}
+
+// sideBySideSend sends one message through a milter on a connection of its
+// own, as Postfix's smtpd does for one SMTP session.
+func sideBySideSend(network, addr, host, ip, daemon string, auth bool, qid, msg string) (sideBySideOutcome, error) {
+	c, err := testkit.Dial(network, addr)
+	if err != nil {
+		return sideBySideOutcome{}, err
+	}
+	defer c.Close()
+	if daemon != "" {
+		c.DaemonName = daemon
+	}
+	if err := c.Connect(host, ip); errors.Is(err, testkit.ErrAccepted) {
+		return sideBySideOutcome{action: "accept"}, nil
+	} else if err != nil {
+		return sideBySideOutcome{}, err
+	}
+	env := testkit.Envelope{From: "sender@example.net", Rcpts: []string{"rcpt@example.com"}, QueueID: qid}
+	if auth {
+		env.AuthType, env.AuthAuthen = "PLAIN", "alice"
+	}
+	res, err := c.Send(env, []byte(msg), 0)
+	if err != nil {
+		return sideBySideOutcome{}, err
+	}
+	var o sideBySideOutcome
+	switch a := res.Action; {
+	case a.Code == gomilter.ActAccept || a.Code == gomilter.ActContinue:
+		o.action = "accept"
+	case a.Code == gomilter.ActDiscard:
+		o.action = "discard"
+	case a.Code == gomilter.ActReject:
+		o.action = "reject"
+	case a.Code == gomilter.ActTempFail:
+		o.action = "tempfail"
+	case a.Code == gomilter.ActReplyCode && a.SMTPCode >= 500:
+		o.action = "reject"
+	case a.Code == gomilter.ActReplyCode:
+		o.action = "tempfail"
+	default:
+		return o, fmt.Errorf("answer %c", a.Code)
+	}
+	var sigs []string
+	for _, m := range res.Mods {
+		switch {
+		case m.Code == gomilter.ActQuarantine && o.action == "accept":
+			o.action = "quarantine"
+		case (m.Code == gomilter.ActInsertHeader || m.Code == gomilter.ActAddHeader) && strings.EqualFold(m.HeaderName, "DKIM-Signature"):
+			sig := dkim.ParseSignature(dkim.NewField("DKIM-Signature", m.HeaderValue))
+			if sig.Err != nil {
+				return o, fmt.Errorf("a DKIM-Signature that does not parse: %v: %q", sig.Err, m.HeaderValue)
+			}
+			sigs = append(sigs, "d="+sig.Domain+" s="+sig.Selector)
+		}
+	}
+	o.signed = strings.Join(sigs, ", ")
+	return o, nil
+}
+
+// skipOrFail skips a test that needs what this machine lacks, and fails
+// it on CI, where .ci/run installs everything.
+func skipOrFail(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatal(why)
+	}
+	t.Skip(why)
+}
