@@ -3,10 +3,13 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -139,6 +142,20 @@ func TestSideBySideWithOpenDKIM(t *testing.T) {
 	runConf := filepath.Join(dir, "opendkim-run.conf")
 	text, _ := os.ReadFile(conf)
 	os.WriteFile(runConf, []byte(strings.Replace(string(text), "UserID                  opendkim\n", "", 1)), 0o644)
+
+	// The keys belong to the service user, as the README's switch has it
+	// (OpenDKIM runs as root here and reads them anyway): the import
+	// checks the result as that user, the user dkimmilter where it exists.
+	if u, err := user.Lookup("dkimmilter"); err == nil {
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+			if err == nil {
+				err = os.Lchown(p, uid, gid)
+			}
+			return err
+		})
+	}
 
 	// dkimmilter's configuration comes from the import, unchanged but for
 	// where it listens.
