@@ -224,12 +224,25 @@ func TestInstall(t *testing.T) {
 		t.Errorf("dpkg -r removed the keys: %v", err)
 	}
 
-	// purge: nothing of the package is left.
-	sh(t, "dpkg", "-P", pkgName)
+	// purge: nothing of the package is left but the private keys, which
+	// match records published in DNS.
+	out := sh(t, "dpkg", "-P", pkgName)
 	if s := pkgStatus(); s != "" && !strings.HasSuffix(s, "not-installed") {
 		t.Errorf("after dpkg -P: status %q", s)
 	}
-	gone(t, "dpkg -P", append(files, sockDir, wantsDir+"/dkimmilter.service",
+	if _, err := os.Stat(key); err != nil {
+		t.Errorf("dpkg -P removed the private keys: %v", err)
+	}
+	if !strings.Contains(out, "keeping the private keys in /etc/dkimmilter/keys") {
+		t.Errorf("dpkg -P does not say that it keeps the keys:\n%s", out)
+	}
+	var notKeys []string
+	for _, f := range files {
+		if f != etcDir && f != etcDir+"/keys" {
+			notKeys = append(notKeys, f)
+		}
+	}
+	gone(t, "dpkg -P", append(notKeys, sockDir, etcDir+"/dkimmilter.toml", wantsDir+"/dkimmilter.service",
 		"/etc/systemd/system/dkimmilter.service", // the mask of dpkg -r
 		"/var/lib/systemd/deb-systemd-helper-enabled/dkimmilter.service.dsh-also",
 		"/var/lib/systemd/deb-systemd-helper-enabled/multi-user.target.wants/dkimmilter.service",
