@@ -74,12 +74,6 @@ func (hs Hosts) Match(name string, ip netip.Addr) (bool, string) {
 	return hs.matchIP(ip)
 }
 
-// MatchIP is Match for a client known only by its address.
-func (hs Hosts) MatchIP(ip netip.Addr) bool {
-	ok, _ := hs.matchIP(ip)
-	return ok
-}
-
 func (hs Hosts) matchIP(ip netip.Addr) (bool, string) {
 	if !ip.IsValid() {
 		return false, ""

@@ -74,8 +74,8 @@ func TestHostsMatch(t *testing.T) {
 		if got != tt.want || decided != tt.decided {
 			t.Errorf("%s: %v Match(%q, %s) = %v, %q; want %v, %q", tt.name, tt.hosts.Strings(), tt.client, tt.ip, got, decided, tt.want, tt.decided)
 		}
-		if tt.client == "" && tt.hosts.MatchIP(ip) != tt.want {
-			t.Errorf("%s: MatchIP(%s) != %v", tt.name, tt.ip, tt.want)
+		if ok, _ := tt.hosts.matchIP(ip); tt.client == "" && ok != tt.want {
+			t.Errorf("%s: matchIP(%s) != %v", tt.name, tt.ip, tt.want)
 		}
 	}
 }

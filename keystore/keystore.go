@@ -207,16 +207,6 @@ func (s *Store) key(name, domain string) (*Key, error) {
 	return k, nil
 }
 
-// Match reports whether a SigningTable pattern matches an address. The
-// pattern is matched against the whole address, case-insensitively, '*'
-// matching any run of characters (config.GlobMatch), as OpenDKIM's refile
-// patterns; "*", "*@dom", "*@*.dom" (subdomains of dom, never dom itself,
-// as OpenDKIM's ".dom") and "local@dom" take a shortcut.
-func Match(pattern, local, domain string) bool {
-	m := compile(strings.ToLower(pattern))
-	return m.match(local, strings.ToLower(domain), nil)
-}
-
 type matchKind uint8
 
 const (
