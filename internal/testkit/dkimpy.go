@@ -148,3 +148,20 @@ func RequirePeer(t interface {
 	}
 	t.Skipf("%s is missing: install the Debian package %s (apt-get install %s) to run this test", name, name, name)
 }
+
+// RequireRoot is RequirePeer for a test that must run as root (a port
+// under 1024, another user's files): why says what needs it.
+func RequireRoot(t interface {
+	Helper()
+	Skipf(string, ...any)
+	Fatalf(string, ...any)
+}, why string) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("not root and CI=true: %s", why)
+	}
+	t.Skipf("not root: %s", why)
+}
