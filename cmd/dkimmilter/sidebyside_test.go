@@ -80,43 +80,170 @@ type sideBySideOutcome struct {
 	signed string // "d=example.com s=mail", or "" when not signed
 }
 
+// sideBySideSetup is one OpenDKIM configuration and what it reads. In
+// every text, DIR is the directory the files are written to, DNSIP the
+// test's DNS server and PORT OpenDKIM's port.
+type sideBySideSetup struct {
+	conf  string            // opendkim.conf
+	files map[string]string // the tables it names, by name under DIR
+	// keys are the private key files under DIR, each with the DNS names
+	// its public key is published at (a shared key, at several).
+	keys map[string][]string
+}
+
+// sideBySideCase is one message and what both milters should do with it.
+type sideBySideCase struct {
+	name       string
+	host, ip   string
+	daemon     string // {daemon_name}; "" is smtpd
+	auth       bool   // the client authenticated (SASL)
+	msg        string
+	want       sideBySideOutcome
+	opendkimIs *sideBySideOutcome // OpenDKIM's own answer where it does not do what its configuration says
+}
+
+// sideBySideDNS publishes the key records of the remote signer of inbound
+// cases (testkit's 1024-bit key): r1 good, gone
+// revoked, broken a server failure, testing in test mode (t=y).
+func sideBySideDNS(srv *dnstest.Server) {
+	srv.SetTXT("r1._domainkey.remote.example", testkit.KeyRecord(testkit.RSAKey(1024), ""))
+	srv.SetTXT("testing._domainkey.remote.example", testkit.KeyRecord(testkit.RSAKey(1024), "t=y; "))
+	srv.SetTXT("gone._domainkey.remote.example", "v=DKIM1; k=rsa; p=")
+	srv.SetRcode("broken._domainkey.remote.example", dns.RcodeServerFailure)
+}
+
+// sideBySideInbound is a message from outside, signed by the remote
+// signer with exactly tags (unsigned when tags is "").
+func sideBySideInbound(t *testing.T, from, tags string) string {
+	msg := "From: " + from + "\r\nTo: bob@example.com\r\nSubject: inbound\r\nDate: Mon, 07 Dec 2026 10:00:00 +0000\r\nMessage-ID: <in@remote.example>\r\n\r\nHello from outside.\r\n"
+	if tags == "" {
+		return msg
+	}
+	return testkit.Sign(t, msg, tags, testkit.RSAKey(1024))
+}
+
+// sideBySideOutbound is a message from inside, to be signed.
+func sideBySideOutbound(from string) string {
+	return "From: " + from + "\r\nTo: someone@remote.example\r\nSubject: outbound\r\nDate: Mon, 07 Dec 2026 10:00:00 +0000\r\nMessage-ID: <out@example.com>\r\n\r\nHello from inside.\r\n"
+}
+
+// sideBySideTags are the tags of a remote signature by selector sel.
+func sideBySideTags(sel string) string {
+	return "v=1; a=rsa-sha256; c=relaxed/relaxed; d=remote.example; s=" + sel + "; h=from:to:subject:date"
+}
+
+// sideBySideBreak changes a signed message's body.
+func sideBySideBreak(msg string) string {
+	return strings.Replace(msg, "Hello from outside.", "Hello from elsewhere.", 1)
+}
+
 // TestSideBySideWithOpenDKIM runs Debian's opendkim and dkimmilter, the
 // latter configured by import-opendkim from the former's configuration,
 // on the same messages, and compares what each did: every outbound message
 // signed with the same d= and s=, every inbound one answered with the
 // action the OpenDKIM configuration asks for. OpenDKIM is asked for its
 // keys through Nameservers, which takes addresses only (port 53): the test
-// needs root for a DNS server on 127.0.0.153:53.
+// needs root for a DNS server on 127.0.0.153:53, which every configuration
+// shares.
 func TestSideBySideWithOpenDKIM(t *testing.T) {
 	od, err := exec.LookPath("opendkim")
 	// Root: OpenDKIM's Nameservers needs a DNS server on port 53.
 	testkit.RequirePeer(t, "opendkim (and running as root)", err == nil && os.Geteuid() == 0)
 	dnsIP := "127.0.0.153"
 	srv := dnstest.NewAt(t, dnsIP+":53")
+	sideBySideDNS(srv)
 
+	t.Run("KeyTable", func(t *testing.T) {
+		runSideBySide(t, od, srv, dnsIP, sideBySideSetup{
+			conf: sideBySideConf,
+			files: map[string]string{
+				"key.table":     sideBySideKeyTable,
+				"signing.table": sideBySideSigningTable,
+				"trusted.hosts": sideBySideHosts,
+			},
+			keys: map[string][]string{
+				"keys/example.com/mail.private": {"mail._domainkey.example.com"},
+				"keys/example.com/sub.private":  {"sub._domainkey.example.com"},
+				"keys/example.org/news.private": {"news._domainkey.example.org"},
+				"keys/shared.private":           {"shared._domainkey.a.example", "shared._domainkey.b.example"},
+			},
+		}, sideBySideKeyTableCases(t))
+	})
+}
+
+func sideBySideKeyTableCases(t *testing.T) []sideBySideCase {
+	inbound := func(from, tags string) string { return sideBySideInbound(t, from, tags) }
+	outbound, remoteTags := sideBySideOutbound, sideBySideTags
+	return []sideBySideCase{
+		// Outbound: which key signs.
+		{name: "apex", host: "localhost", ip: "127.0.0.1", msg: outbound("alice@example.com"),
+			want: sideBySideOutcome{"accept", "d=example.com s=mail"}},
+		{name: "subdomain", host: "localhost", ip: "127.0.0.1", msg: outbound("bob@lists.example.com"),
+			want: sideBySideOutcome{"accept", "d=example.com s=sub"}},
+		{name: "local part glob", host: "localhost", ip: "127.0.0.1", msg: outbound("x-weekly@example.org"),
+			want: sideBySideOutcome{"accept", "d=example.org s=news"}},
+		{name: "no rule", host: "localhost", ip: "127.0.0.1", msg: outbound("carol@example.org"),
+			want: sideBySideOutcome{"accept", ""}},
+		{name: "shared key a", host: "localhost", ip: "::1", msg: outbound("dave@a.example"),
+			want: sideBySideOutcome{"accept", "d=a.example s=shared"}},
+		{name: "shared key b", host: "localhost", ip: "127.0.0.1", msg: outbound("eve@B.Example"),
+			want: sideBySideOutcome{"accept", "d=b.example s=shared"}},
+		// Outbound: who is internal.
+		{name: "internal network", host: "unknown", ip: "10.20.3.4", msg: outbound("alice@example.com"),
+			want: sideBySideOutcome{"accept", "d=example.com s=mail"}},
+		{name: "internal host name", host: "mail.internal.example", ip: "198.51.100.5", msg: outbound("alice@example.com"),
+			want: sideBySideOutcome{"accept", "d=example.com s=mail"}},
+		{name: "internal domain", host: "pc1.office.example", ip: "198.51.100.6", msg: outbound("alice@example.com"),
+			want: sideBySideOutcome{"accept", "d=example.com s=mail"}},
+		{name: "domain itself is not under it", host: "office.example", ip: "198.51.100.7", msg: outbound("alice@example.com"),
+			want: sideBySideOutcome{"accept", ""}},
+		{name: "submission listener", host: "unknown", ip: "203.0.113.9", daemon: "ORIGINATING", msg: outbound("alice@example.com"),
+			want: sideBySideOutcome{"accept", "d=example.com s=mail"}},
+		{name: "authenticated", host: "unknown", ip: "203.0.113.10", auth: true, msg: outbound("alice@example.com"),
+			want: sideBySideOutcome{"accept", "d=example.com s=mail"}},
+		{name: "outsider claiming us", host: "unknown", ip: "203.0.113.11", msg: outbound("alice@example.com"),
+			want: sideBySideOutcome{"accept", ""}},
+		// Inbound: which action.
+		{name: "good signature", host: "mx.remote.example", ip: "203.0.113.20", msg: inbound("ann@remote.example", remoteTags("r1")),
+			want: sideBySideOutcome{"accept", ""}},
+		{name: "body changed", host: "mx.remote.example", ip: "203.0.113.20",
+			msg:  sideBySideBreak(inbound("ann@remote.example", remoteTags("r1"))),
+			want: sideBySideOutcome{"reject", ""}},
+		{name: "key not published", host: "mx.remote.example", ip: "203.0.113.20", msg: inbound("ann@remote.example", remoteTags("unknown")),
+			want: sideBySideOutcome{"accept", ""}},
+		{name: "key revoked", host: "mx.remote.example", ip: "203.0.113.20", msg: inbound("ann@remote.example", remoteTags("gone")),
+			want: sideBySideOutcome{"reject", ""}},
+		// Debian's OpenDKIM 2.11 drops a DNS failure and accepts despite
+		// On-DNSError tempfail (fixed upstream after 2.11): dkimmilter does
+		// what the configuration says.
+		{name: "DNS failure", host: "mx.remote.example", ip: "203.0.113.20", msg: inbound("ann@remote.example", remoteTags("broken")),
+			want: sideBySideOutcome{"tempfail", ""}, opendkimIs: &sideBySideOutcome{"accept", ""}},
+		{name: "unsigned", host: "mx.remote.example", ip: "203.0.113.20", msg: inbound("ann@remote.example", ""),
+			want: sideBySideOutcome{"accept", ""}},
+		{name: "peer is left alone", host: "relay.example", ip: "192.0.2.99",
+			msg:  sideBySideBreak(inbound("ann@remote.example", remoteTags("r1"))),
+			want: sideBySideOutcome{"accept", ""}},
+	}
+}
+
+// runSideBySide starts OpenDKIM on setup and dkimmilter on what
+// import-opendkim makes of it, and sends every case through both.
+func runSideBySide(t *testing.T, od string, srv *dnstest.Server, dnsIP string, setup sideBySideSetup, cases []sideBySideCase) {
 	dir, err := os.MkdirTemp("", "dkmsbs")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	// One key per selector, as opendkim-genkey lays them out (PKCS#1).
-	keyFiles := map[string]string{
-		"mail._domainkey.example.com": "keys/example.com/mail.private",
-		"sub._domainkey.example.com":  "keys/example.com/sub.private",
-		"news._domainkey.example.org": "keys/example.org/news.private",
-		"shared._domainkey.a.example": "keys/shared.private",
-		"shared._domainkey.b.example": "keys/shared.private",
-	}
-	for name, file := range keyFiles {
+	// Key files as opendkim-genkey lays them out (PKCS#1). testkit has one
+	// key per size, so they all hold the same key, which the test does not
+	// mind: it compares d= and s=, not the signatures.
+	for file, names := range setup.keys {
 		key := testkit.RSAKey(2048)
 		testkit.WriteKey(dir, file, key, true)
-		srv.SetTXT(name, testkit.KeyRecord(key, ""))
+		for _, name := range names {
+			srv.SetTXT(name, testkit.KeyRecord(key, ""))
+		}
 	}
-	// A remote signer for the inbound cases.
-	remote := testkit.RSAKey(1024)
-	srv.SetTXT("r1._domainkey.remote.example", testkit.KeyRecord(remote, ""))
-	srv.SetTXT("gone._domainkey.remote.example", "v=DKIM1; k=rsa; p=")
-	srv.SetRcode("broken._domainkey.remote.example", dns.RcodeServerFailure)
 
 	odPort := port(freePort(t))
 	fill := func(s string) string {
@@ -129,10 +256,10 @@ func TestSideBySideWithOpenDKIM(t *testing.T) {
 		}
 		return p
 	}
-	conf := write("opendkim.conf", sideBySideConf)
-	write("key.table", sideBySideKeyTable)
-	write("signing.table", sideBySideSigningTable)
-	write("trusted.hosts", sideBySideHosts)
+	conf := write("opendkim.conf", setup.conf)
+	for name, text := range setup.files {
+		write(name, text)
+	}
 	// Run as root here: UserID would need the opendkim user's access to a
 	// temporary directory; the import reports UserID as the unit's job.
 	runConf := filepath.Join(dir, "opendkim-run.conf")
@@ -174,6 +301,8 @@ func TestSideBySideWithOpenDKIM(t *testing.T) {
 		cmd.Wait()
 		if t.Failed() {
 			t.Logf("opendkim:\n%s", odLog.String())
+			toml, _ := os.ReadFile(imported)
+			t.Logf("imported:\n%s", toml)
 		}
 	})
 	odAddr := "127.0.0.1:" + odPort
@@ -188,78 +317,6 @@ func TestSideBySideWithOpenDKIM(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	inbound := func(from, tags string) string {
-		msg := "From: " + from + "\r\nTo: bob@example.com\r\nSubject: inbound\r\nDate: Mon, 07 Dec 2026 10:00:00 +0000\r\nMessage-ID: <in@remote.example>\r\n\r\nHello from outside.\r\n"
-		if tags == "" {
-			return msg
-		}
-		return testkit.Sign(t, msg, tags, remote)
-	}
-	outbound := func(from string) string {
-		return "From: " + from + "\r\nTo: someone@remote.example\r\nSubject: outbound\r\nDate: Mon, 07 Dec 2026 10:00:00 +0000\r\nMessage-ID: <out@example.com>\r\n\r\nHello from inside.\r\n"
-	}
-	remoteTags := func(sel string) string {
-		return "v=1; a=rsa-sha256; c=relaxed/relaxed; d=remote.example; s=" + sel + "; h=from:to:subject:date"
-	}
-
-	cases := []struct {
-		name       string
-		host, ip   string
-		daemon     string // {daemon_name}; "" is smtpd
-		auth       bool   // the client authenticated (SASL)
-		msg        string
-		want       sideBySideOutcome
-		opendkimIs *sideBySideOutcome // OpenDKIM's own answer where it does not do what its configuration says
-	}{
-		// Outbound: which key signs.
-		{name: "apex", host: "localhost", ip: "127.0.0.1", msg: outbound("alice@example.com"),
-			want: sideBySideOutcome{"accept", "d=example.com s=mail"}},
-		{name: "subdomain", host: "localhost", ip: "127.0.0.1", msg: outbound("bob@lists.example.com"),
-			want: sideBySideOutcome{"accept", "d=example.com s=sub"}},
-		{name: "local part glob", host: "localhost", ip: "127.0.0.1", msg: outbound("x-weekly@example.org"),
-			want: sideBySideOutcome{"accept", "d=example.org s=news"}},
-		{name: "no rule", host: "localhost", ip: "127.0.0.1", msg: outbound("carol@example.org"),
-			want: sideBySideOutcome{"accept", ""}},
-		{name: "shared key a", host: "localhost", ip: "::1", msg: outbound("dave@a.example"),
-			want: sideBySideOutcome{"accept", "d=a.example s=shared"}},
-		{name: "shared key b", host: "localhost", ip: "127.0.0.1", msg: outbound("eve@B.Example"),
-			want: sideBySideOutcome{"accept", "d=b.example s=shared"}},
-		// Outbound: who is internal.
-		{name: "internal network", host: "unknown", ip: "10.20.3.4", msg: outbound("alice@example.com"),
-			want: sideBySideOutcome{"accept", "d=example.com s=mail"}},
-		{name: "internal host name", host: "mail.internal.example", ip: "198.51.100.5", msg: outbound("alice@example.com"),
-			want: sideBySideOutcome{"accept", "d=example.com s=mail"}},
-		{name: "internal domain", host: "pc1.office.example", ip: "198.51.100.6", msg: outbound("alice@example.com"),
-			want: sideBySideOutcome{"accept", "d=example.com s=mail"}},
-		{name: "domain itself is not under it", host: "office.example", ip: "198.51.100.7", msg: outbound("alice@example.com"),
-			want: sideBySideOutcome{"accept", ""}},
-		{name: "submission listener", host: "unknown", ip: "203.0.113.9", daemon: "ORIGINATING", msg: outbound("alice@example.com"),
-			want: sideBySideOutcome{"accept", "d=example.com s=mail"}},
-		{name: "authenticated", host: "unknown", ip: "203.0.113.10", auth: true, msg: outbound("alice@example.com"),
-			want: sideBySideOutcome{"accept", "d=example.com s=mail"}},
-		{name: "outsider claiming us", host: "unknown", ip: "203.0.113.11", msg: outbound("alice@example.com"),
-			want: sideBySideOutcome{"accept", ""}},
-		// Inbound: which action.
-		{name: "good signature", host: "mx.remote.example", ip: "203.0.113.20", msg: inbound("ann@remote.example", remoteTags("r1")),
-			want: sideBySideOutcome{"accept", ""}},
-		{name: "body changed", host: "mx.remote.example", ip: "203.0.113.20",
-			msg:  strings.Replace(inbound("ann@remote.example", remoteTags("r1")), "Hello from outside.", "Hello from elsewhere.", 1),
-			want: sideBySideOutcome{"reject", ""}},
-		{name: "key not published", host: "mx.remote.example", ip: "203.0.113.20", msg: inbound("ann@remote.example", remoteTags("unknown")),
-			want: sideBySideOutcome{"accept", ""}},
-		{name: "key revoked", host: "mx.remote.example", ip: "203.0.113.20", msg: inbound("ann@remote.example", remoteTags("gone")),
-			want: sideBySideOutcome{"reject", ""}},
-		// Debian's OpenDKIM 2.11 drops a DNS failure and accepts despite
-		// On-DNSError tempfail (fixed upstream after 2.11): dkimmilter does
-		// what the configuration says.
-		{name: "DNS failure", host: "mx.remote.example", ip: "203.0.113.20", msg: inbound("ann@remote.example", remoteTags("broken")),
-			want: sideBySideOutcome{"tempfail", ""}, opendkimIs: &sideBySideOutcome{"accept", ""}},
-		{name: "unsigned", host: "mx.remote.example", ip: "203.0.113.20", msg: inbound("ann@remote.example", ""),
-			want: sideBySideOutcome{"accept", ""}},
-		{name: "peer is left alone", host: "relay.example", ip: "192.0.2.99",
-			msg:  strings.Replace(inbound("ann@remote.example", remoteTags("r1")), "Hello from outside.", "Hello from elsewhere.", 1),
-			want: sideBySideOutcome{"accept", ""}},
-	}
 	milters := []struct{ name, network, addr string }{
 		{"opendkim", "tcp", odAddr},
 		{"dkimmilter", "unix", sock},
