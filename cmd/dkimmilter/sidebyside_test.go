@@ -169,6 +169,69 @@ func TestSideBySideWithOpenDKIM(t *testing.T) {
 			},
 		}, sideBySideKeyTableCases(t))
 	})
+	// Single-key mode, its Domain list written each way OpenDKIM reads
+	// one.
+	for _, domain := range []struct{ name, value, file string }{
+		{"Domain list", "a.example,b.example", ""},
+		{"Domain file", "file:DIR/domains", "a.example\nb.example\n"},
+		{"Domain path", "DIR/domains", "# signed here\na.example\nb.example\n"},
+	} {
+		t.Run("single key, "+domain.name, func(t *testing.T) {
+			setup := sideBySideSetup{
+				conf: strings.Replace(sideBySideSingleKeyConf, "DOMAINS", domain.value, 1),
+				keys: map[string][]string{
+					"keys/default.private": {"sel2026._domainkey.a.example", "sel2026._domainkey.b.example"},
+				},
+			}
+			if domain.file != "" {
+				setup.files = map[string]string{"domains": domain.file}
+			}
+			runSideBySide(t, od, srv, dnsIP, setup, sideBySideSingleKeyCases(t))
+		})
+	}
+}
+
+// sideBySideSingleKeyConf is OpenDKIM's older single-key mode: no tables,
+// one key for the domains of Domain and their subdomains, and the
+// internal hosts written inline. DOMAINS is filled in by the test.
+const sideBySideSingleKeyConf = `Syslog                  no
+Mode                    sv
+Socket                  inet:PORT@127.0.0.1
+PidFile                 DIR/opendkim.pid
+Domain                  DOMAINS
+Selector                sel2026
+KeyFile                 DIR/keys/default.private
+SubDomains              yes
+InternalHosts           csl:127.0.0.1,10.30.0.0/16
+Canonicalization        relaxed/relaxed
+On-BadSignature         reject
+Nameservers             DNSIP
+AuthservID              mx.example.com
+RequireSafeKeys         false
+`
+
+func sideBySideSingleKeyCases(t *testing.T) []sideBySideCase {
+	return []sideBySideCase{
+		{name: "first domain", host: "unknown", ip: "10.30.1.2", msg: sideBySideOutbound("alice@a.example"),
+			want: sideBySideOutcome{"accept", "d=a.example s=sel2026"}},
+		{name: "second domain", host: "localhost", ip: "127.0.0.1", msg: sideBySideOutbound("bob@b.example"),
+			want: sideBySideOutcome{"accept", "d=b.example s=sel2026"}},
+		{name: "subdomain", host: "unknown", ip: "10.30.1.2", msg: sideBySideOutbound("carol@sub.a.example"),
+			want: sideBySideOutcome{"accept", "d=a.example s=sel2026"}},
+		{name: "deeper subdomain", host: "unknown", ip: "10.30.1.2", msg: sideBySideOutbound("carol@x.sub.b.example"),
+			want: sideBySideOutcome{"accept", "d=b.example s=sel2026"}},
+		{name: "other domain", host: "unknown", ip: "10.30.1.2", msg: sideBySideOutbound("dave@c.example"),
+			want: sideBySideOutcome{"accept", ""}},
+		{name: "name ending like a domain", host: "unknown", ip: "10.30.1.2", msg: sideBySideOutbound("dave@xa.example"),
+			want: sideBySideOutcome{"accept", ""}},
+		{name: "outside the network", host: "unknown", ip: "10.31.0.1", msg: sideBySideOutbound("alice@a.example"),
+			want: sideBySideOutcome{"accept", ""}},
+		{name: "external unsigned", host: "mx.remote.example", ip: "203.0.113.20", msg: sideBySideInbound(t, "ann@remote.example", ""),
+			want: sideBySideOutcome{"accept", ""}},
+		{name: "external bad signature", host: "mx.remote.example", ip: "203.0.113.20",
+			msg:  sideBySideBreak(sideBySideInbound(t, "ann@remote.example", sideBySideTags("r1"))),
+			want: sideBySideOutcome{"reject", ""}},
+	}
 }
 
 func sideBySideKeyTableCases(t *testing.T) []sideBySideCase {
