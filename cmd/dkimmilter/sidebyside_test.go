@@ -102,6 +102,29 @@ type sideBySideCase struct {
 	opendkimIs *sideBySideOutcome // OpenDKIM's own answer where it does not do what its configuration says
 }
 
+// sideBySideDNSIP picks a loopback address whose port 53 is free, from
+// 127.0.0.153 on: another test run (another checkout, a package test)
+// may hold one, and port 53 cannot be chosen by the kernel as other ports
+// are.
+func sideBySideDNSIP(t *testing.T) string {
+	for i := 153; i < 173; i++ {
+		ip := fmt.Sprintf("127.0.0.%d", i)
+		pc, err := net.ListenPacket("udp", ip+":53")
+		if err != nil {
+			continue
+		}
+		pc.Close()
+		ln, err := net.Listen("tcp", ip+":53")
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return ip
+	}
+	t.Fatal("no loopback address from 127.0.0.153 to 127.0.0.172 has port 53 free")
+	return ""
+}
+
 // sideBySideDNS publishes the key records of the remote signer of inbound
 // cases (testkit's 1024-bit key): r1 good, gone
 // revoked, broken a server failure, testing in test mode (t=y).
@@ -143,13 +166,13 @@ func sideBySideBreak(msg string) string {
 // signed with the same d= and s=, every inbound one answered with the
 // action the OpenDKIM configuration asks for. OpenDKIM is asked for its
 // keys through Nameservers, which takes addresses only (port 53): the test
-// needs root for a DNS server on 127.0.0.153:53, which every configuration
-// shares.
+// needs root for a DNS server on port 53 of a loopback address, which
+// every configuration shares.
 func TestSideBySideWithOpenDKIM(t *testing.T) {
 	od, err := exec.LookPath("opendkim")
 	// Root: OpenDKIM's Nameservers needs a DNS server on port 53.
 	testkit.RequirePeer(t, "opendkim (and running as root)", err == nil && os.Geteuid() == 0)
-	dnsIP := "127.0.0.153"
+	dnsIP := sideBySideDNSIP(t)
 	srv := dnstest.NewAt(t, dnsIP+":53")
 	sideBySideDNS(srv)
 
