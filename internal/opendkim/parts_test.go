@@ -90,7 +90,7 @@ func TestTranslateCases(t *testing.T) {
 		{"On-Default discard", map[string]string{"opendkim.conf": "On-Default discard\nOn-SignatureError r\n"},
 			"On-Default", false, []string{`bad_signature = "discard"`, `sign_error = "reject"`, `no_signature = "discard"`}},
 		{"policy stays accept under On-BadSignature reject", map[string]string{"opendkim.conf": "On-BadSignature reject\n"},
-			"On-BadSignature", false, []string{`bad_signature = "reject"`, `policy = "accept"`, "rsa-sha1"}},
+			"On-BadSignature", false, []string{`bad_signature = "reject"`, `policy = "accept"`, "rsa-sha1", "a broken rsa-sha1 signature", "An expired signature"}},
 		{"MacroList daemon_name without values", map[string]string{"opendkim.conf": "MacroList daemon_name\n"},
 			"MacroList", true, []string{"matched every message"}},
 		{"MacroList from a file", map[string]string{"opendkim.conf": "MacroList DIR/macros\n", "macros": "{daemon_name} ORIGINATING|SUBMISSION\n"},
