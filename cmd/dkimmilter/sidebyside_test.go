@@ -260,6 +260,7 @@ func sideBySideSingleKeyCases(t *testing.T) []sideBySideCase {
 func sideBySideKeyTableCases(t *testing.T) []sideBySideCase {
 	inbound := func(from, tags string) string { return sideBySideInbound(t, from, tags) }
 	outbound, remoteTags := sideBySideOutbound, sideBySideTags
+	sha1Tags := strings.Replace(remoteTags("r1"), "rsa-sha256", "rsa-sha1", 1)
 	return []sideBySideCase{
 		// Outbound: which key signs.
 		{name: "apex", host: "localhost", ip: "127.0.0.1", msg: outbound("alice@example.com"),
@@ -306,6 +307,35 @@ func sideBySideKeyTableCases(t *testing.T) []sideBySideCase {
 			want: sideBySideOutcome{"tempfail", ""}, opendkimIs: &sideBySideOutcome{"accept", ""}},
 		{name: "unsigned", host: "mx.remote.example", ip: "203.0.113.20", msg: inbound("ann@remote.example", ""),
 			want: sideBySideOutcome{"accept", ""}},
+		// rsa-sha1: OpenDKIM passes it; dkimmilter gives dkim=policy
+		// (RFC 8301), which the import accepts (actions.policy).
+		{name: "rsa-sha1", host: "mx.remote.example", ip: "203.0.113.20", msg: inbound("ann@remote.example", sha1Tags),
+			want: sideBySideOutcome{"accept", ""}},
+		// dkimmilter does not verify rsa-sha1 at all, so a broken one is
+		// dkim=policy as an intact one is, and accepted as the import's
+		// actions.policy says; OpenDKIM verifies it and refuses it under
+		// On-BadSignature. The import's comment at policy says so.
+		{name: "rsa-sha1 body changed", host: "mx.remote.example", ip: "203.0.113.20", msg: sideBySideBreak(inbound("ann@remote.example", sha1Tags)),
+			want: sideBySideOutcome{"accept", ""}, opendkimIs: &sideBySideOutcome{"reject", ""}},
+		// A key record with t=y: the domain is testing, and both deliver
+		// even a broken signature (OpenDKIM says dkim=fail and accepts).
+		{name: "testing key", host: "mx.remote.example", ip: "203.0.113.20", msg: inbound("ann@remote.example", remoteTags("testing")),
+			want: sideBySideOutcome{"accept", ""}},
+		{name: "testing key body changed", host: "mx.remote.example", ip: "203.0.113.20",
+			msg:  sideBySideBreak(inbound("ann@remote.example", remoteTags("testing"))),
+			want: sideBySideOutcome{"accept", ""}},
+		// An expired signature fails to verify (RFC 6376 §6.1.1, PERMFAIL),
+		// and On-BadSignature reject asks for a reject: dkimmilter does
+		// that. Debian's OpenDKIM 2.11 stamps dkim=permerror and applies no
+		// On- action at all; the import's comment at bad_signature says so.
+		{name: "expired", host: "mx.remote.example", ip: "203.0.113.20",
+			msg:  inbound("ann@remote.example", remoteTags("r1")+"; t=1600000000; x=1600086400"),
+			want: sideBySideOutcome{"reject", ""}, opendkimIs: &sideBySideOutcome{"accept", ""}},
+		// A signature without d= is a syntax error, which OpenDKIM hands to
+		// On-BadSignature, as dkimmilter does its permerror.
+		{name: "no d=", host: "mx.remote.example", ip: "203.0.113.20",
+			msg:  inbound("ann@remote.example", strings.Replace(remoteTags("r1"), " d=remote.example;", "", 1)),
+			want: sideBySideOutcome{"reject", ""}},
 		{name: "peer is left alone", host: "relay.example", ip: "192.0.2.99",
 			msg:  sideBySideBreak(inbound("ann@remote.example", remoteTags("r1"))),
 			want: sideBySideOutcome{"accept", ""}},
