@@ -212,7 +212,55 @@ func TestSideBySideWithOpenDKIM(t *testing.T) {
 			runSideBySide(t, od, srv, dnsIP, setup, sideBySideSingleKeyCases(t))
 		})
 	}
+	// Verifying only, with On- actions other than accept: each reply
+	// dkimmilter can give, end to end.
+	inbound := func(tags string) string { return sideBySideInbound(t, "ann@remote.example", tags) }
+	for _, actions := range []struct {
+		name, conf                 string
+		unsigned, bad, key, dnsErr string
+	}{
+		{"On-NoSignature reject", "On-NoSignature reject\n", "reject", "accept", "accept", "accept"},
+		{"On-Default discard", "On-Default discard\n", "discard", "discard", "discard", "discard"},
+		{"On-Default quarantine", "On-Default quarantine\n", "quarantine", "quarantine", "quarantine", "quarantine"},
+	} {
+		t.Run(actions.name, func(t *testing.T) {
+			ext := func(name, msg, action string) sideBySideCase {
+				c := sideBySideCase{name: name, host: "mx.remote.example", ip: "203.0.113.20", msg: msg, want: sideBySideOutcome{action, ""}}
+				switch {
+				case action == "quarantine":
+					// Debian's OpenDKIM 2.11 does not ask the MTA for
+					// the right to quarantine (it negotiates add and
+					// change header only, Quarantine yes or not), so
+					// its quarantine comes to an accept, without
+					// Authentication-Results: dkimmilter quarantines, as
+					// the configuration asks.
+					c.opendkimIs = &sideBySideOutcome{"accept", ""}
+				case name == "DNS failure" && action != "accept":
+					// As in the KeyTable configuration: 2.11 accepts.
+					c.opendkimIs = &sideBySideOutcome{"accept", ""}
+				}
+				return c
+			}
+			runSideBySide(t, od, srv, dnsIP, sideBySideSetup{conf: sideBySideVerifyConf + actions.conf}, []sideBySideCase{
+				ext("good signature", inbound(sideBySideTags("r1")), "accept"),
+				ext("unsigned", inbound(""), actions.unsigned),
+				ext("body changed", sideBySideBreak(inbound(sideBySideTags("r1"))), actions.bad),
+				ext("key not published", inbound(sideBySideTags("unknown")), actions.key),
+				ext("DNS failure", inbound(sideBySideTags("broken")), actions.dnsErr),
+			})
+		})
+	}
 }
+
+// sideBySideVerifyConf is a verifying-only OpenDKIM; the test appends its
+// On- settings.
+const sideBySideVerifyConf = `Syslog                  no
+Mode                    v
+Socket                  inet:PORT@127.0.0.1
+PidFile                 DIR/opendkim.pid
+Nameservers             DNSIP
+AuthservID              mx.example.com
+`
 
 // sideBySideSingleKeyConf is OpenDKIM's older single-key mode: no tables,
 // one key for the domains of Domain and their subdomains, and the
