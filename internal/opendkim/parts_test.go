@@ -89,6 +89,8 @@ func TestTranslateCases(t *testing.T) {
 			"On-DNSError", false, []string{`dns_error = "tempfail"`, "a bug"}},
 		{"On-Default discard", map[string]string{"opendkim.conf": "On-Default discard\nOn-SignatureError r\n"},
 			"On-Default", false, []string{`bad_signature = "discard"`, `sign_error = "reject"`, `no_signature = "discard"`}},
+		{"On-NoSignature quarantine: OpenDKIM 2.11 did not", map[string]string{"opendkim.conf": "On-NoSignature q\n"},
+			"On-NoSignature", false, []string{`no_signature = "quarantine"`, "never asked Postfix for the right to", "hold queue"}},
 		{"policy stays accept under On-BadSignature reject", map[string]string{"opendkim.conf": "On-BadSignature reject\n"},
 			"On-BadSignature", false, []string{`bad_signature = "reject"`, `policy = "accept"`, "rsa-sha1", "a broken rsa-sha1 signature", "An expired signature"}},
 		{"MacroList daemon_name without values", map[string]string{"opendkim.conf": "MacroList daemon_name\n"},

@@ -476,6 +476,13 @@ func (t *translator) actions() {
 				n.unsupported("%q is not an action (accept, discard, quarantine, reject, tempfail); actions.%s left at %q", n.Value, ak.key, v)
 			}
 		}
+		if v == "quarantine" {
+			// Seen side by side: Debian's OpenDKIM 2.11 negotiates no
+			// SMFIF_QUARANTINE with the MTA (with Quarantine yes too),
+			// so its quarantine came to an accept. Mail that was
+			// delivered will be held after the switch.
+			comment = strings.TrimSpace(comment + " OpenDKIM 2.11 as Debian ships it never asked Postfix for the right to quarantine, and delivered such mail (without Authentication-Results); dkimmilter holds it in Postfix's hold queue (postqueue -p lists it, postsuper -H releases it).")
+		}
 		if ak.key == "bad_signature" && v != "accept" {
 			// Seen side by side with Debian's OpenDKIM 2.11: an expired
 			// signature gets dkim=permerror and no On- action at all,
