@@ -93,13 +93,16 @@ type sideBySideSetup struct {
 
 // sideBySideCase is one message and what both milters should do with it.
 type sideBySideCase struct {
-	name       string
-	host, ip   string
-	daemon     string // {daemon_name}; "" is smtpd
-	auth       bool   // the client authenticated (SASL)
-	msg        string
-	want       sideBySideOutcome
-	opendkimIs *sideBySideOutcome // OpenDKIM's own answer where it does not do what its configuration says
+	name     string
+	host, ip string
+	daemon   string // {daemon_name}; "" is smtpd
+	auth     bool   // the client authenticated (SASL)
+	msg      string
+	want     sideBySideOutcome
+	// opendkimIs is OpenDKIM's own answer where the two part: where it
+	// does not do what its configuration says, or where dkimmilter cannot
+	// (each case says why).
+	opendkimIs *sideBySideOutcome
 }
 
 // sideBySideDNSIP picks a loopback address whose port 53 is free, from
@@ -126,8 +129,8 @@ func sideBySideDNSIP(t *testing.T) string {
 }
 
 // sideBySideDNS publishes the key records of the remote signer of inbound
-// cases (testkit's 1024-bit key): r1 good, gone
-// revoked, broken a server failure, testing in test mode (t=y).
+// cases (testkit's 1024-bit key): r1 good, gone revoked, broken a server
+// failure, testing in test mode (t=y).
 func sideBySideDNS(srv *dnstest.Server) {
 	srv.SetTXT("r1._domainkey.remote.example", testkit.KeyRecord(testkit.RSAKey(1024), ""))
 	srv.SetTXT("testing._domainkey.remote.example", testkit.KeyRecord(testkit.RSAKey(1024), "t=y; "))
@@ -138,6 +141,7 @@ func sideBySideDNS(srv *dnstest.Server) {
 // sideBySideInbound is a message from outside, signed by the remote
 // signer with exactly tags (unsigned when tags is "").
 func sideBySideInbound(t *testing.T, from, tags string) string {
+	t.Helper()
 	msg := "From: " + from + "\r\nTo: bob@example.com\r\nSubject: inbound\r\nDate: Mon, 07 Dec 2026 10:00:00 +0000\r\nMessage-ID: <in@remote.example>\r\n\r\nHello from outside.\r\n"
 	if tags == "" {
 		return msg
