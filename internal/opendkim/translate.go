@@ -476,6 +476,20 @@ func (t *translator) actions() {
 				n.unsupported("%q is not an action (accept, discard, quarantine, reject, tempfail); actions.%s left at %q", n.Value, ak.key, v)
 			}
 		}
+		if v == "quarantine" {
+			// Seen side by side: Debian's OpenDKIM 2.11 negotiates no
+			// SMFIF_QUARANTINE with the MTA (with Quarantine yes too),
+			// so its quarantine came to an accept. Mail that was
+			// delivered will be held after the switch.
+			comment = strings.TrimSpace(comment + " OpenDKIM 2.11 as Debian ships it never asked Postfix for the right to quarantine, and delivered such mail (without Authentication-Results); dkimmilter holds it in Postfix's hold queue (postqueue -p lists it, postsuper -H releases it).")
+		}
+		if ak.key == "bad_signature" && v != "accept" {
+			// Seen side by side with Debian's OpenDKIM 2.11: an expired
+			// signature gets dkim=permerror and no On- action at all,
+			// where dkimmilter (RFC 6376 §6.1.1: PERMFAIL) applies
+			// bad_signature. The admin should know before switching.
+			comment = strings.TrimSpace(comment + " " + fmt.Sprintf("An expired signature (x= in the past) gets %q too; OpenDKIM 2.11 stamped it dkim=permerror and delivered the mail.", v))
+		}
 		o.actions = append(o.actions, kv{ak.key, v, comment})
 		if ak.key == "bad_signature" {
 			// dkim=policy covers rsa-sha1, content after l= and an
@@ -485,6 +499,10 @@ func (t *translator) actions() {
 			c := "OpenDKIM passed rsa-sha1 signatures, l= with content after it and an unsigned From above the signed one, which dkimmilter gives dkim=policy; accept delivers them as OpenDKIM did."
 			if v != "accept" {
 				c += fmt.Sprintf(" OpenDKIM applied On-BadSignature (%q) to signatures by keys under MinimumKeyBits, policy here too: %q would do that, and refuse the rest as well.", v, v)
+				// dkimmilter never verifies rsa-sha1, so it cannot tell
+				// a broken one from an intact one (side by side, OpenDKIM
+				// refused the broken one).
+				c += fmt.Sprintf(" dkimmilter does not verify rsa-sha1 at all: a broken rsa-sha1 signature, which OpenDKIM refused (%q), is policy too, and accepted.", v)
 			}
 			o.actions = append(o.actions, kv{"policy", "accept", c})
 		}

@@ -10,7 +10,8 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
+	_ "crypto/sha1" // a=rsa-sha1: crypto.SHA1.New
+	_ "crypto/sha256"
 	"crypto/x509"
 	"embed"
 	"encoding/base64"
@@ -132,8 +133,8 @@ func Sign(t interface {
 
 // SignRaw puts a DKIM-Signature with exactly the given tags (bh= and b=
 // are computed and appended) on top of msg, signed with key. It makes the
-// signatures a real signer would never produce (l=, odd or broken tags),
-// and stands in for "another implementation" in tests.
+// signatures a real signer would never produce (l=, odd or broken tags,
+// a=rsa-sha1), and stands in for "another implementation" in tests.
 func SignRaw(msg []byte, tags string, key crypto.Signer) ([]byte, error) {
 	h, body := Split(msg)
 	tl, err := dkim.ParseTagList(tags)
@@ -148,18 +149,26 @@ func SignRaw(msg []byte, tags string, key crypto.Signer) ([]byte, error) {
 			return nil, err
 		}
 	}
-	bh := dkim.NewBodyHasher(bc, sha256.New(), limit)
+	// a=rsa-sha1 hashes with SHA-1, which no signer should use any more
+	// (RFC 8301) and verifiers still meet; anything else with SHA-256.
+	hash := crypto.SHA256
+	if a, _ := tl.Get("a"); strings.EqualFold(a, "rsa-sha1") {
+		hash = crypto.SHA1
+	}
+	bh := dkim.NewBodyHasher(bc, hash.New(), limit)
 	bh.Write(body)
 	prefix := " " + tags + "; bh=" + base64.StdEncoding.EncodeToString(bh.Sum()) + "; b="
 	hl, _ := tl.Get("h")
 	data := h.AppendSignedHeaders(nil, hc, dkim.SplitColonList(hl))
 	data = dkim.AppendSignatureField(data, hc, "DKIM-Signature:"+prefix)
-	sum := sha256.Sum256(data)
-	opts := crypto.SignerOpts(crypto.SHA256)
+	h2 := hash.New()
+	h2.Write(data)
+	sum := h2.Sum(nil)
+	opts := crypto.SignerOpts(hash)
 	if _, ok := key.(ed25519.PrivateKey); ok {
 		opts = crypto.Hash(0)
 	}
-	sig, err := key.Sign(rand.Reader, sum[:], opts)
+	sig, err := key.Sign(rand.Reader, sum, opts)
 	if err != nil {
 		return nil, err
 	}
