@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/dkimmilter/dkimmilter/config"
 )
 
 // signingSetup translates who signs with which key: the KeyTable and
@@ -300,12 +302,12 @@ func (t *translator) expandPercent(n *Note, e entry, l sigLine, keys map[string]
 // restrict narrows a pattern to the addresses of one domain.
 func restrict(p, domain string) (string, bool) {
 	if local, dom, ok := cutLast(p, "@"); ok {
-		if matchGlob(dom, domain) {
+		if !strings.Contains(domain, "*") && config.GlobMatch(dom, domain) {
 			return local + "@" + domain, true
 		}
 		return "", false
 	}
-	if covers(p, "*@"+domain) {
+	if config.GlobMatch(p, "*@"+domain) {
 		return "*@" + domain, true
 	}
 	return "", false
@@ -344,7 +346,7 @@ func (t *translator) firstMatch(n *Note, lines []sigLine) []sigLine {
 	for _, l := range lines {
 		shadow := -1
 		for i, r := range out {
-			if covers(r.from, l.from) {
+			if config.GlobMatch(r.from, l.from) {
 				shadow = i
 				break
 			}
@@ -382,7 +384,7 @@ func (t *translator) multiple(n *Note, lines []sigLine, refile bool) []sigLine {
 	for i := range rules {
 		for j := i + 1; j < len(rules); j++ {
 			a, b := rules[i], rules[j]
-			if !covers(a.from, b.from) && !covers(b.from, a.from) && !disjoint(a.from, b.from) {
+			if !config.GlobMatch(a.from, b.from) && !config.GlobMatch(b.from, a.from) && !disjoint(a.from, b.from) {
 				n.detail(true, "%s (%q) and %s (%q) both match some addresses but neither matches all the other does: such mail gets only the first rule's keys", a.where[0], a.from, b.where[0], b.from)
 			}
 		}
@@ -393,7 +395,7 @@ func (t *translator) multiple(n *Note, lines []sigLine, refile bool) []sigLine {
 		out[i] = r
 		out[i].keys = nil
 		for j, k := range rules {
-			if j != i && !covers(k.from, r.from) {
+			if j != i && !config.GlobMatch(k.from, r.from) {
 				continue
 			}
 			if j != i {
