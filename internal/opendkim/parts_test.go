@@ -301,3 +301,41 @@ func TestClean(t *testing.T) {
 		t.Errorf("tomlKey(a.b) = %s", got)
 	}
 }
+
+// Host entries and {daemon_name} values that dkimmilter's configuration
+// refuses are left out with a note, so that the translation still loads.
+func TestHostsConfigRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		files   map[string]string
+		setting string
+		affects bool
+		want    []string
+	}{
+		{"underscore in a host name", map[string]string{"opendkim.conf": "InternalHosts csl:10.0.0.0/8,mail_1.example.com\n"},
+			"InternalHosts", true, []string{`"mail_1.example.com" left out`, "dkimmilter's configuration cannot express it", `"10.0.0.0/8"`}},
+		{"partial address", map[string]string{"opendkim.conf": "PeerList DIR/peers\n", "peers": "192.0.2\n192.0.2.1\n"},
+			"PeerList", false, []string{`"192.0.2" left out`, "OpenDKIM never matched it", `"192.0.2.1"`}},
+		{"MTA name that is not one word", map[string]string{"opendkim.conf": "MTA ORIGINATING,SUB MISSION\n"},
+			"MTA", false, []string{`"SUB MISSION" left out`, "OpenDKIM never matched it", `daemon_names = ["ORIGINATING"]`}},
+		{"MacroList value that is not one word", map[string]string{"opendkim.conf": "MacroList DIR/macros\n", "macros": "daemon_name=ORIGINATING|SUB\x01\n"},
+			"MacroList", false, []string{"OpenDKIM never matched it", `daemon_names = ["ORIGINATING"]`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := translateFiles(t, tc.files)
+			n := note(t, res, tc.setting)
+			if n.Affects != tc.affects {
+				t.Errorf("%s: changes mail %v, want %v (%s %q)", tc.setting, n.Affects, tc.affects, n.Text, n.Details)
+			}
+			text := n.Text + "\n" + strings.Join(n.Details, "\n") + "\n" + string(res.TOML)
+			for _, w := range tc.want {
+				if !strings.Contains(text, w) {
+					t.Errorf("%q missing from the note (%s %q) and output:\n%s", w, n.Text, n.Details, res.TOML)
+				}
+			}
+			if _, err := config.Parse("", res.TOML); err != nil {
+				t.Errorf("the translation does not load: %v\n%s", err, res.TOML)
+			}
+		})
+	}
+}
