@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -337,5 +338,92 @@ func TestHostsConfigRefuses(t *testing.T) {
 				t.Errorf("the translation does not load: %v\n%s", err, res.TOML)
 			}
 		})
+	}
+}
+
+// refile patterns without '@': OpenDKIM matched them against the whole
+// address, so a '*' took the '@'. One '*' translates; more do not.
+func TestRefileWithoutAt(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		st      string
+		affects bool
+		want    []string
+	}{
+		{"domain suffix", "*example.com k\n", false, []string{`from = "*@*example.com"`, "matches the same addresses"}},
+		{"subdomains", "*.example.org k\n", false, []string{`from = "*@*.example.org"`}},
+		{"local part prefix", "news* k\n", false, []string{`from = "news*@*"`}},
+		{"two stars", "*mail*example.com k\n", true, []string{`"*mail*example.com" has no '@' and more than one '*'`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := translateFiles(t, map[string]string{"opendkim.conf": "KeyTable DIR/kt\nSigningTable refile:DIR/st\n", "kt": "k example.com:s:/k.pem\n", "st": tc.st})
+			n := note(t, res, "SigningTable")
+			if n.Affects != tc.affects {
+				t.Errorf("changes mail %v, want %v (%s %q)", n.Affects, tc.affects, n.Text, n.Details)
+			}
+			text := n.Text + "\n" + strings.Join(n.Details, "\n") + "\n" + string(res.TOML)
+			for _, w := range tc.want {
+				if !strings.Contains(text, w) {
+					t.Errorf("%q missing from the note (%s %q) and output:\n%s", w, n.Text, n.Details, res.TOML)
+				}
+			}
+			if _, err := config.Parse("", res.TOML); err != nil && !strings.Contains(err.Error(), "k.pem") {
+				t.Errorf("the translation does not load: %v\n%s", err, res.TOML)
+			}
+		})
+	}
+}
+
+// The translation of a pattern without '@' matches exactly the addresses
+// the regular expression OpenDKIM builds from it matches (dkimf_mkregexp:
+// '*' is ".*", '.' and '+' escaped, anchored), for every address with
+// one '@' over a small alphabet.
+func TestAtlessPatternEquivalent(t *testing.T) {
+	const alphabet = "ab.*"
+	var pats []string
+	var gen func(prefix string, n int)
+	gen = func(prefix string, n int) {
+		if strings.Contains(prefix, "*") {
+			pats = append(pats, prefix)
+		}
+		if n == 0 {
+			return
+		}
+		for i := range len(alphabet) {
+			gen(prefix+alphabet[i:i+1], n-1)
+		}
+	}
+	gen("", 5)
+	var words []string
+	var genw func(prefix string, n int)
+	genw = func(prefix string, n int) {
+		words = append(words, prefix)
+		if n == 0 {
+			return
+		}
+		for _, c := range []string{"a", "b", "."} {
+			genw(prefix+c, n-1)
+		}
+	}
+	genw("", 3)
+	translated := 0
+	for _, p := range pats {
+		from, ok := atlessPattern(p)
+		if !ok {
+			continue
+		}
+		translated++
+		re := regexp.MustCompile("^" + strings.NewReplacer(".", `\.`, "+", `\+`, "*", ".*").Replace(p) + "$")
+		for _, l := range words[1:] {
+			for _, d := range words[1:] {
+				addr := l + "@" + d
+				if got, want := config.GlobMatch(from, addr), re.MatchString(addr); got != want {
+					t.Fatalf("%q as %q: %q matched %v, OpenDKIM %v", p, from, addr, got, want)
+				}
+			}
+		}
+	}
+	if translated < 50 {
+		t.Fatalf("only %d patterns translated", translated)
 	}
 }

@@ -164,6 +164,15 @@ func (t *translator) signingTable(n *Note, keys map[string]string, multi bool) {
 				n.detail(false, "%s: %q never matched (refile patterns match the whole address; did you mean *@%s?); left out", e.where, e.key, pat)
 				continue
 			}
+			if !strings.Contains(pat, "@") {
+				from, ok := atlessPattern(pat)
+				if !ok {
+					n.detail(true, "%s: %q has no '@' and more than one '*': OpenDKIM matched it against the whole address, the '@' inside any of its '*'s, which no one dkimmilter pattern says; mail it matched is not signed", e.where, e.key)
+					continue
+				}
+				n.detail(false, "%s: %q has no '@': OpenDKIM matched it against the whole address, its '*' taking the '@'; written %q, which matches the same addresses", e.where, e.key, from)
+				pat = from
+			}
 			if pat == "*@*" {
 				// Every From address has a local part and a domain
 				// (OpenDKIM consults the table for no other).
@@ -228,6 +237,25 @@ func (t *translator) signingTable(n *Note, keys map[string]string, multi bool) {
 		how = "in OpenDKIM's lookup order (address, domain, parent domains, user@*, *)"
 	}
 	n.set(Translated, "%d [[signing]] rules, %s", len(rules), how)
+}
+
+// atlessPattern translates a refile pattern that has a '*' but no '@'.
+// OpenDKIM matched it against the whole "local@domain", so the address's
+// '@' fell inside one of its '*'s. With one '*' (after runs of them are
+// merged), P = A*B with no '@' in A or B: an address matches when it
+// starts with A and ends with B. A, having no '@', can only be a prefix
+// of the local part, and B only a suffix of the domain, so the addresses
+// are exactly those A*@*B matches. With more '*'s the '@' may fall in any
+// of them, a union no single pattern says: ok is false.
+func atlessPattern(p string) (from string, ok bool) {
+	for strings.Contains(p, "**") {
+		p = strings.ReplaceAll(p, "**", "*")
+	}
+	if strings.Count(p, "*") != 1 {
+		return "", false
+	}
+	i := strings.IndexByte(p, '*')
+	return p[:i+1] + "@*" + p[i+1:], true
 }
 
 // lookupPattern turns a key of a non-refile SigningTable into a pattern,
