@@ -131,6 +131,15 @@ func verifiedName(name string) bool {
 	return name != "" && name != "unknown" && !strings.HasPrefix(name, "[")
 }
 
+// HostEntryProblem checks one sign.internal_hosts or peers entry as the
+// configuration's parser does: "" when it takes it, else what is wrong,
+// completing "%q ...". Translations use it to leave out what would make
+// the file refuse to load.
+func HostEntryProblem(s string) string {
+	_, prob := parseHost(s)
+	return prob
+}
+
 // parseHost reads one entry; the problem, if any, completes "%q ...".
 func parseHost(s string) (Host, string) {
 	var h Host

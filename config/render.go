@@ -20,20 +20,20 @@ func KeyName(domain, selector string) string {
 // (see Key).
 func KeyTOML(name, domain, selector, file string) string {
 	return fmt.Sprintf("[keys.%s]\ndomain   = %s\nselector = %s\nfile     = %s\n",
-		tomlKey(name), tomlString(domain), tomlString(selector), tomlString(file))
+		tomlKey(name), TOMLString(domain), TOMLString(selector), TOMLString(file))
 }
 
 // SigningTOML returns a [[signing]] table that signs mail from the
 // pattern from with keys (see SigningRule).
 func SigningTOML(from string, keys []string) string {
-	return fmt.Sprintf("[[signing]]\nfrom = %s\nkeys = %s\n", tomlString(from), TOMLList(keys))
+	return fmt.Sprintf("[[signing]]\nfrom = %s\nkeys = %s\n", TOMLString(from), TOMLList(keys))
 }
 
 // TOMLList renders strings as a TOML array: ["a", "b"].
 func TOMLList(list []string) string {
 	q := make([]string, len(list))
 	for i, s := range list {
-		q[i] = tomlString(s)
+		q[i] = TOMLString(s)
 	}
 	return "[" + strings.Join(q, ", ") + "]"
 }
@@ -42,7 +42,7 @@ func TOMLList(list []string) string {
 func tomlKey(k string) string {
 	for _, r := range k {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-			return tomlString(k)
+			return TOMLString(k)
 		}
 	}
 	if k == "" {
@@ -51,10 +51,10 @@ func tomlKey(k string) string {
 	return k
 }
 
-// tomlString quotes s as a TOML basic string: Go's quoting is the same for
+// TOMLString quotes s as a TOML basic string: Go's quoting is the same for
 // printable text; other characters become \uXXXX, which TOML has and Go's
 // \x escapes are not.
-func tomlString(s string) string {
+func TOMLString(s string) string {
 	var b strings.Builder
 	b.WriteByte('"')
 	for _, r := range s {

@@ -102,3 +102,11 @@ func TestOversignLists(t *testing.T) {
 		}
 	}
 }
+
+func TestTOMLString(t *testing.T) {
+	for in, want := range map[string]string{`a"b\c`: `"a\"b\\c"`, "tab\there": `"tab\u0009here"`, "é": `"é"`} {
+		if got := TOMLString(in); got != want {
+			t.Errorf("TOMLString(%q) = %s, want %s", in, got, want)
+		}
+	}
+}

@@ -170,19 +170,29 @@ func (c *checker) authservID(s string) string {
 	return s
 }
 
+// DaemonNameProblem checks one sign.daemon_names value as the
+// configuration's parser does: "" when it takes it, else what is wrong.
+// Postfix's {daemon_name} is the master.cf service name or the
+// milter_macro_daemon_name given with -o: one word.
+func DaemonNameProblem(n string) string {
+	switch {
+	case n == "":
+		return `is empty; write a Postfix service name as {daemon_name} gives it, e.g. "ORIGINATING" (master.cf: -o milter_macro_daemon_name=ORIGINATING)`
+	case strings.IndexFunc(n, func(r rune) bool { return r <= ' ' || r >= 0x7f }) >= 0:
+		return fmt.Sprintf(`%q: Postfix's {daemon_name} is one word of printable ASCII; write it as milter_macro_daemon_name says, e.g. "ORIGINATING"`, n)
+	}
+	return ""
+}
+
 func (c *checker) sign(out *Sign, f *fileSign, md *toml.MetaData) {
 	p := keyPath("sign")
 	out.SignAuthenticated = f.SignAuthenticated
 	out.InternalHosts = c.hosts(p.child("internal_hosts"), f.InternalHosts)
 	out.DaemonNames = make([]string, 0, len(f.DaemonNames))
 	for i, n := range f.DaemonNames {
-		// Postfix's {daemon_name} is the master.cf service name or the
-		// milter_macro_daemon_name given with -o: one word.
-		switch {
-		case n == "":
-			c.errf(p.child("daemon_names").elem(i+1), `is empty; write a Postfix service name as {daemon_name} gives it, e.g. "ORIGINATING" (master.cf: -o milter_macro_daemon_name=ORIGINATING)`)
-		case strings.IndexFunc(n, func(r rune) bool { return r <= ' ' || r >= 0x7f }) >= 0:
-			c.errf(p.child("daemon_names").elem(i+1), `%q: Postfix's {daemon_name} is one word of printable ASCII; write it as milter_macro_daemon_name says, e.g. "ORIGINATING"`, n)
+		switch prob := DaemonNameProblem(n); {
+		case prob != "":
+			c.errf(p.child("daemon_names").elem(i+1), "%s", prob)
 		case slices.Contains(out.DaemonNames, n):
 			c.errf(p.child("daemon_names").elem(i+1), "%q is listed twice", n)
 		default:

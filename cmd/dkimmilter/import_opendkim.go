@@ -26,9 +26,10 @@ run as root and that group exists; an existing file only with -f). The
 result is then checked as 'dkimmilter check' does, and a summary goes to
 stderr. Exit 0 when everything that decides which mail is signed, how, or
 what happens to inbound mail was translated and the check passed; 3 when
-such settings could not be translated (they are named); 78 when the check
-of the result failed; 1 when the OpenDKIM configuration could not be read
-or the file not written.`
+such settings could not be translated (they are named) and the check
+passed; 78 when the check of the result failed, whatever else (the file
+will not load; untranslated settings are still named); 1 when the OpenDKIM
+configuration could not be read or the file not written.`
 
 // exitUntranslated says that the configuration was written, but settings
 // that change mail were left out: the switch needs a look first.
@@ -69,13 +70,20 @@ func runImportOpenDKIM(args []string, stdout, stderr io.Writer) int {
 	}
 	summarizeImport(stderr, res, *out)
 	checkCode := checkImported(res.TOML, *out, stderr)
+	// A failing check wins: the file will not load, which matters before
+	// what it leaves out. The untranslated settings are named above
+	// either way.
+	un := len(res.Unsupported())
 	switch {
-	case len(res.Unsupported()) > 0:
-		fmt.Fprintf(stderr, "import incomplete: %d setting(s) that change mail were not translated (exit %d)\n", len(res.Unsupported()), exitUntranslated)
-		return exitUntranslated
+	case checkCode != exitOK && un > 0:
+		fmt.Fprintf(stderr, "import incomplete, and dkimmilter check fails on the result: fix what it says; %d setting(s) that change mail were not translated either (exit %d)\n", un, exitConfig)
+		return exitConfig
 	case checkCode != exitOK:
 		fmt.Fprintf(stderr, "import complete, but dkimmilter check fails on the result: fix what it says (exit %d)\n", exitConfig)
 		return exitConfig
+	case un > 0:
+		fmt.Fprintf(stderr, "import incomplete: %d setting(s) that change mail were not translated (exit %d)\n", un, exitUntranslated)
+		return exitUntranslated
 	}
 	fmt.Fprintln(stderr, "import complete: dkimmilter check passes")
 	return exitOK

@@ -190,6 +190,28 @@ func TestImportOpenDKIMCheckFails(t *testing.T) {
 	}
 }
 
+// Untranslated settings and a check that fails: 78, since the file will
+// not load, with the untranslated settings still named.
+func TestImportOpenDKIMCheckFailsAndUntranslated(t *testing.T) {
+	dir, conf := importFixture(t, "ExemptDomains csl:partner.example\n")
+	if err := os.Remove(filepath.Join(dir, "keys/s1.private")); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs := runCmd("import-opendkim", conf)
+	if code != exitConfig {
+		t.Errorf("exit %d, want %d:\n%s", code, exitConfig, errs)
+	}
+	for _, want := range []string{
+		conf + ":6: ExemptDomains:",
+		"dkimmilter check fails on the result",
+		"1 setting(s) that change mail were not translated either",
+	} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+}
+
 func TestImportOpenDKIMUsage(t *testing.T) {
 	dir, conf := importFixture(t, "")
 	for _, tc := range []struct {

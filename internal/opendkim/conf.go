@@ -50,6 +50,33 @@ func readConfDepth(root, path string, depth int, out *[]Setting) error {
 	if depth > maxInclude {
 		return fmt.Errorf("%s: %w (OpenDKIM allows %d levels; does it include itself?)", path, ErrInclude, maxInclude)
 	}
+	return readLines(root, path, func(n int, name, value string) error {
+		s := Setting{Name: canonicalName(name), Value: value, File: path, Line: n}
+		if strings.EqualFold(name, "Include") {
+			inc := s.Value
+			if inc == "" {
+				return fmt.Errorf("%s: Include without a file name", s.Where())
+			}
+			if !filepath.IsAbs(inc) {
+				inc = filepath.Join(filepath.Dir(path), inc)
+			}
+			*out = append(*out, s)
+			if err := readConfDepth(root, inc, depth+1, out); err != nil {
+				return fmt.Errorf("%s: Include: %w", s.Where(), err)
+			}
+			return nil
+		}
+		*out = append(*out, s)
+		return nil
+	})
+}
+
+// readLines reads a file the way OpenDKIM reads both opendkim.conf and its
+// flat data sets: '#' to the end of the line is a comment, blank lines are
+// skipped, and a line is a key, whitespace, then a value (trimmed; "" when
+// there is none). fn gets each with its line number; an error from it
+// stops the reading and is returned as it is.
+func readLines(root, path string, fn func(n int, key, value string) error) error {
 	f, err := os.Open(underRoot(root, path))
 	if err != nil {
 		return err
@@ -68,28 +95,13 @@ func readConfDepth(root, path string, depth int, out *[]Setting) error {
 		if line == "" {
 			continue
 		}
-		var name, value string
+		k, v := line, ""
 		if i := strings.IndexAny(line, " \t"); i >= 0 {
-			name, value = line[:i], line[i+1:]
-		} else {
-			name, value = line, ""
+			k, v = line[:i], strings.TrimSpace(line[i+1:])
 		}
-		s := Setting{Name: canonicalName(name), Value: strings.TrimSpace(value), File: path, Line: n}
-		if strings.EqualFold(name, "Include") {
-			inc := s.Value
-			if inc == "" {
-				return fmt.Errorf("%s: Include without a file name", s.Where())
-			}
-			if !filepath.IsAbs(inc) {
-				inc = filepath.Join(filepath.Dir(path), inc)
-			}
-			*out = append(*out, s)
-			if err := readConfDepth(root, inc, depth+1, out); err != nil {
-				return fmt.Errorf("%s: Include: %w", s.Where(), err)
-			}
-			continue
+		if err := fn(n, k, v); err != nil {
+			return err
 		}
-		*out = append(*out, s)
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("%s: %w", path, err)

@@ -1,10 +1,8 @@
 package opendkim
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 )
@@ -79,32 +77,12 @@ func readDatasetFile(root, kind, path, dir string) (*dataset, error) {
 		d.relative = true
 		d.path = filepath.Join(dir, path)
 	}
-	f, err := os.Open(underRoot(root, d.path))
+	err := readLines(root, d.path, func(n int, k, v string) error {
+		d.entries = append(d.entries, entry{key: k, value: v, where: fmt.Sprintf("%s:%d", d.path, n)})
+		return nil
+	})
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	n := 0
-	for sc.Scan() {
-		n++
-		line := sc.Text()
-		if i := strings.IndexByte(line, '#'); i >= 0 {
-			line = line[:i]
-		}
-		line = strings.TrimSpace(line)
-		if line == "" {
-			continue
-		}
-		k, v := line, ""
-		if i := strings.IndexAny(line, " \t"); i >= 0 {
-			k, v = line[:i], strings.TrimSpace(line[i+1:])
-		}
-		d.entries = append(d.entries, entry{key: k, value: v, where: fmt.Sprintf("%s:%d", d.path, n)})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", d.path, err)
 	}
 	return d, nil
 }

@@ -3,6 +3,8 @@ package opendkim
 import (
 	"net/netip"
 	"strings"
+
+	"github.com/dkimmilter/dkimmilter/config"
 )
 
 // hosts translates who is signed for and who is passed through.
@@ -25,7 +27,9 @@ func (t *translator) hosts() {
 	if n := t.get("MTA"); n != nil {
 		if d := t.dataset(n); d != nil {
 			for _, e := range d.entries {
-				o.daemonNames = appendNew(o.daemonNames, e.key)
+				if daemonNameOK(n, e.where, e.key) {
+					o.daemonNames = appendNew(o.daemonNames, e.key)
+				}
 			}
 			n.set(Translated, "sign.daemon_names %s", list(o.daemonNames))
 		}
@@ -63,6 +67,18 @@ func (t *translator) hostList(n *Note, d *dataset) []string {
 		canon, why := hostEntry(s)
 		if why != "" {
 			n.detail(false, "%s: %q left out: %s", e.where, e.key, why)
+			continue
+		}
+		// What dkimmilter's configuration refuses would stop the whole
+		// file from loading. An all-digit entry ("192.0.2") is neither an
+		// address OpenDKIM compared equal nor a client's verified name;
+		// a name that is (one with '_', say) may have matched a client.
+		if prob := config.HostEntryProblem(canon); prob != "" {
+			if strings.Trim(canon, "0123456789.") == "" {
+				n.detail(false, "%s: %q left out: OpenDKIM never matched it (no client address or verified name is written so); dkimmilter's configuration refuses it: it %s", e.where, e.key, prob)
+			} else {
+				n.detail(true, "%s: %q left out: dkimmilter's configuration cannot express it (it %s); a client OpenDKIM matched by it is not matched now", e.where, e.key, prob)
+			}
 			continue
 		}
 		if neg {
@@ -124,7 +140,7 @@ func (t *translator) macroList(n *Note, d *dataset) {
 			n.detail(true, "%s: daemon_name without values matched every message (Postfix always sends it): to sign all mail, list every client in sign.internal_hosts", e.where)
 		default:
 			for _, v := range strings.Split(values, "|") {
-				if v = strings.TrimSpace(v); v != "" {
+				if v = strings.TrimSpace(v); v != "" && daemonNameOK(n, e.where, v) {
 					names = appendNew(names, v)
 				}
 			}
@@ -138,6 +154,18 @@ func (t *translator) macroList(n *Note, d *dataset) {
 		return
 	}
 	n.set(Translated, "sign.daemon_names %s", list(names))
+}
+
+// daemonNameOK checks a {daemon_name} value as dkimmilter's configuration
+// does. Postfix sends the master.cf service name or the -o
+// milter_macro_daemon_name, one word of printable ASCII: a value it
+// refuses OpenDKIM never saw, so leaving it out changes no mail.
+func daemonNameOK(n *Note, where, v string) bool {
+	if prob := config.DaemonNameProblem(v); prob != "" {
+		n.detail(false, "%s: %q left out: OpenDKIM never matched it (%s)", where, v, prob)
+		return false
+	}
+	return true
 }
 
 func appendNew(l []string, s string) []string {

@@ -5,9 +5,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/dkimmilter/dkimmilter/config"
 )
 
 // translateFiles writes files (name → content, opendkim.conf among them)
@@ -92,7 +95,7 @@ func TestTranslateCases(t *testing.T) {
 		{"On-NoSignature quarantine: OpenDKIM 2.11 did not", map[string]string{"opendkim.conf": "On-NoSignature q\n"},
 			"On-NoSignature", false, []string{`no_signature = "quarantine"`, "never asked Postfix for the right to", "hold queue"}},
 		{"policy stays accept under On-BadSignature reject", map[string]string{"opendkim.conf": "On-BadSignature reject\n"},
-			"On-BadSignature", false, []string{`bad_signature = "reject"`, `policy = "accept"`, "rsa-sha1", "a broken rsa-sha1 signature", "An expired signature"}},
+			"On-BadSignature", false, []string{`bad_signature = "reject"`, `policy = "accept"`, policyWords, `"reject" here would refuse that mail`, "a broken rsa-sha1 signature", "An expired signature"}},
 		{"MacroList daemon_name without values", map[string]string{"opendkim.conf": "MacroList daemon_name\n"},
 			"MacroList", true, []string{"matched every message"}},
 		{"MacroList from a file", map[string]string{"opendkim.conf": "MacroList DIR/macros\n", "macros": "{daemon_name} ORIGINATING|SUBMISSION\n"},
@@ -141,8 +144,11 @@ func TestTranslateCases(t *testing.T) {
 				t.Errorf("%s: changes mail %v, want %v (%s %q)", tc.setting, n.Affects, tc.affects, n.Text, n.Details)
 			}
 			text := n.Text + "\n" + strings.Join(n.Details, "\n") + "\n" + string(res.TOML)
+			// Comments are wrapped: a sentence is looked for in them
+			// with the lines joined as well.
+			flat := strings.Join(strings.Fields(strings.ReplaceAll(text, "\n#", " ")), " ")
 			for _, w := range tc.want {
-				if !strings.Contains(text, w) {
+				if !strings.Contains(text, w) && !strings.Contains(flat, w) {
 					t.Errorf("%q missing from the note (%s %q) and output:\n%s", w, n.Text, n.Details, res.TOML)
 				}
 			}
@@ -220,8 +226,8 @@ func TestGlobs(t *testing.T) {
 		{"a@example.com", "b@example.com", false, true},
 		{"*@*", "*@example.com", true, false},
 	} {
-		if got := covers(tc.p, tc.q); got != tc.covers {
-			t.Errorf("covers(%q, %q) = %v", tc.p, tc.q, got)
+		if got := config.GlobMatch(tc.p, tc.q); got != tc.covers {
+			t.Errorf("GlobMatch(%q, %q) = %v", tc.p, tc.q, got)
 		}
 		if got := disjoint(tc.p, tc.q); got != tc.disjoint {
 			t.Errorf("disjoint(%q, %q) = %v", tc.p, tc.q, got)
@@ -285,12 +291,7 @@ func TestCSL(t *testing.T) {
 	}
 }
 
-func TestStr(t *testing.T) {
-	for in, want := range map[string]string{`a"b\c`: `"a\"b\\c"`, "tab\there": `"tab\u0009here"`, "é": `"é"`} {
-		if got := str(in); got != want {
-			t.Errorf("str(%q) = %s, want %s", in, got, want)
-		}
-	}
+func TestClean(t *testing.T) {
 	for in, want := range map[string]string{"a\x00b": `a\x00b`, "tab\tstays": "tab\tstays", "cr\r": `cr\x0d`, "\xff": "\uFFFD", "del\x7f": `del\x7f`} {
 		if got := clean(in); got != want {
 			t.Errorf("clean(%q) = %q, want %q", in, got, want)
@@ -301,5 +302,130 @@ func TestStr(t *testing.T) {
 	}
 	if got := tomlKey("a.b"); got != `"a.b"` {
 		t.Errorf("tomlKey(a.b) = %s", got)
+	}
+}
+
+// Host entries and {daemon_name} values that dkimmilter's configuration
+// refuses are left out with a note, so that the translation still loads.
+func TestHostsConfigRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		files   map[string]string
+		setting string
+		affects bool
+		want    []string
+	}{
+		{"underscore in a host name", map[string]string{"opendkim.conf": "InternalHosts csl:10.0.0.0/8,mail_1.example.com\n"},
+			"InternalHosts", true, []string{`"mail_1.example.com" left out`, "dkimmilter's configuration cannot express it", `"10.0.0.0/8"`}},
+		{"partial address", map[string]string{"opendkim.conf": "PeerList DIR/peers\n", "peers": "192.0.2\n192.0.2.1\n"},
+			"PeerList", false, []string{`"192.0.2" left out`, "OpenDKIM never matched it", `"192.0.2.1"`}},
+		{"MTA name that is not one word", map[string]string{"opendkim.conf": "MTA ORIGINATING,SUB MISSION\n"},
+			"MTA", false, []string{`"SUB MISSION" left out`, "OpenDKIM never matched it", `daemon_names = ["ORIGINATING"]`}},
+		{"MacroList value that is not one word", map[string]string{"opendkim.conf": "MacroList DIR/macros\n", "macros": "daemon_name=ORIGINATING|SUB\x01\n"},
+			"MacroList", false, []string{"OpenDKIM never matched it", `daemon_names = ["ORIGINATING"]`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := translateFiles(t, tc.files)
+			n := note(t, res, tc.setting)
+			if n.Affects != tc.affects {
+				t.Errorf("%s: changes mail %v, want %v (%s %q)", tc.setting, n.Affects, tc.affects, n.Text, n.Details)
+			}
+			text := n.Text + "\n" + strings.Join(n.Details, "\n") + "\n" + string(res.TOML)
+			for _, w := range tc.want {
+				if !strings.Contains(text, w) {
+					t.Errorf("%q missing from the note (%s %q) and output:\n%s", w, n.Text, n.Details, res.TOML)
+				}
+			}
+			if _, err := config.Parse("", res.TOML); err != nil {
+				t.Errorf("the translation does not load: %v\n%s", err, res.TOML)
+			}
+		})
+	}
+}
+
+// refile patterns without '@': OpenDKIM matched them against the whole
+// address, so a '*' took the '@'. One '*' translates; more do not.
+func TestRefileWithoutAt(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		st      string
+		affects bool
+		want    []string
+	}{
+		{"domain suffix", "*example.com k\n", false, []string{`from = "*@*example.com"`, "matches the same addresses"}},
+		{"subdomains", "*.example.org k\n", false, []string{`from = "*@*.example.org"`}},
+		{"local part prefix", "news* k\n", false, []string{`from = "news*@*"`}},
+		{"two stars", "*mail*example.com k\n", true, []string{`"*mail*example.com" has no '@' and more than one '*'`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := translateFiles(t, map[string]string{"opendkim.conf": "KeyTable DIR/kt\nSigningTable refile:DIR/st\n", "kt": "k example.com:s:/k.pem\n", "st": tc.st})
+			n := note(t, res, "SigningTable")
+			if n.Affects != tc.affects {
+				t.Errorf("changes mail %v, want %v (%s %q)", n.Affects, tc.affects, n.Text, n.Details)
+			}
+			text := n.Text + "\n" + strings.Join(n.Details, "\n") + "\n" + string(res.TOML)
+			for _, w := range tc.want {
+				if !strings.Contains(text, w) {
+					t.Errorf("%q missing from the note (%s %q) and output:\n%s", w, n.Text, n.Details, res.TOML)
+				}
+			}
+			if _, err := config.Parse("", res.TOML); err != nil && !strings.Contains(err.Error(), "k.pem") {
+				t.Errorf("the translation does not load: %v\n%s", err, res.TOML)
+			}
+		})
+	}
+}
+
+// The translation of a pattern without '@' matches exactly the addresses
+// the regular expression OpenDKIM builds from it matches (dkimf_mkregexp:
+// '*' is ".*", '.' and '+' escaped, anchored), for every address with
+// one '@' over a small alphabet.
+func TestAtlessPatternEquivalent(t *testing.T) {
+	const alphabet = "ab.*"
+	var pats []string
+	var gen func(prefix string, n int)
+	gen = func(prefix string, n int) {
+		if strings.Contains(prefix, "*") {
+			pats = append(pats, prefix)
+		}
+		if n == 0 {
+			return
+		}
+		for i := range len(alphabet) {
+			gen(prefix+alphabet[i:i+1], n-1)
+		}
+	}
+	gen("", 5)
+	var words []string
+	var genw func(prefix string, n int)
+	genw = func(prefix string, n int) {
+		words = append(words, prefix)
+		if n == 0 {
+			return
+		}
+		for _, c := range []string{"a", "b", "."} {
+			genw(prefix+c, n-1)
+		}
+	}
+	genw("", 3)
+	translated := 0
+	for _, p := range pats {
+		from, ok := atlessPattern(p)
+		if !ok {
+			continue
+		}
+		translated++
+		re := regexp.MustCompile("^" + strings.NewReplacer(".", `\.`, "+", `\+`, "*", ".*").Replace(p) + "$")
+		for _, l := range words[1:] {
+			for _, d := range words[1:] {
+				addr := l + "@" + d
+				if got, want := config.GlobMatch(from, addr), re.MatchString(addr); got != want {
+					t.Fatalf("%q as %q: %q matched %v, OpenDKIM %v", p, from, addr, got, want)
+				}
+			}
+		}
+	}
+	if translated < 50 {
+		t.Fatalf("only %d patterns translated", translated)
 	}
 }

@@ -36,3 +36,15 @@ func TestREADMENamesEverySetting(t *testing.T) {
 		}
 	}
 }
+
+// The README says what OpenDKIM does with the mail dkimmilter gives
+// dkim=policy in the words the translation's comment uses.
+func TestREADMEPolicyWords(t *testing.T) {
+	data, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), policyWords) {
+		t.Errorf("README.md does not say %q", policyWords)
+	}
+}

@@ -3,6 +3,8 @@ package opendkim
 import (
 	"fmt"
 	"strings"
+
+	"github.com/dkimmilter/dkimmilter/config"
 )
 
 // output is the dkimmilter configuration being built, with the comments
@@ -128,15 +130,15 @@ func (o *output) render(source string, notes []Note) []byte {
 	w("\n")
 
 	comment(o.listenComment...)
-	w("listen = %s\n\n", str(o.listen))
+	w("listen = %s\n\n", config.TOMLString(o.listen))
 	if o.modeComment != "" {
 		comment(o.modeComment)
 	}
-	w("mode = %s\n\n", str(o.mode))
+	w("mode = %s\n\n", config.TOMLString(o.mode))
 	if o.authservComment != "" {
 		comment(o.authservComment)
 	}
-	w("authserv_id = %s\n\n", str(o.authservID))
+	w("authserv_id = %s\n\n", config.TOMLString(o.authservID))
 	comment("Clients whose mail is passed through untouched (OpenDKIM's PeerList).")
 	w("peers = %s\n\n", strList(o.peers, 0))
 
@@ -152,11 +154,11 @@ func (o *output) render(source string, notes []Note) []byte {
 	if o.canonComment != "" {
 		comment(o.canonComment)
 	}
-	w("canonicalization = %s\n", str(o.canon))
+	w("canonicalization = %s\n", config.TOMLString(o.canon))
 	if o.expireComment != "" {
 		comment(o.expireComment)
 	}
-	w("expire = %s\n", str(o.expire))
+	w("expire = %s\n", config.TOMLString(o.expire))
 	if o.headersComment != "" {
 		comment(o.headersComment)
 	}
@@ -174,7 +176,7 @@ func (o *output) render(source string, notes []Note) []byte {
 		w("\n")
 		comment(k.comment...)
 		w("[keys.%s]\n", tomlKey(k.name))
-		w("domain   = %s\nselector = %s\nfile     = %s\n", str(k.domain), str(k.selector), str(k.file))
+		w("domain   = %s\nselector = %s\nfile     = %s\n", config.TOMLString(k.domain), config.TOMLString(k.selector), config.TOMLString(k.file))
 	}
 	if len(o.rules) == 0 {
 		w("\n")
@@ -183,9 +185,9 @@ func (o *output) render(source string, notes []Note) []byte {
 	for _, r := range o.rules {
 		w("\n")
 		comment(r.comment...)
-		w("[[signing]]\nfrom = %s\nkeys = %s\n", str(r.from), strList(r.keys, 0))
+		w("[[signing]]\nfrom = %s\nkeys = %s\n", config.TOMLString(r.from), strList(r.keys, 0))
 		if r.identity != "" {
-			w("identity = %s\n", str(r.identity))
+			w("identity = %s\n", config.TOMLString(r.identity))
 		}
 	}
 
@@ -201,7 +203,7 @@ func (o *output) render(source string, notes []Note) []byte {
 		comment("Empty: the resolvers in /etc/resolv.conf, as OpenDKIM without Nameservers.")
 	}
 	w("nameservers = %s\n", strList(o.nameservers, 0))
-	w("timeout = %s\n", str(o.timeout))
+	w("timeout = %s\n", config.TOMLString(o.timeout))
 
 	w("\n[limits]\n")
 	if o.maxHeaderComment != "" {
@@ -214,7 +216,7 @@ func (o *output) render(source string, notes []Note) []byte {
 		if a.comment != "" {
 			comment(a.comment)
 		}
-		w("%s = %s\n", a.key, str(a.value))
+		w("%s = %s\n", a.key, config.TOMLString(a.value))
 	}
 	return []byte(b.String())
 }
@@ -241,31 +243,12 @@ func wrap(s string, width int) []string {
 	return append(out, line)
 }
 
-// str quotes s as a TOML basic string.
-func str(s string) string {
-	var b strings.Builder
-	b.WriteByte('"')
-	for _, r := range s {
-		switch {
-		case r == '"' || r == '\\':
-			b.WriteByte('\\')
-			b.WriteRune(r)
-		case r < ' ' || r == 0x7f:
-			fmt.Fprintf(&b, "\\u%04X", r)
-		default:
-			b.WriteRune(r)
-		}
-	}
-	b.WriteByte('"')
-	return b.String()
-}
-
 // strList renders a TOML array, one element per line when it is long.
 func strList(l []string, indent int) string {
 	q := make([]string, len(l))
 	total := 0
 	for i, s := range l {
-		q[i] = str(s)
+		q[i] = config.TOMLString(s)
 		total += len(q[i]) + 2
 	}
 	if total+indent <= 60 {
@@ -292,7 +275,7 @@ func strList(l []string, indent int) string {
 func tomlKey(k string) string {
 	for _, r := range k {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-			return str(k)
+			return config.TOMLString(k)
 		}
 	}
 	if k == "" {

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/dkimmilter/dkimmilter/config"
 )
 
 // signingSetup translates who signs with which key: the KeyTable and
@@ -162,6 +164,15 @@ func (t *translator) signingTable(n *Note, keys map[string]string, multi bool) {
 				n.detail(false, "%s: %q never matched (refile patterns match the whole address; did you mean *@%s?); left out", e.where, e.key, pat)
 				continue
 			}
+			if !strings.Contains(pat, "@") {
+				from, ok := atlessPattern(pat)
+				if !ok {
+					n.detail(true, "%s: %q has no '@' and more than one '*': OpenDKIM matched it against the whole address, the '@' inside any of its '*'s, which no one dkimmilter pattern says; mail it matched is not signed", e.where, e.key)
+					continue
+				}
+				n.detail(false, "%s: %q has no '@': OpenDKIM matched it against the whole address, its '*' taking the '@'; written %q, which matches the same addresses", e.where, e.key, from)
+				pat = from
+			}
 			if pat == "*@*" {
 				// Every From address has a local part and a domain
 				// (OpenDKIM consults the table for no other).
@@ -226,6 +237,25 @@ func (t *translator) signingTable(n *Note, keys map[string]string, multi bool) {
 		how = "in OpenDKIM's lookup order (address, domain, parent domains, user@*, *)"
 	}
 	n.set(Translated, "%d [[signing]] rules, %s", len(rules), how)
+}
+
+// atlessPattern translates a refile pattern that has a '*' but no '@'.
+// OpenDKIM matched it against the whole "local@domain", so the address's
+// '@' fell inside one of its '*'s. With one '*' (after runs of them are
+// merged), P = A*B with no '@' in A or B: an address matches when it
+// starts with A and ends with B. A, having no '@', can only be a prefix
+// of the local part, and B only a suffix of the domain, so the addresses
+// are exactly those A*@*B matches. With more '*'s the '@' may fall in any
+// of them, a union no single pattern says: ok is false.
+func atlessPattern(p string) (from string, ok bool) {
+	for strings.Contains(p, "**") {
+		p = strings.ReplaceAll(p, "**", "*")
+	}
+	if strings.Count(p, "*") != 1 {
+		return "", false
+	}
+	i := strings.IndexByte(p, '*')
+	return p[:i+1] + "@*" + p[i+1:], true
 }
 
 // lookupPattern turns a key of a non-refile SigningTable into a pattern,
@@ -300,12 +330,12 @@ func (t *translator) expandPercent(n *Note, e entry, l sigLine, keys map[string]
 // restrict narrows a pattern to the addresses of one domain.
 func restrict(p, domain string) (string, bool) {
 	if local, dom, ok := cutLast(p, "@"); ok {
-		if matchGlob(dom, domain) {
+		if !strings.Contains(domain, "*") && config.GlobMatch(dom, domain) {
 			return local + "@" + domain, true
 		}
 		return "", false
 	}
-	if covers(p, "*@"+domain) {
+	if config.GlobMatch(p, "*@"+domain) {
 		return "*@" + domain, true
 	}
 	return "", false
@@ -344,7 +374,7 @@ func (t *translator) firstMatch(n *Note, lines []sigLine) []sigLine {
 	for _, l := range lines {
 		shadow := -1
 		for i, r := range out {
-			if covers(r.from, l.from) {
+			if config.GlobMatch(r.from, l.from) {
 				shadow = i
 				break
 			}
@@ -382,7 +412,7 @@ func (t *translator) multiple(n *Note, lines []sigLine, refile bool) []sigLine {
 	for i := range rules {
 		for j := i + 1; j < len(rules); j++ {
 			a, b := rules[i], rules[j]
-			if !covers(a.from, b.from) && !covers(b.from, a.from) && !disjoint(a.from, b.from) {
+			if !config.GlobMatch(a.from, b.from) && !config.GlobMatch(b.from, a.from) && !disjoint(a.from, b.from) {
 				n.detail(true, "%s (%q) and %s (%q) both match some addresses but neither matches all the other does: such mail gets only the first rule's keys", a.where[0], a.from, b.where[0], b.from)
 			}
 		}
@@ -393,7 +423,7 @@ func (t *translator) multiple(n *Note, lines []sigLine, refile bool) []sigLine {
 		out[i] = r
 		out[i].keys = nil
 		for j, k := range rules {
-			if j != i && !covers(k.from, r.from) {
+			if j != i && !config.GlobMatch(k.from, r.from) {
 				continue
 			}
 			if j != i {
