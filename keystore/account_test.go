@@ -9,18 +9,15 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/dkimmilter/dkimmilter/internal/testkit"
 )
 
 // requireRoot skips a test that changes file owners, unless CI=true, where
 // it must run.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("this test changes file owners and must run as root in CI")
-		}
-		t.Skip("not root: cannot change file owners")
-	}
+	testkit.RequireRoot(t, "this test changes file owners")
 }
 
 // nobody is the account of the user nobody, which every Linux system has.

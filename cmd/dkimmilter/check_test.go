@@ -36,12 +36,7 @@ func TestEachProblem(t *testing.T) {
 // another user, unless CI=true, where it must run.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("this test changes file owners and must run as root in CI")
-		}
-		t.Skip("not root: cannot change file owners")
-	}
+	testkit.RequireRoot(t, "this test changes file owners and runs commands as another user")
 }
 
 // asUser runs a command as acct, as the daemon would run.
