@@ -161,7 +161,13 @@ func (c *checker) from(p path, s string) bool {
 	local, domain, ok := strings.Cut(s, "@")
 	if !ok {
 		if hostnameProblem(strings.ReplaceAll(s, "*", "x")) == "" {
-			c.errf(p, "%q has no '@' (did you mean %q?); %s", s, "*@"+strings.TrimLeft(s, "*"), fromForms)
+			// "*example.com" in an OpenDKIM refile table matches the
+			// addresses whose domain ends in example.com, and so does
+			// "*@*example.com" (with one '*' and no '@', the '@' can
+			// only be inside the '*'); "*@example.com" would be the
+			// domain alone.
+			hint := "*@" + s
+			c.errf(p, "%q has no '@' (did you mean %q?); %s", s, hint, fromForms)
 		} else {
 			c.errf(p, "%q is not a From pattern; %s", s, fromForms)
 		}
