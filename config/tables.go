@@ -150,13 +150,23 @@ func ruleName(from string) string {
 // POSIX regular expression ('?', '[', '(', '|' are live there), which is
 // easy to get wrong, so those characters are refused here.
 func (c *checker) from(p path, s string) bool {
-	if s == "" {
-		c.errf(p, "missing: which From addresses this rule signs; %s", fromForms)
+	if prob := FromProblem(s); prob != "" {
+		c.errf(p, "%s", prob)
 		return false
+	}
+	return true
+}
+
+// FromProblem checks a [[signing]] from pattern as the configuration
+// does, and says what is wrong with it, or "". import-opendkim checks
+// what it translates with it.
+func FromProblem(s string) string {
+	if s == "" {
+		return "missing: which From addresses this rule signs; " + fromForms
 	}
 	s = strings.ToLower(s)
 	if strings.Trim(s, "*") == "" {
-		return true
+		return ""
 	}
 	local, domain, ok := strings.Cut(s, "@")
 	if !ok {
@@ -166,32 +176,26 @@ func (c *checker) from(p path, s string) bool {
 			// "*@*example.com" (with one '*' and no '@', the '@' can
 			// only be inside the '*'); "*@example.com" would be the
 			// domain alone.
-			hint := "*@" + s
-			c.errf(p, "%q has no '@' (did you mean %q?); %s", s, hint, fromForms)
-		} else {
-			c.errf(p, "%q is not a From pattern; %s", s, fromForms)
+			return fmt.Sprintf("%q has no '@' (did you mean %q?); %s", s, "*@"+s, fromForms)
 		}
-		return false
+		return fmt.Sprintf("%q is not a From pattern; %s", s, fromForms)
 	}
 	if strings.Contains(domain, "@") {
-		c.errf(p, "%q has more than one '@'; %s", s, fromForms)
-		return false
+		return fmt.Sprintf("%q has more than one '@'; %s", s, fromForms)
 	}
 	// A '*' stands for some characters; what is around it must still
 	// be able to make an address.
 	if strings.Trim(local, "*") != "" {
 		if prob := localPartProblem(strings.ReplaceAll(local, "*", "x"), false); prob != "" {
-			c.errf(p, "%q: %s; %s", s, prob, fromForms)
-			return false
+			return fmt.Sprintf("%q: %s; %s", s, prob, fromForms)
 		}
 	}
 	if strings.Trim(domain, "*") != "" {
 		if prob := hostnameProblem(strings.ReplaceAll(domain, "*", "x")); prob != "" {
-			c.errf(p, "%q: the domain is not valid: %s; %s", s, prob, fromForms)
-			return false
+			return fmt.Sprintf("%q: the domain is not valid: %s; %s", s, prob, fromForms)
 		}
 	}
-	return true
+	return ""
 }
 
 // GlobMatch reports whether a SigningTable pattern (lower-case) matches

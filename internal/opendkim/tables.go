@@ -192,6 +192,12 @@ func (t *translator) signingTable(n *Note, keys map[string]string, multi bool) {
 			}
 			l.from, l.rank = from, rank
 		}
+		if prob := config.FromProblem(l.from); prob != "" {
+			// What config would refuse would make the whole file fail
+			// to load: leave the line out, and say so.
+			n.detail(true, "%s: %q cannot be written as a dkimmilter pattern (%s): mail it matched is not signed", e.where, e.key, prob)
+			continue
+		}
 		l.where = []string{e.where}
 		kname, signer, _ := strings.Cut(e.value, ":")
 		l.identity = signer
