@@ -64,6 +64,7 @@ func DkimpyVerify(msg []byte, records map[string]string) ([]string, error) {
 type DkimpySignOptions struct {
 	Selector, Domain string
 	Key              crypto.Signer // *rsa.PrivateKey or ed25519.PrivateKey
+	Algorithm        string        // a=; the key's (rsa-sha256, ed25519-sha256) when empty, "rsa-sha1" for SHA-1
 	Identity         string        // i=; dkimpy writes i=@domain when empty
 	Canon            string        // "relaxed/simple" (dkimpy's default) when empty
 	Headers          []string      // h=; dkimpy's default set when empty
@@ -77,6 +78,9 @@ func DkimpySign(msg []byte, o DkimpySignOptions) ([]byte, error) {
 	key, alg, err := DkimpyKey(o.Key)
 	if err != nil {
 		return nil, err
+	}
+	if o.Algorithm != "" {
+		alg = o.Algorithm
 	}
 	arg, err := json.Marshal(map[string]any{
 		"selector": o.Selector, "domain": o.Domain, "key": key, "algorithm": alg,
