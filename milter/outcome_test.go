@@ -73,8 +73,12 @@ func actionsEnv(t *testing.T) (*env, func(msg, sel string) string) {
 // broken changes a signed header field: every signature fails.
 func broken(msg string) string { return strings.Replace(msg, "Invoice 42", "Invoice 43", 1) }
 
-// toSHA1 makes the top signature rsa-sha1: dkim=policy.
-func toSHA1(msg string) string { return strings.Replace(msg, "a=rsa-sha256", "a=rsa-sha1", 1) }
+// signSHA1 puts an rsa-sha1 signature by actionsEnv's key (testkit has
+// one key per size) on top: dkim=policy while it is intact, dkim=fail once
+// broken.
+func signSHA1(t *testing.T, msg, sel string) string {
+	return testkit.Sign(t, msg, "v=1; a=rsa-sha1; d=sender.example; s="+sel+"; h=from:subject", testkit.RSAKey(2048))
+}
 
 // Each verification outcome with each action, through the milter as
 // Postfix drives it. Every other [actions] key is set to an action that
@@ -104,7 +108,10 @@ func TestActionsByOutcome(t *testing.T) {
 		{"key_not_found", "unpublished selector", sign(inbound, "nxdomain"),
 			"451 4.7.20 No passing DKIM signature: no key for signature",
 			"550 5.7.20 No passing DKIM signature: no key for signature", "no key for signature"},
-		{"policy", "rsa-sha1 only", toSHA1(good),
+		{"bad_signature", "broken rsa-sha1", broken(signSHA1(t, inbound, "good")),
+			"451 4.7.20 No passing DKIM signature: signature did not verify",
+			"550 5.7.20 No passing DKIM signature: signature did not verify", "signature did not verify"},
+		{"policy", "rsa-sha1 only", signSHA1(t, inbound, "good"),
 			"451 4.7.20 No passing DKIM signature: rsa-sha1 is not accepted (RFC 8301)",
 			"550 5.7.20 No passing DKIM signature: rsa-sha1 is not accepted (RFC 8301)", "rsa-sha1 is not accepted (RFC 8301)"},
 		{"no_signature", "unsigned", inbound, "451 4.7.20 No DKIM signature", "550 5.7.20 No DKIM signature", "no DKIM signature"},
@@ -212,11 +219,13 @@ func TestOutcomeOrder(t *testing.T) {
 		{"broken before key not found, reject", []string{`bad_signature = "reject"`, `key_not_found = "tempfail"`},
 			broken(sign(sign(inbound, "nxdomain"), "good")), "bad_signature", "550 5.7.20 No passing DKIM signature: signature did not verify"},
 		{"key not found before policy", []string{`key_not_found = "tempfail"`, `policy = "reject"`},
-			toSHA1(sign(sign(inbound, "nxdomain"), "good")), "key_not_found", "451 4.7.20 No passing DKIM signature: no key for signature"},
+			signSHA1(t, sign(inbound, "nxdomain"), "good"), "key_not_found", "451 4.7.20 No passing DKIM signature: no key for signature"},
 		{"policy after key not found, in either order", []string{`key_not_found = "reject"`, `policy = "tempfail"`},
-			sign(toSHA1(sign(inbound, "good")), "nxdomain"), "key_not_found", "550 5.7.20 No passing DKIM signature: no key for signature"},
+			sign(signSHA1(t, inbound, "good"), "nxdomain"), "key_not_found", "550 5.7.20 No passing DKIM signature: no key for signature"},
 		{"testing key left out", []string{`bad_signature = "reject"`, `policy = "tempfail"`},
-			toSHA1(broken(sign(sign(inbound, "testing"), "good"))), "policy", "451 4.7.20 No passing DKIM signature: rsa-sha1 is not accepted (RFC 8301)"},
+			signSHA1(t, broken(sign(inbound, "testing")), "good"), "policy", "451 4.7.20 No passing DKIM signature: rsa-sha1 is not accepted (RFC 8301)"},
+		{"a broken rsa-sha1 is a bad signature, not policy", []string{`bad_signature = "reject"`, `policy = "accept"`},
+			broken(signSHA1(t, inbound, "good")), "bad_signature", "550 5.7.20 No passing DKIM signature: signature did not verify"},
 		{"a pass among failures", []string{`dns_error = "reject"`, `bad_signature = "reject"`, `key_not_found = "reject"`},
 			sign(sign(sign(inbound, "servfail"), "nxdomain"), "good"), "", ""},
 	}

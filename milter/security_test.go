@@ -2,11 +2,8 @@ package milter
 
 import (
 	"crypto"
-	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha1"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/pem"
 	"io"
 	"math/big"
@@ -16,7 +13,6 @@ import (
 
 	gomilter "github.com/emersion/go-milter"
 
-	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
 	"github.com/dkimmilter/dkimmilter/verifier"
 )
@@ -168,8 +164,8 @@ func TestWeakSignaturesNeverPass(t *testing.T) {
 	with := func(sel, extra string) string { return strings.Replace(tags, "%s", sel, 1) + extra }
 	bodyLen := len(testkit.CRLF([]byte(strings.SplitN(inbound, "\n\n", 2)[1])))
 	tests := []struct{ name, msg, want string }{
-		{"rsa-sha1, good signature", signSHA1(t, inbound, strings.Replace(with("good", ""), "rsa-sha256", "rsa-sha1", 1), k2048), `dkim=policy reason="rsa-sha1 is not accepted (RFC 8301)"`},
-		{"RSA-SHA1 in capitals", signSHA1(t, inbound, strings.Replace(with("good", ""), "rsa-sha256", "RSA-SHA1", 1), k2048), "dkim=policy"},
+		{"rsa-sha1, good signature", testkit.Sign(t, inbound, strings.Replace(with("good", ""), "rsa-sha256", "rsa-sha1", 1), k2048), `dkim=policy reason="rsa-sha1 is not accepted (RFC 8301)"`},
+		{"RSA-SHA1 in capitals", testkit.Sign(t, inbound, strings.Replace(with("good", ""), "rsa-sha256", "RSA-SHA1", 1), k2048), "dkim=policy"},
 		{"512-bit key", testkit.Sign(t, inbound, with("k512", ""), weakRSA{k512}), `dkim=policy reason="key too short (512 bits)"`},
 		{"1024-bit key under min_rsa_bits 2048", testkit.Sign(t, inbound, with("k1024", ""), k1024), `dkim=policy reason="key too short (1024 bits)"`},
 		{"l= the whole body, then more", testkit.Sign(t, inbound, with("good", "; l="+strconv.Itoa(bodyLen)), k2048) + "Click here: http://evil.example/\r\n", `dkim=policy reason="unsigned content after l="`},
@@ -205,26 +201,6 @@ func (w weakRSA) Sign(_ io.Reader, digest []byte, _ crypto.SignerOpts) ([]byte, 
 	copy(em[n-len(t):], t)
 	sig := new(big.Int).Exp(new(big.Int).SetBytes(em), w.k.D, w.k.N)
 	return sig.FillBytes(make([]byte, n)), nil
-}
-
-// signSHA1 is testkit.SignRaw with SHA-1, which no signer should use any
-// more and ours cannot.
-func signSHA1(t *testing.T, msg, tags string, key *rsa.PrivateKey) string {
-	t.Helper()
-	h, body := testkit.Split(testkit.CRLF([]byte(msg)))
-	bh := dkim.NewBodyHasher(dkim.Simple, sha1.New(), -1)
-	bh.Write(body)
-	prefix := " " + tags + "; bh=" + base64.StdEncoding.EncodeToString(bh.Sum()) + "; b="
-	hl, _ := dkim.ParseTagListLoose(tags).Get("h")
-	data := h.AppendSignedHeaders(nil, dkim.Simple, dkim.SplitColonList(hl))
-	data = dkim.AppendSignatureField(data, dkim.Simple, "DKIM-Signature:"+prefix)
-	sum := sha1.Sum(data)
-	sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA1, sum[:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := dkim.NewField("DKIM-Signature", prefix+base64.StdEncoding.EncodeToString(sig))
-	return string(testkit.Join(append(dkim.Header{f}, h...), body))
 }
 
 // Forged A-R fields are removed whatever we do with the message: in mode

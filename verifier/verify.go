@@ -5,7 +5,10 @@
 //
 // Key lookups for every signature start as soon as the header block is
 // known, in parallel, so DNS latency overlaps the body transfer; bodies are
-// canonicalized and hashed as they stream, once per distinct (c=, l=) pair.
+// canonicalized and hashed as they stream, once per distinct (c=, l=,
+// hash) triple: rsa-sha1 signatures are checked too (a broken one fails,
+// one that verifies is policy, RFC 8301 §3.1) and get SHA-1 hashers of
+// their own, so messages without them hash as before.
 //
 // go-msgauth v0.7.0's dkim.Verify is not used here, for gaps that matter to
 // the result table (doc/results.md): it checks x= against the wall clock with no
@@ -21,6 +24,7 @@ import (
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rsa"
+	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
@@ -106,9 +110,12 @@ type Message struct {
 	cancel  context.CancelFunc
 }
 
+// bodyKey names one body hash: signatures that agree on all three share
+// it. hash is the signature's hash, SHA-256 or (rsa-sha1) SHA-1.
 type bodyKey struct {
 	canon dkim.Canon
 	limit int64
+	hash  crypto.Hash
 }
 
 type lookup struct {
@@ -140,9 +147,9 @@ func (v *Verifier) Begin(ctx context.Context, h dkim.Header) *Message {
 		if s.Err != nil || terr != nil {
 			continue
 		}
-		bk := bodyKey{s.BodyCanon, s.Length}
+		bk := bodyKey{s.BodyCanon, s.Length, s.HashFunc()}
 		if m.bodies[bk] == nil {
-			m.bodies[bk] = dkim.NewBodyHasher(s.BodyCanon, sha256.New(), s.Length)
+			m.bodies[bk] = dkim.NewBodyHasher(s.BodyCanon, s.NewHash(), s.Length)
 		}
 		name := strings.ToLower(s.DNSName())
 		if m.lookups[name] == nil {
@@ -222,7 +229,9 @@ func (m *Message) verify(s *dkim.Signature, timeErr error, sums map[bodyKey][]by
 		return v
 	}
 	if s.Err != nil {
-		return fail(signatureResult(s.Err), s.Err)
+		// RFC 6376 §6.1.1: a signature that cannot be evaluated is
+		// PERMFAIL.
+		return fail(PermError, s.Err)
 	}
 	if timeErr != nil {
 		return fail(PermError, timeErr)
@@ -250,16 +259,25 @@ func (m *Message) verify(s *dkim.Signature, timeErr error, sums map[bodyKey][]by
 		return fail(PermError, err)
 	}
 	// RFC 6376 §3.6.2.2 leaves several records undefined; use the first
-	// that verifies, and report on the first one otherwise.
-	var first *Verification
+	// that verifies, and report on the first one otherwise. A key the
+	// signature verifies with but that is not a pass (rsa-sha1, l=, an
+	// unsigned From: policy) beats a key it fails with: the signature is
+	// not broken.
+	var first, verified *Verification
 	for _, k := range keys {
-		r := m.verifyWithKey(s, k, sums, *v)
+		r, ok := m.verifyWithKey(s, k, sums, *v)
 		if r.Result == Pass {
 			return r
+		}
+		if ok && verified == nil {
+			verified = r
 		}
 		if first == nil {
 			first = r
 		}
+	}
+	if verified != nil {
+		return verified
 	}
 	return first
 }
@@ -300,10 +318,12 @@ func (v *Verifier) parseKeys(records []string) ([]parsedKey, error) {
 	return keys, nil
 }
 
-func (m *Message) verifyWithKey(s *dkim.Signature, k parsedKey, sums map[bodyKey][]byte, v Verification) *Verification {
-	fail := func(r Result, err error) *Verification {
+// verifyWithKey checks s with one key record; verified reports that the
+// body hash and the signature checked out, whatever the result says.
+func (m *Message) verifyWithKey(s *dkim.Signature, k parsedKey, sums map[bodyKey][]byte, v Verification) (_ *Verification, verified bool) {
+	fail := func(r Result, err error) (*Verification, bool) {
 		v.Result, v.Err = r, err
-		return &v
+		return &v, false
 	}
 	v.Record = k.text
 	if k.rec != nil {
@@ -342,7 +362,7 @@ func (m *Message) verifyWithKey(s *dkim.Signature, k parsedKey, sums map[bodyKey
 		}
 	}
 
-	bk := bodyKey{s.BodyCanon, s.Length}
+	bk := bodyKey{s.BodyCanon, s.Length, s.HashFunc()}
 	body := m.bodies[bk]
 	if s.Length >= 0 && body.Length() < s.Length {
 		return fail(Fail, ErrBodyTooShort)
@@ -351,31 +371,48 @@ func (m *Message) verifyWithKey(s *dkim.Signature, k parsedKey, sums map[bodyKey
 		return fail(Fail, ErrBodyHash)
 	}
 
-	sum := sha256.Sum256(s.AppendHeaderHashInput(make([]byte, 0, 2048), m.header))
+	input := s.AppendHeaderHashInput(make([]byte, 0, 2048), m.header)
 	var ok bool
 	switch pub := rec.Key.(type) {
 	case *rsa.PublicKey:
-		ok = rsa.VerifyPKCS1v15(pub, crypto.SHA256, sum[:], s.Sig) == nil
+		if s.Hash == "sha1" {
+			sum := sha1.Sum(input)
+			ok = rsa.VerifyPKCS1v15(pub, crypto.SHA1, sum[:], s.Sig) == nil
+		} else {
+			sum := sha256.Sum256(input)
+			ok = rsa.VerifyPKCS1v15(pub, crypto.SHA256, sum[:], s.Sig) == nil
+		}
 	case ed25519.PublicKey:
+		sum := sha256.Sum256(input)
 		ok = ed25519.Verify(pub, sum[:], s.Sig)
 	}
 	if !ok {
 		return fail(Fail, ErrSignature)
 	}
 
-	// The signature is good. What it does not cover can still make it
-	// unacceptable.
+	// The signature is good. What it does not cover, or its algorithm,
+	// can still make it unacceptable.
+	policy := func(err error) (*Verification, bool) {
+		v.Result, v.Err = Policy, err
+		return &v, true
+	}
+	if s.Hash == "sha1" {
+		// RFC 8301 §3.1: verifiers MUST NOT consider rsa-sha1 valid. It
+		// verified, so it is policy, never pass; said before l= and From,
+		// as the algorithm alone already refuses it.
+		return policy(dkim.ErrSHA1)
+	}
 	if s.Length >= 0 && body.Length() > s.Length {
 		// RFC 6376 §8.2: content appended after l= is unsigned.
-		return fail(Policy, ErrUnsignedContent)
+		return policy(ErrUnsignedContent)
 	}
 	if m.header.Count("From") > countName(s.Headers, "from") {
 		// A From added above the signed one is what the reader sees
 		// (RFC 6376 §8.15): the signature does not vouch for it.
-		return fail(Policy, ErrUnsignedFrom)
+		return policy(ErrUnsignedFrom)
 	}
 	v.Result, v.Err = Pass, nil
-	return &v
+	return &v, true
 }
 
 // checkTime applies x= and t= with the allowed clock skew.
@@ -399,16 +436,6 @@ func countName(names []string, name string) int {
 		}
 	}
 	return n
-}
-
-// signatureResult is the result of a signature that cannot be evaluated:
-// policy for rsa-sha1 (RFC 8301 §3.1 forbids it, but the signature is well
-// formed), permerror for everything else (RFC 6376 §6.1.1).
-func signatureResult(err error) Result {
-	if errors.Is(err, dkim.ErrSHA1) {
-		return Policy
-	}
-	return PermError
 }
 
 // dnsResult maps a lookup error to a result: a missing record is a

@@ -365,12 +365,10 @@ func sideBySideKeyTableCases(t *testing.T) []sideBySideCase {
 		// (RFC 8301), which the import accepts (actions.policy).
 		{name: "rsa-sha1", host: "mx.remote.example", ip: "203.0.113.20", msg: inbound("ann@remote.example", sha1Tags),
 			want: sideBySideOutcome{"accept", ""}},
-		// dkimmilter does not verify rsa-sha1 at all, so a broken one is
-		// dkim=policy as an intact one is, and accepted as the import's
-		// actions.policy says; OpenDKIM verifies it and refuses it under
-		// On-BadSignature. The import's comment at policy says so.
+		// Both verify rsa-sha1: a broken one is dkim=fail, which
+		// On-BadSignature (bad_signature) rejects.
 		{name: "rsa-sha1 body changed", host: "mx.remote.example", ip: "203.0.113.20", msg: sideBySideBreak(inbound("ann@remote.example", sha1Tags)),
-			want: sideBySideOutcome{"accept", ""}, opendkimIs: &sideBySideOutcome{"reject", ""}},
+			want: sideBySideOutcome{"reject", ""}},
 		// A key record with t=y: the domain is testing, and both deliver
 		// even a broken signature (OpenDKIM says dkim=fail and accepts).
 		{name: "testing key", host: "mx.remote.example", ip: "203.0.113.20", msg: inbound("ann@remote.example", remoteTags("testing")),

@@ -1,9 +1,13 @@
 package dkim
 
 import (
+	"crypto"
+	"crypto/sha1"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash"
 	"strconv"
 	"strings"
 	"time"
@@ -38,9 +42,9 @@ type Signature struct {
 	// A-labels for U-labels (RFC 8616 §4).
 	dnsSelector, dnsDomain string
 
-	// Err is why the signature cannot be evaluated: ErrSHA1 for a
-	// signature that is well formed but uses rsa-sha1, what is wrong
-	// otherwise.
+	// Err is why the signature cannot be evaluated. An rsa-sha1
+	// signature is evaluated: only a verifier can tell whether it
+	// verifies, and it must not be a pass when it does (ErrSHA1).
 	Err error
 }
 
@@ -51,6 +55,22 @@ func (s *Signature) DNSName() string {
 		return DNSName(s.Selector, s.Domain) // not a usable signature
 	}
 	return DNSName(s.dnsSelector, s.dnsDomain)
+}
+
+// HashFunc is the hash a= names: SHA-1 for rsa-sha1, SHA-256 otherwise.
+func (s *Signature) HashFunc() crypto.Hash {
+	if s.Hash == "sha1" {
+		return crypto.SHA1
+	}
+	return crypto.SHA256
+}
+
+// NewHash returns a hash of the kind a= names, for the body hash.
+func (s *Signature) NewHash() hash.Hash {
+	if s.Hash == "sha1" {
+		return sha1.New()
+	}
+	return sha256.New()
 }
 
 // AppendHeaderHashInput appends what the header hash of s covers in h:
@@ -70,9 +90,9 @@ func (s *Signature) withoutB() string {
 	return s.Field.Raw[:off+t.Start] + s.Field.Raw[off+t.End:]
 }
 
-// ErrSHA1 is a signature made with rsa-sha1, which RFC 8301 §3.1 forbids
-// verifiers to accept: its result is policy, not permerror, since the
-// signature itself is well formed.
+// ErrSHA1 is an rsa-sha1 signature that verifies, which RFC 8301 §3.1
+// forbids verifiers to consider valid: its result is policy, never pass.
+// One that does not verify fails like any other signature.
 // https://www.rfc-editor.org/rfc/rfc8301#section-3.1
 var ErrSHA1 = errors.New("rsa-sha1 is not accepted (RFC 8301)")
 
@@ -119,11 +139,10 @@ func (s *Signature) parse() error {
 	switch {
 	case !ok:
 		return fmt.Errorf("unknown algorithm a=%s", s.Algorithm)
-	case kt == "rsa" && hash == "sha1":
-		// RFC 8301 §3.1: rsa-sha1 MUST NOT be used for verifying.
-		s.KeyType, s.Hash = kt, hash
-		return ErrSHA1
-	case (kt == "rsa" || kt == "ed25519") && hash == "sha256":
+	case (kt == "rsa" || kt == "ed25519") && hash == "sha256", kt == "rsa" && hash == "sha1":
+		// rsa-sha1 is parsed and verified like rsa-sha256, so that a
+		// broken one fails (RFC 6376 §6.1); the verifier makes one that
+		// verifies policy, as RFC 8301 §3.1 forbids accepting it.
 		s.KeyType, s.Hash = kt, hash
 	default:
 		return fmt.Errorf("unknown algorithm a=%s", s.Algorithm)
