@@ -81,6 +81,9 @@ func TestVerifyCommand(t *testing.T) {
 	simple := f.sign(t, verifyMsg, strings.Replace(std, "relaxed/relaxed", "simple/simple", 1))
 	expired := f.sign(t, verifyMsg, fmt.Sprintf("%s; t=%d; x=%d", std, now.Add(-10*24*time.Hour).Unix(), now.Add(-3*24*time.Hour-time.Hour).Unix()))
 	footer := "\r\n--\r\nlist mailing list\r\nhttps://lists.example.org/unsubscribe\r\n"
+	sha1Std := strings.Replace(std, "rsa-sha256", "rsa-sha1", 1)
+	sha1 := f.sign(t, verifyMsg, sha1Std)
+	sha1Expired := f.sign(t, verifyMsg, fmt.Sprintf("%s; t=%d; x=%d", sha1Std, now.Add(-10*24*time.Hour).Unix(), now.Add(-3*24*time.Hour-time.Hour).Unix()))
 
 	tests := []struct {
 		name string
@@ -119,6 +122,16 @@ func TestVerifyCommand(t *testing.T) {
 		{"temperror", f.sign(t, verifyMsg, strings.Replace(std, "d=example.com", "d=broken.example.com", 1)), 3, []string{
 			`dkim=temperror reason="DNS server failure"`, "TXT: SERVFAIL from"}},
 		{"unsigned", verifyMsg, 2, []string{"dkim=none", "no DKIM-Signature: the message is not signed"}},
+		{"rsa-sha1", sha1, 1, []string{`dkim=policy reason="rsa-sha1 is not accepted (RFC 8301)"`, "signature 1 of 1: policy: rsa-sha1 is not accepted (RFC 8301) (2048-bit rsa key)",
+			"algorithm: rsa-sha1: the signature verifies, but RFC 8301 §3.1 forbids", "key: sel._domainkey.example.com TXT: 1 TXT record",
+			"(DMARC counts a signature only when it passes)"}},
+		{"rsa-sha1, footer", sha1 + footer, 1, []string{`dkim=fail reason="body hash did not verify"`, "signature 1 of 1: fail: body hash did not verify",
+			"algorithm: rsa-sha1, verified with SHA-1", "diagnosis: the body matches the signed hash without its last 4 lines",
+			"with that undone, the signature verifies (rsa-sha1: policy, not pass)"}},
+		{"rsa-sha1, subject altered", strings.Replace(sha1, "Quarterly", "Annual", 1), 1, []string{`dkim=fail reason="signature did not verify"`,
+			"hint: the key published at sel._domainkey.example.com is the one that made this signature (the signature opens with it to a sha1 digest)"}},
+		{"rsa-sha1, expired", sha1Expired, 1, []string{"signature 1 of 1: permerror: signature expired",
+			"clock: verified again as of", ": policy (rsa-sha1 is not accepted (RFC 8301)): expired, otherwise it verifies (rsa-sha1: policy at best)"}},
 		{"two signatures, one passes", f.sign(t, signed, strings.Replace(std, "s=sel", "s=nokey", 1)), 0, []string{
 			"signature 1 of 2: permerror: no key for signature", "signature 2 of 2: pass"}},
 		{"unusable signature field", "DKIM-Signature: v=1; d=example.com; s=sel\r\n" + verifyMsg, 1, []string{

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/internal/dmarc"
 	"github.com/dkimmilter/dkimmilter/internal/explain"
 	"github.com/dkimmilter/dkimmilter/verifier"
@@ -82,6 +83,7 @@ func writeSignatureText(w io.Writer, n, of int, e *explain.Explanation, now time
 		return
 	}
 	writeClockText(w, e)
+	writeAlgorithmText(w, e)
 	writeKeyText(w, e)
 	writeBodyText(w, e)
 	writeHeaderText(w, e)
@@ -99,20 +101,41 @@ func writeClockText(w io.Writer, e *explain.Explanation) {
 		verdict += " (" + r + ")"
 	}
 	s := e.Verification.Signature
+	// An rsa-sha1 signature that verifies is never valid (RFC 8301
+	// §3.1), but it is not broken either.
+	otherwise := "otherwise valid"
+	if o.Result != verifier.Pass {
+		otherwise = "otherwise it verifies (rsa-sha1: policy at best)"
+	}
 	switch {
-	case c.Expired && o.Result == verifier.Pass:
-		verdict += ": expired, otherwise valid"
+	case c.Expired && explain.Verified(o):
+		verdict += ": expired, " + otherwise
 		if s.HasTime {
 			verdict += fmt.Sprintf(" (x= is %s after t=: a message delivered or verified later than that fails on the date alone)", span(s.Expire.Sub(s.Time)))
 		}
 	case c.Expired:
 		verdict += ": expired, and broken as well"
-	case o.Result == verifier.Pass:
-		verdict += ": otherwise valid; the signer's clock is probably ahead"
+	case explain.Verified(o):
+		verdict += ": " + otherwise + "; the signer's clock is probably ahead"
 	default:
 		verdict += ": and broken as well"
 	}
 	fmt.Fprintf(w, "  clock: verified again as of %s: %s\n", date(c.RunAt), clean(verdict))
+}
+
+// writeAlgorithmText says what rsa-sha1 means for the result: RFC 8301
+// §3.1 forbids verifiers to consider it valid, so one that verifies is
+// policy, and a broken one would be no better once repaired.
+func writeAlgorithmText(w io.Writer, e *explain.Explanation) {
+	s := e.Verification.Signature
+	if s.Hash != "sha1" {
+		return
+	}
+	if errors.Is(e.Detail.Err, dkim.ErrSHA1) {
+		fmt.Fprintln(w, "  algorithm: rsa-sha1: the signature verifies, but RFC 8301 §3.1 forbids verifiers to consider rsa-sha1 valid, so it is policy, never pass; the signer must sign with rsa-sha256")
+		return
+	}
+	fmt.Fprintln(w, "  algorithm: rsa-sha1, verified with SHA-1 like any signature; were it intact it would be policy, never pass (RFC 8301 §3.1); the signer must sign with rsa-sha256")
 }
 
 func writeKeyText(w io.Writer, e *explain.Explanation) {
@@ -181,6 +204,8 @@ func writeBodyText(w io.Writer, e *explain.Explanation) {
 	}
 	switch {
 	case p.Kind == explain.ProbeNone || p.Kind == explain.ProbeCanonicalization:
+	case p.Verifies && e.Verification.Signature.Hash == "sha1":
+		fmt.Fprintln(w, "    with that undone, the signature verifies (rsa-sha1: policy, not pass)")
 	case p.Verifies:
 		fmt.Fprintln(w, "    with that undone, the signature verifies")
 	default:

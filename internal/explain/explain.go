@@ -19,7 +19,6 @@ package explain
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -110,7 +109,8 @@ func (a *DNSAnswer) Outcome() string {
 	return s
 }
 
-// BodyHashes are the body hashes of the message as it is now, beside bh=.
+// BodyHashes are the body hashes of the message as it is now, beside bh=,
+// with the signature's hash (SHA-1 for rsa-sha1).
 type BodyHashes struct {
 	Signed          []byte     // bh=
 	Canon           dkim.Canon // the body canonicalization c= names
@@ -194,7 +194,15 @@ func run(ctx context.Context, v *verifier.Verifier, h dkim.Header, body []byte) 
 // passes reports whether signature i of the message verifies.
 func passes(ctx context.Context, v *verifier.Verifier, h dkim.Header, body []byte, i int) bool {
 	res := run(ctx, v, h, body)
-	return i < len(res) && res[i].Result == verifier.Pass
+	return i < len(res) && Verified(res[i])
+}
+
+// Verified reports that the signature checked out: a pass, or an rsa-sha1
+// signature that verifies, which is policy however good it is (RFC 8301
+// §3.1). The what-ifs ask this: no change undone makes rsa-sha1 pass, but
+// one can still be what broke it.
+func Verified(v *verifier.Verification) bool {
+	return v.Result == verifier.Pass || errors.Is(v.Err, dkim.ErrSHA1)
 }
 
 // clockCheck verifies again with the clock at signing time (RFC 6376
@@ -224,13 +232,15 @@ func bodyHashes(s *dkim.Signature, body []byte) *BodyHashes {
 	return &BodyHashes{
 		Signed:  s.BodyHash,
 		Canon:   s.BodyCanon,
-		Simple:  hashBody(dkim.Simple, s.Length, body),
-		Relaxed: hashBody(dkim.Relaxed, s.Length, body),
+		Simple:  hashBody(s, dkim.Simple, body),
+		Relaxed: hashBody(s, dkim.Relaxed, body),
 	}
 }
 
-func hashBody(c dkim.Canon, limit int64, body []byte) []byte {
-	b := dkim.NewBodyHasher(c, sha256.New(), limit)
+// hashBody hashes body as s would under canonicalization c: with s's
+// hash and l=.
+func hashBody(s *dkim.Signature, c dkim.Canon, body []byte) []byte {
+	b := dkim.NewBodyHasher(c, s.NewHash(), s.Length)
 	b.Write(body)
 	return b.Sum()
 }

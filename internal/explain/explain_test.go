@@ -1,6 +1,7 @@
 package explain
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -73,7 +74,14 @@ func TestExplain(t *testing.T) {
 	future := testkit.Sign(t, explainMsg, "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=sel; t=1795086400; h=from:to:subject", key)
 	mime := testkit.Sign(t, explainMIME, tags("relaxed/relaxed", ""), key)
 	// bh= of the body hashed with LF line ends, as a broken signer would.
-	lfBH := base64.StdEncoding.EncodeToString(lfBodyHash(dkim.Relaxed, -1, splitLines(testkit.CRLF([]byte(explainMsg[strings.Index(explainMsg, "\n\n")+2:])))))
+	lfBH := base64.StdEncoding.EncodeToString(lfBodyHash(&dkim.Signature{BodyCanon: dkim.Relaxed, Length: -1, Hash: "sha256"}, splitLines(testkit.CRLF([]byte(explainMsg[strings.Index(explainMsg, "\n\n")+2:])))))
+	// rsa-sha1 is explained with SHA-1 hashes; intact it is policy, and the
+	// what-ifs count a policy for rsa-sha1 as verifying.
+	sha1Tags := func(c string) string { return strings.Replace(tags(c, ""), "rsa-sha256", "rsa-sha1", 1) }
+	sha1 := testkit.Sign(t, explainMsg, sha1Tags("relaxed/relaxed"), key)
+	sha1Simple := testkit.Sign(t, explainMsg, sha1Tags("simple/simple"), key)
+	sha1Expired := testkit.Sign(t, explainMsg, strings.Replace(expiredTags, "rsa-sha256", "rsa-sha1", 1), key)
+	lfBH1 := base64.StdEncoding.EncodeToString(lfBodyHash(&dkim.Signature{BodyCanon: dkim.Relaxed, Length: -1, Hash: "sha1"}, splitLines(testkit.CRLF([]byte(explainMsg[strings.Index(explainMsg, "\n\n")+2:])))))
 
 	tests := []struct {
 		name   string
@@ -120,6 +128,15 @@ func TestExplain(t *testing.T) {
 		{name: "expired and broken", msg: expired + footer, result: verifier.PermError, err: verifier.ErrExpired, detail: verifier.ErrBodyHash, probe: ProbeFooter, lines: 4, verif: true},
 		{name: "future t=", msg: future, result: verifier.PermError, err: verifier.ErrFuture, detail: nil},
 		{name: "no key", msg: relaxed, txt: map[string][]string{}, result: verifier.PermError, err: verifier.ErrNoKey, detail: verifier.ErrNoKey},
+		{name: "rsa-sha1", msg: sha1, result: verifier.Policy, err: dkim.ErrSHA1},
+		{name: "rsa-sha1, footer", msg: sha1 + footer, result: verifier.Fail, err: verifier.ErrBodyHash, probe: ProbeFooter, lines: 4, verif: true},
+		{name: "rsa-sha1, trailing space added, simple", msg: strings.Replace(sha1Simple, "Hello Bob,", "Hello Bob,  ", 1), result: verifier.Fail, err: verifier.ErrBodyHash, probe: ProbeSpaceAdded, lines: 1, verif: true},
+		{name: "rsa-sha1, c= says simple, bh= is relaxed", msg: strings.Replace(sha1, "c=relaxed/relaxed", "c=relaxed/simple", 1), result: verifier.Fail, err: verifier.ErrBodyHash, probe: ProbeCanonicalization},
+		{name: "rsa-sha1, signed with LF line ends", msg: replaceBH(t, sha1, lfBH1), result: verifier.Fail, err: verifier.ErrBodyHash, probe: ProbeLineEnds, text: "bare LF"},
+		{name: "rsa-sha1, Subject altered", msg: strings.Replace(sha1, "Quarterly", "Annual", 1), result: verifier.Fail, err: verifier.ErrSignature,
+			text: "is the one that made this signature (the signature opens with it to a sha1 digest)", not: "not the one"},
+		{name: "rsa-sha1, Subject tagged, simple", msg: strings.Replace(sha1Simple, "Subject: ", "Subject: [SPAM] ", 1), result: verifier.Fail, err: verifier.ErrSignature, text: `"[SPAM] " is removed`},
+		{name: "rsa-sha1, expired, otherwise verifies", msg: sha1Expired, result: verifier.PermError, err: verifier.ErrExpired, detail: dkim.ErrSHA1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -155,6 +172,9 @@ func TestExplain(t *testing.T) {
 				if e.Clock.Expired != errors.Is(tc.err, verifier.ErrExpired) {
 					t.Errorf("Clock.Expired = %v", e.Clock.Expired)
 				}
+			}
+			if Verified(e.Verification) && !bytes.Equal(e.BodyHashes.Computed(), e.BodyHashes.Signed) {
+				t.Errorf("verified, but the computed body hash %x is not bh= %x", e.BodyHashes.Computed(), e.BodyHashes.Signed)
 			}
 			checkProbe(t, e, tc.probe, tc.text, tc.lines, tc.verif)
 			if hints := strings.Join(e.HeaderHints, "\n"); tc.not != "" && strings.Contains(hints, tc.not) {

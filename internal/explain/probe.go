@@ -15,7 +15,6 @@ package explain
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"mime"
 	"strings"
@@ -48,7 +47,8 @@ type Probe struct {
 	Text  string   // the diagnosis, for people
 	Lines []string // the lines removed (footers) or changed, as they are now
 	// Verifies reports that with the change undone the whole signature
-	// verifies, header included.
+	// verifies, header included (Verified: an rsa-sha1 one is then
+	// policy, not pass).
 	Verifies bool
 }
 
@@ -64,7 +64,7 @@ func probeBody(ctx context.Context, v *verifier.Verifier, h dkim.Header, body []
 			"the body matches bh= under %s body canonicalization, but c= says %s: the signer hashed with one and declared the other (a signer bug; the body did not change)",
 			other, s.BodyCanon)}
 	}
-	matches := func(b []byte) bool { return bytes.Equal(hashBody(s.BodyCanon, s.Length, b), s.BodyHash) }
+	matches := func(b []byte) bool { return bytes.Equal(hashBody(s, s.BodyCanon, b), s.BodyHash) }
 	found := func(kind, text string, changed []string, b []byte) *Probe {
 		return &Probe{Kind: kind, Text: text, Lines: changed, Verifies: passes(ctx, v, h, b, i)}
 	}
@@ -118,7 +118,7 @@ func probeBody(ctx context.Context, v *verifier.Verifier, h dkim.Header, body []
 	if b := append(append([]byte(nil), body...), '\r', '\n'); matches(b) {
 		return found(ProbeLineEnds, "the body matches with a final line end added: it was removed after signing", nil, b)
 	}
-	if bytes.Equal(lfBodyHash(s.BodyCanon, s.Length, lines), s.BodyHash) {
+	if bytes.Equal(lfBodyHash(s, lines), s.BodyHash) {
 		return &Probe{Kind: ProbeLineEnds, Text: "bh= is the hash of the body with bare LF line ends: the signer hashed the message before converting it to CRLF (a signer bug; no verifier will accept this signature)"}
 	}
 
@@ -255,9 +255,11 @@ func mapLines(lines []string, f func(int, string) string) ([]byte, []string) {
 	return joinLines(out), changed
 }
 
-// lfBodyHash hashes the body as a signer that never converted its LF line
-// ends to CRLF would have (RFC 6376 §3.4.3 and §3.4.4 with LF for CRLF).
-func lfBodyHash(c dkim.Canon, limit int64, lines []string) []byte {
+// lfBodyHash hashes the body as a signer of s that never converted its LF
+// line ends to CRLF would have (RFC 6376 §3.4.3 and §3.4.4 with LF for
+// CRLF).
+func lfBodyHash(s *dkim.Signature, lines []string) []byte {
+	c, limit := s.BodyCanon, s.Length
 	out := make([]string, 0, len(lines))
 	for _, l := range lines {
 		if c == dkim.Relaxed {
@@ -282,8 +284,9 @@ func lfBodyHash(c dkim.Canon, limit int64, lines []string) []byte {
 	if limit >= 0 && int64(len(b)) > limit {
 		b = b[:limit]
 	}
-	sum := sha256.Sum256(b)
-	return sum[:]
+	h := s.NewHash()
+	h.Write(b)
+	return h.Sum(nil)
 }
 
 func isWSP(r rune) bool { return r == ' ' || r == '\t' }
