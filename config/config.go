@@ -110,7 +110,7 @@ type Actions struct {
 	DNSError      Action // a key lookup failed: temperror
 	BadSignature  Action // fail, or a permerror other than a missing key
 	KeyNotFound   Action // permerror: no key record at the selector's name
-	Policy        Action // dkim=policy: rsa-sha1, a short key, unsigned content
+	Policy        Action // dkim=policy: rsa-sha1 that verifies, a short key, unsigned content
 	Security      Action // the header passed limits.max_headers or max_header_bytes
 	NoSignature   Action // no DKIM-Signature at all: dkim=none
 	InternalError Action // dkimmilter failed on the message (a recovered panic)

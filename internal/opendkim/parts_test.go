@@ -95,7 +95,7 @@ func TestTranslateCases(t *testing.T) {
 		{"On-NoSignature quarantine: OpenDKIM 2.11 did not", map[string]string{"opendkim.conf": "On-NoSignature q\n"},
 			"On-NoSignature", false, []string{`no_signature = "quarantine"`, "never asked Postfix for the right to", "hold queue"}},
 		{"policy stays accept under On-BadSignature reject", map[string]string{"opendkim.conf": "On-BadSignature reject\n"},
-			"On-BadSignature", false, []string{`bad_signature = "reject"`, `policy = "accept"`, policyWords, `"reject" here would refuse that mail`, "a broken rsa-sha1 signature", "An expired signature"}},
+			"On-BadSignature", false, []string{`bad_signature = "reject"`, `policy = "accept"`, policyWords, `"reject" here would refuse that mail`, `A broken rsa-sha1 signature is dkim=fail and gets "reject"`, "An expired signature"}},
 		{"refile pattern config refuses", map[string]string{"opendkim.conf": "KeyTable DIR/kt\nSigningTable refile:DIR/st\n", "kt": "k example.com:s:/k.pem\n", "st": "*@foo_bar.example k\n*@example.com k\n"},
 			"SigningTable", true, []string{`"*@foo_bar.example" cannot be written as a dkimmilter pattern`, "'_'", `from = "*@example.com"`}},
 		{"MacroList daemon_name without values", map[string]string{"opendkim.conf": "MacroList daemon_name\n"},

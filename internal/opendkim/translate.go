@@ -488,25 +488,27 @@ func (t *translator) actions() {
 			// signature gets dkim=permerror and no On- action at all,
 			// where dkimmilter (RFC 6376 §6.1.1: PERMFAIL) applies
 			// bad_signature. The admin should know before switching.
-			comment = strings.TrimSpace(comment + " " + fmt.Sprintf("An expired signature (x= in the past) gets %q too; OpenDKIM 2.11 stamped it dkim=permerror and delivered the mail.", v))
+			// A broken rsa-sha1 signature is dkim=fail in both (both
+			// verify it; RFC 8301 §3.1 only forbids counting one that
+			// verifies as valid), so it gets this action as under
+			// On-BadSignature; only an intact one is policy.
+			comment = strings.TrimSpace(comment + " " + fmt.Sprintf("An expired signature (x= in the past) gets %q too; OpenDKIM 2.11 stamped it dkim=permerror and delivered the mail. A broken rsa-sha1 signature is dkim=fail and gets %q, as it did under OpenDKIM; an intact one is policy (below).", v, v))
 		}
 		o.actions = append(o.actions, kv{ak.key, v, comment})
 		if ak.key == "bad_signature" {
-			// dkim=policy covers rsa-sha1, RSA keys under MinimumKeyBits,
-			// content after l= and an unsigned From above the signed one.
-			// Run against OpenDKIM 2.11 with On-BadSignature reject: it
-			// passes rsa-sha1 signatures and gives a good signature by an
-			// RSA key under MinimumKeyBits dkim=policy, accepting the
-			// message whatever On-BadSignature says. (A broken signature
-			// by such a key is dkim=fail and does get On-BadSignature.)
+			// dkim=policy covers rsa-sha1 that verifies, RSA keys under
+			// MinimumKeyBits, content after l= and an unsigned From above
+			// the signed one. Run against OpenDKIM 2.11 with
+			// On-BadSignature reject: it passes intact rsa-sha1
+			// signatures and gives a good signature by an RSA key under
+			// MinimumKeyBits dkim=policy, accepting the message whatever
+			// On-BadSignature says. (A broken signature
+			// by such a key, or a broken rsa-sha1 one, is dkim=fail in
+			// both and gets On-BadSignature, bad_signature here.)
 			// accept delivers all of that mail as OpenDKIM did.
 			c := "OpenDKIM passed l= with content after it and an unsigned From above the signed one, which dkimmilter gives dkim=policy; " + policyWords + "; accept delivers them as OpenDKIM did."
 			if v != "accept" {
 				c += fmt.Sprintf(" %q here would refuse that mail.", v)
-				// dkimmilter never verifies rsa-sha1, so it cannot tell
-				// a broken one from an intact one (side by side, OpenDKIM
-				// refused the broken one).
-				c += fmt.Sprintf(" dkimmilter does not verify rsa-sha1 at all: a broken rsa-sha1 signature, which OpenDKIM refused (%q), is policy too, and accepted.", v)
 			}
 			o.actions = append(o.actions, kv{"policy", "accept", c})
 		}
@@ -516,7 +518,7 @@ func (t *translator) actions() {
 // policyWords is what OpenDKIM 2.11 was seen to do with the signatures
 // dkimmilter gives dkim=policy; the README's switching table says it in
 // the same words.
-const policyWords = "OpenDKIM 2.11 passes rsa-sha1 signatures and gives a good signature by an RSA key under MinimumKeyBits dkim=policy, accepting the message whatever On-BadSignature says"
+const policyWords = "OpenDKIM 2.11 passes intact rsa-sha1 signatures and gives a good signature by an RSA key under MinimumKeyBits dkim=policy, accepting the message whatever On-BadSignature says"
 
 // list renders strings for a note: ["a", "b"].
 func list(l []string) string {
