@@ -111,11 +111,13 @@ type Message struct {
 }
 
 // bodyKey names one body hash: signatures that agree on all three share
-// it. hash is the signature's hash, SHA-256 or (rsa-sha1) SHA-1.
+// it. sha1 is set for rsa-sha1, whose body is hashed with SHA-1; a bool
+// beside canon keeps the key 16 bytes, as it was before rsa-sha1 was
+// verified, so the maps keyed by it cost messages without one nothing.
 type bodyKey struct {
 	canon dkim.Canon
+	sha1  bool
 	limit int64
-	hash  crypto.Hash
 }
 
 type lookup struct {
@@ -147,7 +149,7 @@ func (v *Verifier) Begin(ctx context.Context, h dkim.Header) *Message {
 		if s.Err != nil || terr != nil {
 			continue
 		}
-		bk := bodyKey{s.BodyCanon, s.Length, s.HashFunc()}
+		bk := bodyKey{s.BodyCanon, s.Hash == "sha1", s.Length}
 		if m.bodies[bk] == nil {
 			m.bodies[bk] = dkim.NewBodyHasher(s.BodyCanon, s.NewHash(), s.Length)
 		}
@@ -362,7 +364,7 @@ func (m *Message) verifyWithKey(s *dkim.Signature, k parsedKey, sums map[bodyKey
 		}
 	}
 
-	bk := bodyKey{s.BodyCanon, s.Length, s.HashFunc()}
+	bk := bodyKey{s.BodyCanon, s.Hash == "sha1", s.Length}
 	body := m.bodies[bk]
 	if s.Length >= 0 && body.Length() < s.Length {
 		return fail(Fail, ErrBodyTooShort)

@@ -1,7 +1,6 @@
 package dkim
 
 import (
-	"crypto"
 	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/base64"
@@ -55,14 +54,6 @@ func (s *Signature) DNSName() string {
 		return DNSName(s.Selector, s.Domain) // not a usable signature
 	}
 	return DNSName(s.dnsSelector, s.dnsDomain)
-}
-
-// HashFunc is the hash a= names: SHA-1 for rsa-sha1, SHA-256 otherwise.
-func (s *Signature) HashFunc() crypto.Hash {
-	if s.Hash == "sha1" {
-		return crypto.SHA1
-	}
-	return crypto.SHA256
 }
 
 // NewHash returns a hash of the kind a= names, for the body hash.
