@@ -94,11 +94,18 @@ func flipB(t *testing.T, msg string) string {
 		t.Fatal("no b=")
 	}
 	p := i + 10
+	for !isAlnum(msg[p]) { // b= may be folded: change a digit, not FWS
+		p++
+	}
 	c := byte('A')
 	if msg[p] == 'A' {
 		c = 'B'
 	}
 	return msg[:p] + string(c) + msg[p+1:]
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
 
 // Everything but the signature check goes as for rsa-sha256: the key
