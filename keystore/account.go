@@ -306,7 +306,11 @@ func DescribeProblems(ps []AccessProblem) (text, fixes string) {
 	var t, f []string
 	for _, p := range ps {
 		t = append(t, p.String())
-		f = append(f, p.Fix)
+		// One fix often mends several components (usermod -aG for a
+		// group that every directory on the way shares): say it once.
+		if !slices.Contains(f, p.Fix) {
+			f = append(f, p.Fix)
+		}
 	}
 	return strings.Join(t, "; "), strings.Join(f, "; then ")
 }

@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -49,7 +50,10 @@ func InspectKeyFileFor(path string, acct *Account) KeyFileStatus {
 	}
 	st.Mode, st.ModTime = fi.Mode().Perm(), fi.ModTime()
 	if err := permError(path, fi, acct); err != nil {
-		st.Unsafe, st.Err = unsafeWho(st.Mode), err
+		st.Err = err
+		if errors.Is(err, ErrUnsafePermissions) {
+			st.Unsafe = unsafeWho(st.Mode)
+		}
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {

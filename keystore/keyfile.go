@@ -88,6 +88,13 @@ func permError(path string, fi fs.FileInfo, acct *Account) error {
 		if ok && acct.InGroup(gid) {
 			return nil
 		}
+		// Readable by a group acct is not in, and not acct's own: acct
+		// cannot read it at all, which is the problem to report (with
+		// usermod -aG when that group opens the way), not that others
+		// can.
+		if err := UnreadableError(path, acct); err != nil {
+			return err
+		}
 		acct = acct.named()
 		g := groupName(gid)
 		return withHint(fmt.Errorf("%w: %s has mode %04o and can be read by its group %s, which user %s does not belong to",
@@ -109,6 +116,20 @@ func unsafeWho(perm fs.FileMode) string {
 	return "group or others"
 }
 
+// UnreadableError says which component of path refuses acct (nil: this
+// process) and what fixes it: a directory on the way as often as the file
+// (a per-domain directory made by root with 0700). It is nil when acct
+// can read the file, as far as owners, groups and modes tell.
+func UnreadableError(path string, acct *Account) error {
+	acct = acct.named()
+	ps := acct.ReadProblems(path)
+	if len(ps) == 0 {
+		return nil
+	}
+	text, fixes := DescribeProblems(ps)
+	return withHint(fmt.Errorf("user %s cannot read %s: %w: %s", acct.Name, path, fs.ErrPermission, text), fixes)
+}
+
 // notExist is a missing key file; it matches fs.ErrNotExist.
 type notExist string
 
@@ -121,13 +142,10 @@ func fileError(path string, err error, acct *Account) error {
 		return withHint(notExist(path),
 			"fix the path, or generate a key with 'dkimmilter keys gen -d DOMAIN -s SELECTOR -dir DIR', which writes DIR/DOMAIN/SELECTOR.pem")
 	case errors.Is(err, fs.ErrPermission):
-		acct = acct.named()
-		// Say which component refuses: a directory on the way as often
-		// as the file (a per-domain directory made by root with 0700).
-		if ps := acct.ReadProblems(path); len(ps) > 0 {
-			text, fixes := DescribeProblems(ps)
-			return withHint(fmt.Errorf("user %s cannot read %s: %w: %s", acct.Name, path, fs.ErrPermission, text), fixes)
+		if err := UnreadableError(path, acct); err != nil {
+			return err
 		}
+		acct = acct.named()
 		return withHint(fmt.Errorf("user %s cannot read %s: %w", acct.Name, path, fs.ErrPermission),
 			"run 'dkimmilter check -user "+acct.Name+"' as root: it names the file or directory that refuses the user, and the chown or chmod that fixes it")
 	}

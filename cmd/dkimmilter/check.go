@@ -84,7 +84,17 @@ func checkConfig(cfg *config.Config, opts configCheckOptions, stdout, stderr io.
 		fmt.Fprintln(stderr, "warning:", w)
 	}
 	if len(errs) > 0 {
-		printErrors(stderr, errors.Join(errs...))
+		// The load and the access check judge the same key files: a
+		// file the service user cannot read is one problem, said once.
+		var uniq []error
+		seen := map[string]bool{}
+		eachProblem(errors.Join(errs...), func(e error) {
+			if !seen[e.Error()] {
+				seen[e.Error()] = true
+				uniq = append(uniq, e)
+			}
+		})
+		printErrors(stderr, errors.Join(uniq...))
 		fmt.Fprintf(stderr, "%s: FAILED (checked as user %s, %s; -user NAME checks as another)\n", cfg.File, acct.Name, why)
 		return exitConfig
 	}

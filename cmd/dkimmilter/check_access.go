@@ -110,12 +110,10 @@ func checkAccess(cfg *config.Config, acct *keystore.Account) (errs []error, warn
 
 // readError is an error when acct cannot read the key file at path.
 func readError(where string, acct *keystore.Account, path string) error {
-	ps := acct.ReadProblems(path)
-	if len(ps) == 0 {
-		return nil
+	if err := keystore.UnreadableError(path, acct); err != nil {
+		return fmt.Errorf("%s: %w", where, err)
 	}
-	text, fixes := keystore.DescribeProblems(ps)
-	return fmt.Errorf("%s: user %s cannot read %s: %s (hint: %s)", where, acct.Name, path, text, fixes)
+	return nil
 }
 
 // percentDir is the directory of a "%" key file name that does not

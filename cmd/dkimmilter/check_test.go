@@ -97,7 +97,7 @@ keys = ["hosted"]
 	wantOutput(t, errs,
 		"warning: "+f.cfg+":18: keys.nowhere: no file matches "+filepath.Join(f.dir, "nowhere/%.pem")+", so the key signs for no domain; used by signing[2] ("+f.cfg+":22, from = \"*@nowhere.example\")",
 		"warning: "+f.cfg+":22: signing[2] (from = \"*@nowhere.example\"): no key of the rule (nowhere) has a file, so the rule signs nothing\n",
-		f.cfg+":14: keys.hosted: user nobody cannot read "+hosted+": "+f.dir+" (root:root 0700) gives nobody no search (x); ",
+		f.cfg+":14: keys.hosted: user nobody cannot read "+hosted+": permission denied: "+f.dir+" (root:root 0700) gives nobody no search (x); ",
 		"(hint: chgrp "+gname+" "+f.dir+" && chmod g+x "+f.dir+"; then chgrp "+gname+" "+f.dir+"/hosted && chmod g+x "+f.dir+"/hosted; then chgrp "+gname+" "+f.dir+"/hosted/example.org && chmod g+x "+f.dir+"/hosted/example.org; then chown nobody "+hosted+")\n",
 		f.cfg+":18: keys.nowhere: user nobody cannot reach the files of "+filepath.Join(f.dir, "nowhere/%.pem")+": "+f.dir+" (root:root 0700) gives nobody no search (x) (hint: chgrp "+gname+" "+f.dir+" && chmod g+x "+f.dir+")\n",
 		f.cfg+":6: keys.rsa: user nobody cannot read "+rsa+": ",

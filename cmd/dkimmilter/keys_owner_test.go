@@ -128,7 +128,8 @@ func TestKeysRotateGivesKeyToUser(t *testing.T) {
 // Run as root, the keys commands judge a key readable by its group as the
 // daemon's user reads it: the Debian layout (root:opendkim 0640, with the
 // daemon in group opendkim) is fine for them as for check, although root
-// is not in the group; a group the daemon is not in stays unsafe.
+// is not in the group; in a group the daemon is not in, the daemon cannot
+// read it, and that is the error.
 func TestKeysCommandsJudgeAsServiceUser(t *testing.T) {
 	requireRoot(t)
 	f := newKeysFixture(t, "")
@@ -154,7 +155,7 @@ func TestKeysCommandsJudgeAsServiceUser(t *testing.T) {
 		t.Errorf("keys check: exit %d\n%s%s", code, out, errs)
 	}
 	os.Chown(f.ed, 0, 4242)
-	if code, out, _ := runCmd("keys", "check", "-config", f.cfg, "example-ed"); code != exitConfig || !strings.Contains(out, "can be read by its group 4242, which user "+acct.Name+" does not belong to") {
+	if code, out, _ := runCmd("keys", "check", "-config", f.cfg, "example-ed"); code != exitConfig || !strings.Contains(out, "user "+acct.Name+" cannot read "+f.ed+": permission denied: ") {
 		t.Errorf("another group: exit %d\n%s", code, out)
 	}
 }
