@@ -33,9 +33,10 @@ import (
 // does: the connection is broken already.
 type guard struct {
 	s *session
-	// connQID is the queue id the connection wrapper saw (conn.qid), for
-	// a message that failed before the session learned its own.
-	connQID func() string
+	// conn is the connection wrapper, whose qid is the queue id it saw
+	// in the macros, for a message that failed before the session
+	// learned its own; nil in tests without one.
+	conn *conn
 }
 
 // The stages of a message, as the log names them.
@@ -102,8 +103,8 @@ func (g guard) recovered(stage string, v any) {
 	if s.msg != nil {
 		qid = s.msg.qid
 	}
-	if qid == "" && g.connQID != nil {
-		qid = g.connQID()
+	if qid == "" && g.conn != nil {
+		qid = g.conn.qid
 	}
 	then := "the message answers actions.internal_error = " + s.rt.Config.Actions.InternalError.String()
 	switch stage {

@@ -186,7 +186,10 @@ func (s *Server) serveConn(c *conn) {
 		// needs no lock.
 		NewMilter: func() gomilter.Milter {
 			cur = newSession(s.rt.Load(), s.log, s.metrics)
-			return guard{s: cur, connQID: func() string { return c.qid }}
+			// The guard lives in the session: one allocation for
+			// both, not a guard boxed in the interface besides.
+			cur.guard = guard{s: cur, conn: c}
+			return &cur.guard
 		},
 		Actions:  actions,
 		Protocol: protocol,

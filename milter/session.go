@@ -37,6 +37,7 @@ type session struct {
 	rt      *Runtime
 	log     *slog.Logger
 	metrics *Metrics // nil records nothing
+	guard   guard    // what go-milter calls: the session behind a recover
 
 	// Connection.
 	clientHost string
