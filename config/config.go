@@ -89,6 +89,9 @@ type Verify struct {
 type DNS struct {
 	Nameservers []string // "IP:port" ("[v6]:port"); empty means /etc/resolv.conf
 	Timeout     time.Duration
+	// MaxStale is how long past its TTL a key record may be used when
+	// DNS fails (serve-stale, RFC 8767); 0 turns serve-stale off.
+	MaxStale time.Duration
 }
 
 // Limits is the [limits] table: what one milter connection and one
@@ -219,7 +222,7 @@ func Default() *Config {
 		Keys:    map[string]*Key{},
 		Signing: []*SigningRule{},
 		Verify:  Verify{MinRSABits: 1024, MaxSignatures: 8},
-		DNS:     DNS{Nameservers: []string{}, Timeout: 5 * time.Second},
+		DNS:     DNS{Nameservers: []string{}, Timeout: 5 * time.Second, MaxStale: 24 * time.Hour},
 		Actions: Actions{SignError: Tempfail, DNSError: Accept, BadSignature: Accept, KeyNotFound: Accept,
 			Policy: Accept, Security: Accept, NoSignature: Accept, InternalError: Tempfail},
 		// Postfix runs at most default_process_limit (100) smtpd

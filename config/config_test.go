@@ -94,6 +94,7 @@ func TestFull(t *testing.T) {
 		DNS: DNS{
 			Nameservers: []string{"127.0.0.1:5353", "[::1]:53", "192.0.2.53:53", "[2001:db8::53]:5300"},
 			Timeout:     2500 * time.Millisecond,
+			MaxStale:    60 * time.Hour,
 		},
 		Actions: Actions{SignError: Reject, DNSError: Tempfail, BadSignature: Quarantine, KeyNotFound: Discard,
 			Policy: Reject, Security: Tempfail, NoSignature: Quarantine, InternalError: Accept},

@@ -53,6 +53,12 @@ func TestDurationsTakeDays(t *testing.T) {
 	if cfg.Sign.Expire.Hours() != 14*24 || cfg.Limits.IdleTimeout.Hours() != 24 || cfg.Limits.ShutdownTimeout.Minutes() != 30 {
 		t.Errorf("expire %v, idle_timeout %v, shutdown_timeout %v", cfg.Sign.Expire, cfg.Limits.IdleTimeout, cfg.Limits.ShutdownTimeout)
 	}
+	for in, want := range map[string]float64{`"3d"`: 3 * 24, `"0s"`: 0, `"7d"`: 7 * 24} {
+		cfg, err := Parse("", []byte("[dns]\nmax_stale = "+in+"\n"))
+		if err != nil || cfg.DNS.MaxStale.Hours() != want {
+			t.Errorf("dns.max_stale = %s: %v, %v; want %vh", in, cfg, err, want)
+		}
+	}
 	if _, err := Parse("", []byte("[dns]\ntimeout = \"1d\"\n")); err == nil || !strings.Contains(err.Error(), `"1d" is out of range`) {
 		t.Errorf("dns.timeout = 1d: %v", err)
 	}

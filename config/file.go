@@ -69,6 +69,7 @@ type fileVerify struct {
 type fileDNS struct {
 	Nameservers []string `toml:"nameservers"`
 	Timeout     rawValue `toml:"timeout"`
+	MaxStale    rawValue `toml:"max_stale"`
 }
 
 type fileActions struct {
@@ -119,7 +120,7 @@ func toFile(c *Config) *fileConfig {
 		},
 		Keys:    map[string]*fileKey{},
 		Verify:  fileVerify{MinRSABits: c.Verify.MinRSABits, MaxSignatures: c.Verify.MaxSignatures},
-		DNS:     fileDNS{Nameservers: slices.Clone(c.DNS.Nameservers), Timeout: rawValue{c.DNS.Timeout.String()}},
+		DNS:     fileDNS{Nameservers: slices.Clone(c.DNS.Nameservers), Timeout: rawValue{c.DNS.Timeout.String()}, MaxStale: rawValue{c.DNS.MaxStale.String()}},
 		Actions: actionsToFile(c.Actions),
 		Limits: fileLimits{
 			MaxSessions:     c.Limits.MaxSessions,

@@ -436,6 +436,12 @@ func (c *checker) dns(f fileDNS) DNS {
 	if ok && (out.Timeout <= 0 || out.Timeout > time.Minute) {
 		c.errf(p.child("timeout"), `%q is out of range; write a duration from "1ms" to "60s", such as "5s"`, f.Timeout.v)
 	}
+	// RFC 8767 §5 suggests 1 to 3 days; a week is plenty for an outage,
+	// and past it a revoked key could pass for too long.
+	out.MaxStale, ok = c.duration(p.child("max_stale"), f.MaxStale.v, "1d")
+	if ok && (out.MaxStale < 0 || out.MaxStale > 7*24*time.Hour) {
+		c.errf(p.child("max_stale"), `%q is out of range; write a duration from "0s" (no serve-stale) to "7d", such as "1d"`, f.MaxStale.v)
+	}
 	return out
 }
 

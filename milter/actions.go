@@ -221,6 +221,10 @@ func summarize(results []*verifier.Verification) string {
 		if errors.Is(v.Err, verifier.ErrNoKey) || errors.Is(v.Err, verifier.ErrDNSTimeout) || errors.Is(v.Err, verifier.ErrDNSFailure) {
 			p += " dns=" + v.DNSName
 		}
+		if v.Stale {
+			// The key came from a record past its TTL: DNS failed.
+			p += " key=stale dns=" + v.DNSName
+		}
 		parts = append(parts, p)
 	}
 	return strings.Join(parts, "; ")

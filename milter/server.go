@@ -60,7 +60,7 @@ func LoadRuntime(cfg *config.Config, m *Metrics, log *slog.Logger) (*Runtime, []
 	if err != nil {
 		return nil, warnings, fmt.Errorf("%s: dns: %w", cfg.Where(0), err)
 	}
-	res := dns.NewCache(logLookups(m.ObserveResolver(client), log), dns.CacheOptions{})
+	res := dns.NewCache(logLookups(m.ObserveResolver(client), log), dns.CacheOptions{MaxStale: cfg.DNS.MaxStale})
 	host, _ := os.Hostname()
 	return &Runtime{
 		Config:   cfg,

@@ -65,6 +65,7 @@ type Verification struct {
 	KeyBits       int    // 0 when no key was read
 	Testing       bool   // key record t=y
 	Authenticated bool   // the resolver validated the answer (AD bit)
+	Stale         bool   // the key record was served stale: DNS failed (RFC 8767)
 
 	Signature *dkim.Signature // the parsed field (nil only for "none")
 }
@@ -90,8 +91,11 @@ func (v *Verification) Reason() string {
 	return v.Err.Error()
 }
 
-// Comment is the A-R comment: key size and type, and the testing flag,
-// which tells the operator that the domain asked not to be judged on it.
+// Comment is the A-R comment: key size and type, the testing flag,
+// which tells the operator that the domain asked not to be judged on it,
+// and "stale key record" when DNS failed and the key came from a record
+// past its TTL (RFC 8767): a reader of the field learns that the key was
+// not checked against DNS for this message.
 func (v *Verification) Comment() string {
 	var c string
 	switch {
@@ -100,11 +104,17 @@ func (v *Verification) Comment() string {
 	case v.KeyBits > 0:
 		c = fmt.Sprintf("%d-bit %s key", v.KeyBits, v.KeyType)
 	}
-	if v.Testing {
+	add := func(s string) {
 		if c != "" {
 			c += "; "
 		}
-		c += "testing key"
+		c += s
+	}
+	if v.Testing {
+		add("testing key")
+	}
+	if v.Stale {
+		add("stale key record")
 	}
 	return c
 }

@@ -255,6 +255,7 @@ func (m *Message) verify(s *dkim.Signature, timeErr error, sums map[bodyKey][]by
 		return fail(dnsResult(l.err))
 	}
 	v.Authenticated = l.res.Authenticated
+	v.Stale = l.res.Stale
 
 	keys, err := m.v.parseKeys(l.res.Records)
 	if err != nil {

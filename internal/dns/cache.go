@@ -5,6 +5,24 @@
 // stays missing for the next message of a burst), but temporary failures
 // never are: one SERVFAIL must not turn into minutes of temperrors.
 // Concurrent lookups of one name share a single upstream query.
+//
+// Serve-stale (RFC 8767): with MaxStale set, a key record is kept past its
+// TTL for up to MaxStale, and used, marked Stale, when the refresh fails for
+// a reason a retry could fix (timeout, SERVFAIL, REFUSED, the resolver not
+// reachable). Any answer from DNS replaces it: a new record, a revocation
+// (an empty p= is a record like any other), NXDOMAIN or NODATA, or a TTL 0
+// answer (which drops it). Only positive answers are served stale; a name
+// that did not exist is asked again once its negative TTL is over. After a
+// failed refresh the stale record is served without asking again for
+// staleRetry (RFC 8767 §5's failure recheck timer), so an outage does not
+// cost every message the whole lookup timeout.
+// https://www.rfc-editor.org/rfc/rfc8767#section-5
+//
+// Memory stays bounded by MaxEntries: stale records count against it, an
+// entry is dropped for good once its TTL plus MaxStale has passed (the
+// sweep of a full cache starts with those), and beyond that the oldest
+// inserted goes first. A domain whose mail stops coming is gone within
+// TTL+MaxStale.
 
 package dns
 
@@ -25,6 +43,7 @@ type CacheOptions struct {
 	MaxEntries  int              // 0 ⇒ 10000
 	MaxTTL      time.Duration    // 0 ⇒ 1h; TTLs are clamped to this
 	NegativeTTL time.Duration    // how long NXDOMAIN/NODATA (IsNotFound) is cached; 0 ⇒ 60s
+	MaxStale    time.Duration    // how long past its TTL a record may be served stale; 0 ⇒ never
 	Now         func() time.Time // nil ⇒ time.Now (the clock seam for tests)
 }
 
@@ -35,6 +54,10 @@ type CacheStats struct {
 	Misses  uint64
 	Entries int
 }
+
+// staleRetry is how long a stale record is served after a failed refresh
+// before the resolver is asked again; RFC 8767 §5 suggests 30 seconds.
+const staleRetry = 30 * time.Second
 
 // flightBackstop bounds a shared upstream lookup, whose context is detached
 // from its callers. Client has its own, shorter bound; this only stops
@@ -48,6 +71,7 @@ type Cache struct {
 	maxEntries  int
 	maxTTL      time.Duration
 	negativeTTL time.Duration
+	maxStale    time.Duration
 	now         func() time.Time
 
 	// mu guards everything below. It is never held across an upstream query.
@@ -55,18 +79,43 @@ type Cache struct {
 	entries  map[string]*cacheEntry
 	order    *list.List // keys, oldest insertion first
 	inflight map[string]*cacheFlight
-	// minExpiry is a lower bound on the expiry of every entry (zero: unknown),
-	// so a full cache only sweeps when something can actually have expired.
-	minExpiry    time.Time
+	// minDead is a lower bound on the dead time of every entry (zero:
+	// unknown), so a full cache only sweeps when something can actually
+	// have died.
+	minDead      time.Time
 	hits, misses uint64
 }
 
-// cacheEntry is immutable once stored; callers get copies.
+// cacheEntry is immutable once stored, but for retry; callers get copies.
 type cacheEntry struct {
 	res     *TXTResult    // positive answer, or
 	err     *net.DNSError // an IsNotFound error
-	expires time.Time
+	expires time.Time     // end of the TTL
+	dead    time.Time     // no use after this: expires, plus MaxStale for a positive answer
+	retry   time.Time     // a refresh failed: serve stale without asking until then
 	elem    *list.Element
+}
+
+// staleAt returns a stale copy of e's record if e may be served at now.
+func (e *cacheEntry) staleAt(now time.Time) *TXTResult {
+	if e == nil || e.res == nil || !now.Before(e.dead) {
+		return nil
+	}
+	res := copyTXTResult(e.res)
+	res.TTL = 0
+	res.Stale = true
+	res.StaleFor = now.Sub(e.expires)
+	return res
+}
+
+// serveStale reports whether err is a failure that a stale record may
+// paper over: one a retry could fix (RFC 8767 §4), never an answer.
+func serveStale(err error) bool {
+	var de *net.DNSError
+	if !errors.As(err, &de) {
+		return false
+	}
+	return !de.IsNotFound && (de.IsTimeout || de.IsTemporary) && !errors.Is(err, context.Canceled)
 }
 
 // cacheFlight is one upstream lookup shared by every caller asking for the
@@ -84,6 +133,7 @@ func NewCache(next Resolver, opts CacheOptions) *Cache {
 		maxEntries:  opts.MaxEntries,
 		maxTTL:      opts.MaxTTL,
 		negativeTTL: opts.NegativeTTL,
+		maxStale:    max(opts.MaxStale, 0),
 		now:         opts.Now,
 		entries:     make(map[string]*cacheEntry),
 		order:       list.New(),
@@ -113,8 +163,10 @@ func (c *Cache) LookupTXT(ctx context.Context, name string) (*TXTResult, error) 
 
 	c.mu.Lock()
 	now := c.now()
+	var stale *cacheEntry // an expired record that may still be served
 	if e, ok := c.entries[key]; ok {
-		if now.Before(e.expires) {
+		switch {
+		case now.Before(e.expires):
 			c.hits++
 			c.mu.Unlock()
 			if e.err != nil {
@@ -123,8 +175,16 @@ func (c *Cache) LookupTXT(ctx context.Context, name string) (*TXTResult, error) 
 			res := copyTXTResult(e.res)
 			res.TTL = e.expires.Sub(now)
 			return res, nil
+		case e.staleAt(now) == nil:
+			c.remove(key, e)
+		case now.Before(e.retry):
+			// A refresh failed moments ago: do not wait for another.
+			c.hits++
+			c.mu.Unlock()
+			return e.staleAt(now), nil
+		default:
+			stale = e
 		}
-		c.remove(key, e)
 	}
 	c.misses++
 	f, ok := c.inflight[key]
@@ -139,6 +199,11 @@ func (c *Cache) LookupTXT(ctx context.Context, name string) (*TXTResult, error) 
 
 	select {
 	case <-f.done:
+		if f.err != nil && serveStale(f.err) {
+			if res := stale.staleAt(c.now()); res != nil {
+				return res, nil
+			}
+		}
 		if dnsErr, ok := f.err.(*net.DNSError); ok {
 			return nil, copyDNSError(dnsErr) // callers may mutate their error
 		}
@@ -147,6 +212,14 @@ func (c *Cache) LookupTXT(ctx context.Context, name string) (*TXTResult, error) 
 		}
 		return copyTXTResult(f.res), nil
 	case <-ctx.Done():
+		// The caller cannot wait longer (RFC 8767 §5's client response
+		// timer): a stale record beats a temperror. An answer arriving
+		// later still replaces it in the cache.
+		if ctx.Err() == context.DeadlineExceeded {
+			if res := stale.staleAt(c.now()); res != nil {
+				return res, nil
+			}
+		}
 		return nil, contextError(ctx, strings.TrimSuffix(mdns.Fqdn(name), "."), "", 0)
 	}
 }
@@ -166,14 +239,26 @@ func (c *Cache) fill(ctx context.Context, key, name string, f *cacheFlight) {
 
 	c.mu.Lock()
 	delete(c.inflight, key)
-	c.store(key, res, err)
+	if serveStale(err) {
+		// Keep a stale record, and let it answer alone for a while.
+		if e, ok := c.entries[key]; ok && e.res != nil {
+			e.retry = c.now().Add(staleRetry)
+		}
+	} else {
+		c.store(key, res, err)
+	}
 	c.mu.Unlock()
 	close(f.done)
 }
 
-// store caches a lookup outcome if it may be cached. Callers hold c.mu.
+// store caches a lookup outcome if it may be cached. Whatever DNS
+// answered replaces what the cache held, stale or not: a stale record
+// never outlives an answer. Callers hold c.mu.
 func (c *Cache) store(key string, res *TXTResult, err error) {
 	now := c.now()
+	if old, ok := c.entries[key]; ok {
+		c.remove(key, old)
+	}
 	var e *cacheEntry
 	var dnsErr *net.DNSError
 	switch {
@@ -183,35 +268,36 @@ func (c *Cache) store(key string, res *TXTResult, err error) {
 			return // TTL 0: the publisher asked not to be cached
 		}
 		e = &cacheEntry{res: copyTXTResult(res), expires: now.Add(ttl)}
+		e.dead = e.expires.Add(c.maxStale)
 	case errors.As(err, &dnsErr) && dnsErr.IsNotFound && !dnsErr.Temporary():
 		e = &cacheEntry{err: copyDNSError(dnsErr), expires: now.Add(c.negativeTTL)}
+		e.dead = e.expires
 	default:
 		return // temporary failures and timeouts are never cached
-	}
-	if old, ok := c.entries[key]; ok {
-		c.remove(key, old)
 	}
 	c.makeRoom(now)
 	e.elem = c.order.PushBack(key)
 	c.entries[key] = e
-	if c.minExpiry.IsZero() || e.expires.Before(c.minExpiry) {
-		c.minExpiry = e.expires
+	if c.minDead.IsZero() || e.dead.Before(c.minDead) {
+		c.minDead = e.dead
 	}
 }
 
-// makeRoom frees a slot when the cache is full: expired entries first, then
-// the oldest inserted. Callers hold c.mu.
+// makeRoom frees a slot when the cache is full: dead entries first (past
+// their TTL, and past MaxStale for a record), then the oldest inserted.
+// A record refreshed is inserted anew, so the oldest are mostly stale
+// ones of domains no longer heard from. Callers hold c.mu.
 func (c *Cache) makeRoom(now time.Time) {
 	if len(c.entries) < c.maxEntries {
 		return
 	}
-	if !now.Before(c.minExpiry) {
-		c.minExpiry = time.Time{}
+	if !now.Before(c.minDead) {
+		c.minDead = time.Time{}
 		for k, e := range c.entries {
-			if !now.Before(e.expires) {
+			if !now.Before(e.dead) {
 				c.remove(k, e)
-			} else if c.minExpiry.IsZero() || e.expires.Before(c.minExpiry) {
-				c.minExpiry = e.expires
+			} else if c.minDead.IsZero() || e.dead.Before(c.minDead) {
+				c.minDead = e.dead
 			}
 		}
 	}

@@ -27,6 +27,11 @@ type TXTResult struct {
 	// Authenticated reports that the resolver set the AD bit. It is only
 	// meaningful when the path to the resolver is trusted (e.g. localhost).
 	Authenticated bool
+	// Stale reports a record served past its TTL because the resolver
+	// failed (serve-stale, RFC 8767; see Cache). StaleFor is how long
+	// past its TTL it was.
+	Stale    bool
+	StaleFor time.Duration
 }
 
 // Resolver looks up TXT records. Implementations must be safe for concurrent use.
