@@ -49,18 +49,19 @@ type Runtime struct {
 
 // LoadRuntime loads cfg's keys and builds its resolver: DNS, timed and
 // counted by m (nil: not counted), each query logged when log is at debug
-// level (nil: not logged), under a TTL cache. It is what serve runs at
+// level (nil: not logged), a resolver outage logged once (WARN, then INFO
+// when it ends; nil log: not at all), under a TTL cache that serves stale
+// key records when DNS fails (dns.max_stale). It is what serve runs at
 // start and on each reload; warnings (short keys) do not stop it.
 func LoadRuntime(cfg *config.Config, m *Metrics, log *slog.Logger) (*Runtime, []string, error) {
 	keys, warnings, err := keystore.Load(cfg)
 	if err != nil {
 		return nil, warnings, err
 	}
-	client, err := dns.NewClient(cfg.DNS.Nameservers, cfg.DNS.Timeout)
+	res, err := newResolver(cfg, m, log, nil)
 	if err != nil {
-		return nil, warnings, fmt.Errorf("%s: dns: %w", cfg.Where(0), err)
+		return nil, warnings, err
 	}
-	res := dns.NewCache(logLookups(m.ObserveResolver(client), log), dns.CacheOptions{MaxStale: cfg.DNS.MaxStale})
 	host, _ := os.Hostname()
 	return &Runtime{
 		Config:   cfg,
@@ -69,6 +70,18 @@ func LoadRuntime(cfg *config.Config, m *Metrics, log *slog.Logger) (*Runtime, []
 		Hostname: host,
 		signGate: make(chan struct{}, runtime.GOMAXPROCS(0)),
 	}, warnings, nil
+}
+
+// newResolver builds the key lookup stack of cfg, from the top: the TTL
+// cache with serve-stale (its clock is now; nil: time.Now), the debug
+// log, the metrics, the outage watch, and the DNS client.
+func newResolver(cfg *config.Config, m *Metrics, log *slog.Logger, now func() time.Time) (dns.Resolver, error) {
+	client, err := dns.NewClient(cfg.DNS.Nameservers, cfg.DNS.Timeout)
+	if err != nil {
+		return nil, fmt.Errorf("%s: dns: %w", cfg.Where(0), err)
+	}
+	return dns.NewCache(logLookups(m.ObserveResolver(watchResolver(client, log)), log),
+		dns.CacheOptions{MaxStale: cfg.DNS.MaxStale, Now: now}), nil
 }
 
 func (rt *Runtime) now() time.Time {

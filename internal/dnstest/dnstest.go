@@ -33,7 +33,8 @@ type Server struct {
 
 	t        testing.TB
 	udp, tcp *dns.Server
-	done     chan struct{} // closed at cleanup; releases delayed handlers
+	done     chan struct{} // closed by Stop; releases delayed handlers
+	stop     sync.Once
 
 	mu       sync.Mutex
 	names    map[string]*entry
@@ -109,14 +110,21 @@ func serve(t testing.TB, pc net.PacketConn, ln net.Listener) *Server {
 		}
 	}
 
-	t.Cleanup(func() {
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Stop shuts the server down, as a resolver that dies: its ports are
+// closed, so a query meets "connection refused". NewAt on s.Addr starts
+// it again (with no records). Calling it twice does no harm.
+func (s *Server) Stop() {
+	s.stop.Do(func() {
 		close(s.done)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		s.udp.ShutdownContext(ctx)
 		s.tcp.ShutdownContext(ctx)
 	})
-	return s
 }
 
 // listenPair binds UDP on an ephemeral port and TCP on the same port. The TCP
