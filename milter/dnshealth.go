@@ -15,9 +15,9 @@ import (
 // resolver from one broken zone), a reminder every five minutes while it
 // lasts, and one INFO when it answers again, with how long it lasted and
 // how many lookups failed.
-func watchResolver(c *dns.Client, log *slog.Logger) dns.Resolver {
+func watchResolver(c *dns.Client, log *slog.Logger) *dns.Health {
 	if log == nil {
-		return c
+		return nil
 	}
 	resolvers := strings.Join(c.Servers(), ", ")
 	return dns.NewHealth(c, dns.HealthHooks{

@@ -43,11 +43,11 @@ func TestDNSOutage(t *testing.T) {
 	e.setVerifier(func(o *verifier.Options) { o.Now = fixedClock(signTime) })
 	clock := &outageClock{t: time.Now()}
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	res, err := newResolver(e.rt.Config, nil, log, clock.now)
+	lk, err := newLookups(e.rt.Config, nil, log, clock.now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.setVerifier(func(o *verifier.Options) { o.Resolver = res })
+	e.setVerifier(func(o *verifier.Options) { o.Resolver = lk.cache })
 
 	k := testkit.RSAKey(2048)
 	seen := []string{"one.example", "two.example", "three.example", "revoked.example"}
@@ -119,4 +119,51 @@ func TestDNSOutage(t *testing.T) {
 	expect(t, "one.example", "dkim=pass (2048-bit rsa key; stale key record)")
 	expect(t, "revoked.example", `dkim=permerror reason="key revoked" (stale key record)`)
 	expect(t, "two.example", `dkim=temperror`)
+}
+
+// A reload in the middle of an outage (SIGHUP builds a new Runtime, with
+// a new key cache) keeps the stale records and the outage: senders seen
+// before still pass, the outage is not reported twice, and its end is.
+func TestDNSOutageAcrossReload(t *testing.T) {
+	e := newEnv(t, "")
+	k := testkit.RSAKey(2048)
+	for _, d := range []string{"one.example", "new.example"} {
+		e.dns.SetTXT("sel._domainkey."+d, testkit.KeyRecord(k, ""))
+		e.dns.SetTTL("sel._domainkey."+d, 1)
+	}
+	msg := func(d string) string {
+		return testkit.Sign(t, inbound, "v=1; a=rsa-sha256; d="+d+"; s=sel; h=from:subject", k)
+	}
+	expect := func(t *testing.T, d, want string) {
+		t.Helper()
+		if ar := e.inboundAR(t, msg(d)); !strings.Contains(ar, want) {
+			t.Errorf("d=%s: A-R %q, want %q", d, ar, want)
+		}
+	}
+	count := func(re string) int { return len(regexp.MustCompile(re).FindAllString(e.logs.String(), -1)) }
+	expect(t, "one.example", "dkim=pass (2048-bit rsa key)")
+	time.Sleep(1100 * time.Millisecond) // the 1 s TTL is over
+	addr := e.dns.Addr
+	e.dns.Stop()
+	expect(t, "one.example", "dkim=pass (2048-bit rsa key; stale key record)")
+
+	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	rt, _, err := LoadRuntime(e.rt.Config, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv.SetRuntime(rt)
+	for range 3 {
+		expect(t, "one.example", "dkim=pass (2048-bit rsa key; stale key record)")
+		expect(t, "new.example", "dkim=temperror")
+	}
+	if n := count(`level=WARN msg="dns: key lookups are failing`); n != 1 {
+		t.Errorf("%d outage WARN lines across the reload, want 1", n)
+	}
+	s := dnstest.NewAt(t, addr)
+	s.SetTXT("sel._domainkey.new.example", testkit.KeyRecord(k, ""))
+	expect(t, "new.example", "dkim=pass (2048-bit rsa key)")
+	if n := count(`level=INFO msg="dns: key lookups answered again"`); n != 1 {
+		t.Errorf("%d recovery lines, want 1", n)
+	}
 }

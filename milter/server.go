@@ -39,6 +39,7 @@ type Runtime struct {
 	Now      func() time.Time // nil: time.Now
 
 	signGate chan struct{} // see signer.Params.Gate
+	lookups  *lookups      // nil for a Runtime not from LoadRuntime
 
 	// testHook, when set, runs before each milter callback with the
 	// stage's name (guard.go): tests make it panic to check that a bug
@@ -58,7 +59,7 @@ func LoadRuntime(cfg *config.Config, m *Metrics, log *slog.Logger) (*Runtime, []
 	if err != nil {
 		return nil, warnings, err
 	}
-	res, err := newResolver(cfg, m, log, nil)
+	lk, err := newLookups(cfg, m, log, nil)
 	if err != nil {
 		return nil, warnings, err
 	}
@@ -66,22 +67,52 @@ func LoadRuntime(cfg *config.Config, m *Metrics, log *slog.Logger) (*Runtime, []
 	return &Runtime{
 		Config:   cfg,
 		Keys:     keys,
-		Verifier: verifier.New(verifier.ConfigOptions(cfg, res)),
+		lookups:  lk,
+		Verifier: verifier.New(verifier.ConfigOptions(cfg, lk.cache)),
 		Hostname: host,
 		signGate: make(chan struct{}, runtime.GOMAXPROCS(0)),
 	}, warnings, nil
 }
 
-// newResolver builds the key lookup stack of cfg, from the top: the TTL
+// lookups is a Runtime's key lookup stack, with handles on the parts a
+// reload hands over to the next Runtime (inherit).
+type lookups struct {
+	cache   *dns.Cache
+	health  *dns.Health // nil without a logger
+	servers string      // the resolvers, in order
+}
+
+// newLookups builds the key lookup stack of cfg, from the top: the TTL
 // cache with serve-stale (its clock is now; nil: time.Now), the debug
 // log, the metrics, the outage watch, and the DNS client.
-func newResolver(cfg *config.Config, m *Metrics, log *slog.Logger, now func() time.Time) (dns.Resolver, error) {
+func newLookups(cfg *config.Config, m *Metrics, log *slog.Logger, now func() time.Time) (*lookups, error) {
 	client, err := dns.NewClient(cfg.DNS.Nameservers, cfg.DNS.Timeout)
 	if err != nil {
 		return nil, fmt.Errorf("%s: dns: %w", cfg.Where(0), err)
 	}
-	return dns.NewCache(logLookups(m.ObserveResolver(watchResolver(client, log)), log),
-		dns.CacheOptions{MaxStale: cfg.DNS.MaxStale, Now: now}), nil
+	lk := &lookups{servers: strings.Join(client.Servers(), ", ")}
+	var next dns.Resolver = client
+	if lk.health = watchResolver(client, log); lk.health != nil {
+		next = lk.health
+	}
+	lk.cache = dns.NewCache(logLookups(m.ObserveResolver(next), log),
+		dns.CacheOptions{MaxStale: cfg.DNS.MaxStale, Now: now})
+	return lk, nil
+}
+
+// inherit hands what the lookups of prev, the Runtime in force until
+// now, know over to rt's: the cached key records, so that a reload does
+// not throw away what serve-stale needs, and, for the same resolvers, the
+// state of an outage, so that it is neither reported twice nor left
+// without its end.
+func (rt *Runtime) inherit(prev *Runtime) {
+	if rt == nil || prev == nil || rt.lookups == nil || prev.lookups == nil {
+		return
+	}
+	rt.lookups.cache.Adopt(prev.lookups.cache)
+	if rt.lookups.servers == prev.lookups.servers && rt.lookups.health != nil {
+		rt.lookups.health.Adopt(prev.lookups.health)
+	}
 }
 
 func (rt *Runtime) now() time.Time {
@@ -152,7 +183,11 @@ func NewServer(o ServerOptions) *Server {
 }
 
 // SetRuntime switches new sessions to rt; sessions in flight keep theirs.
-func (s *Server) SetRuntime(rt *Runtime) { s.rt.Store(rt) }
+// The key cache and the state of a resolver outage carry over (inherit).
+func (s *Server) SetRuntime(rt *Runtime) {
+	rt.inherit(s.rt.Load())
+	s.rt.Store(rt)
+}
 
 // Runtime returns the runtime new sessions get.
 func (s *Server) Runtime() *Runtime { return s.rt.Load() }

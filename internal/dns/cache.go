@@ -313,6 +313,51 @@ func (c *Cache) remove(key string, e *cacheEntry) {
 	delete(c.entries, key)
 }
 
+// Adopt copies old's entries into c, as far as c has room, so that a
+// new cache (a configuration reload builds one) keeps what the old one
+// knew: above all the records it may serve stale during an outage. Each
+// entry keeps its expiry; its dead time follows c's MaxStale. The
+// counters start afresh. Call it before c is in use.
+func (c *Cache) Adopt(old *Cache) {
+	if old == nil || old == c {
+		return
+	}
+	type kept struct {
+		key string
+		e   cacheEntry
+	}
+	var all []kept
+	old.mu.Lock()
+	for el := old.order.Front(); el != nil; el = el.Next() {
+		k := el.Value.(string)
+		all = append(all, kept{k, *old.entries[k]})
+	}
+	old.mu.Unlock()
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	// The newest last, as they were: the oldest go first when c is smaller.
+	for _, k := range all[max(0, len(all)-c.maxEntries):] {
+		e := k.e
+		if e.res != nil {
+			e.dead = e.expires.Add(c.maxStale)
+		}
+		if !now.Before(e.dead) {
+			continue
+		}
+		if prev, ok := c.entries[k.key]; ok {
+			c.remove(k.key, prev)
+		}
+		c.makeRoom(now)
+		e.elem = c.order.PushBack(k.key)
+		c.entries[k.key] = &e
+		if c.minDead.IsZero() || e.dead.Before(c.minDead) {
+			c.minDead = e.dead
+		}
+	}
+}
+
 // Stats returns the current counters.
 func (c *Cache) Stats() CacheStats {
 	c.mu.Lock()

@@ -130,6 +130,25 @@ func (h *Health) LookupTXT(ctx context.Context, name string) (*TXTResult, error)
 	return res, err
 }
 
+// Adopt takes over old's state, so that an outage that goes on across a
+// configuration reload is not reported again, and its end is. Call it
+// only when both watch the same resolvers, before h is in use.
+func (h *Health) Adopt(old *Health) {
+	if old == nil || old == h {
+		return
+	}
+	old.mu.Lock()
+	down, since, failed, reminded := old.down, old.since, old.failed, old.reminded
+	domains := make(map[string]bool, len(old.domains))
+	for d := range old.domains {
+		domains[d] = true
+	}
+	old.mu.Unlock()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.down, h.since, h.failed, h.reminded, h.domains = down, since, failed, reminded, domains
+}
+
 // outage describes the current run of failures. Callers hold h.mu.
 func (h *Health) outage(now time.Time, kind string, err error) Outage {
 	return Outage{Kind: kind, Err: err, Since: h.since, Lasted: now.Sub(h.since), Failed: h.failed, Domains: len(h.domains)}

@@ -259,3 +259,47 @@ func TestCacheServeStaleThroughClient(t *testing.T) {
 		t.Errorf("after NXDOMAIN: %+v, want not found", res)
 	}
 }
+
+// Adopt carries the entries of an old cache into a new one (a reload):
+// live and stale records, negative answers until their TTL, newest kept
+// when the new cache is smaller; dead entries are not carried.
+func TestCacheAdopt(t *testing.T) {
+	clock := newCacheTestClock()
+	up := &switchUpstream{res: &TXTResult{Records: []string{"v=DKIM1; p=OLD"}, TTL: time.Minute}}
+	old := NewCache(up, CacheOptions{Now: clock.Now, MaxStale: time.Hour})
+	for i := range 4 {
+		cacheMustLookup(t, old, fmt.Sprintf("s%d._domainkey.example.com", i))
+		clock.Advance(20 * time.Minute) // s0 ends up dead (TTL+MaxStale over), s1..s3 stale
+	}
+	up.set(nil, staleNX)
+	old.LookupTXT(context.Background(), "gone._domainkey.example.com") // a negative answer, still fresh
+
+	fresh := func(max int) *Cache {
+		return NewCache(&switchUpstream{err: staleTimeout}, CacheOptions{Now: clock.Now, MaxStale: time.Hour, MaxEntries: max})
+	}
+	c := fresh(0)
+	c.Adopt(old)
+	if n := c.Stats().Entries; n != 4 {
+		t.Errorf("%d entries adopted, want 4 (s1..s3 and gone)", n)
+	}
+	for i, want := range []bool{false, true, true, true} {
+		res, err := c.LookupTXT(context.Background(), fmt.Sprintf("s%d._domainkey.example.com", i))
+		if got := err == nil && res.Stale; got != want {
+			t.Errorf("s%d: %+v, %v; want stale %v", i, res, err, want)
+		}
+	}
+	if _, err := c.LookupTXT(context.Background(), "gone._domainkey.example.com"); err == nil || err.Error() != staleNX.Error() {
+		t.Errorf("the negative answer was not adopted: %v", err)
+	}
+
+	small := fresh(2)
+	small.Adopt(old)
+	if n := small.Stats().Entries; n != 2 {
+		t.Errorf("%d entries in a cache of 2", n)
+	}
+	if _, err := small.LookupTXT(context.Background(), "s3._domainkey.example.com"); err != nil {
+		t.Errorf("the newest record was not kept: %v", err)
+	}
+	c.Adopt(nil)
+	c.Adopt(c)
+}
