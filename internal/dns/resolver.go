@@ -1,8 +1,10 @@
 // Package dns looks up the DNS records dkimmilter needs: DKIM key
 // records (TXT), and for `dkimmilter keys check` the zone and name servers
 // that publish them. It speaks DNS itself through github.com/miekg/dns
-// (client.go says why), keeps answers for their TTL (cache.go), and has an
-// in-memory resolver for tests (fake.go).
+// (client.go says why), keeps answers for their TTL and key records past
+// it for when DNS fails (cache.go, RFC 8767), tells a failing resolver from
+// a broken zone (health.go), and has an in-memory resolver for tests
+// (fake.go).
 //
 // Every lookup error is a *net.DNSError, classified as the verifier needs
 // it (RFC 6376 §6.1.2): IsNotFound for NXDOMAIN and NODATA, a permanent
