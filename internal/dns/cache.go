@@ -96,9 +96,15 @@ type cacheEntry struct {
 	elem    *list.Element
 }
 
+// canServeStale reports whether e holds a record that may be served
+// stale at now.
+func (e *cacheEntry) canServeStale(now time.Time) bool {
+	return e != nil && e.res != nil && now.Before(e.dead)
+}
+
 // staleAt returns a stale copy of e's record if e may be served at now.
 func (e *cacheEntry) staleAt(now time.Time) *TXTResult {
-	if e == nil || e.res == nil || !now.Before(e.dead) {
+	if !e.canServeStale(now) {
 		return nil
 	}
 	res := copyTXTResult(e.res)
@@ -157,7 +163,9 @@ func NewCache(next Resolver, opts CacheOptions) *Cache {
 // LookupTXT answers from the cache or asks the next resolver. A cached
 // positive answer carries the TTL it has left. If ctx ends first, the caller
 // gets a timeout (or cancellation) *net.DNSError while the shared query goes
-// on and fills the cache for later callers.
+// on and fills the cache for later callers. When the lookup fails, or the
+// caller's deadline ends, and the cache holds the name's record within
+// MaxStale past its TTL, that record is the answer, with Stale set.
 func (c *Cache) LookupTXT(ctx context.Context, name string) (*TXTResult, error) {
 	key := strings.ToLower(mdns.Fqdn(name))
 
@@ -175,7 +183,7 @@ func (c *Cache) LookupTXT(ctx context.Context, name string) (*TXTResult, error) 
 			res := copyTXTResult(e.res)
 			res.TTL = e.expires.Sub(now)
 			return res, nil
-		case e.staleAt(now) == nil:
+		case !e.canServeStale(now):
 			c.remove(key, e)
 		case now.Before(e.retry):
 			// A refresh failed moments ago: do not wait for another.
