@@ -227,11 +227,20 @@ func TestCacheStaleBounded(t *testing.T) {
 	}
 	// A stale record still within MaxStale is not served once evicted:
 	// the bound wins over serve-stale.
-	c2 := NewCache(&switchUpstream{res: &TXTResult{Records: []string{"r"}, TTL: time.Minute}}, CacheOptions{Now: clock.Now, MaxStale: time.Hour, MaxEntries: 1})
+	up2 := &switchUpstream{res: &TXTResult{Records: []string{"r"}, TTL: time.Minute}}
+	c2 := NewCache(up2, CacheOptions{Now: clock.Now, MaxStale: time.Hour, MaxEntries: 1})
 	cacheMustLookup(t, c2, "a._domainkey.example.com")
 	cacheMustLookup(t, c2, "b._domainkey.example.com")
 	if n := c2.Stats().Entries; n != 1 {
 		t.Errorf("%d entries, want 1", n)
+	}
+	clock.Advance(2 * time.Minute)
+	up2.set(nil, staleTimeout)
+	if res, err := c2.LookupTXT(context.Background(), "a._domainkey.example.com"); err == nil {
+		t.Errorf("an evicted record was served: %+v", res)
+	}
+	if res := cacheMustLookup(t, c2, "b._domainkey.example.com"); !res.Stale {
+		t.Errorf("the record kept was not served stale: %+v", res)
 	}
 }
 
