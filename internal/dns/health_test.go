@@ -44,13 +44,11 @@ func (l *healthLog) got() []string {
 // a resolver that is down.
 func closedPort(t *testing.T) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := pc.LocalAddr().String()
-	pc.Close()
-	return addr
+	// A port free for UDP and TCP alike (the test brings a server back
+	// on it, which binds both), closed again.
+	s := dnstest.New(t)
+	s.Stop()
+	return s.Addr
 }
 
 // The done-when of an outage: a resolver that goes down and comes back,
