@@ -474,3 +474,35 @@ func TestShutdownMessageTimeout(t *testing.T) {
 		t.Errorf("log: %s", e.logs.String())
 	}
 }
+
+// A message whose end of message is still waiting on DNS when the
+// deadline passes gets a moment more, then its connection is closed under
+// it: the answer never reaches Postfix, and the message is logged as cut
+// at end of message (the session has let go of it by then: the queue id
+// comes from the connection) and counted.
+func TestShutdownCutsEndOfMessage(t *testing.T) {
+	e := newEnv(t, strings.Replace(baseConfig, `timeout = "1s"`, `timeout = "10s"`, 1))
+	k := testkit.RSAKey(2048)
+	name := "slow._domainkey.sender.example"
+	e.dns.SetTXT(name, testkit.KeyRecord(k, ""))
+	e.dns.SetDelay(name, 3*time.Second)
+	msg := testkit.Sign(t, inbound, "v=1; a=rsa-sha256; d=sender.example; s=slow; h=from:to:subject", k)
+	srv, addr := e.startLimited(Limits{})
+	c := dialAt(t, addr, remote)
+	sent := make(chan error, 1)
+	go func() {
+		_, err := c.Send(daveEnv, testkit.CRLF([]byte(msg)), 0)
+		sent <- err
+	}()
+	waitFor(t, "the key lookup", func() bool { return e.dns.Queries(name) > 0 })
+	if r := <-shutdown(srv, 100*time.Millisecond); r.cut != 1 {
+		t.Errorf("cut %d, want 1", r.cut)
+	}
+	if err := <-sent; err == nil {
+		t.Error("end of message was answered after the stop closed the connection")
+	}
+	want := `msg="milter connection ended in the middle of a message" qid=4Xin0001 stage="end of message" .* cause=shutdown`
+	if !regexp.MustCompile(want).MatchString(e.logs.String()) {
+		t.Errorf("log lacks %s", want)
+	}
+}
