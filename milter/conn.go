@@ -27,7 +27,43 @@ type Limits struct {
 	MaxSessions    int           // concurrent milter connections; 0: no limit
 	IdleTimeout    time.Duration // no packet from Postfix for this long ends the session; 0: none
 	MessageTimeout time.Duration // one message (MAIL to ABORT) may take this long; 0: none
+	// DrainGrace is how long a connection whose message ended during a
+	// drain may stay idle before the drain closes it; 0: DefaultDrainGrace.
+	// Only tests change it.
+	DrainGrace time.Duration
 }
+
+// DefaultDrainGrace is how long, during a drain, a milter connection may
+// stay idle after a message ended on it before it is closed.
+//
+// Postfix keeps one milter connection per SMTP session and, with the
+// no-reply flags, reads nothing from it until end of message: a
+// connection we close between messages is noticed only when the session's
+// next message meets the closed socket at its end, and that message gets
+// milter_default_action. So a drain never closes a connection on which it
+// has not seen a message end: its SMTP client may be in its TLS
+// handshake, its AUTH, or between two messages, and only Postfix (QUIT,
+// close) or limits.shutdown_timeout ends it. Once a message has ended
+// during the drain, the session's next packet comes as soon as its SMTP
+// client sends the next MAIL FROM, which a client with more to send does
+// within a round trip or two of our answer (its 250); a connection that
+// stays idle is idle because its client is. The longest pause Postfix's
+// own SMTP client leaves between two messages on one session is
+// smtp_connection_cache_time_limit (2s by default: a cached connection
+// then QUITs); 5s covers that and a slow client's round trips, and
+// delays the end of a drain by at most that much after the last message.
+const DefaultDrainGrace = 5 * time.Second
+
+// cutWindow is how long, once the drain's deadline has passed, what
+// Postfix has already sent is still read, so that a message already in the
+// socket is finished (its end of message included) or at least named in
+// the log, not lost unseen. hardClose is how long a connection busy in a
+// callback (an end of message waiting on DNS) gets after that before its
+// socket is closed under it.
+const (
+	cutWindow = 100 * time.Millisecond
+	hardClose = time.Second
+)
 
 // tracker is the listener wrapper: it counts connections, enforces
 // MaxSessions, and knows each connection's state for a graceful drain.
@@ -44,6 +80,11 @@ type tracker struct {
 	draining    bool
 	drainingNow atomic.Bool
 	done        sync.WaitGroup
+
+	// stopAt is set when the drain's deadline has passed: connections
+	// read until then, and end (Read).
+	stopAt atomic.Pointer[time.Time]
+	cut    atomic.Int32 // messages cut by the drain's deadline
 
 	full atomic.Bool // logged "limit reached" once per episode
 
@@ -145,37 +186,69 @@ func (t *tracker) Sessions() int {
 	return len(t.conns)
 }
 
-// drain stops new sessions, ends idle ones now and the others as soon as
-// their message is done, and force-closes what is left when ctx ends. It
-// returns how many connections had to be cut mid-message.
+// drain stops new sessions and waits for the open ones to end: each ends
+// when Postfix closes it (QUIT, or the SMTP client gone), or when a
+// message ended on it during the drain and it then stayed idle for the
+// grace (DefaultDrainGrace). When ctx ends, what Postfix has already sent
+// is read for cutWindow, then every connection ends: a message still in
+// flight is cut, and logged and counted by its session. drain returns how
+// many messages it cut.
 func (t *tracker) drain(ctx context.Context) int {
 	t.mu.Lock()
 	t.draining = true
 	t.drainingNow.Store(true)
-	for c := range t.conns {
-		c.wake()
-	}
 	t.mu.Unlock()
 
 	finished := make(chan struct{})
 	go func() { t.done.Wait(); close(finished) }()
 	select {
 	case <-finished:
-		return 0
+		return int(t.cut.Load())
 	case <-ctx.Done():
 	}
+	at := t.now().Add(cutWindow)
+	t.stopAt.Store(&at)
 	t.mu.Lock()
-	cut := len(t.conns)
+	busy := 0
 	for c := range t.conns {
+		if c.busy.Load() {
+			busy++
+		}
+		// Wakes a Read blocked on the socket; one about to block sees
+		// stopAt (setDeadline).
+		c.Conn.SetReadDeadline(at)
+	}
+	if n := len(t.conns); n > 0 {
+		t.log.Warn("stop deadline reached: closing the milter connections left", "messages_in_flight", busy, "between_messages", n-busy,
+			"then", "a message cut is logged on its own; Postfix applies milter_default_action to it, and to the next message of a session closed between messages")
+	}
+	t.mu.Unlock()
+	select {
+	case <-finished:
+		return int(t.cut.Load())
+	case <-time.After(cutWindow + hardClose):
+	}
+	// Busy in a callback: an end of message still waiting on DNS.
+	t.mu.Lock()
+	for c := range t.conns {
+		c.cause.CompareAndSwap(int32(causeClosed), int32(causeShutdown))
 		c.Conn.Close()
 	}
 	t.mu.Unlock()
 	<-finished
-	return cut
+	return int(t.cut.Load())
 }
 
 // isDraining is read on every packet: an atomic copy of draining.
 func (t *tracker) isDraining() bool { return t.drainingNow.Load() }
+
+// grace is Limits.DrainGrace or its default.
+func (t *tracker) grace() time.Duration {
+	if g := t.limits.DrainGrace; g > 0 {
+		return g
+	}
+	return DefaultDrainGrace
+}
 
 func (t *tracker) remove(c *conn) {
 	t.mu.Lock()
@@ -191,9 +264,10 @@ func (t *tracker) remove(c *conn) {
 }
 
 // conn follows the milter packets Postfix sends, without buffering them,
-// to know whether a message is in progress: MAIL starts one, ABORT (which
-// Postfix sends after every message) or QUIT ends it. That is what lets a
-// drain close idle sessions at once and busy ones between messages.
+// and our answers, to know whether a message is in progress: MAIL starts
+// one; our answer to end of message (or a refusal), ABORT or QUIT ends it.
+// That is what lets a drain wait for the messages in flight, and close a
+// connection only between messages.
 type conn struct {
 	net.Conn
 	t *tracker
@@ -208,7 +282,13 @@ type conn struct {
 	busy     atomic.Bool
 	msgStart time.Time
 	qid      string // the queue id Postfix sent for the message in progress (macros)
-	wrote    bool   // our first packet, the negotiation reply, is written
+	// eom: Postfix sent end of message, and we have not answered it yet.
+	eom bool
+	// endedInDrain: a message ended on this connection during a drain,
+	// whose grace then applies (DefaultDrainGrace).
+	endedInDrain bool
+	cause        atomic.Int32 // a cutCause: why the connection ended
+	wrote        bool         // our first packet, the negotiation reply, is written
 	// noDataReply: SMFIP_NR_DATA was negotiated, and dropReplies counts
 	// the DATA events whose reply go-milter has yet to write (and we to
 	// drop): see dropDataReply.
@@ -216,7 +296,7 @@ type conn struct {
 	dropReplies int
 	closeOnce   sync.Once
 	eof         bool
-	onClose     func() // set before the connection is served
+	onClose     func(cause cutCause, eom bool) bool // set before the connection is served; true: a message was cut
 }
 
 // Read serves go-milter from a small buffer: go-milter reads each packet
@@ -225,43 +305,49 @@ type conn struct {
 // call now brings many packets. Body chunks bigger than the buffer are
 // read straight into go-milter's slice.
 //
-// During a drain, a session between messages ends here with a clean EOF
-// (go-milter takes it as the MTA hanging up and logs nothing), unless
-// Postfix has already sent more: with the no-reply flags it does not wait
-// for us after MAIL, so a message may be in the socket before we see it.
+// The connection ends here, with a clean EOF (go-milter takes it as the
+// MTA hanging up and logs nothing), when a drain's grace or deadline says
+// so between messages; with an error that go-milter logs at debug when a
+// limit or the drain's deadline cuts a message.
 func (c *conn) Read(p []byte) (int, error) {
 	for {
 		if c.eof {
 			return 0, io.EOF
 		}
-		if c.t.isDraining() && !c.busy.Load() && !c.pending() {
-			c.eof = true
-			return 0, io.EOF
-		}
+		kind := noDeadline
 		if c.rd.Buffered() == 0 {
 			// Only a read that goes to the socket can wait.
-			c.setDeadline()
-			if c.t.isDraining() && !c.busy.Load() {
-				// The drain began after the check above, and setDeadline
-				// may have undone its wake-up: check again.
+			kind = c.setDeadline()
+			if kind != stopDeadline && c.t.stopAt.Load() != nil {
+				// The drain's deadline passed after setDeadline looked,
+				// and setDeadline may have undone its wake-up.
 				continue
 			}
 		}
 		n, err := c.rd.Read(p)
 		c.parse(p[:n])
-		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-			if n == 0 && c.t.isDraining() && !c.messageExpired() {
-				// Woken by the drain, or a deadline during it: between
-				// messages the check above ends the session; during one,
-				// keep waiting for its end (the drain's own deadline
-				// cuts it otherwise, and so does the message timeout).
-				continue
+		if n == 0 && err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+			switch {
+			case c.t.stopAt.Load() != nil:
+				if c.busy.Load() {
+					c.cause.Store(int32(causeShutdown))
+					return 0, errShutdown
+				}
+				c.eof = true
+				return 0, io.EOF
+			case kind == graceDeadline:
+				c.t.log.Debug("stopping: milter connection idle after its message, closed", "grace", c.t.grace(), "client", c.RemoteAddr().String())
+				c.eof = true
+				return 0, io.EOF
 			}
-			return n, c.timeoutError()
+			return n, c.timeoutError(kind)
 		}
 		return n, err
 	}
 }
+
+// errShutdown ends a connection whose message the drain's deadline cut.
+var errShutdown = errors.New("milter: shutdown_timeout")
 
 // socket is the connection's unbuffered read side, for conn.rd.
 type socket struct{ c *conn }
@@ -274,62 +360,60 @@ func (s socket) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// drainGrace is how long a drain waits for packets already on their way
-// from an idle session before ending it.
-const drainGrace = 100 * time.Millisecond
+// The deadlines a read may wait for.
+type deadline uint8
 
-// pending reports whether Postfix has sent something we have not read.
-func (c *conn) pending() bool {
-	if c.rd.Buffered() > 0 {
-		return true
-	}
-	c.Conn.SetReadDeadline(c.t.now().Add(drainGrace))
-	_, err := c.rd.Peek(1)
-	return err == nil
-}
-
-// messageExpired: a message is in flight and has used up
-// limits.message_timeout.
-func (c *conn) messageExpired() bool {
-	l := c.t.limits
-	return c.busy.Load() && l.MessageTimeout > 0 && c.t.now().Sub(c.msgStart) >= l.MessageTimeout
-}
+const (
+	noDeadline      deadline = iota
+	idleDeadline             // limits.idle_timeout
+	messageDeadline          // limits.message_timeout
+	graceDeadline            // a drain's grace, after a message
+	stopDeadline             // the drain's deadline (limits.shutdown_timeout)
+)
 
 // timeoutError says which limit ended the session.
-func (c *conn) timeoutError() error {
+func (c *conn) timeoutError(kind deadline) error {
 	l := c.t.limits
-	if c.messageExpired() {
+	if kind == messageDeadline {
+		c.cause.Store(int32(causeMessageTimeout))
 		c.t.metrics.limit(limitMessageTimeout)
 		c.t.log.Warn("message took longer than limits.message_timeout: session closed", "limit", l.MessageTimeout, "client", c.RemoteAddr().String())
 		return errors.New("milter: message timeout")
 	}
+	c.cause.Store(int32(causeIdleTimeout))
 	c.t.metrics.limit(limitIdleTimeout)
 	c.t.log.Info("milter connection idle longer than limits.idle_timeout: closed", "limit", l.IdleTimeout)
 	return errors.New("milter: idle timeout")
 }
 
-// setDeadline arms the read deadline: the idle timeout, or the end of the
-// message deadline if sooner.
-func (c *conn) setDeadline() {
+// setDeadline arms the read deadline, the earliest of: the idle timeout;
+// the end of the message deadline; during a drain, the grace after a
+// message; the drain's deadline. It returns which one it armed.
+func (c *conn) setDeadline() deadline {
 	l := c.t.limits
 	var d time.Time
-	now := c.t.now()
-	if l.IdleTimeout > 0 {
-		d = now.Add(l.IdleTimeout)
-	}
-	if c.busy.Load() && l.MessageTimeout > 0 {
-		if end := c.msgStart.Add(l.MessageTimeout); d.IsZero() || end.Before(d) {
-			d = end
+	kind := noDeadline
+	earliest := func(t time.Time, k deadline) {
+		if d.IsZero() || t.Before(d) {
+			d, kind = t, k
 		}
 	}
-	c.Conn.SetReadDeadline(d)
-}
-
-// wake interrupts a blocked Read so that it sees the drain.
-func (c *conn) wake() {
-	if !c.busy.Load() {
-		c.Conn.SetReadDeadline(time.Unix(1, 0))
+	now := c.t.now()
+	if l.IdleTimeout > 0 {
+		earliest(now.Add(l.IdleTimeout), idleDeadline)
 	}
+	busy := c.busy.Load()
+	if busy && l.MessageTimeout > 0 {
+		earliest(c.msgStart.Add(l.MessageTimeout), messageDeadline)
+	}
+	if !busy && c.endedInDrain {
+		earliest(now.Add(c.t.grace()), graceDeadline)
+	}
+	if at := c.t.stopAt.Load(); at != nil {
+		earliest(*at, stopDeadline)
+	}
+	c.Conn.SetReadDeadline(d)
+	return kind
 }
 
 // packets follows packet boundaries in a byte stream without buffering
@@ -387,10 +471,11 @@ func (k *packets) feed(p []byte, cmd func(byte), macros func([]byte)) {
 	}
 }
 
-// parse follows what Postfix sends. A message ends at end of message
-// (SMFIC_BODYEOB): Postfix 3.7 sends SMFIC_ABORT only before the next
-// MAIL or at QUIT, not after each message, so waiting for ABORT would
-// keep a finished session "busy" and make every drain wait its deadline.
+// parse follows what Postfix sends. A message ends with our answer to end
+// of message (SMFIC_BODYEOB, see sent): Postfix 3.7 sends SMFIC_ABORT only
+// before the next MAIL or at QUIT, not after each message, so waiting for
+// ABORT would keep a finished session "busy" and make every drain wait its
+// deadline.
 func (c *conn) parse(p []byte) {
 	c.in.feed(p, c.command, c.macros)
 }
@@ -406,9 +491,10 @@ func (c *conn) command(code byte) {
 			c.msgStart = c.t.now()
 			c.busy.Store(true)
 		}
-	case 'E', 'A', 'Q': // SMFIC_BODYEOB, SMFIC_ABORT, SMFIC_QUIT
-		c.busy.Store(false)
-		c.qid = ""
+	case 'E': // SMFIC_BODYEOB: the message ends with our answer (sent)
+		c.eom = true
+	case 'A', 'Q': // SMFIC_ABORT, SMFIC_QUIT
+		c.endMessage()
 	case 'T': // SMFIC_DATA
 		if c.noDataReply {
 			c.dropReplies++
@@ -442,16 +528,30 @@ func (c *conn) macros(p []byte) {
 	}
 }
 
-// sent follows our answers: a reply code, reject, tempfail, discard or
-// accept ends the message too (at end of headers, Postfix sends no more
-// of it).
+// sent follows our answers: the answer to end of message ends the
+// message, and so does a reply code, reject, tempfail, discard or accept
+// at any stage (Postfix sends no more of the message after one).
 func (c *conn) sent(p []byte) {
 	c.out.feed(p, func(code byte) {
 		switch code {
+		case 'c':
+			if c.eom {
+				c.endMessage()
+			}
 		case 'y', 'r', 't', 'd', 'a':
-			c.busy.Store(false)
+			c.endMessage()
 		}
 	}, nil)
+}
+
+// endMessage: the message in progress is over (or there was none).
+func (c *conn) endMessage() {
+	if (c.busy.Load() || c.eom) && c.t.isDraining() {
+		c.endedInDrain = true
+	}
+	c.busy.Store(false)
+	c.eom = false
+	c.qid = ""
 }
 
 func (c *conn) Write(p []byte) (int, error) {
@@ -517,19 +617,25 @@ func protocolVersion6(p []byte) []byte {
 
 // Close is called by go-milter when the session ends, after its own
 // recover: a panic here would take the daemon down, so onClose gets a
-// recover of its own.
+// recover of its own. The session learns why the connection ended, and
+// whether end of message was still unanswered (its own message state is
+// gone by then); a message the drain's deadline cut is counted for
+// Shutdown before the connection stops counting as open.
 func (c *conn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
 		err = c.Conn.Close()
-		c.t.remove(c)
+		defer c.t.remove(c)
 		if c.onClose != nil {
 			defer func() {
 				if v := recover(); v != nil {
 					c.t.log.Error("panic while closing a milter session", "panic", v)
 				}
 			}()
-			c.onClose()
+			cause := cutCause(c.cause.Load())
+			if c.onClose(cause, c.eom) && cause == causeShutdown {
+				c.t.cut.Add(1)
+			}
 		}
 	})
 	return err

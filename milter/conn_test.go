@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +19,7 @@ import (
 // startLimited starts a second server on e's runtime with limits.
 func (e *env) startLimited(l Limits) (*Server, string) {
 	e.t.Helper()
-	srv := NewServer(ServerOptions{Runtime: e.rt, Log: e.srv.log, Limits: l})
+	srv := NewServer(ServerOptions{Runtime: e.rt, Log: e.srv.log, Limits: l, Metrics: e.metrics})
 	ln, addr := listenLoopback(e.t)
 	done := make(chan struct{})
 	go func() { defer close(done); srv.Serve(ln) }()
@@ -80,37 +81,157 @@ func finishMessage(t *testing.T, c *testkit.Client) []gomilter.ModifyAction {
 	return mods
 }
 
-// A drain ends idle sessions at once, lets a message in flight finish
-// (signed, with its reply), then ends that session too.
+// shutdown runs srv.Shutdown with a deadline in the background; the
+// channel has what it returned and how long it took.
+type shutdownResult struct {
+	cut  int
+	took time.Duration
+}
+
+func shutdown(srv *Server, timeout time.Duration) <-chan shutdownResult {
+	out := make(chan shutdownResult, 1)
+	go func() {
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		n := srv.Shutdown(ctx)
+		out <- shutdownResult{n, time.Since(start)}
+	}()
+	return out
+}
+
+// A drain keeps every connection Postfix holds: one between two messages
+// (Postfix reads nothing from it until its next message ends, which would
+// meet a closed socket) and one with a message in flight. Both messages
+// that come during the drain are signed, and the drain ends as soon as
+// Postfix closes the connections (QUIT), long before its grace or its
+// deadline.
 func TestShutdownDrains(t *testing.T) {
 	e := newEnv(t, "")
 	srv, addr := e.startLimited(Limits{})
 	idle := dialAt(t, addr, "127.0.0.1")
+	if r, err := idle.Send(aliceEnv, testkit.CRLF([]byte(outbound)), 0); err != nil || len(testkit.Mods(r, gomilter.ActInsertHeader)) != 1 {
+		t.Fatalf("first message: %v %+v", err, r)
+	}
 	busy := dialAt(t, addr, "127.0.0.1")
 	startMessage(t, busy)
 	waitFor(t, "two sessions", func() bool { return srv.Sessions() == 2 })
 
-	cut := make(chan int, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		cut <- srv.Shutdown(ctx)
-	}()
-	waitFor(t, "the idle session to end", func() bool { return srv.Sessions() == 1 })
-	// MAIL gets no reply (SMFIP_NR_MAIL); end of headers does.
-	idle.Session.Mail("x@example.com", nil)
-	if _, err := idle.Session.HeaderEnd(); err == nil {
-		t.Error("idle session still answers after the drain began")
+	res := shutdown(srv, time.Minute)
+	waitFor(t, "the listener to close", func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	// Longer than a drain used to give an idle connection.
+	time.Sleep(300 * time.Millisecond)
+	if n := srv.Sessions(); n != 2 {
+		t.Fatalf("%d sessions left after the drain began, want 2: a connection Postfix holds was closed", n)
 	}
-	mods := finishMessage(t, busy)
-	if len(mods) != 1 || mods[0].HeaderName != "DKIM-Signature" {
+	r, err := idle.Send(aliceEnv, testkit.CRLF([]byte(outbound)), 0)
+	if err != nil || len(testkit.Mods(r, gomilter.ActInsertHeader)) != 1 {
+		t.Errorf("next message on the idle connection during the drain: %v %+v", err, r)
+	}
+	if mods := finishMessage(t, busy); len(mods) != 1 || mods[0].HeaderName != "DKIM-Signature" {
 		t.Errorf("message in flight during the drain: %+v", mods)
 	}
-	if n := <-cut; n != 0 {
-		t.Errorf("%d sessions cut", n)
+	idle.Close()
+	busy.Close()
+	select {
+	case r := <-res:
+		if r.cut != 0 || r.took > DefaultDrainGrace {
+			t.Errorf("drain cut %d messages and took %v; want 0, ended by the clients' QUIT", r.cut, r.took)
+		}
+	case <-time.After(DefaultDrainGrace):
+		t.Fatal("the drain did not end when Postfix closed its connections")
 	}
 	if srv.Sessions() != 0 {
 		t.Errorf("%d sessions left", srv.Sessions())
+	}
+}
+
+// Once a message has ended during the drain, a connection that then stays
+// idle for the grace is closed, and the drain ends with it; a connection
+// with no message since the drain began is not closed by the grace, only
+// by the drain's deadline, and that cuts no message.
+func TestShutdownGrace(t *testing.T) {
+	e := newEnv(t, "")
+	grace := 300 * time.Millisecond
+	srv, addr := e.startLimited(Limits{DrainGrace: grace})
+	done := dialAt(t, addr, "127.0.0.1")
+	quiet := dialAt(t, addr, "127.0.0.1")
+	if _, err := quiet.Send(aliceEnv, testkit.CRLF([]byte(outbound)), 0); err != nil {
+		t.Fatal(err)
+	}
+	// The milter notes that the message ended just after it wrote the
+	// answer this client has read: let it, so that the message counts
+	// as ended before the drain.
+	time.Sleep(100 * time.Millisecond)
+	res := shutdown(srv, 3*time.Second)
+	time.Sleep(50 * time.Millisecond)
+	if _, err := done.Send(aliceEnv, testkit.CRLF([]byte(outbound)), 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the connection idle after its message to be closed", func() bool { return srv.Sessions() == 1 })
+	if _, err := done.Send(aliceEnv, testkit.CRLF([]byte(outbound)), 0); err == nil {
+		t.Error("the connection idle past the grace still answers")
+	}
+	r := <-res
+	if r.cut != 0 {
+		t.Errorf("cut %d messages, want 0: no message was in flight", r.cut)
+	}
+	if r.took < 3*time.Second {
+		t.Errorf("the drain took %v: the connection with no message since it began was closed before the deadline", r.took)
+	}
+	if !strings.Contains(e.logs.String(), `msg="stop deadline reached: closing the milter connections left" messages_in_flight=0 between_messages=1`) {
+		t.Errorf("log:\n%s", e.logs.String())
+	}
+}
+
+// When the deadline passes, every message still in flight is cut: each is
+// logged with its queue id and stage, and counted; a connection between
+// messages is closed without counting as a cut message.
+func TestShutdownDeadlineCuts(t *testing.T) {
+	e := newEnv(t, "")
+	srv, addr := e.startLimited(Limits{})
+	inHeader := dialAt(t, addr, "127.0.0.1")
+	s := inHeader.Session
+	if _, err := s.Mail("alice@example.com", nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Macros(gomilter.CodeHeader, "i", "4XCUTHDR1")
+	s.HeaderField("From", " alice@example.com")
+	inBody := dialAt(t, addr, "127.0.0.1")
+	inBody.Session.Macros(gomilter.CodeMail, "i", "4XCUTBODY")
+	startMessage(t, inBody)
+	idle := dialAt(t, addr, "127.0.0.1")
+	_ = idle
+	waitFor(t, "three sessions", func() bool { return srv.Sessions() == 3 })
+	r := <-shutdown(srv, 300*time.Millisecond)
+	if r.cut != 2 {
+		t.Errorf("cut %d, want 2", r.cut)
+	}
+	if srv.Sessions() != 0 {
+		t.Errorf("%d sessions left", srv.Sessions())
+	}
+	log := e.logs.String()
+	for _, want := range []string{
+		`msg="milter connection ended in the middle of a message" qid=4XCUTHDR1 stage=header .* cause=shutdown`,
+		`msg="milter connection ended in the middle of a message" qid=4XCUTBODY stage=body .* cause=shutdown`,
+	} {
+		if !regexp.MustCompile(want).MatchString(log) {
+			t.Errorf("log lacks %s", want)
+		}
+	}
+	if n := strings.Count(log, "ended in the middle of a message"); n != 2 {
+		t.Errorf("%d messages logged as cut, want 2:\n%s", n, log)
+	}
+	var b strings.Builder
+	e.metrics.WritePrometheus(&b)
+	if !strings.Contains(b.String(), `dkimmilter_messages_cut_total{cause="shutdown"} 2`) {
+		t.Errorf("scrape:\n%s", b.String())
 	}
 }
 
@@ -233,7 +354,8 @@ func TestMessageTimeoutWithoutMail(t *testing.T) {
 }
 
 // Postfix sends no ABORT after a message (only before the next MAIL): a
-// session whose message is done is idle, and a drain does not wait for it.
+// session whose message is answered has no message in flight, and the
+// drain's deadline closes it without counting a cut message.
 func TestShutdownAfterFinishedMessage(t *testing.T) {
 	e := newEnv(t, "")
 	srv, addr := e.startLimited(Limits{})
@@ -242,17 +364,18 @@ func TestShutdownAfterFinishedMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the session", func() bool { return srv.Sessions() == 1 })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if cut := srv.Shutdown(ctx); cut != 0 {
-		t.Errorf("%d finished sessions were cut as if a message were in flight", cut)
+	if r := <-shutdown(srv, 200*time.Millisecond); r.cut != 0 {
+		t.Errorf("%d finished sessions were cut as if a message were in flight", r.cut)
+	}
+	if strings.Contains(e.logs.String(), "ended in the middle of a message") {
+		t.Errorf("log:\n%s", e.logs.String())
 	}
 }
 
 // The packet follower: MAIL, a header, end of headers or body start a
-// message; end of message, ABORT and QUIT end it, and so does a final
-// answer of ours (a reply code at end of headers), split across writes
-// or not.
+// message; our answer to end of message, ABORT and QUIT end it, and so
+// does a final answer of ours (a reply code at end of headers), split
+// across writes or not.
 func TestConnBusyState(t *testing.T) {
 	pkt := func(code byte, payload string) []byte {
 		b := []byte{0, 0, 0, byte(len(payload) + 1), code}
@@ -270,8 +393,13 @@ func TestConnBusyState(t *testing.T) {
 		{out: pkt('y', "451 4.3.0 try later\x00")[3:], busy: false},
 		{in: append(pkt('A', ""), pkt('M', "<b@example.com>\x00")...), busy: true},
 		{in: pkt('B', "body"), busy: true},
+		{in: pkt('E', ""), busy: true},
 		{out: pkt('i', "\x00\x00\x00\x00DKIM-Signature\x00 v=1\x00"), busy: true},
-		{in: pkt('E', ""), busy: false},
+		{out: pkt('c', ""), busy: false},
+		// A continue that answers anything but end of message (DATA
+		// without SMFIP_NR_DATA) ends nothing.
+		{in: pkt('M', "<c@example.com>\x00"), busy: true},
+		{out: pkt('c', ""), busy: true},
 	}
 	for i, st := range steps {
 		c.parse(st.in)
@@ -304,6 +432,10 @@ func TestConnQueueID(t *testing.T) {
 		t.Errorf("after DATA: qid %q busy %v, want Q1 and busy", c.qid, c.busy.Load())
 	}
 	c.parse(append(pkt('L', "From\x00 a\x00"), pkt('E', "")...))
+	if c.qid != "Q1" {
+		t.Errorf("at end of message: qid %q, want Q1 until it is answered", c.qid)
+	}
+	c.sent(pkt('c', ""))
 	if c.qid != "" {
 		t.Errorf("after end of message: qid %q, want none", c.qid)
 	}
@@ -340,5 +472,37 @@ func TestShutdownMessageTimeout(t *testing.T) {
 	}
 	if !strings.Contains(e.logs.String(), "limits.message_timeout") {
 		t.Errorf("log: %s", e.logs.String())
+	}
+}
+
+// A message whose end of message is still waiting on DNS when the
+// deadline passes gets a moment more, then its connection is closed under
+// it: the answer never reaches Postfix, and the message is logged as cut
+// at end of message (the session has let go of it by then: the queue id
+// comes from the connection) and counted.
+func TestShutdownCutsEndOfMessage(t *testing.T) {
+	e := newEnv(t, strings.Replace(baseConfig, `timeout = "1s"`, `timeout = "10s"`, 1))
+	k := testkit.RSAKey(2048)
+	name := "slow._domainkey.sender.example"
+	e.dns.SetTXT(name, testkit.KeyRecord(k, ""))
+	e.dns.SetDelay(name, 3*time.Second)
+	msg := testkit.Sign(t, inbound, "v=1; a=rsa-sha256; d=sender.example; s=slow; h=from:to:subject", k)
+	srv, addr := e.startLimited(Limits{})
+	c := dialAt(t, addr, remote)
+	sent := make(chan error, 1)
+	go func() {
+		_, err := c.Send(daveEnv, testkit.CRLF([]byte(msg)), 0)
+		sent <- err
+	}()
+	waitFor(t, "the key lookup", func() bool { return e.dns.Queries(name) > 0 })
+	if r := <-shutdown(srv, 100*time.Millisecond); r.cut != 1 {
+		t.Errorf("cut %d, want 1", r.cut)
+	}
+	if err := <-sent; err == nil {
+		t.Error("end of message was answered after the stop closed the connection")
+	}
+	want := `msg="milter connection ended in the middle of a message" qid=4Xin0001 stage="end of message" .* cause=shutdown`
+	if !regexp.MustCompile(want).MatchString(e.logs.String()) {
+		t.Errorf("log lacks %s", want)
 	}
 }

@@ -39,6 +39,7 @@ var closedConn = []string{
 	"use of closed network connection", // net.ErrClosed: we closed it
 	"milter: idle timeout",             // conn.timeoutError, logged by conn
 	"milter: message timeout",
+	"milter: shutdown_timeout", // errShutdown: the session logged the message cut
 	syscall.ECONNRESET.Error(), // Postfix went away
 	syscall.EPIPE.Error(),
 	io.ErrUnexpectedEOF.Error(),

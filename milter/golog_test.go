@@ -17,6 +17,7 @@ func TestLibraryLog(t *testing.T) {
 		{"Error reading milter command: read unix /run/dkimmilter.sock->@: read: connection reset by peer", slog.LevelDebug},
 		{"Error writing packet: write tcp 127.0.0.1:8891->127.0.0.1:40222: write: broken pipe", slog.LevelDebug},
 		{"Error reading milter command: milter: idle timeout", slog.LevelDebug},
+		{"Error reading milter command: " + errShutdown.Error(), slog.LevelDebug},
 		{"Error reading milter command: unexpected EOF", slog.LevelDebug},
 		{"Unrecognized command code: Z", slog.LevelWarn},
 		{"Error performing milter command: milter: malformed macro command", slog.LevelWarn},

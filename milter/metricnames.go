@@ -27,6 +27,7 @@ var metricFamilies = []struct {
 	{"dkimmilter_sign_errors_total", "counter", "Messages that could not be signed (actions.sign_error applied).", nil, false},
 	{"dkimmilter_actions_total", "counter", "[actions] answers other than accept.", actionSeries, false},
 	{"dkimmilter_forged_authentication_results_removed_total", "counter", "Authentication-Results fields claiming our authserv-id, removed.", nil, false},
+	{"dkimmilter_messages_cut_total", "counter", "Messages whose milter connection ended before their end of message was answered (Postfix applied milter_default_action), by cause.", cutSeries, false},
 	{"dkimmilter_limits_hit_total", "counter", "[limits] settings reached (max_sessions: a connection had to wait).", limitSeries, false},
 	{"dkimmilter_dns_lookups_total", "counter", "Key lookups sent to DNS (cache hits excluded), by outcome.", outcomeSeries, false},
 	{"dkimmilter_dns_lookup_duration_seconds", "histogram", "Latency of the key lookups sent to DNS.", nil, false},
@@ -48,6 +49,29 @@ const (
 	limitIdleTimeout    = "idle_timeout"
 	limitMessageTimeout = "message_timeout"
 )
+
+// cutCause is why a milter connection ended, for a message it cut: the
+// cause label of dkimmilter_messages_cut_total and the log's cause.
+type cutCause int32
+
+const (
+	causeClosed         cutCause = iota // Postfix closed it (its own timeouts), or it broke
+	causeShutdown                       // the stop's limits.shutdown_timeout, or a second stop signal
+	causeMessageTimeout                 // limits.message_timeout
+	causeIdleTimeout                    // limits.idle_timeout, in the middle of a message
+)
+
+var causeLabels = [...]string{"closed", "shutdown", "message_timeout", "idle_timeout"}
+
+func (c cutCause) String() string { return causeLabels[c] }
+
+func cutSeries() []string {
+	var out []string
+	for _, l := range causeLabels {
+		out = append(out, `cause="`+l+`"`)
+	}
+	return out
+}
 
 func decisionSeries() []string {
 	var out []string

@@ -189,6 +189,13 @@ func (m *Metrics) limit(name string) {
 	}
 }
 
+// messageCut counts a message cut in the middle, by cause.
+func (m *Metrics) messageCut(cause cutCause) {
+	if m != nil {
+		m.counter(`dkimmilter_messages_cut_total{cause="` + cause.String() + `"}`).Inc()
+	}
+}
+
 // action counts an [actions] answer other than accept.
 func (m *Metrics) action(a config.Action) {
 	if m != nil && a != config.Accept {

@@ -242,7 +242,7 @@ func (s *Server) serveConn(c *conn) {
 		Actions:  actions,
 		Protocol: protocol,
 	}
-	c.onClose = func() { cur.closed(c.qid) }
+	c.onClose = func(cause cutCause, eom bool) bool { return cur.closed(c.qid, cause, eom) }
 	srv.Serve(&oneConn{c: c}) // returns at once; the session goes on
 }
 
@@ -276,10 +276,15 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// Shutdown stops accepting connections, ends idle sessions at once and
-// busy ones when their message is done, and cuts what is left when ctx
-// ends. It returns how many sessions were cut in the middle of a message
-// (each costs that message Postfix's milter_default_action).
+// Shutdown stops accepting connections (the listener is closed) and waits
+// for the open ones to end: when Postfix closes them, or when a message
+// ended on one and it then stayed idle for the grace (DefaultDrainGrace).
+// A connection with no message since the drain began is never closed
+// before ctx ends: Postfix reads nothing from it until its next message
+// ends, which would then meet a closed socket. When ctx ends, what is
+// left is closed. It returns how many messages were cut in the middle
+// (each costs that message Postfix's milter_default_action; each is
+// logged with its queue id and stage, and counted).
 func (s *Server) Shutdown(ctx context.Context) int {
 	s.Close()
 	s.mu.Lock()

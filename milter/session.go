@@ -478,30 +478,42 @@ func (s *session) Abort(m *gomilter.Modifier) error {
 	return nil
 }
 
-// closed is called once the connection is gone, however it went: Postfix
-// hung up, a timeout or a protocol error ended it, or a handler panicked.
-// Postfix sends ABORT after every message, so a message still open here
-// was cut off: Postfix applies milter_default_action to it (or has hung up
-// on it), and the log names it by queue id (from the connection's macros
-// when the message had not reached the session's callbacks yet), envelope
-// sender and stage.
-func (s *session) closed(connQID string) {
-	if msg := s.msg; msg != nil {
-		qid := msg.qid
-		if qid == "" {
-			qid = connQID
+// closed is called once the connection is gone, however it went (cause):
+// Postfix hung up, a timeout or the drain's deadline ended it, a protocol
+// error, or a handler panicked. Postfix sends ABORT after every message it
+// gives up, so a message still open here (or one whose end of message, eom,
+// was not answered) was cut off: Postfix applies milter_default_action to
+// it (or has hung up on it), and the log names it by queue id (from the
+// connection's macros when the message had not reached the session's
+// callbacks yet, or has left them), envelope sender and stage. It reports
+// whether a message was cut.
+func (s *session) closed(connQID string, cause cutCause, eom bool) bool {
+	msg := s.msg
+	if msg == nil && !eom {
+		return false
+	}
+	qid, stage := connQID, stageEOM
+	var mailFrom, from string
+	if msg != nil {
+		if msg.qid != "" {
+			qid = msg.qid
 		}
-		stage := "body"
+		mailFrom, from = msg.envFrom, msg.from
 		switch {
+		case eom:
 		case !msg.decided && msg.fields == 0:
 			stage = "before the header"
 		case !msg.decided:
 			stage = "header"
+		default:
+			stage = "body"
 		}
-		s.log.Warn("milter connection ended in the middle of a message", "qid", qid, "stage", stage,
-			"client", s.clientDesc(), "mail_from", msg.envFrom, "from", msg.from)
 	}
+	s.log.Warn("milter connection ended in the middle of a message", "qid", qid, "stage", stage,
+		"client", s.clientDesc(), "mail_from", mailFrom, "from", from, "cause", cause.String())
+	s.metrics.messageCut(cause)
 	s.reset()
+	return true
 }
 
 // reset drops the message state; pending key lookups are cancelled.

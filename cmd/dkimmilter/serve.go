@@ -235,13 +235,18 @@ func (running fixedSettings) pending(cfg *config.Config) []settingChange {
 	return out
 }
 
-// stop drains: no new connections, idle sessions end now, messages in
-// flight get limits.shutdown_timeout to finish. A second SIGTERM or
-// SIGINT cuts them at once.
+// stop drains: no new connections (the listener is closed), and every
+// open milter connection is served until Postfix closes it, or until a
+// message ends on it and it then stays idle for milter.DefaultDrainGrace;
+// limits.shutdown_timeout bounds the whole, and a second SIGTERM or SIGINT
+// ends it at once. Postfix reads nothing from a milter connection between
+// messages, so closing one earlier would cost its SMTP session's next
+// message milter_default_action (milter.Server.Shutdown).
 func (d *daemon) stop(sig os.Signal, again <-chan os.Signal, served <-chan error) int {
 	sdNotify("STOPPING=1")
 	limit := d.srv.Runtime().Config.Limits.ShutdownTimeout
-	d.log.Info("stopping: letting messages in flight finish", "signal", sig.String(), "sessions", d.srv.Sessions(), "shutdown_timeout", limit)
+	d.log.Info("stopping: letting messages in flight finish", "signal", sig.String(), "sessions", d.srv.Sessions(),
+		"shutdown_timeout", limit, "then", "each milter connection ends when Postfix closes it, or when idle for "+milter.DefaultDrainGrace.String()+" after a message")
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	go func() {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
+	"github.com/dkimmilter/dkimmilter/milter"
 )
 
 // waitLog waits until the daemon's log has s (the daemon is a real
@@ -258,11 +260,16 @@ func expectNotify(t *testing.T, c *net.UnixConn, want string) {
 	}
 }
 
-// SIGTERM with a message in flight: the message finishes (signed), then
-// the daemon exits 0.
+// SIGTERM with a message in flight and a connection between messages:
+// the message finishes (signed), the idle connection's next message is
+// signed too, and the daemon exits 0 once Postfix has closed both (QUIT).
 func TestStopDrains(t *testing.T) {
 	f := newFixture(t, "")
 	p := startProc(t, "serve", "-config", f.cfg)
+	idle := f.dial(t)
+	if s := selectorOf(t, idle); s != "rsa" {
+		t.Fatalf("s=%s", s)
+	}
 	c := f.dial(t)
 	s := c.Session
 	if _, err := s.Mail("a@example.com", nil); err != nil {
@@ -286,14 +293,25 @@ func TestStopDrains(t *testing.T) {
 	if err != nil || act.Code != gomilter.ActContinue || len(mods) != 1 || mods[0].HeaderName != "DKIM-Signature" {
 		t.Fatalf("message in flight: %v %+v %+v", err, act, mods)
 	}
-	s.Abort()
+	// Longer than a stop used to keep a connection between messages.
+	time.Sleep(300 * time.Millisecond)
+	if s := selectorOf(t, idle); s != "rsa" {
+		t.Errorf("next message on the connection idle at SIGTERM: s=%s", s)
+	}
+	select {
+	case err := <-p.done:
+		t.Fatalf("the daemon exited (%v) while Postfix still held its connections", err)
+	default:
+	}
+	c.Close()
+	idle.Close()
 	select {
 	case err := <-p.done:
 		if err != nil {
 			t.Fatalf("exit: %v", err)
 		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("no exit after the message")
+	case <-time.After(milter.DefaultDrainGrace - time.Second):
+		t.Fatal("no exit once Postfix closed its connections")
 	}
 	if !strings.Contains(p.stderr.String(), "msg=stopped") {
 		t.Errorf("log:\n%s", p.stderr.String())
@@ -319,7 +337,7 @@ func TestStopCutsNamed(t *testing.T) {
 		t.Fatal("no exit after shutdown_timeout")
 	}
 	log := p.stderr.String()
-	if !strings.Contains(log, `msg="milter connection ended in the middle of a message" qid=4XCUT0001 stage=header`) {
+	if !regexp.MustCompile(`msg="milter connection ended in the middle of a message" qid=4XCUT0001 stage=header .* cause=shutdown`).MatchString(log) {
 		t.Errorf("the cut message is not named:\n%s", log)
 	}
 	if strings.Contains(log, "closed network connection") {
