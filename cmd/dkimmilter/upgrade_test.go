@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -149,7 +150,10 @@ func TestSocketActivationRefused(t *testing.T) {
 		{"a connection (Accept=yes)", []*os.File{cf}, "set Accept=no in dkimmilter.socket"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$@"`, "sh", os.Args[0], "serve", "-config", f.cfg)
+			// A daemon that serves instead of refusing is stopped.
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, "/bin/sh", "-c", `LISTEN_PID=$$ exec "$@"`, "sh", os.Args[0], "serve", "-config", f.cfg)
 			cmd.Env = append(os.Environ(), "DKIMMILTER_TEST_MAIN=1", "LISTEN_FDS="+strconv.Itoa(len(tt.files)))
 			cmd.ExtraFiles = tt.files
 			out, err := cmd.CombinedOutput()
