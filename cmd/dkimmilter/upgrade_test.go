@@ -391,3 +391,51 @@ func TestListenFds(t *testing.T) {
 		}
 	}
 }
+
+// Through a real Postfix (milter_default_action = tempfail): a stream of
+// messages with a SIGUSR2 upgrade in the middle. Every message is
+// accepted (a 451 fails send) and arrives signed, and Postfix logs no
+// milter warning: at no moment was the socket closed to it.
+func TestPostfixUpgrade(t *testing.T) {
+	requirePostfix(t)
+	f := newFixture(t, "")
+	p := newPostfix(t, "unix:dkimmilter/dkimmilter.sock")
+	cfg, _ := os.ReadFile(f.cfg)
+	cfgText := strings.Replace(string(cfg), `listen = "unix:`+f.dir+`/milter.sock"`,
+		`listen = "unix:`+filepath.Join(p.queue, "dkimmilter", "dkimmilter.sock")+`"`, 1)
+	cfgText = strings.Replace(cfgText, `socket_mode = "0660"`, `socket_mode = "0666"`, 1)
+	os.WriteFile(f.cfg, []byte(cfgText), 0o644)
+	pidfile := filepath.Join(f.dir, "dkimmilter.pid")
+	d := startProc(t, "serve", "-config", f.cfg, "-pidfile", pidfile)
+	old := d.cmd.Process.Pid
+	p.start()
+
+	const n = 60
+	neu := 0
+	for i := 0; i < n; i++ {
+		if i == n/3 {
+			d.cmd.Process.Signal(syscall.SIGUSR2)
+		}
+		if i == 2*n/3 {
+			// The rest of the stream goes to the new process.
+			neu = readPid(t, pidfile, old)
+			t.Cleanup(func() { syscall.Kill(neu, syscall.SIGKILL) })
+		}
+		msg := testkit.CRLF([]byte(fmt.Sprintf("From: Alice <alice@example.com>\nTo: Bob <bob@example.net>\nSubject: upgrade %d\nMessage-ID: <u%d@example.com>\n\nHello %d.\n", i, i, i)))
+		p.send("127.0.0.1", "alice@example.com", "bob@example.net", msg)
+	}
+	for i := 0; i < n; i++ {
+		if got := p.delivered(fmt.Sprintf("upgrade %d", i)); len(testkit.Fields(got, "DKIM-Signature")) != 1 {
+			t.Errorf("message %d arrived without a signature:\n%s", i, got)
+		}
+	}
+	waitExit(t, d, "old process")
+	if !strings.Contains(d.stderr.String(), "old process exited after the upgrade") {
+		t.Errorf("the upgrade did not happen:\n%s", d.stderr.String())
+	}
+	for _, l := range strings.Split(p.log.String(), "\n") {
+		if strings.Contains(l, "warning:") && strings.Contains(l, "milter") {
+			t.Errorf("postfix: %s", l)
+		}
+	}
+}
