@@ -439,3 +439,43 @@ func TestPostfixUpgrade(t *testing.T) {
 		}
 	}
 }
+
+// A restart on an activated socket: while no daemon runs, the socket
+// (held by systemd, here by the test) queues a new connection in its
+// backlog instead of refusing it, and the next daemon serves it.
+func TestActivatedRestart(t *testing.T) {
+	f := newFixture(t, "")
+	sock := filepath.Join(f.dir, "milter.sock")
+	file := bindSocket(t, sock, 0o600)
+	first := startActivated(t, []*os.File{file}, "", "serve", "-config", f.cfg)
+	selectorOf(t, f.dial(t))
+	first.cmd.Process.Signal(syscall.SIGTERM)
+	waitExit(t, first, "first daemon")
+
+	type dialed struct {
+		c   *testkit.Client
+		err error
+	}
+	queued := make(chan dialed, 1)
+	go func() {
+		c, err := testkit.Dial("unix", sock)
+		if err == nil {
+			err = c.Connect("localhost", "127.0.0.1")
+		}
+		queued <- dialed{c, err}
+	}()
+	time.Sleep(200 * time.Millisecond) // the connection waits in the backlog
+	startActivated(t, []*os.File{file}, "", "serve", "-config", f.cfg)
+	select {
+	case d := <-queued:
+		if d.err != nil {
+			t.Fatalf("the connection made between the two daemons: %v", d.err)
+		}
+		defer d.c.Close()
+		if s := selectorOf(t, d.c); s != "rsa" {
+			t.Errorf("s=%s", s)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the connection made between the two daemons was never served")
+	}
+}
