@@ -65,7 +65,11 @@ func openSocket(upg *tableflip.Upgrader, listen string, mode os.FileMode, log *s
 			s.sockFi, _ = os.Stat(ul.Addr().String())
 		}
 	}
-	if s.from != "created" && !sameListen(listen, s.addr) {
+	if sameListen(listen, s.addr) {
+		// The configuration's spelling (inet:localhost:8891), so that
+		// a reload does not take it for a change of listen.
+		s.addr = listen
+	} else {
 		log.Warn("the socket handed to dkimmilter is not the configuration's listen: serving on the one handed over",
 			"socket", s.addr, "from", s.from, "listen", listen,
 			"hint", "make listen in the configuration and ListenStream= in dkimmilter.socket name the same socket")
