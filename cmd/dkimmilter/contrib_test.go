@@ -20,9 +20,11 @@ func TestSystemdUnit(t *testing.T) {
 	}
 	for _, want := range []string{
 		"Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "RestartPreventExitStatus=78",
+		// The new process of an upgrade tells systemd its PID.
+		"NotifyAccess=all", "RuntimeDirectory=dkimmilter",
 		"ProtectSystem=strict", "NoNewPrivileges=yes", "SystemCallFilter=@system-service",
 		"User=dkimmilter", "ReadWritePaths=/var/spool/postfix/dkimmilter",
-		"ExecStart=/usr/local/bin/dkimmilter serve -config /etc/dkimmilter/dkimmilter.toml",
+		"ExecStart=/usr/local/bin/dkimmilter serve -config /etc/dkimmilter/dkimmilter.toml -pidfile /run/dkimmilter/dkimmilter.pid",
 		// mail.log, beside Postfix's lines.
 		"SyslogIdentifier=dkimmilter", "SyslogFacility=mail",
 	} {
@@ -43,6 +45,41 @@ func TestSystemdUnit(t *testing.T) {
 	}
 	if v, _ := strconv.ParseFloat(string(m[1]), 64); v >= 2 {
 		t.Errorf("exposure %.1f, want under 2:\n%s", v, out)
+	}
+}
+
+// The socket unit listens where the packaged configuration does, with
+// the owner, group and mode that let Postfix (group postfix) connect and
+// nobody else, and passes the listening socket (Accept=no).
+func TestSystemdSocketUnit(t *testing.T) {
+	unit, err := os.ReadFile("../../contrib/systemd/dkimmilter.socket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load("../../contrib/deb/dkimmilter.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"ListenStream=" + strings.TrimPrefix(cfg.Listen, "unix:"),
+		"SocketUser=dkimmilter", "SocketGroup=postfix", "SocketMode=0660", "Accept=no",
+		"ExecStartPre=/usr/bin/install -d -o dkimmilter -g postfix -m 2750 /var/spool/postfix/dkimmilter",
+		"WantedBy=sockets.target",
+	} {
+		if !strings.Contains(string(unit), want+"\n") {
+			t.Errorf("socket unit lacks %q", want)
+		}
+	}
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		t.Skip("systemd-analyze not installed: the unit's syntax is not checked")
+	}
+	// Unknown keys and bad values; missing users and binaries are this
+	// host's business.
+	out, _ := exec.Command("systemd-analyze", "verify", "../../contrib/systemd/dkimmilter.socket").CombinedOutput()
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, "Unknown key") || strings.Contains(l, "Failed to parse") || strings.Contains(l, "Invalid") {
+			t.Errorf("systemd-analyze verify: %s", l)
+		}
 	}
 }
 

@@ -43,7 +43,7 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"serve", "[-config FILE] [-listen ADDR] [-log-format text|json] [-log-level debug|info|warn|error]", serveHelp, runServe},
+		{"serve", "[-config FILE] [-listen ADDR] [-pidfile FILE] [-log-format text|json] [-log-level debug|info|warn|error]", serveHelp, runServe},
 		{"check", "[-config FILE] [-dns] [-user NAME]", checkHelp, runCheck},
 		{"keys", "gen|list|dns|check|rotate [flags]", keysHelp, runKeys},
 		{"verify", "[-config FILE] [-dns HOST:PORT] [-json] [FILE|-]", verifyHelp, runVerify},

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -174,13 +173,30 @@ func startProcEnv(t testing.TB, env []string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(append(os.Environ(), "DKIMMILTER_TEST_MAIN=1"), env...)
+	return startCmd(t, cmd, nil)
+}
+
+// startCmd starts cmd (the daemon, possibly behind a wrapper), runs
+// started if not nil, and returns once the daemon logged readiness. Its
+// stderr is a pipe of the OS, not copied by exec: a process started by
+// the daemon (an upgrade) writes to it too, and done must report the
+// daemon's own exit without waiting for that one's.
+func startCmd(t testing.TB, cmd *exec.Cmd, started func()) *proc {
+	t.Helper()
 	d := &proc{cmd: cmd, stderr: &syncWriter{}, done: make(chan error, 1)}
-	pr, pw := io.Pipe()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { d.done <- cmd.Wait(); pw.Close() }()
+	pw.Close()
+	go func() { d.done <- cmd.Wait() }()
+	if started != nil {
+		started()
+	}
 	ready := make(chan bool, 1)
 	go func() {
 		sc := bufio.NewScanner(pr)
@@ -308,6 +324,9 @@ func TestServeDefault(t *testing.T) {
 	if len(ins) != 1 || ins[0].HeaderName != "Authentication-Results" || !strings.Contains(ins[0].HeaderValue, "dkim=none") {
 		t.Errorf("mods %+v", r.Mods)
 	}
+	// QUIT, as Postfix does at the end of the SMTP session: the stop
+	// waits for the connections Postfix holds.
+	c.Close()
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	<-d.done
 }

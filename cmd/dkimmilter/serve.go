@@ -9,12 +9,13 @@ import (
 	"io/fs"
 	stdlog "log"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/cloudflare/tableflip"
 
 	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/milter"
@@ -24,7 +25,11 @@ const serveHelp = `
 Run the milter. Without -config and with no file at ` + config.DefaultPath + `,
 it verifies only, on ` + defaultInet + `, and logs how to enable signing.
 -listen (unix:/path or inet:host:port) replaces the configuration's listen:
-beside OpenDKIM, which often holds port 8891, -listen inet:127.0.0.1:8893.`
+beside OpenDKIM, which often holds port 8891, -listen inet:127.0.0.1:8893.
+A socket passed by systemd (dkimmilter.socket) is served instead of listen.
+SIGHUP reloads the configuration; SIGUSR2 starts the binary again (an
+upgrade), hands it the socket, and this process finishes its sessions and
+exits; -pidfile names the file that holds the serving process's PID.`
 
 func runServe(args []string, stdout, stderr io.Writer) int {
 	fl := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -33,6 +38,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	listen := fl.String("listen", "", "milter socket, unix:/path or inet:host:port, instead of the configuration's listen (default "+defaultInet+")")
 	logFormat := fl.String("log-format", "text", "log format: text or json")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
+	pidfile := fl.String("pidfile", "", "write the PID of the serving process to this file (replaced atomically, by the new process after an upgrade)")
 	if code, ok := parseFlags(fl, args, false, stderr); !ok {
 		return code
 	}
@@ -84,15 +90,26 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		},
 	})
 
-	ln, err := milter.Listen(cfg.Listen, cfg.SocketMode)
+	// The upgrader hands the sockets to the process SIGUSR2 starts, and
+	// takes them over from the previous one when this process is that
+	// new one.
+	upg, err := tableflip.New(tableflip.Options{PIDFile: *pidfile})
+	if err != nil {
+		log.Error("cannot prepare for upgrades", "err", err)
+		return exitFailure
+	}
+	defer upg.Stop()
+	sock, err := openSocket(upg, cfg.Listen, cfg.SocketMode, log)
 	if err != nil {
 		log.Error("cannot listen", "listen", cfg.Listen, "err", err)
 		return exitFailure
 	}
+	ln := sock.ln
+	d.running.listen = sock.addr
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if cfg.MetricsListen != "" {
-		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		mln, err := upg.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
 			ln.Close()
 			log.Error("cannot listen for metrics", "metrics_listen", cfg.MetricsListen, "err", err)
@@ -114,13 +131,42 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
 	defer signal.Stop(stop)
 	defer signal.Stop(hup)
+	defer signal.Stop(usr2)
 	logEffective(log, cfg, d.running)
 
 	served := make(chan error, 1)
 	go func() { served <- d.srv.Serve(ln) }()
-	sdNotify("READY=1\nSTATUS=serving on " + cfg.Listen)
+	status := "READY=1\nSTATUS=serving on " + sock.addr
+	if upg.HasParent() {
+		// The new main process of the service: systemd follows it
+		// (NotifyAccess=all lets it say so) before the old one exits,
+		// or the old one's exit would stop the service. Sent before
+		// the old process learns that this one is ready.
+		status = fmt.Sprintf("MAINPID=%d\n%s", os.Getpid(), status)
+	}
+	sdNotify(status)
+	if err := upg.Ready(); err != nil {
+		// The previous process goes on serving: give systemd its PID
+		// back.
+		log.Error("upgrade failed: cannot tell the previous process that this one is ready", "err", err)
+		if upg.HasParent() {
+			sdNotify(fmt.Sprintf("MAINPID=%d\nREADY=1", os.Getppid()))
+		}
+		return exitFailure
+	}
+	handedOver := false
+	defer func() {
+		if !handedOver {
+			sock.removeSocket()
+			removePidfile(*pidfile)
+		}
+	}()
+	upgraded := make(chan error, 1)
+	upgrading := false
 	for {
 		select {
 		case err := <-served:
@@ -131,10 +177,72 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 			return exitOK
 		case <-hup:
 			d.reload()
+		case <-usr2:
+			if upgrading {
+				log.Warn("SIGUSR2 ignored: an upgrade is already running")
+				continue
+			}
+			exe, _ := os.Executable()
+			log.Info("upgrading: starting the binary again", "binary", exe)
+			upgrading = true
+			go func() { upgraded <- upg.Upgrade() }()
+		case err := <-upgraded:
+			upgrading = false
+			if err != nil {
+				log.Error("upgrade failed: this process goes on serving", "err", err,
+					"hint", "the new process's own lines above say why; 'dkimmilter check' checks the configuration it reads")
+				// In case the new process told systemd it was the main
+				// one before it failed.
+				sdNotify(fmt.Sprintf("MAINPID=%d\nREADY=1", os.Getpid()))
+				continue
+			}
+			handedOver = true
+			cancel() // metrics: the new process answers now
+			return d.handOver(stop, served)
 		case sig := <-stop:
+			// The upgrader holds a copy of each socket for the next
+			// process: closed first, or the socket would go on
+			// queueing connections nobody accepts.
+			upg.Stop()
+			<-upg.Exit()
 			return d.stop(sig, stop, served)
 		}
 	}
+}
+
+// handOver ends this process after an upgrade: the new one serves on the
+// same socket, this one stops accepting and finishes its sessions as a
+// stop does (limits.shutdown_timeout), without telling systemd it stops:
+// the service goes on, in the new process.
+func (d *daemon) handOver(again <-chan os.Signal, served <-chan error) int {
+	d.log.Info("upgraded: the new process serves; this one finishes its sessions and exits", "sessions", d.srv.Sessions(), "shutdown_timeout", d.srv.Runtime().Config.Limits.ShutdownTimeout)
+	return d.drain(again, served, "stop signal: cutting the sessions left",
+		"old process exited with messages in flight: Postfix applies milter_default_action to them", "old process exited after the upgrade")
+}
+
+// drain serves the open sessions as Shutdown does, within
+// limits.shutdown_timeout or until a signal on again, waits for the
+// server to end, and logs how it ended: the end of a stop and of an
+// upgraded process alike.
+func (d *daemon) drain(again <-chan os.Signal, served <-chan error, cutting, cutMsg, doneMsg string) int {
+	ctx, cancel := context.WithTimeout(context.Background(), d.srv.Runtime().Config.Limits.ShutdownTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case sig := <-again:
+			d.log.Warn(cutting, "signal", sig.String())
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	cut := d.srv.Shutdown(ctx)
+	<-served
+	if cut > 0 {
+		d.log.Warn(cutMsg, "cut", cut)
+	} else {
+		d.log.Info(doneMsg)
+	}
+	return exitOK
 }
 
 // daemon is the running server with what reload and stop need.
@@ -244,27 +352,10 @@ func (running fixedSettings) pending(cfg *config.Config) []settingChange {
 // message milter_default_action (milter.Server.Shutdown).
 func (d *daemon) stop(sig os.Signal, again <-chan os.Signal, served <-chan error) int {
 	sdNotify("STOPPING=1")
-	limit := d.srv.Runtime().Config.Limits.ShutdownTimeout
 	d.log.Info("stopping: letting messages in flight finish", "signal", sig.String(), "sessions", d.srv.Sessions(),
-		"shutdown_timeout", limit, "then", "each milter connection ends when Postfix closes it, or when idle for "+milter.DefaultDrainGrace.String()+" after a message")
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	defer cancel()
-	go func() {
-		select {
-		case sig := <-again:
-			d.log.Warn("second stop signal: cutting the sessions left", "signal", sig.String())
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	cut := d.srv.Shutdown(ctx)
-	<-served
-	if cut > 0 {
-		d.log.Warn("stopped with messages in flight: Postfix applies milter_default_action to them", "cut", cut)
-	} else {
-		d.log.Info("stopped")
-	}
-	return exitOK
+		"shutdown_timeout", d.srv.Runtime().Config.Limits.ShutdownTimeout, "then", "each milter connection ends when Postfix closes it, or when idle for "+milter.DefaultDrainGrace.String()+" after a message")
+	return d.drain(again, served, "second stop signal: cutting the sessions left",
+		"stopped with messages in flight: Postfix applies milter_default_action to them", "stopped")
 }
 
 func configName(path string) string {
@@ -321,5 +412,6 @@ func logEffective(log *slog.Logger, cfg *config.Config, running fixedSettings) {
 		"config", file, "listen", running.listen, "mode", cfg.Mode.String(),
 		"authserv_id", cfg.AuthservID, "keys", len(cfg.Keys), "signing", strings.Join(rules, ", "),
 		"internal_hosts", strings.Join(cfg.Sign.InternalHosts.Strings(), ","), "daemon_names", strings.Join(cfg.Sign.DaemonNames, ","),
-		"sign_authenticated", cfg.Sign.SignAuthenticated, "peers", strings.Join(cfg.Peers.Strings(), ","))
+		"sign_authenticated", cfg.Sign.SignAuthenticated, "peers", strings.Join(cfg.Peers.Strings(), ","),
+		"pid", os.Getpid())
 }

@@ -63,6 +63,16 @@ func (f *fixture) dial(t *testing.T) *testkit.Client {
 var testMsg = testkit.CRLF([]byte("From: a@example.com\nTo: b@example.net\nSubject: hi\n\nhello\n"))
 
 // selectorOf sends a message and returns the s= of the signature added.
+// selectorOnce sends one message on a connection of its own and closes
+// it, as an SMTP session that QUITs after one message: a stop does not
+// wait for it (a connection Postfix still holds, it would).
+func (f *fixture) selectorOnce(t *testing.T) string {
+	t.Helper()
+	c := f.dial(t)
+	defer c.Close()
+	return selectorOf(t, c)
+}
+
 func selectorOf(t *testing.T, c *testkit.Client) string {
 	t.Helper()
 	r, err := c.Send(testkit.Envelope{From: "a@example.com"}, testMsg, 0)

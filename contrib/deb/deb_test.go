@@ -113,7 +113,7 @@ func TestPackagedUnit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Contains(got, []byte("\nExecStart=/usr/sbin/dkimmilter serve -config /etc/dkimmilter/dkimmilter.toml\n")) || bytes.Contains(got, []byte("/usr/local")) {
+	if !bytes.Contains(got, []byte("\nExecStart=/usr/sbin/dkimmilter serve -config /etc/dkimmilter/dkimmilter.toml -pidfile /run/dkimmilter/dkimmilter.pid\n")) || bytes.Contains(got, []byte("/usr/local")) {
 		t.Errorf("packaged unit:\n%s", got)
 	}
 	for _, bad := range []string{"[Service]\nExecStart=/usr/bin/dkimmilter serve\n", "ExecStart=/usr/local/bin/dkimmilter serve\nExecStart=/usr/local/bin/dkimmilter check\n"} {
@@ -196,6 +196,7 @@ func TestPackageContents(t *testing.T) {
 	for _, want := range []string{
 		"-rwxr-xr-x root/root .* ./usr/sbin/dkimmilter\n",
 		"-rw-r--r-- root/root .* ./usr/lib/systemd/system/dkimmilter.service\n",
+		"-rw-r--r-- root/root .* ./usr/lib/systemd/system/dkimmilter.socket\n",
 		"drwxr-xr-x root/root .* ./etc/dkimmilter/\n",
 		"-rw-r--r-- root/root .* ./etc/dkimmilter/dkimmilter.toml\n",
 		"-rw-r--r-- root/root .* ./usr/share/man/man8/dkimmilter.8.gz\n",

@@ -170,7 +170,7 @@ func TestInstall(t *testing.T) {
 		t.Errorf("the unit is not enabled: %s/dkimmilter.service: %v, %v", wantsDir, err1, err2)
 	}
 	unit, _ := os.ReadFile(unitPath)
-	if !strings.Contains(string(unit), "\nExecStart="+binPath+" serve -config /etc/dkimmilter/dkimmilter.toml\n") {
+	if !strings.Contains(string(unit), "\nExecStart="+binPath+" serve -config /etc/dkimmilter/dkimmilter.toml -pidfile /run/dkimmilter/dkimmilter.pid\n") {
 		t.Errorf("installed unit does not start %s:\n%s", binPath, unit)
 	}
 

@@ -44,7 +44,9 @@ const (
 	// install, expects the binary.
 	manualBinPath = "/usr/local/bin/dkimmilter"
 	unitPath      = "/usr/lib/systemd/system/dkimmilter.service"
-	docDir        = "/usr/share/doc/dkimmilter"
+	// Shipped, not enabled: the admin opts in (README, "Running it").
+	socketUnitPath = "/usr/lib/systemd/system/dkimmilter.socket"
+	docDir         = "/usr/share/doc/dkimmilter"
 )
 
 func main() {
@@ -354,6 +356,7 @@ func build(o options) (string, error) {
 		conffile,
 		file(bin, binPath, 0o755),
 		file(filepath.Join(stage, "dkimmilter.service"), unitPath, 0o644),
+		file(src("contrib/systemd/dkimmilter.socket"), socketUnitPath, 0o644),
 		file(filepath.Join(stage, "dkimmilter.8.gz"), "/usr/share/man/man8/dkimmilter.8.gz", 0o644),
 		file(filepath.Join(stage, "dkimmilter.toml.5.gz"), "/usr/share/man/man5/dkimmilter.toml.5.gz", 0o644),
 		file(src("contrib/deb/copyright"), docDir+"/copyright", 0o644),
