@@ -121,6 +121,9 @@ func testPostfixNoGap(t *testing.T, mode, action string) {
 	switch mode {
 	case "usr2":
 		d.cmd.Process.Signal(syscall.SIGUSR2)
+		// The new process is no child of the test: stop it at the end.
+		neu := readPid(t, pidfile, d.cmd.Process.Pid)
+		t.Cleanup(func() { syscall.Kill(neu, syscall.SIGKILL) })
 	case "restart":
 		d.cmd.Process.Signal(syscall.SIGTERM)
 		go func() {
