@@ -25,8 +25,7 @@ func TestPostfixActions(t *testing.T) {
 	f := newFixture(t, "[actions]\nno_signature = \"discard\"\nbad_signature = \"reject\"\nkey_not_found = \"accept\"\n")
 	addr := freePort(t)
 	p := newPostfix(t, "inet:"+addr)
-	cfg, _ := os.ReadFile(f.cfg)
-	os.WriteFile(f.cfg, []byte(strings.Replace(string(cfg), `listen = "unix:`+f.dir+`/milter.sock"`, `listen = "inet:`+addr+`"`, 1)), 0o644)
+	f.listenFor(t, "inet:"+addr)
 	d := startProc(t, "serve", "-config", f.cfg)
 	p.start()
 

@@ -44,10 +44,7 @@ func testPostfixNoGap(t *testing.T, mode, action string) {
 	b, _ := os.ReadFile(mc)
 	os.WriteFile(mc, []byte(strings.Replace(string(b), "milter_default_action = tempfail", "milter_default_action = "+action, 1)), 0o644)
 	sock := filepath.Join(p.queue, "dkimmilter", "dkimmilter.sock")
-	cfg, _ := os.ReadFile(f.cfg)
-	cfgText := strings.Replace(string(cfg), `listen = "unix:`+f.dir+`/milter.sock"`, `listen = "unix:`+sock+`"`, 1)
-	cfgText = strings.Replace(cfgText, `socket_mode = "0660"`, `socket_mode = "0666"`, 1)
-	os.WriteFile(f.cfg, []byte(cfgText), 0o644)
+	f.listenFor(t, "unix:"+sock)
 	pidfile := filepath.Join(f.dir, "dkimmilter.pid")
 	var d *proc
 	var file *os.File

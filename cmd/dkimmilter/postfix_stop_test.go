@@ -3,7 +3,6 @@ package main
 import (
 	"net"
 	"net/smtp"
-	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -26,12 +25,7 @@ func TestPostfixStopKeepsSession(t *testing.T) {
 	f := newFixture(t, "")
 	addr := freePort(t)
 	p := newPostfix(t, "inet:"+addr)
-	cfg, _ := os.ReadFile(f.cfg)
-	cfgText := strings.Replace(string(cfg), `listen = "unix:`+f.dir+`/milter.sock"`, `listen = "inet:`+addr+`"`, 1)
-	if cfgText == string(cfg) {
-		t.Fatal("fixture config has no listen line to replace")
-	}
-	os.WriteFile(f.cfg, []byte(cfgText), 0o644)
+	f.listenFor(t, "inet:"+addr)
 	d := startProc(t, "serve", "-config", f.cfg)
 	p.start()
 

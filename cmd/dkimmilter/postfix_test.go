@@ -48,6 +48,26 @@ func requirePostfix(t testing.TB) {
 	testkit.RequirePeer(t, "postfix (and running as root)", ok)
 }
 
+// listenFor points the fixture's daemon at the address Postfix's
+// smtpd_milters names, and opens a unix socket to Postfix's smtpd, which
+// runs as postfix (the systemd unit uses a setgid postfix directory
+// instead).
+func (f *fixture) listenFor(t testing.TB, listen string) {
+	t.Helper()
+	cfg, err := os.ReadFile(f.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(cfg), `listen = "unix:`+f.dir+`/milter.sock"`, `listen = "`+listen+`"`, 1)
+	if text == string(cfg) {
+		t.Fatal("fixture config has no listen line to replace")
+	}
+	text = strings.Replace(text, `socket_mode = "0660"`, `socket_mode = "0666"`, 1)
+	if err := os.WriteFile(f.cfg, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // newPostfix writes the instance's configuration and directories; start
 // runs it. In between, the milter can be started, so that Postfix never
 // tries its socket before it exists.
@@ -283,7 +303,6 @@ func testPostfixEndToEnd(t *testing.T, kind string) {
 		ok = true
 	}
 	f := newFixture(t, "")
-	cfg, _ := os.ReadFile(f.cfg)
 	var p *postfix
 	var listen string
 	switch kind {
@@ -295,11 +314,7 @@ func testPostfixEndToEnd(t *testing.T, kind string) {
 		p = newPostfix(t, "inet:"+addr)
 		listen = "inet:" + addr
 	}
-	cfgText := strings.Replace(string(cfg), `listen = "unix:`+f.dir+`/milter.sock"`, `listen = "`+listen+`"`, 1)
-	// Postfix's smtpd runs as postfix: let it in (the systemd unit uses a
-	// setgid postfix directory instead).
-	cfgText = strings.Replace(cfgText, `socket_mode = "0660"`, `socket_mode = "0666"`, 1)
-	os.WriteFile(f.cfg, []byte(cfgText), 0o644)
+	f.listenFor(t, listen)
 	d := startProc(t, "serve", "-config", f.cfg)
 	p.start()
 
@@ -390,12 +405,7 @@ func TestPostfixDaemonNames(t *testing.T) {
 	}
 	fmt.Fprintf(mf, "%s inet n - n - - smtpd -o milter_macro_daemon_name=ORIGINATING\n", submission)
 	mf.Close()
-	cfg, _ := os.ReadFile(f.cfg)
-	cfgText := strings.Replace(string(cfg), `listen = "unix:`+f.dir+`/milter.sock"`, `listen = "inet:`+addr+`"`, 1)
-	if cfgText == string(cfg) {
-		t.Fatal("fixture config has no listen line to replace")
-	}
-	os.WriteFile(f.cfg, []byte(cfgText), 0o644)
+	f.listenFor(t, "inet:"+addr)
 	d := startProc(t, "serve", "-config", f.cfg)
 	p.start()
 	for i := 0; ; i++ {

@@ -400,11 +400,7 @@ func TestPostfixUpgrade(t *testing.T) {
 	requirePostfix(t)
 	f := newFixture(t, "")
 	p := newPostfix(t, "unix:dkimmilter/dkimmilter.sock")
-	cfg, _ := os.ReadFile(f.cfg)
-	cfgText := strings.Replace(string(cfg), `listen = "unix:`+f.dir+`/milter.sock"`,
-		`listen = "unix:`+filepath.Join(p.queue, "dkimmilter", "dkimmilter.sock")+`"`, 1)
-	cfgText = strings.Replace(cfgText, `socket_mode = "0660"`, `socket_mode = "0666"`, 1)
-	os.WriteFile(f.cfg, []byte(cfgText), 0o644)
+	f.listenFor(t, "unix:"+filepath.Join(p.queue, "dkimmilter", "dkimmilter.sock"))
 	pidfile := filepath.Join(f.dir, "dkimmilter.pid")
 	d := startProc(t, "serve", "-config", f.cfg, "-pidfile", pidfile)
 	old := d.cmd.Process.Pid
