@@ -241,7 +241,7 @@ func Default() *Config {
 		// keeps its own copy) whatever a client sends; 1000 fields is
 		// twenty times hopcount_limit's 50 Received fields.
 		Limits: Limits{
-			MaxSessions: 500, IdleTimeout: 10 * time.Minute, MessageTimeout: 30 * time.Minute, ShutdownTimeout: 30 * time.Second,
+			MaxSessions: 500, IdleTimeout: 10 * time.Minute, MessageTimeout: 30 * time.Minute, ShutdownTimeout: 20 * time.Second,
 			MaxHeaders: 1000, MaxHeaderBytes: 1 << 20,
 		},
 	}

@@ -466,7 +466,7 @@ func (c *checker) limits(f fileLimits) Limits {
 	}{
 		{"idle_timeout", f.IdleTimeout.v, &out.IdleTimeout, "10m", time.Second, 24 * time.Hour},
 		{"message_timeout", f.MessageTimeout.v, &out.MessageTimeout, "30m", time.Second, 24 * time.Hour},
-		{"shutdown_timeout", f.ShutdownTimeout.v, &out.ShutdownTimeout, "30s", 0, time.Hour},
+		{"shutdown_timeout", f.ShutdownTimeout.v, &out.ShutdownTimeout, "20s", 0, time.Hour},
 	} {
 		v, ok := c.duration(p.child(d.name), d.v, d.example)
 		if ok && (v < d.min || v > d.max) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/internal/dns"
@@ -77,6 +78,7 @@ func checkConfig(cfg *config.Config, opts configCheckOptions, stdout, stderr io.
 	errs = append(errs, accessErrs...)
 	warnings = append(warnings, accessWarnings...)
 	warnings = append(warnings, emptyKeyWarnings(cfg)...)
+	warnings = append(warnings, stopWarnings(cfg)...)
 	if _, err := dns.NewClient(cfg.DNS.Nameservers, cfg.DNS.Timeout); err != nil {
 		errs = append(errs, fmt.Errorf("%s: dns: %w", cfg.Where(0), err))
 	}
@@ -175,4 +177,23 @@ func printSummary(w io.Writer, cfg *config.Config) {
 		// 1-based, as config errors count rules.
 		fmt.Fprintf(w, "signing[%d]: %s -> %s\n", i+1, r.From, strings.Join(r.Keys, ", "))
 	}
+}
+
+// maxActivatedStop is the longest limits.shutdown_timeout that leaves a
+// restart on dkimmilter.socket within Postfix's default
+// milter_command_timeout (30s), with room for the new process to start.
+const maxActivatedStop = 25 * time.Second
+
+// stopWarnings: a restart waits for the old process's drain, which a
+// silent SMTP session keeps to limits.shutdown_timeout. On a socket systemd
+// holds, a session that starts meanwhile has its milter connection wait in
+// the backlog, and Postfix applies milter_default_action to that whole
+// session when no answer comes within milter_command_timeout
+// (doc/postfix.md).
+func stopWarnings(cfg *config.Config) []string {
+	if cfg.Limits.ShutdownTimeout <= maxActivatedStop {
+		return nil
+	}
+	return []string{fmt.Sprintf("%s: limits.shutdown_timeout = %s: during a restart on dkimmilter.socket, an SMTP session that starts while the old process drains waits that long for its milter connection to be answered, and Postfix gives up after milter_command_timeout (30s by default) and applies milter_default_action to the session: keep shutdown_timeout at most %s, or set milter_command_timeout in Postfix's main.cf above it",
+		cfg.Where(0), cfg.Limits.ShutdownTimeout, maxActivatedStop)}
 }

@@ -161,3 +161,28 @@ func TestCheckSocketDir(t *testing.T) {
 		t.Errorf("TCP: exit %d\n%s%s", code, out, errs)
 	}
 }
+
+// A shutdown_timeout that would outlast Postfix's default
+// milter_command_timeout during a restart on dkimmilter.socket is a
+// warning (doc/postfix.md); the default and 25s are not.
+func TestCheckShutdownTimeout(t *testing.T) {
+	for _, c := range []struct {
+		limits string
+		warn   bool
+	}{
+		{"", false},
+		{"[limits]\nshutdown_timeout = \"25s\"\n", false},
+		{"[limits]\nshutdown_timeout = \"26s\"\n", true},
+		{"[limits]\nshutdown_timeout = \"30s\"\n", true},
+	} {
+		f := newFixture(t, c.limits)
+		code, out, errs := runCmd("check", "-config", f.cfg, "-user", me)
+		want := "warning: " + f.cfg + ": limits.shutdown_timeout = "
+		if code != exitOK || strings.Contains(errs, want) != c.warn {
+			t.Errorf("%q: exit %d, want warning %v:\n%s%s", c.limits, code, c.warn, out, errs)
+		}
+		if c.warn && !strings.Contains(errs, "milter_command_timeout (30s by default)") {
+			t.Errorf("%q: the warning does not name Postfix's setting:\n%s", c.limits, errs)
+		}
+	}
+}
