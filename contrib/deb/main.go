@@ -365,6 +365,7 @@ func build(o options) (string, error) {
 		file(src("README.md"), docDir+"/README.md", 0o644),
 		file(src("config/example.toml"), docDir+"/examples/dkimmilter.toml", 0o644),
 		file(src("contrib/postfix/main.cf"), docDir+"/examples/postfix-main.cf", 0o644),
+		file(src("contrib/deb/lintian-overrides"), "/usr/share/lintian/overrides/"+pkgName, 0o644),
 	}
 
 	pkg := &nfpm.Info{
