@@ -31,6 +31,7 @@ var metricFamilies = []struct {
 	{"dkimmilter_limits_hit_total", "counter", "[limits] settings reached (max_sessions: a connection had to wait).", limitSeries, false},
 	{"dkimmilter_dns_lookups_total", "counter", "Key lookups sent to DNS (cache hits excluded), by outcome.", outcomeSeries, false},
 	{"dkimmilter_dns_lookup_duration_seconds", "histogram", "Latency of the key lookups sent to DNS.", nil, false},
+	{"dkimmilter_dkim_stale_keys_total", "counter", "Verified signatures whose key record was served stale (dns.max_stale) because the resolver failed.", nil, false},
 	{"dkimmilter_sessions", "gauge", "Open milter connections.", nil, false},
 	{"dkimmilter_connections_total", "counter", "Milter connections accepted.", nil, false},
 	{"dkimmilter_config_reloads_total", "counter", "Configuration reloads (SIGHUP), by outcome.", reloadSeries, false},

@@ -165,6 +165,9 @@ func (m *Metrics) message(dec decision, results []*verifier.Verification, d time
 	}
 	for _, v := range results {
 		m.counter(`dkimmilter_dkim_results_total{result="` + string(v.Result) + `",reason="` + verifier.ReasonClass(v.Err) + `"}`).Inc()
+		if v.Stale {
+			m.counter("dkimmilter_dkim_stale_keys_total").Inc()
+		}
 	}
 }
 

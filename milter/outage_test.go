@@ -1,6 +1,7 @@
 package milter
 
 import (
+	"bytes"
 	"log/slog"
 	"regexp"
 	"strings"
@@ -91,6 +92,13 @@ func TestDNSOutage(t *testing.T) {
 	}
 	if n := count(`msg=message .*key=stale dns=sel._domainkey.one.example`); n != 5 {
 		t.Errorf("%d message lines say key=stale for one.example, want 5", n)
+	}
+	// 5 rounds of the 4 senders seen before; new.example's temperror is
+	// no stale pass.
+	var scrape bytes.Buffer
+	e.metrics.WritePrometheus(&scrape)
+	if want := "dkimmilter_dkim_stale_keys_total 20\n"; !strings.Contains(scrape.String(), want) {
+		t.Errorf("the scrape lacks %q:\n%s", want, scrape.String())
 	}
 
 	// The resolver is back: one.example and three.example as before,
