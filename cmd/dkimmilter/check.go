@@ -77,6 +77,7 @@ func checkConfig(cfg *config.Config, opts configCheckOptions, stdout, stderr io.
 	errs = append(errs, accessErrs...)
 	warnings = append(warnings, accessWarnings...)
 	warnings = append(warnings, emptyKeyWarnings(cfg)...)
+	warnings = append(warnings, senderBindingWarnings(cfg)...)
 	if _, err := dns.NewClient(cfg.DNS.Nameservers, cfg.DNS.Timeout); err != nil {
 		errs = append(errs, fmt.Errorf("%s: dns: %w", cfg.Where(0), err))
 	}
@@ -175,4 +176,5 @@ func printSummary(w io.Writer, cfg *config.Config) {
 		// 1-based, as config errors count rules.
 		fmt.Fprintf(w, "signing[%d]: %s -> %s\n", i+1, r.From, strings.Join(r.Keys, ", "))
 	}
+	printSenderBinding(w, cfg)
 }
