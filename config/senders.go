@@ -72,7 +72,7 @@ func (c *checker) senderBinding(out *Sign, f *fileSign) {
 	seen := map[string]string{}
 	for _, login := range logins {
 		lp := keyPath("sign", "senders", login)
-		if prob := LoginProblem(login); prob != "" {
+		if prob := loginProblem(login); prob != "" {
 			c.errf(lp, "%s", prob)
 			continue
 		}
@@ -104,10 +104,10 @@ func (c *checker) senderBinding(out *Sign, f *fileSign) {
 	}
 }
 
-// LoginProblem checks a [sign.senders] login as Postfix passes it in
+// loginProblem checks a [sign.senders] login as Postfix passes it in
 // {auth_authen}: one word, with or without a domain part. It returns ""
 // when the login is usable, else what is wrong.
-func LoginProblem(login string) string {
+func loginProblem(login string) string {
 	switch {
 	case login == "":
 		return `the login is empty; write the SASL login as Postfix logs it (sasl_username=), e.g. "alice@example.com" or "alice"`
