@@ -58,6 +58,15 @@ type Sign struct {
 	Headers           []string      // lower-case, in h= order
 	Oversign          []string      // listed once more than they occur, absent ones too; each also in Headers
 	OversignIfPresent []string      // listed once more than they occur when they occur; each also in Headers, none in Oversign
+
+	// SenderBinding is sign.sender_binding: what a client trusted only
+	// because it authenticated may have signed (config/senders.go).
+	SenderBinding SenderBinding
+	// Senders is [sign.senders]: for each login (lower-case), the From
+	// addresses ("user@example.com"), domains ("example.com", with its
+	// subdomains) or "*" (any) it may use besides its own domain; all
+	// lower-case. nil when there are none.
+	Senders map[string][]string
 }
 
 // Key is one [keys.NAME] table. Domain and File may contain '%', which
@@ -117,6 +126,8 @@ type Actions struct {
 	Security      Action // the header passed limits.max_headers or max_header_bytes
 	NoSignature   Action // no DKIM-Signature at all: dkim=none
 	InternalError Action // dkimmilter failed on the message (a recovered panic)
+
+	SenderMismatch Action // sign.sender_binding refused the From of an authenticated client's message
 }
 
 // Action is an answer to Postfix for a message; its String is the word
@@ -218,13 +229,15 @@ func Default() *Config {
 				"content-transfer-encoding", "list-unsubscribe",
 				"list-unsubscribe-post",
 			},
+			SenderBinding: BindDomain,
 		},
 		Keys:    map[string]*Key{},
 		Signing: []*SigningRule{},
 		Verify:  Verify{MinRSABits: 1024, MaxSignatures: 8},
 		DNS:     DNS{Nameservers: []string{}, Timeout: 5 * time.Second, MaxStale: 24 * time.Hour},
 		Actions: Actions{SignError: Tempfail, DNSError: Accept, BadSignature: Accept, KeyNotFound: Accept,
-			Policy: Accept, Security: Accept, NoSignature: Accept, InternalError: Tempfail},
+			Policy: Accept, Security: Accept, NoSignature: Accept, InternalError: Tempfail,
+			SenderMismatch: Accept},
 		// Postfix runs at most default_process_limit (100) smtpd
 		// processes, each with one milter connection; the idle timeout
 		// outlasts smtpd_timeout (300s), so a slow client's session is

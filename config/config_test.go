@@ -249,14 +249,15 @@ func TestExample(t *testing.T) {
 // Every [actions] key takes every action, and sets its own field only.
 func TestEveryActionForEveryOutcome(t *testing.T) {
 	field := map[string]func(*Actions) *Action{
-		"sign_error":     func(a *Actions) *Action { return &a.SignError },
-		"dns_error":      func(a *Actions) *Action { return &a.DNSError },
-		"bad_signature":  func(a *Actions) *Action { return &a.BadSignature },
-		"key_not_found":  func(a *Actions) *Action { return &a.KeyNotFound },
-		"policy":         func(a *Actions) *Action { return &a.Policy },
-		"security":       func(a *Actions) *Action { return &a.Security },
-		"no_signature":   func(a *Actions) *Action { return &a.NoSignature },
-		"internal_error": func(a *Actions) *Action { return &a.InternalError },
+		"sign_error":      func(a *Actions) *Action { return &a.SignError },
+		"dns_error":       func(a *Actions) *Action { return &a.DNSError },
+		"bad_signature":   func(a *Actions) *Action { return &a.BadSignature },
+		"key_not_found":   func(a *Actions) *Action { return &a.KeyNotFound },
+		"policy":          func(a *Actions) *Action { return &a.Policy },
+		"security":        func(a *Actions) *Action { return &a.Security },
+		"no_signature":    func(a *Actions) *Action { return &a.NoSignature },
+		"internal_error":  func(a *Actions) *Action { return &a.InternalError },
+		"sender_mismatch": func(a *Actions) *Action { return &a.SenderMismatch },
 	}
 	if n := len(fileSchema.fields["actions"].fields); n != len(field) {
 		t.Fatalf("[actions] has %d keys, the test knows %d", n, len(field))

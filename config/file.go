@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -47,6 +48,9 @@ type fileSign struct {
 	Headers           []string `toml:"headers"`
 	Oversign          []string `toml:"oversign"`
 	OversignIfPresent []string `toml:"oversign_if_present"`
+
+	SenderBinding string              `toml:"sender_binding"`
+	Senders       map[string][]string `toml:"senders"`
 }
 
 type fileKey struct {
@@ -81,13 +85,16 @@ type fileActions struct {
 	Security      string `toml:"security"`
 	NoSignature   string `toml:"no_signature"`
 	InternalError string `toml:"internal_error"`
+
+	SenderMismatch string `toml:"sender_mismatch"`
 }
 
 // actionsToFile is the [actions] table as the file writes it.
 func actionsToFile(a Actions) fileActions {
 	return fileActions{SignError: a.SignError.String(), DNSError: a.DNSError.String(), BadSignature: a.BadSignature.String(),
 		KeyNotFound: a.KeyNotFound.String(), Policy: a.Policy.String(), Security: a.Security.String(),
-		NoSignature: a.NoSignature.String(), InternalError: a.InternalError.String()}
+		NoSignature: a.NoSignature.String(), InternalError: a.InternalError.String(),
+		SenderMismatch: a.SenderMismatch.String()}
 }
 
 // rawValue keeps a TOML value as the toml package parsed it. Durations
@@ -117,6 +124,8 @@ func toFile(c *Config) *fileConfig {
 			Headers:           slices.Clone(c.Sign.Headers),
 			Oversign:          slices.Clone(c.Sign.Oversign),
 			OversignIfPresent: slices.Clone(c.Sign.OversignIfPresent),
+			SenderBinding:     c.Sign.SenderBinding.String(),
+			Senders:           maps.Clone(c.Sign.Senders),
 		},
 		Keys:    map[string]*fileKey{},
 		Verify:  fileVerify{MinRSABits: c.Verify.MinRSABits, MaxSignatures: c.Verify.MaxSignatures},

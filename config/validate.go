@@ -62,6 +62,8 @@ func (c *checker) build(f *fileConfig, md *toml.MetaData) *Config {
 		Security:      c.action(keyPath("actions", "security"), a.Security, AllActions...),
 		NoSignature:   c.action(keyPath("actions", "no_signature"), a.NoSignature, AllActions...),
 		InternalError: c.action(keyPath("actions", "internal_error"), a.InternalError, AllActions...),
+
+		SenderMismatch: c.action(keyPath("actions", "sender_mismatch"), a.SenderMismatch, AllActions...),
 	}
 	return cfg
 }
@@ -187,6 +189,7 @@ func DaemonNameProblem(n string) string {
 func (c *checker) sign(out *Sign, f *fileSign, md *toml.MetaData) {
 	p := keyPath("sign")
 	out.SignAuthenticated = f.SignAuthenticated
+	c.senderBinding(out, f)
 	out.InternalHosts = c.hosts(p.child("internal_hosts"), f.InternalHosts)
 	out.DaemonNames = make([]string, 0, len(f.DaemonNames))
 	for i, n := range f.DaemonNames {

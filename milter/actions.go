@@ -10,6 +10,7 @@ import (
 	gomilter "github.com/emersion/go-milter"
 
 	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/keystore"
 	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
@@ -35,6 +36,12 @@ const (
 	replyNoneReject       = "550 5.7.20 No DKIM signature"
 	replyInternalTempfail = "451 4.3.0 Internal error in the DKIM milter, try again later"
 	replyInternalReject   = "550 5.3.0 Internal error in the DKIM milter"
+
+	// The login may not have this From signed: a policy refusal, X.7.1
+	// (RFC 3463 "delivery not authorized"), naming the From domain and
+	// the login, for the user whose mail program shows it.
+	replySenderTempfail = "451 4.7.1 From domain not allowed for this login"
+	replySenderReject   = "550 5.7.1 From domain not allowed for this login"
 )
 
 var replyTexts = [...]struct{ tempfail, reject string }{
@@ -46,6 +53,8 @@ var replyTexts = [...]struct{ tempfail, reject string }{
 	outNoSignature:   {replyNoneTempfail, replyNoneReject},
 	outSignError:     {replySignTempfail, replySignReject},
 	outInternalError: {replyInternalTempfail, replyInternalReject},
+
+	outSenderMismatch: {replySenderTempfail, replySenderReject},
 }
 
 // reply builds an SMTP reply that go-milter does not treat as final (see
@@ -81,7 +90,7 @@ func answer(o outcome, a config.Action, reason string) (resp gomilter.Response, 
 		if a == config.Reject {
 			t = replyTexts[o].reject
 		}
-		if reason != "" && o <= outPolicy {
+		if reason != "" && (o <= outPolicy || o == outSenderMismatch) {
 			t += ": " + reason
 		}
 		return reply(t), ""
@@ -95,6 +104,8 @@ func answer(o outcome, a config.Action, reason string) (resp gomilter.Response, 
 			reason = "internal error"
 		case outNoSignature:
 			reason = "no DKIM signature"
+		case outSenderMismatch:
+			reason = "not signed, From domain not allowed for this login: " + reason
 		}
 		return nil, "DKIM: " + reason
 	}
@@ -121,6 +132,37 @@ func (s *session) failSigning(err error) {
 	case config.Discard:
 		msg.note = "signing failed, discarded (actions.sign_error = discard): " + err.Error()
 	}
+}
+
+// senderMismatch applies actions.sender_mismatch to a message whose From
+// its login may not use (sign.sender_binding): it is not signed. With
+// tempfail, reject or discard it is refused at end of message, and
+// senderMismatch reports true. With accept or quarantine it is then
+// verified as an untrusted client's message would be (decide goes on):
+// it claims a From the user does not own, so it gets what any message
+// with that From from outside gets, Authentication-Results and the
+// verification [actions] included (one of those that refuses the
+// message wins over the quarantine).
+func (s *session) senderMismatch(mm *keystore.Mismatch) bool {
+	msg := s.msg
+	msg.mismatch = mm
+	s.metrics.senderMismatch(mm.Label())
+	msg.outcome, msg.action = outSenderMismatch, s.rt.Config.Actions.SenderMismatch
+	login := mm.Login
+	if login == "" {
+		login = `""`
+	}
+	domain := mm.Domain
+	if domain == "" {
+		domain = mm.From
+	}
+	msg.reply, msg.quarantine = answer(outSenderMismatch, msg.action, domain+" (login "+login+")")
+	msg.note = mm.Reason + " (sign.sender_binding; actions.sender_mismatch = " + msg.action.String() + ")"
+	if msg.reply != nil {
+		msg.decision = senderMismatch
+		return true
+	}
+	return false
 }
 
 // verifyAction applies the [actions] of the verification outcomes to a
@@ -165,8 +207,12 @@ func (s *session) logMessage(msg *message, results []*verifier.Verification) {
 		"qid", msg.qid,
 		"client", s.clientDesc(),
 		"from", msg.from,
-		"decision", msg.decision.String(),
 	}
+	if msg.authType != "" || msg.authAuthen != "" {
+		// Who sent it, for the audit of what was signed as whom.
+		attrs = append(attrs, "login", msg.authAuthen)
+	}
+	attrs = append(attrs, "decision", msg.decision.String())
 	if msg.sel != nil {
 		var keys []string
 		for _, k := range msg.sel.Keys {
@@ -191,8 +237,13 @@ func (s *session) logMessage(msg *message, results []*verifier.Verification) {
 	s.metrics.message(msg.decision, results, d)
 	s.metrics.action(msg.action)
 	level := slog.LevelInfo
-	if msg.decision == signError || msg.decision == failed {
+	switch {
+	case msg.decision == signError || msg.decision == failed:
 		level = slog.LevelError
+	case msg.mismatch != nil:
+		// A user sending as someone else: a mistake, or a stolen
+		// password.
+		level = slog.LevelWarn
 	}
 	s.log.Log(context.Background(), level, "message", attrs...)
 }

@@ -13,6 +13,10 @@ const (
 	signError          // a key could not sign: tempfail, reject, quarantine or discard, from actions.sign_error
 	skipped            // from a peer (passed through untouched), or mode "s" and not a message to sign
 	failed             // dkimmilter failed on the message: actions.internal_error
+
+	senderMismatch // the From is not the login's to sign (sign.sender_binding): tempfail, reject or discard, from actions.sender_mismatch
+
+	lastDecision = senderMismatch
 )
 
 var decisionWords = [...]struct{ log, label string }{
@@ -23,6 +27,8 @@ var decisionWords = [...]struct{ log, label string }{
 	signError: {"sign error", "sign_error"},
 	skipped:   {"skipped", "skipped"},
 	failed:    {"internal error", "internal_error"},
+
+	senderMismatch: {"sender mismatch", "sender_mismatch"},
 }
 
 // String is the decision as the log writes it.

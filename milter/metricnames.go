@@ -2,6 +2,7 @@ package milter
 
 import (
 	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/keystore"
 	"github.com/dkimmilter/dkimmilter/verifier"
 )
 
@@ -25,6 +26,7 @@ var metricFamilies = []struct {
 	{"dkimmilter_message_duration_seconds", "histogram", "Time from MAIL FROM to end of message, as the milter saw it, by decision.", decisionSeries, false},
 	{"dkimmilter_dkim_results_total", "counter", "Verified DKIM signatures by result and reason class; one result=none per unsigned message.", resultSeries, false},
 	{"dkimmilter_sign_errors_total", "counter", "Messages that could not be signed (actions.sign_error applied).", nil, false},
+	{"dkimmilter_sender_mismatches_total", "counter", "Messages of authenticated clients not signed because their From is not one the login may use (sign.sender_binding; actions.sender_mismatch applied), by reason.", senderMismatchSeries, false},
 	{"dkimmilter_actions_total", "counter", "[actions] answers other than accept.", actionSeries, false},
 	{"dkimmilter_forged_authentication_results_removed_total", "counter", "Authentication-Results fields claiming our authserv-id, removed.", nil, false},
 	{"dkimmilter_messages_cut_total", "counter", "Messages whose milter connection ended before their end of message was answered (Postfix applied milter_default_action), by cause.", cutSeries, false},
@@ -76,7 +78,7 @@ func cutSeries() []string {
 
 func decisionSeries() []string {
 	var out []string
-	for d := signed; d <= failed; d++ {
+	for d := signed; d <= lastDecision; d++ {
 		out = append(out, `decision="`+d.label()+`"`)
 	}
 	return out
@@ -110,6 +112,10 @@ func limitSeries() []string {
 
 func outcomeSeries() []string {
 	return []string{`outcome="ok"`, `outcome="not_found"`, `outcome="timeout"`, `outcome="error"`}
+}
+
+func senderMismatchSeries() []string {
+	return []string{`reason="` + keystore.ReasonNotAllowed + `"`, `reason="` + keystore.ReasonLoginWithoutDomain + `"`}
 }
 
 func reloadSeries() []string { return []string{`result="ok"`, `result="error"`} }

@@ -178,6 +178,14 @@ func (m *Metrics) signError() {
 	}
 }
 
+// senderMismatch counts a message whose From its login may not use, by
+// the reason's label (keystore.Mismatch.Label).
+func (m *Metrics) senderMismatch(reason string) {
+	if m != nil {
+		m.counter(`dkimmilter_sender_mismatches_total{reason="` + reason + `"}`).Inc()
+	}
+}
+
 // forgedAR counts forged Authentication-Results fields removed.
 func (m *Metrics) forgedAR(n int) {
 	if m != nil && n > 0 {

@@ -17,15 +17,16 @@ type outcome uint8
 // verify at all; then signatures that are broken, before those whose key
 // is missing, before those that verify but are not acceptable.
 const (
-	noOutcome        outcome = iota
-	outDNSError              // temperror: a key lookup failed for now
-	outSecurity              // the header passed [limits]: not verified
-	outBadSignature          // fail, or a permerror other than a missing key
-	outKeyNotFound           // permerror: no key record at the selector's name
-	outPolicy                // policy: verifies, but is not acceptable
-	outNoSignature           // no DKIM-Signature at all (dkim=none)
-	outSignError             // a signing key could not be used
-	outInternalError         // dkimmilter failed on the message (a recovered panic)
+	noOutcome         outcome = iota
+	outDNSError               // temperror: a key lookup failed for now
+	outSecurity               // the header passed [limits]: not verified
+	outBadSignature           // fail, or a permerror other than a missing key
+	outKeyNotFound            // permerror: no key record at the selector's name
+	outPolicy                 // policy: verifies, but is not acceptable
+	outNoSignature            // no DKIM-Signature at all (dkim=none)
+	outSignError              // a signing key could not be used
+	outInternalError          // dkimmilter failed on the message (a recovered panic)
+	outSenderMismatch         // sign.sender_binding: the From is not one the login may use
 )
 
 var outcomeNames = [...]string{
@@ -38,6 +39,8 @@ var outcomeNames = [...]string{
 	outNoSignature:   "no_signature",
 	outSignError:     "sign_error",
 	outInternalError: "internal_error",
+
+	outSenderMismatch: "sender_mismatch",
 }
 
 // String is the outcome as the log writes it: the name of its [actions]
@@ -63,6 +66,8 @@ func (o outcome) action(acts config.Actions) config.Action {
 		return acts.SignError
 	case outInternalError:
 		return acts.InternalError
+	case outSenderMismatch:
+		return acts.SenderMismatch
 	}
 	return config.Accept
 }

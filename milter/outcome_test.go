@@ -17,7 +17,7 @@ import (
 )
 
 // actionKeys are the [actions] keys, each named as its outcome.
-var actionKeys = []string{"dns_error", "security", "bad_signature", "key_not_found", "policy", "no_signature", "sign_error", "internal_error"}
+var actionKeys = []string{"dns_error", "security", "bad_signature", "key_not_found", "policy", "no_signature", "sign_error", "internal_error", "sender_mismatch"}
 
 // parseActions reads an [actions] table through the real parser, so that
 // the tests use the keys an admin writes: "key = action" lines, and every
@@ -292,7 +292,7 @@ func TestVerifyOutcome(t *testing.T) {
 			t.Errorf("%s: decided by %+v", tt.name, by)
 		}
 	}
-	for o := outDNSError; o <= outInternalError; o++ {
+	for o := outDNSError; o <= outSenderMismatch; o++ {
 		acts := parseActions(t, "accept", o.String()+` = "discard"`)
 		if o.action(acts) != config.Discard {
 			t.Errorf("%s does not read actions.%s", o, o)

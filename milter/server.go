@@ -32,8 +32,12 @@ import (
 // session keeps the Runtime it started with, so that a reload never
 // changes the rules in the middle of a message.
 type Runtime struct {
-	Config   *config.Config
-	Keys     *keystore.Store
+	Config *config.Config
+	Keys   *keystore.Store
+	// Senders is the sender binding of authenticated clients; nil: the
+	// one Config gives, made per message (a Runtime not from
+	// LoadRuntime).
+	Senders  *keystore.Binding
 	Verifier *verifier.Verifier
 	Hostname string           // authserv-id of last resort
 	Now      func() time.Time // nil: time.Now
@@ -67,6 +71,7 @@ func LoadRuntime(cfg *config.Config, m *Metrics, log *slog.Logger) (*Runtime, []
 	return &Runtime{
 		Config:   cfg,
 		Keys:     keys,
+		Senders:  keystore.NewBinding(cfg),
 		lookups:  lk,
 		Verifier: verifier.New(verifier.ConfigOptions(cfg, lk.cache)),
 		Hostname: host,

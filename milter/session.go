@@ -97,6 +97,10 @@ type message struct {
 	action     config.Action
 	quarantine string
 
+	// mismatch: the client is trusted only because it authenticated,
+	// and its login may not have this From signed (sign.sender_binding).
+	mismatch *keystore.Mismatch
+
 	// failure is a panic recovered while handling the message: the rest
 	// of it is not looked at, and end of message answers
 	// actions.internal_error (guard.go).
@@ -283,13 +287,23 @@ func (s *session) decide() {
 					"key", k.Name, "d", k.Domain, "s", k.Selector, "i", sel.Identity, "file", k.File)
 			}
 		}
-		if err == nil && sel != nil && msg.overLimit != nil {
+		if err == nil && sel != nil && s.internal == "" && s.daemon == "" {
+			// Trusted only because it authenticated: a user, who may
+			// have signed only the From domains its login may use
+			// (doc/decision.md). A source that cannot say is a
+			// signing failure, never a yes.
+			msg.mismatch, err = s.senders().Check(withQueueID(context.Background(), msg.qid), msg.authAuthen, msg.from)
+		}
+		switch {
+		case err != nil || sel == nil || msg.mismatch != nil:
+		case msg.overLimit != nil:
 			// What was not kept cannot be signed.
 			err = fmt.Errorf("cannot sign: %w (%s)", msg.overLimit, s.limitText())
-		} else if err == nil && sel != nil {
+		default:
 			err = s.startSigning(sel)
 		}
 		if err != nil {
+			msg.mismatch = nil
 			s.failSigning(err)
 			if msg.reply != nil {
 				// The answer goes out at end of message; the body that
@@ -298,11 +312,21 @@ func (s *session) decide() {
 			}
 			return
 		}
-		if sel != nil {
+		switch {
+		case msg.mismatch != nil:
+			if s.senderMismatch(msg.mismatch) {
+				// Refused: answered at end of message, as above.
+				s.logMessage(msg, nil)
+				return
+			}
+			// Not signed: verified below as an untrusted client's.
+			why = msg.note
+		case sel != nil:
 			msg.note = why
 			return
+		default:
+			why = "no signing rule for " + msg.from
 		}
-		why = "no signing rule for " + msg.from
 	} else if cfg.Mode.Signs() && trusted {
 		why += ", but the message has no From address to sign for"
 	}
@@ -368,6 +392,14 @@ func (s *session) trusted() (bool, string) {
 		return true, "authenticated as " + s.msg.authAuthen
 	}
 	return false, "client " + s.clientDesc() + " is neither internal nor authenticated"
+}
+
+// senders is the Runtime's sender binding.
+func (s *session) senders() *keystore.Binding {
+	if s.rt.Senders == nil {
+		return keystore.NewBinding(s.rt.Config)
+	}
+	return s.rt.Senders
 }
 
 func (s *session) startSigning(sel *keystore.Selection) error {
@@ -444,7 +476,12 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 		if msg.verify != nil {
 			results = msg.verify.Finish()
 		}
-		resp, msg.outcome, msg.action, msg.quarantine = s.verifyAction(results)
+		r, o, a, q := s.verifyAction(results)
+		if msg.mismatch == nil || a != config.Accept {
+			// A sender mismatch (accept or quarantine) decides unless
+			// the verification's own action is more than accept.
+			resp, msg.outcome, msg.action, msg.quarantine = r, o, a, q
+		}
 	}
 	if resp == nil {
 		// Header changes only matter for a message Postfix accepts.

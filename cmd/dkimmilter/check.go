@@ -79,6 +79,7 @@ func checkConfig(cfg *config.Config, opts configCheckOptions, stdout, stderr io.
 	warnings = append(warnings, accessWarnings...)
 	warnings = append(warnings, emptyKeyWarnings(cfg)...)
 	warnings = append(warnings, stopWarnings(cfg)...)
+	warnings = append(warnings, senderBindingWarnings(cfg)...)
 	if _, err := dns.NewClient(cfg.DNS.Nameservers, cfg.DNS.Timeout); err != nil {
 		errs = append(errs, fmt.Errorf("%s: dns: %w", cfg.Where(0), err))
 	}
@@ -177,6 +178,7 @@ func printSummary(w io.Writer, cfg *config.Config) {
 		// 1-based, as config errors count rules.
 		fmt.Fprintf(w, "signing[%d]: %s -> %s\n", i+1, r.From, strings.Join(r.Keys, ", "))
 	}
+	printSenderBinding(w, cfg)
 }
 
 // maxActivatedStop is the longest limits.shutdown_timeout that leaves a

@@ -96,7 +96,7 @@ type sideBySideCase struct {
 	name     string
 	host, ip string
 	daemon   string // {daemon_name}; "" is smtpd
-	auth     bool   // the client authenticated (SASL)
+	login    string // the SASL login ({auth_authen}); "" for a client that did not authenticate
 	msg      string
 	want     sideBySideOutcome
 	// opendkimIs is OpenDKIM's own answer where the two part: where it
@@ -340,8 +340,17 @@ func sideBySideKeyTableCases(t *testing.T) []sideBySideCase {
 			want: sideBySideOutcome{"accept", ""}},
 		{name: "submission listener", host: "unknown", ip: "203.0.113.9", daemon: "ORIGINATING", msg: outbound("alice@example.com"),
 			want: sideBySideOutcome{"accept", "d=example.com s=mail"}},
-		{name: "authenticated", host: "unknown", ip: "203.0.113.10", auth: true, msg: outbound("alice@example.com"),
+		{name: "authenticated", host: "unknown", ip: "203.0.113.10", login: "alice@example.com", msg: outbound("alice@example.com"),
 			want: sideBySideOutcome{"accept", "d=example.com s=mail"}},
+		// OpenDKIM signs any From for any authenticated client; the
+		// imported configuration keeps dkimmilter's sender binding: a
+		// login may use its own domain, and a login without a domain
+		// part, on a host that signs for several domains, what
+		// [sign.senders] maps it to (nothing here).
+		{name: "authenticated as another domain's user", host: "unknown", ip: "203.0.113.10", login: "dave@a.example", msg: outbound("alice@example.com"),
+			want: sideBySideOutcome{"accept", ""}, opendkimIs: &sideBySideOutcome{"accept", "d=example.com s=mail"}},
+		{name: "authenticated without a domain part", host: "unknown", ip: "203.0.113.10", login: "alice", msg: outbound("alice@example.com"),
+			want: sideBySideOutcome{"accept", ""}, opendkimIs: &sideBySideOutcome{"accept", "d=example.com s=mail"}},
 		{name: "outsider claiming us", host: "unknown", ip: "203.0.113.11", msg: outbound("alice@example.com"),
 			want: sideBySideOutcome{"accept", ""}},
 		// Inbound: which action.
@@ -492,7 +501,7 @@ func runSideBySide(t *testing.T, od string, srv *dnstest.Server, dnsIP string, s
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, m := range milters {
-				got, err := sideBySideSend(m.network, m.addr, tc.host, tc.ip, tc.daemon, tc.auth, fmt.Sprintf("4XSBS%04d", i), tc.msg)
+				got, err := sideBySideSend(m.network, m.addr, tc.host, tc.ip, tc.daemon, tc.login, fmt.Sprintf("4XSBS%04d", i), tc.msg)
 				if err != nil {
 					t.Fatalf("%s: %v", m.name, err)
 				}
@@ -510,7 +519,7 @@ func runSideBySide(t *testing.T, od string, srv *dnstest.Server, dnsIP string, s
 
 // sideBySideSend sends one message through a milter on a connection of its
 // own, as Postfix's smtpd does for one SMTP session.
-func sideBySideSend(network, addr, host, ip, daemon string, auth bool, qid, msg string) (sideBySideOutcome, error) {
+func sideBySideSend(network, addr, host, ip, daemon, login string, qid, msg string) (sideBySideOutcome, error) {
 	c, err := testkit.Dial(network, addr)
 	if err != nil {
 		return sideBySideOutcome{}, err
@@ -525,8 +534,8 @@ func sideBySideSend(network, addr, host, ip, daemon string, auth bool, qid, msg 
 		return sideBySideOutcome{}, err
 	}
 	env := testkit.Envelope{From: "sender@example.net", Rcpts: []string{"rcpt@example.com"}, QueueID: qid}
-	if auth {
-		env.AuthType, env.AuthAuthen = "PLAIN", "alice"
+	if login != "" {
+		env.AuthType, env.AuthAuthen = "PLAIN", login
 	}
 	res, err := c.Send(env, []byte(msg), 0)
 	if err != nil {

@@ -151,6 +151,8 @@ func (o *output) render(source string, notes []Note) []byte {
 	w("daemon_names = %s\n", strList(o.daemonNames, 2))
 	comment("OpenDKIM signs mail from SASL-authenticated clients (the auth_type macro), always.")
 	w("sign_authenticated = true\n")
+	comment("Unlike OpenDKIM, which signs any From for any authenticated client, dkimmilter binds each SASL login to the From domains it may use: its own domain and subdomains, and what [sign.senders] lists for it; a login without a domain part may use any From only when the signing rules sign for one domain. `dkimmilter check` says what applies here; \"off\" signs as OpenDKIM did.")
+	w("sender_binding = \"domain\"\n")
 	if o.canonComment != "" {
 		comment(o.canonComment)
 	}
