@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/smtp"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,8 +31,34 @@ type postfix struct {
 	log                    *syncWriter
 }
 
+// freePort returns a loopback address whose port nobody listens on, for
+// a server the test starts that must be told its port (Postfix).
 func freePort(t testing.TB) string {
 	t.Helper()
+	// Below the kernel's ephemeral range: the port is free when this
+	// returns, and stays free until Postfix or smtp-sink binds it, because
+	// no outgoing connection and no bind to port 0 (thousands of them in
+	// the load tests, in this and other test processes) is ever given a
+	// port from outside that range. A port from bind(":0") was, once in a
+	// while, and Postfix's listener then failed to bind.
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
+	}
+	if low > 11024 {
+		for range 100 {
+			port := low - 10000 + rand.IntN(10000)
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+			if err == nil {
+				ln.Close()
+				return ln.Addr().String()
+			}
+		}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
