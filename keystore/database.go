@@ -388,16 +388,3 @@ func openDBState(cfg *config.Config) (*dbState, error) {
 	}
 	return &dbState{db: db, cache: newCache[*dbAnswer](cfg.Database.CacheSize, nil)}, nil
 }
-
-// Ping checks that the database answers, within query_timeout.
-func (s *Store) Ping(ctx context.Context) error {
-	if s.dbs == nil {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Database.QueryTimeout)
-	defer cancel()
-	if err := s.dbs.db.pool.Ping(ctx); err != nil {
-		return fmt.Errorf("PostgreSQL (%s): %w", s.dbs.db.target, err)
-	}
-	return nil
-}
