@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/internal/pgtest"
@@ -182,5 +186,67 @@ func writeFile(t *testing.T, path, data string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The README's schema and its [keys.hosted] query work as it says: the
+// daemon's role reads keys through the view and cannot read the table.
+func TestReadmeDatabaseSchema(t *testing.T) {
+	readme := readFile(t, "../../README.md")
+	_, section, ok := strings.Cut(readme, "## Many domains and several hosts\n")
+	if !ok {
+		t.Fatal("README.md has no section \"Many domains and several hosts\"")
+	}
+	_, sqlBlock, ok := strings.Cut(section, "```sql\n")
+	sqlBlock, _, _ = strings.Cut(sqlBlock, "```")
+	if !ok || sqlBlock == "" {
+		t.Fatal("the section has no ```sql block")
+	}
+	_, tomlBlock, _ := strings.Cut(section, "```toml\n")
+	tomlBlock, _, _ = strings.Cut(tomlBlock, "```")
+	cfg, err := config.Parse("README.md", []byte(tomlBlock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := pgtest.Shared(t)
+	dsn := c.CreateDB(t)
+	db := dsn[strings.Index(dsn, "dbname=")+len("dbname="):]
+	db, _, _ = strings.Cut(db, " ")
+	// Roles belong to the whole server: one of this test's own.
+	role := "dkimmilter_readme_" + strconv.Itoa(os.Getpid())
+	sqlBlock = strings.NewReplacer("DATABASE mail", "DATABASE "+db, "ROLE dkimmilter", "ROLE "+role, "TO dkimmilter", "TO "+role).Replace(sqlBlock)
+	for _, stmt := range strings.Split(sqlBlock, ";") {
+		if strings.TrimSpace(stmt) != "" {
+			c.Exec(t, dsn, stmt)
+		}
+	}
+	t.Cleanup(func() {
+		c.Exec(t, dsn, "DROP OWNED BY "+role)
+		c.Exec(t, c.DSN("postgres"), "DROP ROLE IF EXISTS "+role)
+	})
+	pemKey := string(testkit.KeyPEM(testkit.RSAKey(2048), false))
+	c.Exec(t, dsn, "INSERT INTO dkim_keys (domain, selector, private_key) VALUES ('a.example', 's1', $1), ('off.example', 's1', $1)", pemKey)
+	c.Exec(t, dsn, "UPDATE dkim_keys SET active = false WHERE domain = 'off.example'")
+
+	asDaemon := strings.Replace(dsn, "user=postgres", "user="+role, 1)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, asDaemon)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var sel, key string
+	if err := conn.QueryRow(ctx, cfg.Keys["hosted"].Query, "a.example").Scan(&sel, &key); err != nil || sel != "s1" || key != pemKey {
+		t.Errorf("the README's query as the daemon's role: %q, %v", sel, err)
+	}
+	if err := conn.QueryRow(ctx, cfg.Keys["hosted"].Query, "off.example").Scan(&sel, &key); err != pgx.ErrNoRows {
+		t.Errorf("an inactive key: %v", err)
+	}
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM ("+cfg.Keys["hosted"].ListQuery+") AS l").Scan(&n); err != nil || n != 1 {
+		t.Errorf("the README's list_query: %d rows, %v", n, err)
+	}
+	if _, err := conn.Exec(ctx, "SELECT private_key FROM dkim_keys"); err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Errorf("the daemon's role reads the table itself: %v", err)
 	}
 }
