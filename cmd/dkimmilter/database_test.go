@@ -7,11 +7,15 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	gomilter "github.com/emersion/go-milter"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/internal/pgtest"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
 )
@@ -248,5 +252,90 @@ func TestReadmeDatabaseSchema(t *testing.T) {
 	}
 	if _, err := conn.Exec(ctx, "SELECT private_key FROM dkim_keys"); err == nil || !strings.Contains(err.Error(), "permission denied") {
 		t.Errorf("the daemon's role reads the table itself: %v", err)
+	}
+}
+
+// The daemon as a process, with its keys in PostgreSQL: it starts while
+// the database is down and tempfails the mail that needs it; signs once
+// the server is up, without a restart; signs a domain added to the table
+// once negative_cache_ttl has passed, without a reload; and goes on
+// through a SIGHUP.
+func TestDaemonDatabase(t *testing.T) {
+	c := pgtest.New(t)
+	dsn := c.CreateDB(t, "CREATE TABLE dkim_keys (domain text PRIMARY KEY, selector text, private_key text)")
+	f := newFixture(t, `
+[database]
+dsn = `+config.TOMLString(dsn)+`
+query_timeout = "500ms"
+negative_cache_ttl = "1s"
+[keys.db]
+domain = "%"
+query = "SELECT selector, private_key FROM dkim_keys WHERE domain = $1"
+[[signing]]
+from = "*"
+keys = ["db"]
+`)
+	key := testkit.RSAKey(2048)
+	add := func(domain, selector string) {
+		c.Exec(t, dsn, "INSERT INTO dkim_keys VALUES ($1, $2, $3)", domain, selector, string(testkit.KeyPEM(key, false)))
+		f.dns.SetTXT(selector+"._domainkey."+domain, testkit.KeyRecord(key, ""))
+	}
+	add("a.example", "sa")
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	p := startProc(t, "serve", "-config", f.cfg)
+	send := func(domain string) *testkit.Result {
+		t.Helper()
+		cl := f.dial(t)
+		defer cl.Close()
+		r, err := cl.Send(testkit.Envelope{From: "a@" + domain}, testkit.CRLF([]byte("From: a@"+domain+"\nTo: b@example.net\nSubject: hi\n\nhello\n")), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	signedWith := func(domain string) string {
+		t.Helper()
+		r := send(domain)
+		ins := testkit.Mods(r, gomilter.ActInsertHeader)
+		if len(ins) != 1 || ins[0].HeaderName != "DKIM-Signature" {
+			return ""
+		}
+		tags, err := dkim.ParseTagList(ins[0].HeaderValue)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, _ := tags.Get("s")
+		return s
+	}
+
+	if r := send("a.example"); r.Action.SMTPCode != 451 {
+		t.Fatalf("database down: %+v, want 451", r.Action)
+	}
+	if s := signedWith("example.com"); s != "rsa" {
+		t.Errorf("a key file with the database down: s=%q", s)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if s := signedWith("a.example"); s != "sa" {
+		t.Fatalf("database back: s=%q\n%s", s, p.stderr.String())
+	}
+	if s := signedWith("new.example"); s != "" {
+		t.Fatalf("a domain not in the table signed with %s", s)
+	}
+	add("new.example", "sn")
+	time.Sleep(1100 * time.Millisecond)
+	if s := signedWith("new.example"); s != "sn" {
+		t.Fatalf("after negative_cache_ttl: s=%q", s)
+	}
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitLog(t, "configuration reloaded")
+	if s := signedWith("a.example"); s != "sa" {
+		t.Errorf("after the reload: s=%q", s)
+	}
+	if !strings.Contains(p.stderr.String(), "PostgreSQL (host "+c.SocketDir()) {
+		t.Errorf("the log does not name the server:\n%s", p.stderr.String())
 	}
 }
