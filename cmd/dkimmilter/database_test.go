@@ -335,6 +335,9 @@ keys = ["db"]
 	if s := signedWith("a.example"); s != "sa" {
 		t.Errorf("after the reload: s=%q", s)
 	}
+	if !strings.Contains(p.stderr.String(), `database="host `+c.SocketDir()+" port 5432 database ") {
+		t.Errorf("the ready line does not name the database:\n%s", p.stderr.String())
+	}
 	if !strings.Contains(p.stderr.String(), "PostgreSQL (host "+c.SocketDir()) {
 		t.Errorf("the log does not name the server:\n%s", p.stderr.String())
 	}
