@@ -45,6 +45,18 @@ type Config struct {
 	// MetricsListen is where Prometheus metrics are served ("host:port");
 	// "" serves none.
 	MetricsListen string
+	Database      Database
+}
+
+// Database is the [database] table: the PostgreSQL server that keys with
+// a query are looked up in, per From domain, when a message needs them.
+type Database struct {
+	DSN              string        // libpq connection string or URL; "" for no database
+	MaxConns         int           // connections in the pool at most
+	QueryTimeout     time.Duration // one lookup, waiting for a connection included
+	CacheSize        int           // answers kept, found and not found together
+	CacheTTL         time.Duration // how long a key found is used without asking again
+	NegativeCacheTTL time.Duration // how long "no key for this domain" is believed
 }
 
 // Sign is the [sign] table.
@@ -77,6 +89,16 @@ type Key struct {
 	Selector string
 	File     string // absolute when the config file's directory is known
 	Line     int    // of the [keys.NAME] header
+
+	// Query, when set, takes the selector and the private key from
+	// [database] instead: "SELECT selector, private_key ... WHERE
+	// domain = $1", $1 being the From domain; Domain is then "%", and
+	// Selector and File are empty.
+	Query string
+	// ListQuery, optional with Query, lists every domain's key for the
+	// commands (keys list, keys check, keys dns): domain, selector,
+	// private_key, without parameters.
+	ListQuery string
 }
 
 // SigningRule is one [[signing]] table.
@@ -257,6 +279,16 @@ func Default() *Config {
 			MaxSessions: 500, IdleTimeout: 10 * time.Minute, MessageTimeout: 30 * time.Minute, ShutdownTimeout: 20 * time.Second,
 			MaxHeaders: 1000, MaxHeaderBytes: 1 << 20,
 		},
+		// A lookup is a primary-key read: milliseconds. Postfix waits
+		// milter_content_timeout (300s) for the answer, but each second
+		// holds an smtpd process; 2s is long enough for a loaded server
+		// and short enough that an outage tempfails quickly. Five
+		// minutes of caching lets a changed key reach every host soon;
+		// a minute of negative caching lets a new domain be signed soon
+		// after it is added, without a query per message for the many
+		// From domains that have no key.
+		Database: Database{MaxConns: 8, QueryTimeout: 2 * time.Second, CacheSize: 10000,
+			CacheTTL: 5 * time.Minute, NegativeCacheTTL: time.Minute},
 	}
 }
 

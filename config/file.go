@@ -28,6 +28,18 @@ type fileConfig struct {
 	Actions    fileActions         `toml:"actions"`
 	Limits     fileLimits          `toml:"limits"`
 	Metrics    string              `toml:"metrics_listen"`
+	Database   fileDatabase        `toml:"database"`
+}
+
+// fileDatabase is the [database] table: where keys with a query are
+// looked up, and how the answers are cached.
+type fileDatabase struct {
+	DSN              string   `toml:"dsn"`
+	MaxConns         int      `toml:"max_conns"`
+	QueryTimeout     rawValue `toml:"query_timeout"`
+	CacheSize        int      `toml:"cache_size"`
+	CacheTTL         rawValue `toml:"cache_ttl"`
+	NegativeCacheTTL rawValue `toml:"negative_cache_ttl"`
 }
 
 type fileLimits struct {
@@ -54,9 +66,11 @@ type fileSign struct {
 }
 
 type fileKey struct {
-	Domain   string `toml:"domain"`
-	Selector string `toml:"selector"`
-	File     string `toml:"file"`
+	Domain    string `toml:"domain"`
+	Selector  string `toml:"selector"`
+	File      string `toml:"file"`
+	Query     string `toml:"query"`
+	ListQuery string `toml:"list_query"`
 }
 
 type fileRule struct {
@@ -140,12 +154,17 @@ func toFile(c *Config) *fileConfig {
 			MaxHeaderBytes:  c.Limits.MaxHeaderBytes,
 		},
 		Metrics: c.MetricsListen,
+		Database: fileDatabase{
+			DSN: c.Database.DSN, MaxConns: c.Database.MaxConns, QueryTimeout: rawValue{c.Database.QueryTimeout.String()},
+			CacheSize: c.Database.CacheSize, CacheTTL: rawValue{c.Database.CacheTTL.String()},
+			NegativeCacheTTL: rawValue{c.Database.NegativeCacheTTL.String()},
+		},
 	}
 	f.Peers = c.Peers.Strings()
 	f.Sign.InternalHosts = c.Sign.InternalHosts.Strings()
 	f.Sign.DaemonNames = slices.Clone(c.Sign.DaemonNames)
 	for name, k := range c.Keys {
-		f.Keys[name] = &fileKey{Domain: k.Domain, Selector: k.Selector, File: k.File}
+		f.Keys[name] = &fileKey{Domain: k.Domain, Selector: k.Selector, File: k.File, Query: k.Query, ListQuery: k.ListQuery}
 	}
 	for _, r := range c.Signing {
 		f.Signing = append(f.Signing, &fileRule{From: r.From, Keys: slices.Clone(r.Keys), Identity: r.Identity})

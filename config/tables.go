@@ -38,6 +38,12 @@ func (c *checker) keys(f map[string]*fileKey, md *toml.MetaData) map[string]*Key
 			}
 			return false
 		}
+		if md.IsDefined("keys", name, "query") || md.IsDefined("keys", name, "list_query") {
+			// Selector and private key come from the database.
+			c.queryKey(p, k, fk, md)
+			keys[name] = k
+			continue
+		}
 		if required("domain", fk.Domain, `the signing domain (d=), e.g. domain = "example.com"`) {
 			k.Domain = strings.ToLower(fk.Domain)
 			// '%' is the From domain, filled in per message.
@@ -53,7 +59,7 @@ func (c *checker) keys(f map[string]*fileKey, md *toml.MetaData) map[string]*Key
 				c.errf(p.child("selector"), "%s._domainkey.%s is longer than the 253 characters of a DNS name", k.Selector, k.Domain)
 			}
 		}
-		if required("file", fk.File, `the private key file, e.g. file = "/etc/dkimmilter/keys/example.com/s2026r.pem"`) {
+		if required("file", fk.File, `the private key file, e.g. file = "/etc/dkimmilter/keys/example.com/s2026r.pem" (or query = "SELECT selector, private_key FROM dkim_keys WHERE domain = $1" with [database])`) {
 			switch {
 			case fk.File == "":
 				c.errf(p.child("file"), "must not be empty")
@@ -288,7 +294,8 @@ func (c *checker) identity(p path, id string, names []string, keys map[string]*K
 // shadowing records the rules that win over any later rule their pattern
 // covers: the SigningTable is first match wins. A rule lets mail through
 // to later rules only when a key file named with '%' is missing for the
-// From domain (see keystore), so only rules without such keys shadow.
+// From domain, or a key's query finds no row for it (see keystore), so
+// only rules without such keys shadow.
 type shadowing struct {
 	first map[string]shadower // by pattern, the first rule with it
 	globs []shadower          // the first rule of each pattern of none of the four fixed shapes
@@ -302,7 +309,7 @@ type shadower struct {
 
 func (sh *shadowing) add(n int, r *SigningRule, keys map[string]*Key) {
 	for _, k := range r.Keys {
-		if strings.Contains(keys[k].File, "%") {
+		if strings.Contains(keys[k].File, "%") || keys[k].Query != "" {
 			return
 		}
 	}

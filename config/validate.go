@@ -52,6 +52,8 @@ func (c *checker) build(f *fileConfig, md *toml.MetaData) *Config {
 	cfg.DNS = c.dns(f.DNS)
 	cfg.Limits = c.limits(f.Limits)
 	cfg.MetricsListen = c.metricsListen(f.Metrics)
+	cfg.Database = c.database(f.Database)
+	c.queryKeys(cfg)
 	a := f.Actions
 	cfg.Actions = Actions{
 		SignError:     c.action(keyPath("actions", "sign_error"), a.SignError, AllActions...),

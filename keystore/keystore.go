@@ -49,6 +49,8 @@ type Store struct {
 
 	mu  sync.Mutex
 	pct map[string]*PrivateKey // key files named with '%', by resolved name
+
+	dbs *dbState // keys with a query; nil without one
 }
 
 // Load loads every key file whose name does not depend on the From domain
@@ -70,7 +72,7 @@ func LoadFor(cfg *config.Config, acct *Account) (s *Store, warnings []string, er
 	var errs []error
 	for _, name := range cfg.KeyNames() {
 		ck := cfg.Keys[name]
-		if strings.Contains(ck.File, "%") {
+		if strings.Contains(ck.File, "%") || ck.Query != "" {
 			// Loaded per From domain, when a message needs it.
 			continue
 		}
@@ -87,6 +89,11 @@ func LoadFor(cfg *config.Config, acct *Account) (s *Store, warnings []string, er
 	}
 	if len(errs) > 0 {
 		return nil, warnings, errors.Join(errs...)
+	}
+	// The pool is made, not connected: start-up does not wait for the
+	// database, nor depend on how many domains it holds.
+	if s.dbs, err = openDBState(cfg); err != nil {
+		return nil, warnings, err
 	}
 	return s, warnings, nil
 }
@@ -124,7 +131,7 @@ func (s *Store) Lookup(addr string) (*Selection, error) {
 }
 
 // errNoDomainKey: a key file named with '%' does not exist for this From
-// domain. The rule then does not apply, so that one rule with "%" can
+// domain, or a key's query has no row for it. The rule then does not apply, so that one rule with "%" can
 // cover the domains that have keys and leave the others to later rules
 // (or unsigned), instead of deferring their mail forever.
 var errNoDomainKey = errors.New("no key file for this domain")
@@ -138,7 +145,7 @@ func (s *Store) selection(r *config.SigningRule, domain string) (*Selection, err
 		}
 		k, err := s.key(name, domain)
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) && strings.Contains(s.cfg.Keys[name].File, "%") {
+			if errors.Is(err, errNoDomainKey) || errors.Is(err, fs.ErrNotExist) && strings.Contains(s.cfg.Keys[name].File, "%") {
 				return nil, errNoDomainKey
 			}
 			return nil, fmt.Errorf("signing rule %q (%s), key %s: %w", r.From, s.cfg.Where(r.Line), name, err)
@@ -174,6 +181,9 @@ func (s *Store) key(name, domain string) (*Key, error) {
 	if !ok {
 		// config.Parse rejects dangling references; this is a guard.
 		return nil, fmt.Errorf("no [keys.%s] in %s", name, s.cfg.File)
+	}
+	if ck.Query != "" {
+		return s.dbKey(ck, domain)
 	}
 	k := &Key{Name: name, Domain: ck.Domain, Selector: ck.Selector, File: ck.File}
 	if pk, ok := s.files[ck.File]; ok {

@@ -42,6 +42,21 @@ var metricFamilies = []struct {
 	{"dkimmilter_key_matches", "gauge", "1 if that record holds this key's public key and is usable.", nil, true},
 	{"dkimmilter_key_check_status", "gauge", "The key's keys check status: 0 ok, 1 warning, 2 could not check, 3 failing.", nil, true},
 	{"dkimmilter_key_age_seconds", "gauge", "Age of the key file (rotate old keys).", nil, true},
+	{"dkimmilter_database_cache_total", "counter", "Lookups of keys with a query, by cache result: hit (a key), negative_hit (no usable key), miss (the database was asked).", dbCacheSeries, false},
+	{"dkimmilter_database_queries_total", "counter", "Key queries sent to the database, by outcome.", dbQuerySeries, false},
+	{"dkimmilter_database_query_duration_seconds", "histogram", "Latency of the key queries sent to the database, waiting for a connection included.", nil, false},
+}
+
+func dbCacheSeries() []string {
+	return []string{`result="` + keystore.DBHit + `"`, `result="` + keystore.DBNegativeHit + `"`, `result="` + keystore.DBMiss + `"`}
+}
+
+func dbQuerySeries() []string {
+	var out []string
+	for _, o := range []string{keystore.DBFound, keystore.DBNotFound, keystore.DBBadKey, keystore.DBTimeout, keystore.DBError} {
+		out = append(out, `outcome="`+o+`"`)
+	}
+	return out
 }
 
 // The [limits] settings counted in dkimmilter_limits_hit_total.

@@ -269,6 +269,23 @@ func (m *Metrics) KeepKeys(keep map[KeyLabel]bool) {
 	}
 }
 
+// DBCache counts a lookup of a key with a query by its cache result
+// (keystore.DBObserver).
+func (m *Metrics) DBCache(result string) {
+	if m != nil {
+		m.counter(`dkimmilter_database_cache_total{result="` + result + `"}`).Inc()
+	}
+}
+
+// DBQuery counts and times a key query sent to the database
+// (keystore.DBObserver).
+func (m *Metrics) DBQuery(outcome string, d time.Duration) {
+	if m != nil {
+		m.counter(`dkimmilter_database_queries_total{outcome="` + outcome + `"}`).Inc()
+		m.set.GetOrCreatePrometheusHistogram(`dkimmilter_database_query_duration_seconds`).Update(d.Seconds())
+	}
+}
+
 // ObserveResolver wraps a resolver so that each upstream lookup is counted
 // by outcome and timed. It goes under the cache: cache hits are not
 // lookups.

@@ -45,6 +45,13 @@ type Runtime struct {
 	signGate chan struct{} // see signer.Params.Gate
 	lookups  *lookups      // nil for a Runtime not from LoadRuntime
 
+	// refs counts the holders of the Runtime: whoever loaded it (the
+	// Server, once given it), and each session that runs on it. The
+	// last release closes what it holds open (the key database's
+	// connection pool): a reload replaces the Runtime for new sessions,
+	// but sessions in flight may still look keys up in the old one.
+	life *runtimeLife // nil: not counted (a Runtime not from LoadRuntime)
+
 	// testHook, when set, runs before each milter callback with the
 	// stage's name (guard.go): tests make it panic to check that a bug
 	// costs one message its internal_error answer and nothing more.
@@ -67,8 +74,11 @@ func LoadRuntime(cfg *config.Config, m *Metrics, log *slog.Logger) (*Runtime, []
 	if err != nil {
 		return nil, warnings, err
 	}
+	if m != nil {
+		keys.SetObserver(m)
+	}
 	host, _ := os.Hostname()
-	return &Runtime{
+	rt := &Runtime{
 		Config:   cfg,
 		Keys:     keys,
 		Senders:  keystore.NewBinding(cfg),
@@ -76,7 +86,42 @@ func LoadRuntime(cfg *config.Config, m *Metrics, log *slog.Logger) (*Runtime, []
 		Verifier: verifier.New(verifier.ConfigOptions(cfg, lk.cache)),
 		Hostname: host,
 		signGate: make(chan struct{}, runtime.GOMAXPROCS(0)),
-	}, warnings, nil
+	}
+	rt.life = &runtimeLife{}
+	rt.life.refs.Store(1)
+	return rt, warnings, nil
+}
+
+// runtimeLife is a Runtime's count of holders.
+type runtimeLife struct {
+	refs      atomic.Int64
+	closeOnce sync.Once
+}
+
+// retain adds a holder of rt; each must release it once.
+func (rt *Runtime) retain() {
+	if rt.life != nil {
+		rt.life.refs.Add(1)
+	}
+}
+
+// release drops a holder of rt; the last one closes its key store.
+func (rt *Runtime) release() {
+	if rt.life != nil && rt.life.refs.Add(-1) <= 0 {
+		rt.Close()
+	}
+}
+
+// Close closes what rt holds open: the key database's connection pool.
+// A Runtime given to a Server is closed by the Server (SetRuntime,
+// Shutdown) when its last session ends; Close is for a Runtime that
+// never was. It is safe to call more than once.
+func (rt *Runtime) Close() {
+	if rt.life == nil {
+		rt.Keys.Close()
+		return
+	}
+	rt.life.closeOnce.Do(func() { rt.Keys.Close() })
 }
 
 // lookups is a Runtime's key lookup stack, with handles on the parts a
@@ -109,11 +154,13 @@ func newLookups(cfg *config.Config, m *Metrics, log *slog.Logger, now func() tim
 // now, know over to rt's: the cached key records, so that a reload does
 // not throw away what serve-stale needs, and, for the same resolvers, the
 // state of an outage, so that it is neither reported twice nor left
-// without its end.
+// without its end; and the key database's connection pool, when its
+// settings are the same.
 func (rt *Runtime) inherit(prev *Runtime) {
 	if rt == nil || prev == nil || rt.lookups == nil || prev.lookups == nil {
 		return
 	}
+	rt.Keys.Adopt(prev.Keys)
 	rt.lookups.cache.Adopt(prev.lookups.cache)
 	if rt.lookups.servers == prev.lookups.servers && rt.lookups.health != nil {
 		rt.lookups.health.Adopt(prev.lookups.health)
@@ -138,6 +185,9 @@ type Server struct {
 	mu      sync.Mutex
 	tracker *tracker
 	closed  bool
+
+	rtMu     sync.Mutex // a session's retain of rt against SetRuntime's release
+	released bool       // Shutdown released the current Runtime
 }
 
 // Actions and Protocol we negotiate. Postfix offers every action, so this
@@ -189,9 +239,26 @@ func NewServer(o ServerOptions) *Server {
 
 // SetRuntime switches new sessions to rt; sessions in flight keep theirs.
 // The key cache and the state of a resolver outage carry over (inherit).
+// The server takes over the caller's hold on rt, and lets go of the
+// Runtime before: it closes when its last session ends.
 func (s *Server) SetRuntime(rt *Runtime) {
-	rt.inherit(s.rt.Load())
+	s.rtMu.Lock()
+	prev := s.rt.Load()
+	rt.inherit(prev)
 	s.rt.Store(rt)
+	s.rtMu.Unlock()
+	if prev != nil && prev != rt {
+		prev.release()
+	}
+}
+
+// acquire returns the Runtime for a new session, held for it.
+func (s *Server) acquire() *Runtime {
+	s.rtMu.Lock()
+	defer s.rtMu.Unlock()
+	rt := s.rt.Load()
+	rt.retain()
+	return rt
 }
 
 // Runtime returns the runtime new sessions get.
@@ -238,7 +305,11 @@ func (s *Server) serveConn(c *conn) {
 		// any final answer; closed runs on that goroutine too, so cur
 		// needs no lock.
 		NewMilter: func() gomilter.Milter {
-			cur = newSession(s.rt.Load(), s.log, s.metrics)
+			if cur != nil {
+				// Its message got its final answer.
+				cur.rt.release()
+			}
+			cur = newSession(s.acquire(), s.log, s.metrics)
 			// The guard lives in the session: one allocation for
 			// both, not a guard boxed in the interface besides.
 			cur.guard = guard{s: cur, conn: c}
@@ -247,7 +318,10 @@ func (s *Server) serveConn(c *conn) {
 		Actions:  actions,
 		Protocol: protocol,
 	}
-	c.onClose = func(cause cutCause, eom bool) bool { return cur.closed(c.qid, cause, eom) }
+	c.onClose = func(cause cutCause, eom bool) bool {
+		defer cur.rt.release()
+		return cur.closed(c.qid, cause, eom)
+	}
 	srv.Serve(&oneConn{c: c}) // returns at once; the session goes on
 }
 
@@ -295,10 +369,20 @@ func (s *Server) Shutdown(ctx context.Context) int {
 	s.mu.Lock()
 	t := s.tracker
 	s.mu.Unlock()
-	if t == nil {
-		return 0
+	cut := 0
+	if t != nil {
+		cut = t.drain(ctx)
 	}
-	return t.drain(ctx)
+	// The server lets go of its Runtime: it closes (its key database's
+	// connections too) with the last session.
+	s.rtMu.Lock()
+	release := !s.released
+	s.released = true
+	s.rtMu.Unlock()
+	if release {
+		s.rt.Load().release()
+	}
+	return cut
 }
 
 // Sessions returns the number of open milter connections.

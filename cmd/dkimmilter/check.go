@@ -29,7 +29,13 @@ directory it cannot create the socket in, is an error naming the directory
 or file to change and the chown, chgrp or chmod that fixes it. The user is
 -user NAME; by default, when run as root, the owner of the socket's
 directory when it exists and is not root, else the user dkimmilter when it
-exists; when not root, the user running the check.`
+exists; when not root, the user running the check.
+
+With [database], check connects to the server and runs each key's query
+once (for the domain of its first [[signing]] rule that names one, else
+for a domain that cannot exist), and its list_query for one row: an
+error names the server (host, port, database, user; never the password)
+and the key.`
 
 // configCheckOptions are the flags of check, for checkConfig.
 type configCheckOptions struct {
@@ -74,6 +80,8 @@ func checkConfig(cfg *config.Config, opts configCheckOptions, stdout, stderr io.
 		errs = append(errs, err)
 	}
 	errs = append(errs, checkPercentKeys(cfg, acct)...)
+	dbErrs, dbLines := checkDatabase(cfg, acct)
+	errs = append(errs, dbErrs...)
 	accessErrs, accessWarnings := checkAccess(cfg, acct)
 	errs = append(errs, accessErrs...)
 	warnings = append(warnings, accessWarnings...)
@@ -102,6 +110,9 @@ func checkConfig(cfg *config.Config, opts configCheckOptions, stdout, stderr io.
 		return exitConfig
 	}
 	printSummary(stdout, cfg)
+	for _, l := range dbLines {
+		fmt.Fprintln(stdout, l)
+	}
 	fmt.Fprintf(stdout, "files checked as user %s, %s; -user NAME checks as another\n", acct.Name, why)
 	if opts.dns && len(cfg.Keys) > 0 {
 		if code := checkKeysDNS(context.Background(), cfg, cfg.KeyNames(), keysCheckOptions{}, stdout, stderr); code != exitOK {
@@ -131,6 +142,46 @@ func checkPercentKeys(cfg *config.Config, acct *keystore.Account) []error {
 	return errs
 }
 
+// checkDatabase connects to [database] and runs the queries of each key
+// with one once: query for a domain its signing rules name (or one that
+// cannot exist: the query runs, and no row is fine), list_query for its
+// first row. The errors name the server, never the password; a row that
+// cannot sign is an error too. lines say what was found, for the summary.
+func checkDatabase(cfg *config.Config, acct *keystore.Account) (errs []error, lines []string) {
+	db, err := keystore.OpenDB(cfg)
+	if err != nil || db == nil {
+		// A DSN that does not parse is LoadFor's error already.
+		return nil, nil
+	}
+	defer db.Close()
+	ctx := context.Background()
+	if err := db.Ping(ctx); err != nil {
+		return []error{fmt.Errorf("%s: database.dsn: %w (hint: check that the server runs and that the DSN's host, port, dbname and user are right; put the password in ~/.pgpass of the daemon's user, or passfile=)", cfg.Where(0), err)}, nil
+	}
+	for _, name := range cfg.KeyNames() {
+		k := cfg.Keys[name]
+		if k.Query == "" {
+			continue
+		}
+		domain := "dkimmilter-check.invalid"
+		if ds, _ := sharedKeyDomains(cfg, name); len(ds) > 0 {
+			domain = ds[0]
+		}
+		row, err := db.Probe(ctx, name, domain, acct)
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case row != nil && row.Status.Err != nil:
+			errs = append(errs, fmt.Errorf("%s: keys.%s: PostgreSQL (%s): domain %s: %w", cfg.Where(k.Line), name, db.Target(), domain, row.Status.Err))
+		case row != nil:
+			lines = append(lines, fmt.Sprintf("key %s: the query answers for %s: s=%s, %s %d bits", name, domain, row.Selector, row.Status.Key.KeyType, row.Status.Key.Bits))
+		default:
+			lines = append(lines, fmt.Sprintf("key %s: the query runs (no row for %s)", name, domain))
+		}
+	}
+	return errs, lines
+}
+
 // printErrors prints each problem err holds on a line of its own.
 func printErrors(w io.Writer, err error) {
 	eachProblem(err, func(e error) { fmt.Fprintln(w, e) })
@@ -153,6 +204,14 @@ func printSummary(w io.Writer, cfg *config.Config) {
 	fmt.Fprintf(w, "listen %s, mode %s\n", cfg.Listen, cfg.Mode)
 	for _, name := range cfg.KeyNames() {
 		k := cfg.Keys[name]
+		if k.Query != "" {
+			list := "no list_query: the keys commands take -d DOMAIN"
+			if k.ListQuery != "" {
+				list = "list_query for the keys commands"
+			}
+			fmt.Fprintf(w, "key %s: d=%s, selector and key from PostgreSQL (%s) per From domain; %s\n", name, k.Domain, databaseTarget(cfg), list)
+			continue
+		}
 		if strings.Contains(k.File, "%") {
 			n := len(percentMatches(k.File, fixedKeyFiles(cfg)))
 			fmt.Fprintf(w, "key %s: d=%s s=%s, %s (per From domain; %d key files found)\n", name, k.Domain, k.Selector, k.File, n)
@@ -198,4 +257,14 @@ func stopWarnings(cfg *config.Config) []string {
 	}
 	return []string{fmt.Sprintf("%s: limits.shutdown_timeout = %s: during a restart on dkimmilter.socket, an SMTP session that starts while the old process drains waits that long for its milter connection to be answered, and Postfix gives up after milter_command_timeout (30s by default) and applies milter_default_action to the session: keep shutdown_timeout at most %s, or set milter_command_timeout in Postfix's main.cf above it",
 		cfg.Where(0), cfg.Limits.ShutdownTimeout, maxActivatedStop)}
+}
+
+// databaseTarget names cfg's database server without the password.
+func databaseTarget(cfg *config.Config) string {
+	db, err := keystore.OpenDB(cfg)
+	if err != nil || db == nil {
+		return "?"
+	}
+	defer db.Close()
+	return db.Target()
 }

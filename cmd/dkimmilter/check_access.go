@@ -67,6 +67,9 @@ func checkAccess(cfg *config.Config, acct *keystore.Account) (errs []error, warn
 	for _, name := range cfg.KeyNames() {
 		k := cfg.Keys[name]
 		where := fmt.Sprintf("%s: keys.%s", cfg.Where(k.Line), name)
+		if k.Query != "" {
+			continue // checkDatabase
+		}
 		if !strings.Contains(k.File, "%") {
 			if err := readError(where, acct, k.File); err != nil {
 				errs = append(errs, err)

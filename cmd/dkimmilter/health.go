@@ -49,7 +49,16 @@ func (d *daemon) checkKeys(ctx context.Context, cfg *config.Config) {
 	}
 	seen := map[milter.KeyLabel]bool{}
 	defer func() { d.metrics.KeepKeys(seen) }()
-	for _, kf := range configuredKeyFiles(cfg, cfg.KeyNames()) {
+	var names []string
+	for _, name := range cfg.KeyNames() {
+		// Keys with a query are not checked in the background: their
+		// domains are the database's, possibly many thousands, and
+		// the daemon must not list them every hour.
+		if cfg.Keys[name].Query == "" {
+			names = append(names, name)
+		}
+	}
+	for _, kf := range configuredKeyFiles(cfg, names) {
 		if kf.noMatch || strings.Contains(kf.domain, "%") {
 			continue
 		}

@@ -30,7 +30,9 @@ saying what to do. With NAMEs, only those keys; a key whose file name has
 domain of "*@example.com" or "user@example.com"; the domains of "*" or
 "*@*.example.com" cannot be listed). With -d DOMAIN, only the keys that
 can sign for that From domain: its own, and those with '%' in their
-domain or file name, filled in with it.
+domain or file name, filled in with it. A key with a query is checked for
+each row of its list_query, or, with -d DOMAIN, for the row its query
+finds; a row the daemon cannot sign with fails the check (exit 78).
 
 The resolvers are [dns] nameservers (default /etc/resolv.conf), each
 asked on its own, or those given with -resolver. With -authoritative, the
@@ -110,7 +112,8 @@ func runKeysCheck(args []string, stdout, stderr io.Writer) int {
 type keyCheck struct {
 	label   string // "NAME", or "NAME (DOMAIN)" for a '%' file
 	key     *keystore.Key
-	fileErr error // the key file cannot be used as it is
+	fileErr error // the key file (or database row) cannot be used as it is
+	db      bool  // the key is a database row
 	opts    []keycheck.Option
 	res     *keycheck.Result
 }
@@ -147,12 +150,23 @@ func checkKeysDNS(ctx context.Context, cfg *config.Config, names []string, opts 
 		}
 	}
 	var checks []*keyCheck
+	dbFailed := false
 	for _, kf := range files {
 		label := kf.name
 		if k := cfg.Keys[kf.name]; strings.Contains(k.File+k.Domain, "%") && !kf.noMatch && !strings.Contains(kf.domain, "%") {
 			label += " (" + kf.domain + ")"
 		}
+		if kf.db && kf.note == "" && kf.dbErr == nil {
+			label = kf.name + " (" + kf.domain + ")"
+		}
 		switch {
+		case kf.dbErr != nil:
+			fmt.Fprintf(stdout, "FAIL %s: %v\n", label, kf.dbErr)
+			dbFailed = true
+			continue
+		case kf.note != "":
+			fmt.Fprintf(stdout, "none %s: %s\n", label, kf.note)
+			continue
 		case kf.noMatch:
 			fmt.Fprintf(stdout, "none %s: no key file matches %s: nothing to check\n", label, kf.path)
 			continue
@@ -166,7 +180,7 @@ func checkKeysDNS(ctx context.Context, cfg *config.Config, names []string, opts 
 			continue
 		}
 		k := &keystore.Key{Name: kf.name, Domain: kf.domain, Selector: kf.selector, File: kf.path, PrivateKey: kf.status.Key}
-		checks = append(checks, &keyCheck{label: label, key: k, fileErr: kf.status.Err, opts: checkOptions(cfg, kf.name)})
+		checks = append(checks, &keyCheck{label: label, key: k, fileErr: kf.status.Err, db: kf.db, opts: checkOptions(cfg, kf.name)})
 	}
 
 	// A few keys at a time, each asking all its resolvers at once.
@@ -186,13 +200,21 @@ func checkKeysDNS(ctx context.Context, cfg *config.Config, names []string, opts 
 	wg.Wait()
 
 	code := exitOK
+	if dbFailed {
+		code = exitConfig
+	}
 	tally := map[keycheck.Status]int{}
 	for _, c := range checks {
 		if c.fileErr != nil {
 			// The daemon would refuse the file. A key too short to sign
 			// with is already a problem of the check itself.
 			if !errors.Is(c.fileErr, dkim.ErrKeyTooShort) {
-				c.res.Problems = append([]keycheck.Problem{fileProblem(c.fileErr)}, c.res.Problems...)
+				p := fileProblem(c.fileErr)
+				if c.db {
+					p.Text = "database row: " + strings.TrimPrefix(p.Text, "key file: ")
+					p.Hints = []string{"fix the row in the database: the daemon answers actions.sign_error for this domain until then"}
+				}
+				c.res.Problems = append([]keycheck.Problem{p}, c.res.Problems...)
 			}
 			c.res.Status = keycheck.Fail
 			code = exitConfig

@@ -19,8 +19,9 @@ with p= split into quoted strings of at most 255 bytes (RFC 6376
 §3.6.2.2), and the value on one line for DNS web panels. A key whose file
 name has '%' gets one record per file that matches it, and a shared key
 (domain "%", one file) one per domain of the [[signing]] rules that name
-it. With -d DOMAIN, the records of the keys that sign for that From
-domain, with '%' filled in.
+it. A key with a query gets one record per row of its list_query. With
+-d DOMAIN, the records of the keys that sign for that From domain, with
+'%' filled in, or as the key's query finds it.
 
 Exit status: 0 printed; 64 a NAME is not a configured key; 78 the
 configuration cannot be loaded or a key file cannot be read.`
@@ -61,8 +62,19 @@ func runKeysDNS(args []string, stdout, stderr io.Writer) int {
 	for _, kf := range files {
 		st := kf.status
 		switch {
+		case kf.dbErr != nil:
+			fmt.Fprintf(stderr, "dkimmilter keys dns: %v\n", kf.dbErr)
+			code = exitConfig
+			continue
+		case kf.note != "":
+			fmt.Fprintf(stderr, "dkimmilter keys dns: keys.%s: %s: no record to print\n", kf.name, kf.note)
+			continue
 		case kf.noMatch:
 			fmt.Fprintf(stderr, "dkimmilter keys dns: keys.%s: no file matches %s: no record to publish\n", kf.name, kf.path)
+			continue
+		case st.Key == nil && kf.db:
+			fmt.Fprintf(stderr, "dkimmilter keys dns: keys.%s, domain %s: %v\n", kf.name, kf.domain, st.Err)
+			code = exitConfig
 			continue
 		case st.Key == nil:
 			fmt.Fprintf(stderr, "dkimmilter keys dns: %s: keys.%s: %v\n", cfg.Where(cfg.Keys[kf.name].Line), kf.name, st.Err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -27,7 +28,9 @@ the user 'dkimmilter check' checks as), its
 age (from the file's modification time) and the [[signing]] rules that use
 it, numbered from 1 as 'dkimmilter check' prints them. A key whose file
 name has '%' is listed once per file that matches it, with the domain each
-file is for. Problems with a file are listed below the table.
+file is for. A key with a query is listed once per row of its list_query
+(FILE "database" for a key held in the column), judged as the daemon
+judges the row. Problems with a file or row are listed below the table.
 
 Exit status: 0 listed (even with problems: 'dkimmilter check' is the
 command that fails on them); 78 the configuration cannot be loaded.`
@@ -55,6 +58,14 @@ func keysList(args []string, stdout, stderr io.Writer, now time.Time) int {
 	fmt.Fprintln(tw, "NAME\tDOMAIN\tSELECTOR\tTYPE\tBITS\tFILE\tPERMISSIONS\tAGE\tUSED BY")
 	var problems []string
 	for _, kf := range configuredKeyFiles(cfg, cfg.KeyNames()) {
+		switch {
+		case kf.dbErr != nil:
+			problems = append(problems, kf.dbErr.Error())
+			continue
+		case kf.note != "":
+			problems = append(problems, fmt.Sprintf("keys.%s: %s", kf.name, kf.note))
+			continue
+		}
 		typ, bits, perm, age := "-", "-", "-", "-"
 		st := kf.status
 		if k := st.Key; k != nil {
@@ -72,6 +83,8 @@ func keysList(args []string, stdout, stderr io.Writer, now time.Time) int {
 		switch {
 		case kf.noMatch:
 			problems = append(problems, fmt.Sprintf("keys.%s: no file matches %s, so the key signs nothing", kf.name, kf.path))
+		case st.Err != nil && kf.db:
+			problems = append(problems, fmt.Sprintf("keys.%s, domain %s: %v", kf.name, kf.domain, st.Err))
 		case st.Err != nil && !errors.Is(st.Err, keystore.ErrUnsafePermissions):
 			problems = append(problems, fmt.Sprintf("keys.%s: %v", kf.name, st.Err))
 		}
@@ -114,6 +127,13 @@ type keyFile struct {
 	// rules that sign with it for From domains that cannot be listed
 	// ("signing[3] (from = \"*\")"); empty when no rule names the key.
 	unlisted []string
+
+	// For a key with a query, whose rows come from the database: db is
+	// set; note says why there is nothing to show (no list_query, no
+	// row for -d DOMAIN), dbErr why the database could not tell.
+	db    bool
+	note  string
+	dbErr error
 }
 
 // configuredKeyFiles returns the files of the named keys, in order, each
@@ -123,6 +143,10 @@ func configuredKeyFiles(cfg *config.Config, names []string) []keyFile {
 	acct := inspectAccount(cfg)
 	for _, name := range names {
 		k := cfg.Keys[name]
+		if k.Query != "" {
+			out = append(out, databaseKeyFiles(cfg, name, "", acct)...)
+			continue
+		}
 		if !strings.Contains(k.File, "%") {
 			st := keystore.InspectKeyFileFor(k.File, acct)
 			if !strings.Contains(k.Domain, "%") {
@@ -175,6 +199,10 @@ func keyFilesForDomain(cfg *config.Config, names []string, domain string) []keyF
 	for _, name := range names {
 		k := cfg.Keys[name]
 		if !strings.Contains(k.Domain, "%") && k.Domain != domain {
+			continue
+		}
+		if k.Query != "" {
+			out = append(out, databaseKeyFiles(cfg, name, domain, inspectAccount(cfg))...)
 			continue
 		}
 		path := strings.ReplaceAll(k.File, "%", domain)
@@ -318,4 +346,55 @@ func formatAge(d time.Duration) string {
 		return "1 day"
 	}
 	return fmt.Sprintf("%d days", days)
+}
+
+// databaseKeyFiles returns the rows of key name, which has a query: the
+// one for domain, or, with domain "", every row of its list_query.
+// Without a list_query, or without a row for domain, the one keyFile
+// says so in note; when the database fails, in dbErr.
+func databaseKeyFiles(cfg *config.Config, name, domain string, acct *keystore.Account) []keyFile {
+	k := cfg.Keys[name]
+	one := keyFile{name: name, domain: k.Domain, path: "database", db: true}
+	if domain == "" && k.ListQuery == "" {
+		one.note = fmt.Sprintf("the domains of a key with a query are listed by its list_query, which keys.%s has not (%s): name one with -d DOMAIN, or add list_query = \"SELECT domain, selector, private_key FROM ...\"",
+			name, cfg.Where(k.Line))
+		return []keyFile{one}
+	}
+	db, err := keystore.OpenDB(cfg)
+	if err != nil {
+		one.dbErr = err
+		return []keyFile{one}
+	}
+	defer db.Close()
+	var rows []keystore.KeyRow
+	if domain != "" {
+		var row *keystore.KeyRow
+		row, err = db.Key(context.Background(), name, domain, acct)
+		if row != nil {
+			rows = append(rows, *row)
+		} else if err == nil {
+			one.domain = domain
+			one.note = fmt.Sprintf("the query finds no key for %s in PostgreSQL (%s), so the rule does not sign its mail", domain, db.Target())
+			return []keyFile{one}
+		}
+	} else {
+		rows, err = db.List(context.Background(), name, acct)
+	}
+	if err != nil {
+		one.dbErr = err
+		return []keyFile{one}
+	}
+	if len(rows) == 0 {
+		one.note = fmt.Sprintf("the list_query finds no key in PostgreSQL (%s)", db.Target())
+		return []keyFile{one}
+	}
+	out := make([]keyFile, 0, len(rows))
+	for _, r := range rows {
+		path := r.File
+		if path == "" {
+			path = "database"
+		}
+		out = append(out, keyFile{name: name, domain: r.Domain, selector: r.Selector, path: path, status: r.Status, db: true})
+	}
+	return out
 }

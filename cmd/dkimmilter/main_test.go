@@ -19,6 +19,7 @@ import (
 
 	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/internal/dnstest"
+	"github.com/dkimmilter/dkimmilter/internal/pgtest"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
 	"github.com/dkimmilter/dkimmilter/keystore"
 )
@@ -31,7 +32,8 @@ func TestMain(m *testing.M) {
 		main()
 		return
 	}
-	os.Exit(m.Run())
+	// The database tests share one throwaway PostgreSQL, stopped here.
+	pgtest.Main(m)
 }
 
 type fixture struct {

@@ -136,7 +136,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	defer signal.Stop(stop)
 	defer signal.Stop(hup)
 	defer signal.Stop(usr2)
-	logEffective(log, cfg, d.running)
+	logEffective(log, rt, d.running)
 
 	served := make(chan error, 1)
 	go func() { served <- d.srv.Serve(ln) }()
@@ -288,7 +288,7 @@ func (d *daemon) reload() {
 	d.srv.SetRuntime(rt)
 	d.metrics.Reload(true)
 	d.log.Info("configuration reloaded: new connections use it, sessions in flight finish on the old one", "config", configName(d.path))
-	logEffective(d.log, cfg, d.running)
+	logEffective(d.log, rt, d.running)
 	go d.checkKeys(context.Background(), cfg)
 }
 
@@ -399,7 +399,8 @@ func logConfigError(log *slog.Logger, err error) {
 // logEffective logs the configuration in force, as chasquid does: what an
 // admin reads first when mail is not signed. The socket is the one
 // listened on, which a reload does not change.
-func logEffective(log *slog.Logger, cfg *config.Config, running fixedSettings) {
+func logEffective(log *slog.Logger, rt *milter.Runtime, running fixedSettings) {
+	cfg := rt.Config
 	var rules []string
 	for _, r := range cfg.Signing {
 		rules = append(rules, r.From+" -> "+strings.Join(r.Keys, "+"))
@@ -408,10 +409,14 @@ func logEffective(log *slog.Logger, cfg *config.Config, running fixedSettings) {
 	if file == "" {
 		file = "(built-in defaults)"
 	}
-	log.Info("dkimmilter ready", "version", version(),
+	attrs := []any{"version", version(),
 		"config", file, "listen", running.listen, "mode", cfg.Mode.String(),
 		"authserv_id", cfg.AuthservID, "keys", len(cfg.Keys), "signing", strings.Join(rules, ", "),
 		"internal_hosts", strings.Join(cfg.Sign.InternalHosts.Strings(), ","), "daemon_names", strings.Join(cfg.Sign.DaemonNames, ","),
-		"sign_authenticated", cfg.Sign.SignAuthenticated, "peers", strings.Join(cfg.Peers.Strings(), ","),
-		"pid", os.Getpid())
+		"sign_authenticated", cfg.Sign.SignAuthenticated, "peers", strings.Join(cfg.Peers.Strings(), ",")}
+	if db := rt.Keys.DatabaseTarget(); db != "" {
+		// The server of keys with a query, never the password.
+		attrs = append(attrs, "database", db)
+	}
+	log.Info("dkimmilter ready", append(attrs, "pid", os.Getpid())...)
 }

@@ -97,6 +97,18 @@ func RSAKey(bits int) *rsa.PrivateKey {
 // WriteKey writes key as PEM (PKCS#8, or PKCS#1 for pkcs1) at dir/name with
 // mode 0600 and returns the path.
 func WriteKey(dir, name string, key any, pkcs1 bool) string {
+	path := filepath.Join(dir, name)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		panic(err)
+	}
+	if err := os.WriteFile(path, KeyPEM(key, pkcs1), 0o600); err != nil {
+		panic(err)
+	}
+	return path
+}
+
+// KeyPEM returns key as PEM: PKCS#8, or PKCS#1 for an RSA key with pkcs1.
+func KeyPEM(key any, pkcs1 bool) []byte {
 	var block *pem.Block
 	if k, ok := key.(*rsa.PrivateKey); ok && pkcs1 {
 		block = &pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}
@@ -107,14 +119,7 @@ func WriteKey(dir, name string, key any, pkcs1 bool) string {
 		}
 		block = &pem.Block{Type: "PRIVATE KEY", Bytes: der}
 	}
-	path := filepath.Join(dir, name)
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		panic(err)
-	}
-	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-		panic(err)
-	}
-	return path
+	return pem.EncodeToMemory(block)
 }
 
 // Sign is SignRaw for tests: msg is text with LF or CRLF line ends, and a
