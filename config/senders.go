@@ -8,8 +8,8 @@ import (
 	"unicode"
 )
 
-// Sender binding: sign.sender_binding and [sign.senders]. A client that is
-// trusted only because it authenticated with SASL is a user, and a user
+// Sender binding: sign.sender_binding and [sign.senders]. A client that
+// authenticated with SASL and is not an internal host is a user, and a user
 // may have mail signed only for the From domains its login may use;
 // otherwise one tenant of a shared host (or anyone holding one stolen
 // password) gets any other tenant's domain signed, and that domain's DMARC

@@ -71,6 +71,9 @@ func tenantMsg(from string) string {
 }
 
 func login(name string) testkit.Envelope {
+	if name == "" {
+		return testkit.Envelope{From: "alice@a.example", Rcpts: []string{"bob@example.net"}}
+	}
 	return testkit.Envelope{From: "alice@a.example", Rcpts: []string{"bob@example.net"}, AuthType: "PLAIN", AuthAuthen: name}
 }
 
@@ -112,27 +115,35 @@ func TestSenderBinding(t *testing.T) {
 		why       string // in the log line's why
 	}{
 		{"own domain", "", "", false, user, "alice@a.example", "alice@a.example", "a.example", "authenticated as alice@a.example"},
-		{"another address of the own domain", "", "", false, user, "alice@a.example", "<info@A.EXAMPLE>", "a.example", ""},
-		{"a subdomain of the own domain", "", "", false, user, "alice@a.example", "news@x.a.example", "a.example", ""},
+		{"another address of the own domain", "", "", false, user, "alice@a.example", "<info@A.EXAMPLE>", "a.example", "authenticated as alice@a.example"},
+		{"a subdomain of the own domain", "", "", false, user, "alice@a.example", "news@x.a.example", "a.example", "authenticated as alice@a.example"},
 		{"another tenant's domain", "", "", false, user, "alice@a.example", "CEO <ceo@b.example>", "",
 			"login alice@a.example may have mail signed for a.example and its subdomains only, not for From ceo@b.example; [sign.senders] can allow more (sign.sender_binding; actions.sender_mismatch = accept)"},
 		{"a login of a subdomain, the parent domain", "", "", false, user, "alice@x.a.example", "ceo@a.example", "", "not for From ceo@a.example"},
 		{"mapped address", "", mapping, false, user, "alice@a.example", "ceo@b.example", "b.example", "authenticated as alice@a.example"},
-		{"mapped address, login in another case", "", mapping, false, user, "Alice@A.example", "ceo@b.example", "b.example", ""},
+		{"mapped address, login in another case", "", mapping, false, user, "Alice@A.example", "ceo@b.example", "b.example", "authenticated as Alice@A.example"},
 		{"mapped, another address", "", mapping, false, user, "alice@a.example", "sales@b.example", "", "what [sign.senders] lists for it, not for From sales@b.example"},
 		{"login without domain, one signing domain", "", "", true, user, "alice", "alice@a.example", "a.example", "authenticated as alice"},
 		{"login without domain, several signing domains", "", "", false, user, "alice", "alice@a.example", "",
 			`login "alice" has no domain part and nothing in [sign.senders] maps it, while the signing rules sign for several domains (a.example, b.example)`},
-		{"login without domain, mapped", "", mapping, false, user, "bob", "bob@b.example", "b.example", ""},
+		{"login without domain, mapped", "", mapping, false, user, "bob", "bob@b.example", "b.example", "authenticated as bob"},
 		{"login without domain, mapped, not that", "", mapping, false, user, "bob", "bob@a.example", "", `login "bob" may have mail signed only for what [sign.senders] lists for it`},
 		{"internal host", "", "", false, client{"10.1.2.3", "smtpd"}, "alice@a.example", "ceo@b.example", "b.example", "internal host (sign.internal_hosts: 10.0.0.0/8)"},
-		{"service in daemon_names", "", "", false, client{remote, "ORIGINATING"}, "alice@a.example", "ceo@b.example", "b.example", "(sign.daemon_names)"},
+		// A submission service in daemon_names is where users log in:
+		// its authenticated users are bound; what comes through it
+		// without a login is signed as before.
+		{"service in daemon_names, authenticated, own domain", "", "", false, client{remote, "ORIGINATING"}, "alice@a.example", "alice@a.example", "a.example", "(sign.daemon_names)"},
+		{"service in daemon_names, authenticated, another tenant's domain", "", "", false, client{remote, "ORIGINATING"}, "alice@a.example", "ceo@b.example", "", "not for From ceo@b.example"},
+		{"service in daemon_names, not authenticated", "", "", false, client{remote, "ORIGINATING"}, "", "ceo@b.example", "b.example", "(sign.daemon_names)"},
 		{"off", `sender_binding = "off"`, "", false, user, "alice@a.example", "ceo@b.example", "b.example", "authenticated as alice@a.example"},
-		{"off, login without domain", `sender_binding = "off"`, "", false, user, "alice", "ceo@b.example", "b.example", ""},
+		{"off, login without domain", `sender_binding = "off"`, "", false, user, "alice", "ceo@b.example", "b.example", "authenticated as alice"},
 		{"no signing rule: not a mismatch", "", "", false, user, "alice@a.example", "x@c.example", "", "no signing rule for x@c.example"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.why == "" {
+				t.Fatal("each row names what the log line's why says")
+			}
 			e := tenantsEnv(t, tt.sign, tt.more, tt.one)
 			c, err := testkit.Dial("tcp", e.addr)
 			if err != nil {
@@ -151,7 +162,7 @@ func TestSenderBinding(t *testing.T) {
 				t.Fatalf("signed for %q, want %q", got, tt.signedFor)
 			}
 			line := e.lastLog()
-			if !strings.Contains(line, " login="+tt.login+" ") && !strings.Contains(line, fmt.Sprintf(" login=%q ", tt.login)) {
+			if tt.login != "" && !strings.Contains(line, " login="+tt.login+" ") && !strings.Contains(line, fmt.Sprintf(" login=%q ", tt.login)) {
 				t.Errorf("the log line does not name the login: %s", line)
 			}
 			if !strings.Contains(line, fmt.Sprintf("%q", tt.why)[1:len(fmt.Sprintf("%q", tt.why))-1]) {

@@ -97,7 +97,7 @@ type message struct {
 	action     config.Action
 	quarantine string
 
-	// mismatch: the client is trusted only because it authenticated,
+	// mismatch: the client authenticated and is not an internal host,
 	// and its login may not have this From signed (sign.sender_binding).
 	mismatch *keystore.Mismatch
 
@@ -287,11 +287,13 @@ func (s *session) decide() {
 					"key", k.Name, "d", k.Domain, "s", k.Selector, "i", sel.Identity, "file", k.File)
 			}
 		}
-		if err == nil && sel != nil && s.internal == "" && s.daemon == "" {
-			// Trusted only because it authenticated: a user, who may
-			// have signed only the From domains its login may use
-			// (doc/decision.md). A source that cannot say is a
-			// signing failure, never a yes.
+		if err == nil && sel != nil && s.internal == "" && (s.daemon == "" || msg.authType != "" || msg.authAuthen != "") {
+			// An authenticated client that is not an internal host: a
+			// user, who may have signed only the From domains its login
+			// may use (doc/decision.md), also through a service in
+			// sign.daemon_names (a submission service is where users
+			// log in). A source that cannot say is a signing failure,
+			// never a yes.
 			msg.mismatch, err = s.senders().Check(withQueueID(context.Background(), msg.qid), msg.authAuthen, msg.from)
 		}
 		switch {
