@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -35,7 +36,9 @@ With [database], check connects to the server and runs each key's query
 once (for the domain of its first [[signing]] rule that names one, else
 for a domain that cannot exist), and its list_query for one row: an
 error names the server (host, port, database, user; never the password)
-and the key.`
+and the key. Run as root, it does that as the user it checks as (see
+above), in a process of that user: the server's peer authentication and
+the ~/.pgpass it reads are that user's.`
 
 // configCheckOptions are the flags of check, for checkConfig.
 type configCheckOptions struct {
@@ -62,6 +65,9 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "no configuration file at %s: dkimmilter serve would verify only, on %s, and sign nothing\n", config.DefaultPath, cfg.Listen)
 		return exitOK
 	}
+	if os.Getenv(checkDBAsEnv) != "" {
+		return checkDatabaseChild(cfg)
+	}
 	return checkConfig(cfg, opts, stdout, stderr)
 }
 
@@ -80,7 +86,7 @@ func checkConfig(cfg *config.Config, opts configCheckOptions, stdout, stderr io.
 		errs = append(errs, err)
 	}
 	errs = append(errs, checkPercentKeys(cfg, acct)...)
-	dbErrs, dbLines := checkDatabase(cfg, acct)
+	dbErrs, dbLines := checkDatabaseAs(cfg, acct)
 	errs = append(errs, dbErrs...)
 	accessErrs, accessWarnings := checkAccess(cfg, acct)
 	errs = append(errs, accessErrs...)

@@ -286,3 +286,22 @@ func (c *Cluster) CopyRows(tb testing.TB, dsn, table string, columns []string, r
 		tb.Fatalf("copy into %s: %v", table, err)
 	}
 }
+
+// Peer makes the server authenticate role over the unix socket by peer
+// authentication, as a `local all ROLE peer` line in pg_hba.conf does:
+// only a client running as the system user of that name gets in. Other
+// roles keep trust.
+func (c *Cluster) Peer(tb testing.TB, role string) {
+	tb.Helper()
+	hba := filepath.Join(c.data(), "pg_hba.conf")
+	old, err := os.ReadFile(hba)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(hba, append([]byte("local all "+role+" peer\n"), old...), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	if out, err := c.run("pg_ctl", "-D", c.data(), "reload"); err != nil {
+		tb.Fatalf("pg_ctl reload: %v\n%s", err, out)
+	}
+}
