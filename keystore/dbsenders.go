@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dkimmilter/dkimmilter/config"
 )
@@ -63,15 +64,15 @@ func (dbSenders) String() string { return "database.senders_query" }
 // "reject", for a mistake in the table that a tempfail gives the
 // operator time to fix (it is kept negative_cache_ttl, like no row).
 func (d dbSenders) Senders(ctx context.Context, login string) ([]string, bool, error) {
-	s := d.s
-	if s.dbs == nil {
-		return nil, false, errors.New("no database is open")
-	}
-	login = strings.ToLower(login)
-	if login == "" {
-		// Authenticated without a login name: no row can be for it.
+	s := d.s // SenderSources made d only with a database
+	if login == "" || !utf8.ValidString(login) || strings.IndexByte(login, 0) >= 0 {
+		// Authenticated without a login name, or with one that text
+		// in PostgreSQL cannot hold (the server would refuse the
+		// query, and tempfail the login's mail for ever): no row can
+		// be for it.
 		return nil, false, nil
 	}
+	login = strings.ToLower(login)
 	timeout := s.cfg.Database.QueryTimeout
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

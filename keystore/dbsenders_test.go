@@ -146,9 +146,15 @@ func TestDatabaseSendersRows(t *testing.T) {
 	if len(rec.queries) != 3 || rec.count(&rec.queries, DBFound) != 0 {
 		t.Errorf("counted as key queries: %v", rec.queries)
 	}
-	// No login at all asks nothing.
-	if _, found, err := src.Senders(context.Background(), ""); found || err != nil {
-		t.Errorf("empty login: %v, %v", found, err)
+	// No login at all, or one no text column can hold, asks nothing.
+	misses := rec.count(&rec.cache, "senders/"+DBMiss)
+	for _, login := range []string{"", "al\xffice@a.example", "al\x00ice@a.example"} {
+		if _, found, err := src.Senders(context.Background(), login); found || err != nil {
+			t.Errorf("login %q: %v, %v", login, found, err)
+		}
+	}
+	if n := rec.count(&rec.cache, "senders/"+DBMiss); n != misses {
+		t.Errorf("%d lookups for logins no row can be for", n-misses)
 	}
 }
 
