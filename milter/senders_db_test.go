@@ -168,3 +168,36 @@ cache_ttl = "0s"`)
 		t.Error("the outage is not counted")
 	}
 }
+
+// A reload to the same [database] hands the pool over: the new
+// Runtime's sender binding asks the database on the pool it adopted
+// (its own was closed), and sees the rows as before.
+func TestDatabaseSenderBindingReload(t *testing.T) {
+	c := pgtest.Shared(t)
+	dsn := c.CreateDB(t, sendersSchema)
+	c.Exec(t, dsn, "INSERT INTO dkim_senders VALUES ('alice@a.example', 'b.example')")
+	e := sendersEnv(t, dsn, `cache_ttl = "0s"`)
+	first := e.rt
+	cfg, err := config.Load(e.dir + "/dkimmilter.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, _, err := LoadRuntime(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt.Keys.SetObserver(e.metrics)
+	e.srv.SetRuntime(rt)
+	if rt.Keys.DatabaseTarget() == "" || rt.Keys.DatabaseTarget() != first.Keys.DatabaseTarget() {
+		t.Fatalf("database %q after the reload, %q before", rt.Keys.DatabaseTarget(), first.Keys.DatabaseTarget())
+	}
+	for range 2 {
+		r, out := e.send(remote, login("alice@a.example"), tenantMsg("ceo@b.example"), 0)
+		if r.Action.Code != gomilter.ActContinue || e.signedFor(out) != "b.example" {
+			t.Fatalf("after the reload: answer %c %d %s, signed for %q", r.Action.Code, r.Action.SMTPCode, r.Action.SMTPText, e.signedFor(out))
+		}
+	}
+	if got := e.counter(`dkimmilter_database_queries_total{query="senders",outcome="found"}`); got != 2 {
+		t.Errorf("%d queries found the row, want 2 (cache_ttl 0s)", got)
+	}
+}
