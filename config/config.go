@@ -57,6 +57,13 @@ type Database struct {
 	CacheSize        int           // answers kept, found and not found together
 	CacheTTL         time.Duration // how long a key found is used without asking again
 	NegativeCacheTTL time.Duration // how long "no key for this domain" is believed
+
+	// SendersQuery, when set, is asked which From addresses and domains
+	// an authenticated login may use besides its own domain, after
+	// [sign.senders]: "SELECT allowed FROM dkim_senders WHERE login =
+	// $1", $1 being the login in lower case, each row one entry in the
+	// forms [sign.senders] takes. "" for none.
+	SendersQuery string
 }
 
 // Sign is the [sign] table.

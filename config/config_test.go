@@ -82,7 +82,7 @@ func TestFull(t *testing.T) {
 			"example-rsa": {Name: "example-rsa", Domain: "example.com", Selector: "s2026r", File: "/etc/dkimmilter/keys/example.com/s2026r.pem", Line: 28},
 			"example.ed":  {Name: "example.ed", Domain: "example.com", Selector: "S2026e.Lab_1", File: filepath.Join(dir, "keys/s2026e.pem"), Line: 33},
 			"any-domain":  {Name: "any-domain", Domain: "%", Selector: "dkim", File: "/etc/dkimmilter/keys/%/dkim.pem", Line: 39},
-			"hosted": {Name: "hosted", Domain: "%", Line: 99,
+			"hosted": {Name: "hosted", Domain: "%", Line: 100,
 				Query:     "SELECT selector, private_key FROM dkim_keys WHERE domain = $1",
 				ListQuery: "SELECT domain, selector, private_key FROM dkim_keys"},
 		},
@@ -92,7 +92,7 @@ func TestFull(t *testing.T) {
 			{From: "*@*.example.com", Keys: []string{"example-rsa"}, Line: 51, KeysLine: 53},
 			{From: "x-*@example.*", Keys: []string{"example-rsa"}, Line: 55, KeysLine: 57},
 			{From: "*", Keys: []string{"any-domain"}, Identity: "@%", Line: 59, KeysLine: 61},
-			{From: "*@*.example.net", Keys: []string{"hosted"}, Line: 104, KeysLine: 106},
+			{From: "*@*.example.net", Keys: []string{"hosted"}, Line: 105, KeysLine: 107},
 		},
 		Verify: Verify{MinRSABits: 2048, MaxSignatures: 4},
 		DNS: DNS{
@@ -105,7 +105,8 @@ func TestFull(t *testing.T) {
 		Limits:        Limits{MaxSessions: 64, IdleTimeout: 5 * time.Minute, MessageTimeout: time.Hour, MaxHeaders: 200, MaxHeaderBytes: 65536},
 		MetricsListen: "127.0.0.1:9180",
 		Database: Database{DSN: "host=/run/postgresql dbname=mail user=dkimmilter", MaxConns: 3,
-			QueryTimeout: 750 * time.Millisecond, CacheSize: 500, CacheTTL: 30 * time.Second},
+			QueryTimeout: 750 * time.Millisecond, CacheSize: 500, CacheTTL: 30 * time.Second,
+			SendersQuery: "SELECT allowed FROM dkim_senders WHERE login = $1"},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got\n%+v\nwant\n%+v", cfg, want)

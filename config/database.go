@@ -37,8 +37,23 @@ func (c *checker) database(f fileDatabase) Database {
 		}
 		*d.dst = v
 	}
+	if q := strings.TrimSpace(f.SendersQuery); q != "" {
+		out.SendersQuery = q
+		if prob := paramProblem(q, "the login", sendersQueryExample); prob != "" {
+			c.errf(p.child("senders_query"), "%s", prob)
+		}
+		if out.DSN == "" {
+			c.errf(p.child("senders_query"), `needs a database: add dsn = "host=/run/postgresql dbname=mail user=dkimmilter" to [database]`)
+		}
+	}
 	return out
 }
+
+// The examples the query errors give.
+const (
+	keyQueryExample     = "SELECT selector, private_key FROM dkim_keys WHERE domain = $1"
+	sendersQueryExample = "SELECT allowed FROM dkim_senders WHERE login = $1"
+)
 
 // queryKey reads a [keys.NAME] table whose selector and private key come
 // from [database]: domain must be "%" (the query is asked per From
@@ -91,15 +106,21 @@ func queryProblem(q string, withParam bool) string {
 		}
 		return ""
 	}
+	return paramProblem(q, "the From domain", keyQueryExample)
+}
+
+// paramProblem checks that q takes $1 (what, for the message) and no
+// other parameter; example is a query that does.
+func paramProblem(q, what, example string) string {
 	has1 := false
-	for _, prm := range params {
+	for _, prm := range paramRE.FindAllString(q, -1) {
 		if prm != "$1" {
-			return `uses ` + prm + `; the only parameter is $1, the From domain: e.g. "SELECT selector, private_key FROM dkim_keys WHERE domain = $1"`
+			return `uses ` + prm + `; the only parameter is $1, ` + what + `: e.g. "` + example + `"`
 		}
 		has1 = true
 	}
 	if !has1 {
-		return `does not take $1, the From domain: write e.g. "SELECT selector, private_key FROM dkim_keys WHERE domain = $1"`
+		return `does not take $1, ` + what + `: write e.g. "` + example + `"`
 	}
 	return ""
 }

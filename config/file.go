@@ -40,6 +40,7 @@ type fileDatabase struct {
 	CacheSize        int      `toml:"cache_size"`
 	CacheTTL         rawValue `toml:"cache_ttl"`
 	NegativeCacheTTL rawValue `toml:"negative_cache_ttl"`
+	SendersQuery     string   `toml:"senders_query"`
 }
 
 type fileLimits struct {
@@ -158,6 +159,7 @@ func toFile(c *Config) *fileConfig {
 			DSN: c.Database.DSN, MaxConns: c.Database.MaxConns, QueryTimeout: rawValue{c.Database.QueryTimeout.String()},
 			CacheSize: c.Database.CacheSize, CacheTTL: rawValue{c.Database.CacheTTL.String()},
 			NegativeCacheTTL: rawValue{c.Database.NegativeCacheTTL.String()},
+			SendersQuery:     c.Database.SendersQuery,
 		},
 	}
 	f.Peers = c.Peers.Strings()

@@ -155,3 +155,15 @@ func senderProblem(e string) string {
 	}
 	return ""
 }
+
+// SenderEntry checks one entry of what a login may use, coming from
+// elsewhere than this file (a row of database.senders_query), as
+// [sign.senders] checks its own: it returns the entry as the binding
+// compares it (lower-case, without a trailing dot), or, when it is not
+// one of the forms, what is wrong with it and how to write it.
+func SenderEntry(e string) (entry, problem string) {
+	if prob := senderProblem(e); prob != "" {
+		return "", fmt.Sprintf("%q %s", e, prob)
+	}
+	return strings.ToLower(strings.TrimSuffix(e, ".")), ""
+}

@@ -78,3 +78,25 @@ func TestSendersBad(t *testing.T) {
 		}
 	}
 }
+
+// SenderEntry judges an entry from elsewhere (a database row) as
+// [sign.senders] judges its own.
+func TestSenderEntry(t *testing.T) {
+	for _, tt := range []struct {
+		in, entry, problem string
+	}{
+		{"Sales@B.Example", "sales@b.example", ""},
+		{"c.example.", "c.example", ""},
+		{"*", "*", ""},
+		{"", "", `"" is not a domain: it is empty`},
+		{"*.b.example", "", `"*.b.example" has a wildcard; write "b.example"`},
+		{"@b.example", "", `"@b.example" is not an address; write "b.example"`},
+		{"b example", "", `"b example" is not a domain`},
+		{"bücher.example", "", `write internationalised names in their ASCII form`},
+	} {
+		entry, prob := SenderEntry(tt.in)
+		if entry != tt.entry || (tt.problem == "") != (prob == "") || !strings.Contains(prob, tt.problem) {
+			t.Errorf("SenderEntry(%q) = %q, %q; want %q, %q", tt.in, entry, prob, tt.entry, tt.problem)
+		}
+	}
+}

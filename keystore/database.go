@@ -17,26 +17,33 @@ import (
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
 )
 
-// DBObserver is told what the database lookups of keys with a query do,
-// for the metrics. Its methods are called on the message's goroutine and
-// must not block.
+// DBObserver is told what the database lookups do, for the metrics:
+// those of keys with a query (query DBKeys) and those of
+// database.senders_query (query DBSenders). Its methods are called on the
+// message's goroutine and must not block.
 type DBObserver interface {
-	// DBCache: "hit" (a key from the cache), "negative_hit" (the cache
-	// says the domain has no usable key: no row, or a row that cannot
-	// sign) or "miss" (the database was asked, or a
-	// query for the same domain already running was waited for).
-	DBCache(result string)
+	// DBCache: "hit" (an answer from the cache: a key, a login's
+	// entries), "negative_hit" (the cache says there is no usable
+	// answer: no row, or a row that cannot be used) or "miss" (the
+	// database was asked, or a query for the same domain or login
+	// already running was waited for).
+	DBCache(query, result string)
 	// DBQuery: a query sent to the database, how long it took and its
-	// outcome: "found", "not_found", "bad_key" (a row that cannot
-	// sign), "timeout" or "error" (the server, the connection, the SQL).
-	DBQuery(outcome string, d time.Duration)
+	// outcome: "found", "not_found", "bad_key" (a key row that cannot
+	// sign), "bad_row" (a senders row that is not an entry), "timeout"
+	// or "error" (the server, the connection, the SQL).
+	DBQuery(query, outcome string, d time.Duration)
 }
 
-// The outcomes of DBObserver.DBQuery and DBCache.
+// The queries of DBObserver, and the outcomes of its DBQuery and DBCache.
 const (
+	DBKeys    = "keys"
+	DBSenders = "senders"
+
 	DBFound       = "found"
 	DBNotFound    = "not_found"
 	DBBadKey      = "bad_key"
+	DBBadRow      = "bad_row"
 	DBTimeout     = "timeout"
 	DBError       = "error"
 	DBHit         = "hit"
@@ -120,17 +127,25 @@ type dbAnswer struct {
 	err      error
 }
 
-// dbState is a Store's part for keys with a query.
+// dbState is a Store's part for keys with a query and for
+// database.senders_query: the pool, and a cache for each query.
 type dbState struct {
-	db    *database
-	cache *cache[*dbAnswer]
-	obs   DBObserver
-	once  sync.Once // Close
+	db      *database
+	cache   *cache[*dbAnswer]     // keys, by key name and From domain
+	senders *cache[*senderAnswer] // database.senders_query, by login
+	obs     DBObserver
+	once    sync.Once // Close
 }
 
-func (s *Store) observeCache(result string) {
+func (s *Store) observeCache(query, result string) {
 	if s.dbs != nil && s.dbs.obs != nil {
-		s.dbs.obs.DBCache(result)
+		s.dbs.obs.DBCache(query, result)
+	}
+}
+
+func (s *Store) observeQuery(query, outcome string, d time.Duration) {
+	if s.dbs != nil && s.dbs.obs != nil {
+		s.dbs.obs.DBQuery(query, outcome, d)
 	}
 }
 
@@ -168,7 +183,7 @@ func (s *Store) Close() {
 	s.dbs.once.Do(s.dbs.db.release)
 }
 
-// DatabaseTarget names the server of keys with a query ("" without one)
+// DatabaseTarget names the server of [database] ("" without one in use)
 // for messages: host, port, database and user, never the password.
 func (s *Store) DatabaseTarget() string {
 	if s.dbs == nil {
@@ -194,11 +209,11 @@ func (s *Store) dbKey(ck *config.Key, domain string) (*Key, error) {
 	})
 	switch {
 	case !hit:
-		s.observeCache(DBMiss)
+		s.observeCache(DBKeys, DBMiss)
 	case a == nil || a.err != nil:
-		s.observeCache(DBNegativeHit)
+		s.observeCache(DBKeys, DBNegativeHit)
 	default:
-		s.observeCache(DBHit)
+		s.observeCache(DBKeys, DBHit)
 	}
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
@@ -233,9 +248,7 @@ func (s *Store) queryKey(ctx context.Context, ck *config.Key, domain string) (*d
 	case a.err != nil:
 		outcome = DBBadKey
 	}
-	if s.dbs.obs != nil {
-		s.dbs.obs.DBQuery(outcome, time.Since(start))
-	}
+	s.observeQuery(DBKeys, outcome, time.Since(start))
 	switch {
 	case err != nil:
 		return nil, 0, err
@@ -373,9 +386,10 @@ func ParseKeyRow(selector *string, key []byte) (sel, file string, pk *PrivateKey
 	return sel, "", pk, nil
 }
 
-// openDBState opens the pool of cfg's [database] when a key has a query.
+// openDBState opens the pool of cfg's [database] when a key has a query
+// or database.senders_query is set.
 func openDBState(cfg *config.Config) (*dbState, error) {
-	need := false
+	need := cfg.Database.SendersQuery != ""
 	for _, k := range cfg.Keys {
 		need = need || k.Query != ""
 	}
@@ -386,5 +400,6 @@ func openDBState(cfg *config.Config) (*dbState, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &dbState{db: db, cache: newCache[*dbAnswer](cfg.Database.CacheSize, nil)}, nil
+	return &dbState{db: db, cache: newCache[*dbAnswer](cfg.Database.CacheSize, nil),
+		senders: newCache[*senderAnswer](cfg.Database.CacheSize, nil)}, nil
 }

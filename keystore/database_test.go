@@ -23,29 +23,37 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 const keySchema = "CREATE TABLE dkim_keys (domain text PRIMARY KEY, selector text, private_key text)"
 
-// recorder is a DBObserver that counts.
+// recorder is a DBObserver that counts, the key queries' results and
+// outcomes by their name, the senders query's as "senders/NAME".
 type recorder struct {
 	mu      sync.Mutex
 	cache   map[string]int
 	queries map[string]int
 }
 
-func (r *recorder) DBCache(result string) {
+func recorded(query, what string) string {
+	if query == DBKeys {
+		return what
+	}
+	return query + "/" + what
+}
+
+func (r *recorder) DBCache(query, result string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.cache == nil {
 		r.cache = map[string]int{}
 	}
-	r.cache[result]++
+	r.cache[recorded(query, result)]++
 }
 
-func (r *recorder) DBQuery(outcome string, d time.Duration) {
+func (r *recorder) DBQuery(query, outcome string, d time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.queries == nil {
 		r.queries = map[string]int{}
 	}
-	r.queries[outcome]++
+	r.queries[recorded(query, outcome)]++
 }
 
 func (r *recorder) count(m *map[string]int, k string) int {

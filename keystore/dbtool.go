@@ -19,7 +19,8 @@ type DB struct {
 }
 
 // OpenDB makes the pool of cfg's [database]; nil when no key has a
-// query. It does not connect: Ping does.
+// query and database.senders_query is not set. It does not connect: Ping
+// does.
 func OpenDB(cfg *config.Config) (*DB, error) {
 	st, err := openDBState(cfg)
 	if err != nil || st == nil {
@@ -137,6 +138,28 @@ func (d *DB) Probe(ctx context.Context, name, domain string, acct *Account) (*Ke
 		return row, d.queryError(name, "list_query", err)
 	}
 	return row, nil
+}
+
+// Senders runs database.senders_query once for login (lower-cased, as a
+// message does), without the cache: the login's entries, nil without a
+// row. The database's errors, rows of the wrong shape and rows that are
+// not entries are errors naming the file, the query and the server.
+func (d *DB) Senders(ctx context.Context, login string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.Database.QueryTimeout)
+	defer cancel()
+	a, err := runSendersQuery(ctx, d.db, d.cfg.Database.SendersQuery, strings.ToLower(login))
+	switch {
+	case err != nil:
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("no answer within database.query_timeout (%v)", d.cfg.Database.QueryTimeout)
+		}
+		return nil, fmt.Errorf("%s: database.senders_query: PostgreSQL (%s): %w", d.cfg.Where(0), d.db.target, err)
+	case a == nil:
+		return nil, nil
+	case a.err != nil:
+		return nil, fmt.Errorf("%s: PostgreSQL (%s): %w", d.cfg.Where(0), d.db.target, a.err)
+	}
+	return a.allowed, nil
 }
 
 func (d *DB) queryError(name, which string, err error) error {

@@ -138,7 +138,7 @@ func TestDatabaseSigningManyDomains(t *testing.T) {
 			t.Fatalf("message %d signed d=%s s=%s", i, d, s)
 		}
 	}
-	if got := e.metric(`dkimmilter_database_queries_total{outcome="found"}`); got != domains {
+	if got := e.metric(`dkimmilter_database_queries_total{query="keys",outcome="found"}`); got != domains {
 		t.Errorf("%v queries found a key, want %d", got, domains)
 	}
 	if got := e.metric(`dkimmilter_messages_total{decision="signed"}`); got != domains {
@@ -194,7 +194,7 @@ cache_ttl = "0s"`)
 	if got := e.metric(`dkimmilter_sign_errors_total`); got != 2 {
 		t.Errorf("sign errors %v, want 2", got)
 	}
-	if e.metric(`dkimmilter_database_queries_total{outcome="error"}`)+e.metric(`dkimmilter_database_queries_total{outcome="timeout"}`) < 1 {
+	if e.metric(`dkimmilter_database_queries_total{query="keys",outcome="error"}`)+e.metric(`dkimmilter_database_queries_total{query="keys",outcome="timeout"}`) < 1 {
 		t.Error("the outage is not counted")
 	}
 }
@@ -289,10 +289,10 @@ negative_cache_ttl = "1500ms"`
 	} {
 		h := hosts[i]
 		got := struct{ hits, negative, misses, queries float64 }{
-			h.metric(`dkimmilter_database_cache_total{result="hit"}`),
-			h.metric(`dkimmilter_database_cache_total{result="negative_hit"}`),
-			h.metric(`dkimmilter_database_cache_total{result="miss"}`),
-			h.metric(`dkimmilter_database_query_duration_seconds_count`),
+			h.metric(`dkimmilter_database_cache_total{query="keys",result="hit"}`),
+			h.metric(`dkimmilter_database_cache_total{query="keys",result="negative_hit"}`),
+			h.metric(`dkimmilter_database_cache_total{query="keys",result="miss"}`),
+			h.metric(`dkimmilter_database_query_duration_seconds_count{query="keys"}`),
 		}
 		if got != want {
 			t.Errorf("host %d: metrics %+v, want %+v", i+1, got, want)

@@ -42,19 +42,38 @@ var metricFamilies = []struct {
 	{"dkimmilter_key_matches", "gauge", "1 if that record holds this key's public key and is usable.", nil, true},
 	{"dkimmilter_key_check_status", "gauge", "The key's keys check status: 0 ok, 1 warning, 2 could not check, 3 failing.", nil, true},
 	{"dkimmilter_key_age_seconds", "gauge", "Age of the key file (rotate old keys).", nil, true},
-	{"dkimmilter_database_cache_total", "counter", "Lookups of keys with a query, by cache result: hit (a key), negative_hit (no usable key), miss (the database was asked).", dbCacheSeries, false},
-	{"dkimmilter_database_queries_total", "counter", "Key queries sent to the database, by outcome.", dbQuerySeries, false},
-	{"dkimmilter_database_query_duration_seconds", "histogram", "Latency of the key queries sent to the database, waiting for a connection included.", nil, false},
+	{"dkimmilter_database_cache_total", "counter", "Database lookups (keys with a query, database.senders_query), by query and cache result: hit (an answer), negative_hit (no usable answer), miss (the database was asked).", dbCacheSeries, false},
+	{"dkimmilter_database_queries_total", "counter", "Queries sent to the database, by query and outcome.", dbQuerySeries, false},
+	{"dkimmilter_database_query_duration_seconds", "histogram", "Latency of the queries sent to the database, waiting for a connection included, by query.", dbQueries, false},
+}
+
+// dbQueries: the query label of the database metrics, keys and senders.
+func dbQueries() []string {
+	return []string{`query="` + keystore.DBKeys + `"`, `query="` + keystore.DBSenders + `"`}
 }
 
 func dbCacheSeries() []string {
-	return []string{`result="` + keystore.DBHit + `"`, `result="` + keystore.DBNegativeHit + `"`, `result="` + keystore.DBMiss + `"`}
+	var out []string
+	for _, q := range dbQueries() {
+		for _, r := range []string{keystore.DBHit, keystore.DBNegativeHit, keystore.DBMiss} {
+			out = append(out, q+`,result="`+r+`"`)
+		}
+	}
+	return out
 }
 
+// dbQuerySeries: a key row that cannot sign is bad_key, a senders row
+// that is not an entry bad_row; each query has only its own.
 func dbQuerySeries() []string {
 	var out []string
-	for _, o := range []string{keystore.DBFound, keystore.DBNotFound, keystore.DBBadKey, keystore.DBTimeout, keystore.DBError} {
-		out = append(out, `outcome="`+o+`"`)
+	for _, q := range []string{keystore.DBKeys, keystore.DBSenders} {
+		bad := keystore.DBBadKey
+		if q == keystore.DBSenders {
+			bad = keystore.DBBadRow
+		}
+		for _, o := range []string{keystore.DBFound, keystore.DBNotFound, bad, keystore.DBTimeout, keystore.DBError} {
+			out = append(out, `query="`+q+`",outcome="`+o+`"`)
+		}
 	}
 	return out
 }

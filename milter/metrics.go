@@ -269,20 +269,20 @@ func (m *Metrics) KeepKeys(keep map[KeyLabel]bool) {
 	}
 }
 
-// DBCache counts a lookup of a key with a query by its cache result
-// (keystore.DBObserver).
-func (m *Metrics) DBCache(result string) {
+// DBCache counts a database lookup (query: keystore.DBKeys or
+// DBSenders) by its cache result (keystore.DBObserver).
+func (m *Metrics) DBCache(query, result string) {
 	if m != nil {
-		m.counter(`dkimmilter_database_cache_total{result="` + result + `"}`).Inc()
+		m.counter(`dkimmilter_database_cache_total{query="` + query + `",result="` + result + `"}`).Inc()
 	}
 }
 
-// DBQuery counts and times a key query sent to the database
+// DBQuery counts and times a query sent to the database
 // (keystore.DBObserver).
-func (m *Metrics) DBQuery(outcome string, d time.Duration) {
+func (m *Metrics) DBQuery(query, outcome string, d time.Duration) {
 	if m != nil {
-		m.counter(`dkimmilter_database_queries_total{outcome="` + outcome + `"}`).Inc()
-		m.set.GetOrCreatePrometheusHistogram(`dkimmilter_database_query_duration_seconds`).Update(d.Seconds())
+		m.counter(`dkimmilter_database_queries_total{query="` + query + `",outcome="` + outcome + `"}`).Inc()
+		m.set.GetOrCreatePrometheusHistogram(`dkimmilter_database_query_duration_seconds{query="` + query + `"}`).Update(d.Seconds())
 	}
 }
 

@@ -59,11 +59,13 @@ type Runtime struct {
 	testHook func(stage string)
 }
 
-// LoadRuntime loads cfg's keys and builds its resolver: DNS, timed and
-// counted by m (nil: not counted), each query logged when log is at debug
-// level (nil: not logged), a resolver outage logged once (WARN, then INFO
-// when it ends; nil log: not at all), under a TTL cache that serves stale
-// key records when DNS fails (dns.max_stale). It is what serve runs at
+// LoadRuntime loads cfg's keys and its sender binding ([sign.senders],
+// then database.senders_query on the keys' pool), and builds its
+// resolver: DNS, timed and counted by m (nil: not counted), each query
+// logged when log is at debug level (nil: not logged), a resolver outage
+// logged once (WARN, then INFO when it ends; nil log: not at all), under
+// a TTL cache that serves stale key records when DNS fails
+// (dns.max_stale). It is what serve runs at
 // start and on each reload; warnings (short keys) do not stop it.
 func LoadRuntime(cfg *config.Config, m *Metrics, log *slog.Logger) (*Runtime, []string, error) {
 	keys, warnings, err := keystore.Load(cfg)
@@ -81,7 +83,7 @@ func LoadRuntime(cfg *config.Config, m *Metrics, log *slog.Logger) (*Runtime, []
 	rt := &Runtime{
 		Config:   cfg,
 		Keys:     keys,
-		Senders:  keystore.NewBinding(cfg),
+		Senders:  keystore.NewBinding(cfg, keys.SenderSources()...),
 		lookups:  lk,
 		Verifier: verifier.New(verifier.ConfigOptions(cfg, lk.cache)),
 		Hostname: host,

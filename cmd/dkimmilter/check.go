@@ -34,11 +34,13 @@ exists; when not root, the user running the check.
 
 With [database], check connects to the server and runs each key's query
 once (for the domain of its first [[signing]] rule that names one, else
-for a domain that cannot exist), and its list_query for one row: an
-error names the server (host, port, database, user; never the password)
-and the key. Run as root, it does that as the user it checks as (see
-above), in a process of that user: the server's peer authentication and
-the ~/.pgpass it reads are that user's.`
+for a domain that cannot exist), and its list_query for one row, and
+runs database.senders_query for a login that cannot exist (a row for it
+is an error: every login would get it): an error names the server (host,
+port, database, user; never the password) and the key or query. Run as
+root, it does that as the user it checks as (see above), in a process of
+that user: the server's peer authentication and the ~/.pgpass it reads
+are that user's.`
 
 // configCheckOptions are the flags of check, for checkConfig.
 type configCheckOptions struct {
@@ -185,7 +187,31 @@ func checkDatabase(cfg *config.Config, acct *keystore.Account) (errs []error, li
 			lines = append(lines, fmt.Sprintf("key %s: the query runs (no row for %s)", name, domain))
 		}
 	}
+	if cfg.Database.SendersQuery != "" {
+		e, l := checkSendersQuery(ctx, cfg, db)
+		errs, lines = append(errs, e...), append(lines, l...)
+	}
 	return errs, lines
+}
+
+// checkSenderLogin is the login check asks database.senders_query for: it
+// cannot be a real one, so no row is the answer to expect.
+const checkSenderLogin = "dkimmilter-check@dkimmilter-check.invalid"
+
+// checkSendersQuery runs database.senders_query once, for a login that
+// cannot exist: the query runs and has the right shape, and it does not
+// give a login it does not know anything (a WHERE lost, an OR too many),
+// which every login would then get.
+func checkSendersQuery(ctx context.Context, cfg *config.Config, db *keystore.DB) (errs []error, lines []string) {
+	allowed, err := db.Senders(ctx, checkSenderLogin)
+	switch {
+	case err != nil:
+		return []error{err}, nil
+	case len(allowed) > 0:
+		return []error{fmt.Errorf("%s: database.senders_query: PostgreSQL (%s): for login %s, which cannot exist, the query returns %s: every login would get these too; check its WHERE (e.g. \"SELECT allowed FROM dkim_senders WHERE login = $1\")",
+			cfg.Where(0), db.Target(), checkSenderLogin, strings.Join(allowed, ", "))}, nil
+	}
+	return nil, []string{fmt.Sprintf("sender binding: database.senders_query runs (no row for %s)", checkSenderLogin)}
 }
 
 // printErrors prints each problem err holds on a line of its own.

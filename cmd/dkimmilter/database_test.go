@@ -253,6 +253,32 @@ func TestReadmeDatabaseSchema(t *testing.T) {
 	if _, err := conn.Exec(ctx, "SELECT private_key FROM dkim_keys"); err == nil || !strings.Contains(err.Error(), "permission denied") {
 		t.Errorf("the daemon's role reads the table itself: %v", err)
 	}
+
+	// The sender binding's table: logins lower-case, read through the
+	// view with the README's senders_query.
+	c.Exec(t, dsn, "INSERT INTO dkim_senders VALUES ('alice@a.example', 'ceo@b.example'), ('alice@a.example', 'c.example')")
+	admin, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "INSERT INTO dkim_senders VALUES ('Bob@A.example', 'b.example')"); err == nil || !strings.Contains(err.Error(), "check constraint") {
+		t.Errorf("a login in upper case was taken: %v", err)
+	}
+	if cfg.Database.SendersQuery == "" {
+		t.Fatal("the README's [database] has no senders_query")
+	}
+	rows, err := conn.Query(ctx, cfg.Database.SendersQuery+" ORDER BY allowed", "alice@a.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || strings.Join(allowed, ",") != "c.example,ceo@b.example" {
+		t.Errorf("the README's senders_query as the daemon's role: %q, %v", allowed, err)
+	}
+	if _, err := conn.Exec(ctx, "SELECT allowed FROM dkim_senders"); err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Errorf("the daemon's role reads the senders table itself: %v", err)
+	}
 }
 
 // The daemon as a process, with its keys in PostgreSQL: it starts while
