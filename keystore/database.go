@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -60,8 +62,7 @@ type database struct {
 func openDatabase(cfg *config.Config) (*database, error) {
 	pc, err := pgxpool.ParseConfig(cfg.Database.DSN)
 	if err != nil {
-		// pgx's message shows the DSN with the password masked.
-		return nil, fmt.Errorf("%s: database.dsn: %v", cfg.Where(0), err)
+		return nil, fmt.Errorf("%s: %s", cfg.Where(0), dsnError(cfg.Database.DSN, err))
 	}
 	pc.MaxConns = int32(cfg.Database.MaxConns)
 	pc.MinConns = 0
@@ -88,6 +89,45 @@ func openDatabase(cfg *config.Config) (*database, error) {
 	db := &database{pool: pool, settings: cfg.Database, target: DSNTarget(pc.ConnConfig.Config)}
 	db.refs.Store(1)
 	return db, nil
+}
+
+// dsnError says that dsn does not parse without showing it: pgx's own
+// message quotes the connection string with the password masked, but its
+// masking is best effort and misses valid libpq forms ("password = x",
+// quoted passwords with escaped quotes), and the message goes to the log.
+// The inner cause is added only when its text cannot carry a part of the
+// string: no quotes (pgx and net/url quote what they cite) and none of
+// its words.
+func dsnError(dsn string, err error) error {
+	const msg = "database.dsn cannot be parsed; write it as key=value pairs separated by spaces (host=/run/postgresql dbname=mail user=dkimmilter) or as a postgres:// URL"
+	var pe *pgconn.ParseConfigError
+	if !errors.As(err, &pe) {
+		return errors.New(msg)
+	}
+	inner := errors.Unwrap(pe)
+	var ue *url.Error
+	if errors.As(inner, &ue) {
+		inner = ue.Err // url.Error repeats the whole URL
+	}
+	if inner == nil || !safeCause(dsn, inner.Error()) {
+		return errors.New(msg)
+	}
+	return fmt.Errorf("%s (%s)", msg, inner.Error())
+}
+
+// safeCause: text quotes nothing and contains no word of dsn (split at
+// spaces and the separators of both syntaxes) longer than two letters.
+func safeCause(dsn, text string) bool {
+	if strings.ContainsAny(text, "\"'`") {
+		return false
+	}
+	words := strings.FieldsFunc(dsn, func(r rune) bool { return unicode.IsSpace(r) || strings.ContainsRune("=:/@?&\\'", r) })
+	for _, w := range words {
+		if len(w) > 2 && strings.Contains(text, w) {
+			return false
+		}
+	}
+	return true
 }
 
 // DSNTarget names the server of a connection configuration for messages:
