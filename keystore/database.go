@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/net/idna"
 
 	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
@@ -225,6 +226,13 @@ func (s *Store) DatabaseTarget() string {
 func (s *Store) dbKey(ck *config.Key, domain string) (*Key, error) {
 	if s.dbs == nil {
 		return nil, fmt.Errorf("key %s has a query but no database is open", ck.Name)
+	}
+	// The table holds A-labels (d= is one, RFC 6376 §3.5); an SMTPUTF8
+	// From has U-labels. A name IDNA refuses is not a domain this key can
+	// sign for: the rule does not apply, as for other non-DNS names.
+	domain, err := idna.Lookup.ToASCII(domain)
+	if err != nil {
+		return nil, errNoDomainKey
 	}
 	timeout := s.cfg.Database.QueryTimeout
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)

@@ -210,6 +210,41 @@ func TestDatabaseRows(t *testing.T) {
 	}
 }
 
+// An SMTPUTF8 From domain is looked up, cached and signed (d=) as its
+// A-label, the form the table holds; a name IDNA refuses is not a domain
+// the key signs for: no query, no key, no error.
+func TestDatabaseIDN(t *testing.T) {
+	c := pgtest.Shared(t)
+	dsn := c.CreateDB(t, keySchema)
+	insertKey(t, c, dsn, "xn--bcher-kva.example", "s1", string(testkit.KeyPEM(testkit.RSAKey(2048), false)))
+	s, rec := dbStore(t, dsn, "", "")
+	for _, tc := range []struct {
+		from, domain string // domain "": no key
+		queries      int    // queries sent so far
+	}{
+		{"x@bücher.example", "xn--bcher-kva.example", 1},
+		{"x@BÜCHER.example", "xn--bcher-kva.example", 1}, // the same cache entry
+		{"x@xn--bcher-kva.example", "xn--bcher-kva.example", 1},
+		{"x@\u0300x.example", "", 1}, // a label may not start with a combining mark
+	} {
+		t.Run(tc.from, func(t *testing.T) {
+			sel, err := s.Lookup(tc.from)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case tc.domain == "" && sel != nil:
+				t.Errorf("signed by %+v", sel.Keys[0])
+			case tc.domain != "" && (sel == nil || sel.Keys[0].Domain != tc.domain || sel.Keys[0].Selector != "s1"):
+				t.Errorf("selection %+v, want d=%s s=s1", sel, tc.domain)
+			}
+			if n := rec.count(&rec.queries, DBFound) + rec.count(&rec.queries, DBNotFound); n != tc.queries {
+				t.Errorf("%d queries, want %d", n, tc.queries)
+			}
+		})
+	}
+}
+
 // A query the server refuses, or one that returns the wrong columns or
 // several rows, is an error for the message, never "no key".
 func TestDatabaseQueryErrors(t *testing.T) {
