@@ -392,7 +392,8 @@ func (s *Store) rowError(ck *config.Key, domain string, err error) error {
 // ParseKeyRow checks a row of a key query: the selector, and the private
 // key, held in the column (PEM, or the other forms ParsePrivateKey takes)
 // or named by an absolute file path, read with the checks of a key file
-// (permissions included). Keys are held to the rules of key files: RSA
+// (permissions included) and refused when it is a symbolic link or larger
+// than any key (see readKeyPath). Keys are held to the rules of key files: RSA
 // under dkim.MinRSABits is refused (RFC 8301 §3.2), and only RSA and
 // Ed25519 sign. file is the path when the column holds one.
 func ParseKeyRow(selector *string, key []byte) (sel, file string, pk *PrivateKey, err error) {
@@ -408,7 +409,7 @@ func ParseKeyRow(selector *string, key []byte) (sel, file string, pk *PrivateKey
 	text := strings.TrimSpace(string(key))
 	if strings.HasPrefix(text, "/") && !strings.ContainsAny(text, "\n") {
 		file = text
-		pk, err = ReadPrivateKey(file)
+		pk, err = readKeyPath(file)
 		if err != nil {
 			return "", "", nil, fmt.Errorf("selector %s, private_key file: %w", sel, err)
 		}

@@ -114,6 +114,16 @@ func TestDatabaseRows(t *testing.T) {
 	keyFile := testkit.WriteKey(dir, "file.pem", rsaKey, true)
 	openFile := testkit.WriteKey(dir, "open.pem", rsaKey, true)
 	os.Chmod(openFile, 0o644)
+	// A link to a good key: the row must name the file itself.
+	linkFile := filepath.Join(dir, "link.pem")
+	if err := os.Symlink(keyFile, linkFile); err != nil {
+		t.Fatal(err)
+	}
+	// A good key followed by more than any key file holds: not read.
+	bigFile := filepath.Join(dir, "big.pem")
+	if err := os.WriteFile(bigFile, append(testkit.KeyPEM(rsaKey, false), strings.Repeat("#", maxKeyFile)...), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	for _, r := range []struct {
 		domain   string
@@ -133,6 +143,8 @@ func TestDatabaseRows(t *testing.T) {
 		{"short.example", "s1", string(testkit.File("rsa512.key"))},
 		{"nofile.example", "s1", dir + "/missing.pem"},
 		{"openfile.example", "s1", openFile},
+		{"link.example", "s1", linkFile},
+		{"big.example", "s1", bigFile},
 	} {
 		insertKey(t, c, dsn, r.domain, r.selector, r.key)
 	}
@@ -162,6 +174,8 @@ func TestDatabaseRows(t *testing.T) {
 		{from: "a@short.example", err: "keys.db, domain short.example: selector s1, private_key: RSA", errIs: dkim.ErrKeyTooShort},
 		{from: "a@nofile.example", err: "keys.db, domain nofile.example: selector s1, private_key file: " + dir + "/missing.pem does not exist"},
 		{from: "a@openfile.example", err: "unsafe key file permissions", errIs: ErrUnsafePermissions},
+		{from: "a@link.example", err: "keys.db, domain link.example: selector s1, private_key file: " + linkFile + " is a symbolic link; the private_key column must name the key file itself"},
+		{from: "a@big.example", err: "keys.db, domain big.example: selector s1, private_key file: " + bigFile + " has 67" /* …bytes */},
 	} {
 		t.Run(tc.from, func(t *testing.T) {
 			for range 2 { // the second answer comes from the cache
@@ -199,14 +213,14 @@ func TestDatabaseRows(t *testing.T) {
 		})
 	}
 	// Each domain was asked once; the second lookups were cache hits.
-	if n := rec.count(&rec.cache, DBMiss); n != 15 {
-		t.Errorf("%d misses, want 15 (one per domain)", n)
+	if n := rec.count(&rec.cache, DBMiss); n != 17 {
+		t.Errorf("%d misses, want 17 (one per domain)", n)
 	}
-	if h, nh := rec.count(&rec.cache, DBHit), rec.count(&rec.cache, DBNegativeHit); h != 4 || nh != 11 {
-		t.Errorf("%d hits and %d negative hits, want 4 and 11", h, nh)
+	if h, nh := rec.count(&rec.cache, DBHit), rec.count(&rec.cache, DBNegativeHit); h != 4 || nh != 13 {
+		t.Errorf("%d hits and %d negative hits, want 4 and 13", h, nh)
 	}
-	if f, nf, bad := rec.count(&rec.queries, DBFound), rec.count(&rec.queries, DBNotFound), rec.count(&rec.queries, DBBadKey); f != 4 || nf != 2 || bad != 9 {
-		t.Errorf("queries: %d found, %d not found, %d bad keys; want 4, 2, 9", f, nf, bad)
+	if f, nf, bad := rec.count(&rec.queries, DBFound), rec.count(&rec.queries, DBNotFound), rec.count(&rec.queries, DBBadKey); f != 4 || nf != 2 || bad != 11 {
+		t.Errorf("queries: %d found, %d not found, %d bad keys; want 4, 2, 11", f, nf, bad)
 	}
 }
 
