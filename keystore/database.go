@@ -31,7 +31,8 @@ type DBObserver interface {
 	DBCache(result string)
 	// DBQuery: a query sent to the database, how long it took and its
 	// outcome: "found", "not_found", "bad_key" (a row that cannot
-	// sign), "timeout" or "error" (the server, the connection, the SQL).
+	// sign), "timeout" or "error" (the server, the connection, the SQL,
+	// or the file system for a key file the row names).
 	DBQuery(outcome string, d time.Duration)
 }
 
@@ -248,6 +249,9 @@ func (s *Store) dbKey(ck *config.Key, domain string) (*Key, error) {
 	default:
 		s.observeCache(DBHit)
 	}
+	if errors.As(err, new(fileFailure)) {
+		return nil, err // it names the server, the key and the domain
+	}
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("no answer within database.query_timeout (%v)", timeout)
@@ -266,7 +270,8 @@ func (s *Store) dbKey(ck *config.Key, domain string) (*Key, error) {
 // queryKey asks the database for the key of domain and says how long to
 // keep the answer: cache_ttl for a key, negative_cache_ttl for no row and
 // for a row that cannot sign (it is fixed in the table, and seen within
-// that time); a failure of the database is not kept.
+// that time); a failure of the database, or of the file system for a key
+// file the row names, is not kept.
 func (s *Store) queryKey(ctx context.Context, ck *config.Key, domain string) (*dbAnswer, time.Duration, error) {
 	start := time.Now()
 	a, err := s.runKeyQuery(ctx, ck, domain)
@@ -320,6 +325,9 @@ func (s *Store) runKeyQuery(ctx context.Context, ck *config.Key, domain string) 
 		return &dbAnswer{err: s.rowError(ck, domain, errTwoRows)}, nil
 	}
 	sel, file, pk, err := ParseKeyRow(found[0].selector, found[0].key)
+	if errors.As(err, new(fileFailure)) {
+		return nil, fileFailure{s.rowError(ck, domain, err)}
+	}
 	if err != nil {
 		return &dbAnswer{err: s.rowError(ck, domain, err)}, nil
 	}

@@ -213,14 +213,21 @@ func TestDatabaseRows(t *testing.T) {
 		})
 	}
 	// Each domain was asked once; the second lookups were cache hits.
-	if n := rec.count(&rec.cache, DBMiss); n != 17 {
-		t.Errorf("%d misses, want 17 (one per domain)", n)
+	// A missing key file is a failure, not an answer: not cached (one
+	// more miss, and an "error" query, for nofile.example).
+	if n := rec.count(&rec.cache, DBMiss); n != 18 {
+		t.Errorf("%d misses, want 18 (one per domain, two for the missing file)", n)
 	}
-	if h, nh := rec.count(&rec.cache, DBHit), rec.count(&rec.cache, DBNegativeHit); h != 4 || nh != 13 {
-		t.Errorf("%d hits and %d negative hits, want 4 and 13", h, nh)
+	if h, nh := rec.count(&rec.cache, DBHit), rec.count(&rec.cache, DBNegativeHit); h != 4 || nh != 12 {
+		t.Errorf("%d hits and %d negative hits, want 4 and 12", h, nh)
 	}
-	if f, nf, bad := rec.count(&rec.queries, DBFound), rec.count(&rec.queries, DBNotFound), rec.count(&rec.queries, DBBadKey); f != 4 || nf != 2 || bad != 11 {
-		t.Errorf("queries: %d found, %d not found, %d bad keys; want 4, 2, 11", f, nf, bad)
+	if f, nf, bad, fail := rec.count(&rec.queries, DBFound), rec.count(&rec.queries, DBNotFound), rec.count(&rec.queries, DBBadKey), rec.count(&rec.queries, DBError); f != 4 || nf != 2 || bad != 10 || fail != 2 {
+		t.Errorf("queries: %d found, %d not found, %d bad keys, %d errors; want 4, 2, 10, 2", f, nf, bad, fail)
+	}
+	// So the file, once there, signs at once, not after negative_cache_ttl.
+	testkit.WriteKey(dir, "missing.pem", rsaKey, false)
+	if sel, err := s.Lookup("a@nofile.example"); err != nil || sel == nil || sel.Keys[0].File != dir+"/missing.pem" {
+		t.Errorf("after the key file appeared: %+v, %v", sel, err)
 	}
 }
 

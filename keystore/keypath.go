@@ -14,6 +14,14 @@ import (
 // whoever writes the table, not from the configuration.
 const maxKeyFile = 64 << 10
 
+// fileFailure is a key file the file system failed to give (missing,
+// unreadable, an I/O error): a failure like a database outage, not an
+// answer about the row, so it is not cached; the next message tries again.
+type fileFailure struct{ err error }
+
+func (e fileFailure) Error() string { return e.err.Error() }
+func (e fileFailure) Unwrap() error { return e.err }
+
 // readKeyPath reads the key file a row of a key query names, checking it
 // before a byte is read: not a symbolic link (the row names the file
 // itself, so that a link cannot point the daemon at another file), a
@@ -22,7 +30,7 @@ const maxKeyFile = 64 << 10
 func readKeyPath(path string) (*PrivateKey, error) {
 	acct := processIDs()
 	if fi, err := os.Lstat(path); err != nil {
-		return nil, fileError(path, err, acct)
+		return nil, fileFailure{fileError(path, err, acct)}
 	} else if fi.Mode()&fs.ModeSymlink != 0 {
 		return nil, fmt.Errorf("%s is a symbolic link; the private_key column must name the key file itself", path)
 	}
@@ -32,12 +40,12 @@ func readKeyPath(path string) (*PrivateKey, error) {
 		if errors.Is(err, syscall.ELOOP) {
 			return nil, fmt.Errorf("%s is a symbolic link; the private_key column must name the key file itself", path)
 		}
-		return nil, fileError(path, err, acct)
+		return nil, fileFailure{fileError(path, err, acct)}
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fileError(path, err, acct)
+		return nil, fileFailure{fileError(path, err, acct)}
 	}
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is not a regular file", path)
@@ -50,7 +58,7 @@ func readKeyPath(path string) (*PrivateKey, error) {
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
 	if err != nil {
-		return nil, fileError(path, err, acct)
+		return nil, fileFailure{fileError(path, err, acct)}
 	}
 	if len(data) > maxKeyFile {
 		return nil, fmt.Errorf("%s has more than %d bytes; a key file has at most %d", path, maxKeyFile, maxKeyFile)
