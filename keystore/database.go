@@ -220,11 +220,12 @@ func (s *Store) DatabaseTarget() string {
 }
 
 // dbKey resolves key ck for a From domain through its query and the
-// cache. No row is errNoDomainKey: the rule does not apply, as with a
-// missing '%' key file. A row that cannot sign, and a database that does
-// not answer within query_timeout (waiting for a connection included),
-// are errors: the message gets actions.sign_error.
-func (s *Store) dbKey(ck *config.Key, domain string) (*Key, error) {
+// cache, within ctx, the deadline of the whole Lookup. No row is
+// errNoDomainKey: the rule does not apply, as with a missing '%' key
+// file. A row that cannot sign, and a database that does not answer
+// within query_timeout (waiting for a connection included), are errors:
+// the message gets actions.sign_error.
+func (s *Store) dbKey(ctx context.Context, ck *config.Key, domain string) (*Key, error) {
 	if s.dbs == nil {
 		return nil, fmt.Errorf("key %s has a query but no database is open", ck.Name)
 	}
@@ -236,8 +237,6 @@ func (s *Store) dbKey(ck *config.Key, domain string) (*Key, error) {
 		return nil, errNoDomainKey
 	}
 	timeout := s.cfg.Database.QueryTimeout
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
 	a, hit, err := s.dbs.cache.get(ctx, ck.Name+"\x00"+domain, func(ctx context.Context) (*dbAnswer, time.Duration, error) {
 		return s.queryKey(ctx, ck, domain)
 	})

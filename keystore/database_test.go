@@ -333,6 +333,73 @@ query_timeout = "400ms"`)
 	}
 }
 
+// One Lookup waits for the database no longer than query_timeout in all,
+// however many query keys it tries: two keys of one rule (RSA and
+// Ed25519), or the keys of two rules, the first without a row. Each query
+// takes 450ms and query_timeout is 500ms, so the second always runs out.
+func TestDatabaseOneDeadlinePerLookup(t *testing.T) {
+	c := pgtest.Shared(t)
+	dsn := c.CreateDB(t, keySchema)
+	insertKey(t, c, dsn, "a.example", "s1", string(testkit.KeyPEM(testkit.RSAKey(2048), false)))
+	const (
+		slow   = "SELECT selector, private_key FROM dkim_keys WHERE domain = (SELECT $1::text FROM pg_sleep(0.45))"
+		noRow  = "SELECT selector, private_key FROM dkim_keys WHERE domain = (SELECT 'none.' || $1::text FROM pg_sleep(0.45))"
+		budget = 500 * time.Millisecond
+	)
+	for _, tc := range []struct {
+		name, keys, rules string
+	}{
+		{"two keys of one rule", `
+[keys.r]
+domain = "%"
+query = ` + config.TOMLString(slow) + `
+[keys.e]
+domain = "%"
+query = ` + config.TOMLString(slow), `
+[[signing]]
+from = "*"
+keys = ["r", "e"]`},
+		{"keys of two rules", `
+[keys.r]
+domain = "%"
+query = ` + config.TOMLString(noRow) + `
+[keys.e]
+domain = "%"
+query = ` + config.TOMLString(slow), `
+[[signing]]
+from = "*"
+keys = ["r"]
+[[signing]]
+from = "*"
+keys = ["e"]`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := config.Parse(filepath.Join(t.TempDir(), "d.toml"), []byte(`
+[database]
+dsn = `+config.TOMLString(dsn)+`
+query_timeout = "500ms"
+`+tc.keys+tc.rules))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, _, err := Load(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			start := time.Now()
+			sel, err := s.Lookup("x@a.example")
+			took := time.Since(start)
+			if err == nil || !strings.Contains(err.Error(), "no answer within database.query_timeout (500ms)") && !strings.Contains(err.Error(), "statement timeout") {
+				t.Errorf("Lookup = %+v, %v; want a timeout", sel, err)
+			}
+			if took > budget+300*time.Millisecond {
+				t.Errorf("the lookup took %v; query_timeout is %v", took, budget)
+			}
+		})
+	}
+}
+
 // A server that does not answer: the lookup fails at once with an error
 // naming host and database, never the password; the daemon's start does
 // not wait for it.
