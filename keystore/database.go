@@ -442,5 +442,7 @@ func openDBState(cfg *config.Config) (*dbState, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &dbState{db: db, cache: newCache[*dbAnswer](cfg.Database.CacheSize, nil)}, nil
+	c := newCache[*dbAnswer](cfg.Database.CacheSize, nil)
+	c.flightTTL = cfg.Database.QueryTimeout // a Lookup's own deadline
+	return &dbState{db: db, cache: c}, nil
 }
