@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -294,41 +295,70 @@ func TestDatabaseQueryErrors(t *testing.T) {
 }
 
 // A slow query is given up after query_timeout, and the server stops it
-// (statement_timeout). A lookup waiting for the only connection that
-// slow query holds is not kept longer than its own query_timeout: an
-// unrelated message is never held by another's slow lookup.
+// (statement_timeout). A lookup waiting for the only connection, held by
+// that slow query or by anyone else, is not kept longer than its own
+// query_timeout: an unrelated message is never held by another's slow
+// lookup.
 func TestDatabaseSlowQuery(t *testing.T) {
 	c := pgtest.Shared(t)
 	dsn := c.CreateDB(t, keySchema)
-	insertKey(t, c, dsn, "fast.example", "s1", string(testkit.KeyPEM(testkit.RSAKey(2048), false)))
-	insertKey(t, c, dsn, "slow.example", "s1", string(testkit.KeyPEM(testkit.RSAKey(2048), false)))
+	for _, d := range []string{"fast.example", "held.example", "slow.example"} {
+		insertKey(t, c, dsn, d, "s1", string(testkit.KeyPEM(testkit.RSAKey(2048), false)))
+	}
 	const q = "SELECT selector, private_key FROM dkim_keys, pg_sleep(CASE WHEN $1::text LIKE 'slow%' THEN 5 ELSE 0 END) WHERE domain = $1"
 	s, rec := dbStore(t, dsn, q, `max_conns = 1
 query_timeout = "400ms"`)
+	const timeout = 400 * time.Millisecond
+	// Room for a loaded machine, well under the slow query's 5s.
+	const slack = 600 * time.Millisecond
+	timedOut := func(err error) bool {
+		return err != nil && (strings.Contains(err.Error(), "no answer within database.query_timeout (400ms)") || strings.Contains(err.Error(), "statement timeout"))
+	}
 
-	start := time.Now()
 	var wg sync.WaitGroup
 	var slowErr error
-	wg.Go(func() { _, slowErr = s.Lookup("a@slow.example") })
+	var slowTook time.Duration
+	wg.Go(func() {
+		start := time.Now()
+		_, slowErr = s.Lookup("a@slow.example")
+		slowTook = time.Since(start)
+	})
 	time.Sleep(100 * time.Millisecond)
+	// Waits for the connection the slow query holds: it gets it when the
+	// slow query is given up, or its own deadline runs out first.
 	fastStart := time.Now()
-	s.Lookup("a@fast.example") // waits for the connection, or gives up
+	sel, fastErr := s.Lookup("a@fast.example")
 	fastTook := time.Since(fastStart)
 	wg.Wait()
-	took := time.Since(start)
-	if slowErr == nil || !strings.Contains(slowErr.Error(), "no answer within database.query_timeout (400ms)") && !strings.Contains(slowErr.Error(), "statement timeout") {
-		t.Errorf("slow lookup: %v", slowErr)
+	if !timedOut(slowErr) || slowTook > timeout+slack {
+		t.Errorf("slow lookup: %v after %v; want a timeout after %v", slowErr, slowTook, timeout)
 	}
-	// Generous bounds for a loaded machine; the slow query takes 5s.
-	if took > 3*time.Second || fastTook > 2*time.Second {
-		t.Errorf("the slow lookup took %v, the one waiting for its connection %v; query_timeout is 400ms", took, fastTook)
+	if !timedOut(fastErr) && (fastErr != nil || sel == nil || sel.Keys[0].Domain != "fast.example") {
+		t.Errorf("the lookup waiting for the connection: %+v, %v; want its key, or its own timeout", sel, fastErr)
+	}
+	if fastTook > timeout+slack {
+		t.Errorf("the lookup waiting for the connection took %v; query_timeout is %v", fastTook, timeout)
 	}
 	if n := rec.count(&rec.queries, DBTimeout); n < 1 {
 		t.Errorf("outcomes %v, want a timeout", rec.queries)
 	}
-	// The connection comes back: the next lookup works.
+
+	// The only connection held for longer than a lookup waits: the
+	// lookup fails with its own timeout, neither sooner nor much later.
 	time.Sleep(100 * time.Millisecond)
-	if sel, err := s.Lookup("a@fast.example"); err != nil || sel == nil {
+	conn, err := s.dbs.db.pool.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	heldStart := time.Now()
+	sel, err = s.Lookup("a@held.example")
+	heldTook := time.Since(heldStart)
+	conn.Release()
+	if !timedOut(err) || heldTook < timeout || heldTook > timeout+slack {
+		t.Errorf("with the connection held: %+v, %v after %v; want a timeout after %v", sel, err, heldTook, timeout)
+	}
+	// The connection comes back: the next lookup works.
+	if sel, err := s.Lookup("a@held.example"); err != nil || sel == nil {
 		t.Errorf("after the timeouts: %+v, %v", sel, err)
 	}
 }
