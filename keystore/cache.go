@@ -16,6 +16,11 @@ import (
 type cache[V any] struct {
 	max int
 	now func() time.Time
+	// flightTTL: a load running longer is given up by the next caller,
+	// which starts a new one (0: never). A load may ignore its ctx (a
+	// key file on a hung NFS mount), and its flight must not keep every
+	// later message of the domain waiting until a reload.
+	flightTTL time.Duration
 
 	mu      sync.Mutex
 	items   map[string]*list.Element // of *cacheEntry[V]
@@ -31,9 +36,10 @@ type cacheEntry[V any] struct {
 
 // flight is a load in progress; done is closed when val and err are set.
 type flight[V any] struct {
-	done chan struct{}
-	val  V
-	err  error
+	done    chan struct{}
+	started time.Time
+	val     V
+	err     error
 }
 
 func newCache[V any](max int, now func() time.Time) *cache[V] {
@@ -48,6 +54,8 @@ func newCache[V any](max int, now func() time.Time) *cache[V] {
 // or less: not kept). An error is never kept: the next caller asks again.
 // Callers that come while a load runs wait for it, each no longer than
 // its own ctx allows; load runs with the ctx of the caller that started it.
+// A caller that finds a load running for flightTTL or longer starts a new
+// one instead.
 func (c *cache[V]) get(ctx context.Context, key string, load func(context.Context) (V, time.Duration, error)) (v V, hit bool, err error) {
 	c.mu.Lock()
 	if e, ok := c.items[key]; ok {
@@ -60,7 +68,7 @@ func (c *cache[V]) get(ctx context.Context, key string, load func(context.Contex
 		c.lru.Remove(e)
 		delete(c.items, key)
 	}
-	if f, ok := c.flights[key]; ok {
+	if f, ok := c.flights[key]; ok && (c.flightTTL <= 0 || c.now().Sub(f.started) < c.flightTTL) {
 		c.mu.Unlock()
 		select {
 		case <-f.done:
@@ -69,7 +77,9 @@ func (c *cache[V]) get(ctx context.Context, key string, load func(context.Contex
 			return v, false, ctx.Err()
 		}
 	}
-	f := &flight[V]{done: make(chan struct{})}
+	// A flight older than flightTTL, if any, is replaced: its waiters
+	// keep waiting for it, within their own deadlines.
+	f := &flight[V]{done: make(chan struct{}), started: c.now()}
 	c.flights[key] = f
 	c.mu.Unlock()
 
@@ -95,13 +105,18 @@ func (e cacheError) Error() string { return string(e) }
 
 const errLoadPanicked = cacheError("the lookup failed on a bug (see the log)")
 
-// finish publishes a flight's answer and keeps it for ttl.
+// finish publishes a flight's answer and keeps it for ttl, unless a newer
+// flight replaced it: the answer of a load given up on must not take the
+// place of a newer one.
 func (c *cache[V]) finish(key string, f *flight[V], ttl time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	delete(c.flights, key)
+	current := c.flights[key] == f
+	if current {
+		delete(c.flights, key)
+	}
 	close(f.done)
-	if f.err != nil || ttl <= 0 || c.max <= 0 {
+	if !current || f.err != nil || ttl <= 0 || c.max <= 0 {
 		return
 	}
 	if e, ok := c.items[key]; ok {

@@ -106,3 +106,51 @@ func TestCacheSingleFlight(t *testing.T) {
 		t.Errorf("after a panicking load: %v", err)
 	}
 }
+
+// A load that does not return (it ignores its ctx: a key file on a hung
+// mount) holds its key only for flightTTL: then the next caller starts a
+// new load, and the hung one's late answer does not replace the newer.
+func TestCacheHungFlight(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1e9, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	c := newCache[int](10, clock)
+	c.flightTTL = time.Second
+	hang, started := make(chan struct{}), make(chan struct{})
+	leaderDone := make(chan int)
+	go func() {
+		v, _, _ := c.get(context.Background(), "k", func(context.Context) (int, time.Duration, error) {
+			close(started)
+			<-hang
+			return 1, time.Hour, nil
+		})
+		leaderDone <- v
+	}()
+	<-started
+	for _, st := range []struct {
+		advance time.Duration
+		val     int // what the caller's load would answer
+		want    int // 0: gives up waiting (its ctx)
+		wantHit bool
+	}{
+		{advance: 500 * time.Millisecond, val: 2, want: 0}, // the flight is young: waited for
+		{advance: 600 * time.Millisecond, val: 3, want: 3}, // 1.1s: replaced
+		{val: 4, want: 3, wantHit: true},                   // the new answer is kept
+	} {
+		advance(st.advance)
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		v, hit, err := c.get(ctx, "k", func(context.Context) (int, time.Duration, error) { return st.val, time.Hour, nil })
+		cancel()
+		if v != st.want || hit != st.wantHit || (err != nil) != (st.want == 0) {
+			t.Errorf("after %v: %d hit %v err %v; want %d hit %v", st.advance, v, hit, err, st.want, st.wantHit)
+		}
+	}
+	close(hang)
+	if v := <-leaderDone; v != 1 {
+		t.Errorf("the hung leader got %d", v)
+	}
+	if v, hit, _ := c.get(context.Background(), "k", nil); v != 3 || !hit {
+		t.Errorf("after the hung load returned: %d hit %v; want the newer 3 from the cache", v, hit)
+	}
+}

@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/net/idna"
 
 	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
@@ -31,7 +34,8 @@ type DBObserver interface {
 	// DBQuery: a query sent to the database, how long it took and its
 	// outcome: "found", "not_found", "bad_key" (a key row that cannot
 	// sign), "bad_row" (a senders row that is not an entry), "timeout"
-	// or "error" (the server, the connection, the SQL).
+	// or "error" (the server, the connection, the SQL, or the file
+	// system for a key file the row names).
 	DBQuery(query, outcome string, d time.Duration)
 }
 
@@ -67,8 +71,7 @@ type database struct {
 func openDatabase(cfg *config.Config) (*database, error) {
 	pc, err := pgxpool.ParseConfig(cfg.Database.DSN)
 	if err != nil {
-		// pgx's message shows the DSN with the password masked.
-		return nil, fmt.Errorf("%s: database.dsn: %v", cfg.Where(0), err)
+		return nil, fmt.Errorf("%s: %s", cfg.Where(0), dsnError(cfg.Database.DSN, err))
 	}
 	pc.MaxConns = int32(cfg.Database.MaxConns)
 	pc.MinConns = 0
@@ -95,6 +98,45 @@ func openDatabase(cfg *config.Config) (*database, error) {
 	db := &database{pool: pool, settings: cfg.Database, target: DSNTarget(pc.ConnConfig.Config)}
 	db.refs.Store(1)
 	return db, nil
+}
+
+// dsnError says that dsn does not parse without showing it: pgx's own
+// message quotes the connection string with the password masked, but its
+// masking is best effort and misses valid libpq forms ("password = x",
+// quoted passwords with escaped quotes), and the message goes to the log.
+// The inner cause is added only when its text cannot carry a part of the
+// string: no quotes (pgx and net/url quote what they cite) and none of
+// its words.
+func dsnError(dsn string, err error) error {
+	const msg = "database.dsn cannot be parsed; write it as key=value pairs separated by spaces (host=/run/postgresql dbname=mail user=dkimmilter) or as a postgres:// URL"
+	var pe *pgconn.ParseConfigError
+	if !errors.As(err, &pe) {
+		return errors.New(msg)
+	}
+	inner := errors.Unwrap(pe)
+	var ue *url.Error
+	if errors.As(inner, &ue) {
+		inner = ue.Err // url.Error repeats the whole URL
+	}
+	if inner == nil || !safeCause(dsn, inner.Error()) {
+		return errors.New(msg)
+	}
+	return fmt.Errorf("%s (%s)", msg, inner.Error())
+}
+
+// safeCause: text quotes nothing and contains no word of dsn (split at
+// spaces and the separators of both syntaxes) longer than two letters.
+func safeCause(dsn, text string) bool {
+	if strings.ContainsAny(text, "\"'`") {
+		return false
+	}
+	words := strings.FieldsFunc(dsn, func(r rune) bool { return unicode.IsSpace(r) || strings.ContainsRune("=:/@?&\\'", r) })
+	for _, w := range words {
+		if len(w) > 2 && strings.Contains(text, w) {
+			return false
+		}
+	}
+	return true
 }
 
 // DSNTarget names the server of a connection configuration for messages:
@@ -193,17 +235,23 @@ func (s *Store) DatabaseTarget() string {
 }
 
 // dbKey resolves key ck for a From domain through its query and the
-// cache. No row is errNoDomainKey: the rule does not apply, as with a
-// missing '%' key file. A row that cannot sign, and a database that does
-// not answer within query_timeout (waiting for a connection included),
-// are errors: the message gets actions.sign_error.
-func (s *Store) dbKey(ck *config.Key, domain string) (*Key, error) {
+// cache, within ctx, the deadline of the whole Lookup. No row is
+// errNoDomainKey: the rule does not apply, as with a missing '%' key
+// file. A row that cannot sign, and a database that does not answer
+// within query_timeout (waiting for a connection included), are errors:
+// the message gets actions.sign_error.
+func (s *Store) dbKey(ctx context.Context, ck *config.Key, domain string) (*Key, error) {
 	if s.dbs == nil {
 		return nil, fmt.Errorf("key %s has a query but no database is open", ck.Name)
 	}
+	// The table holds A-labels (d= is one, RFC 6376 §3.5); an SMTPUTF8
+	// From has U-labels. A name IDNA refuses is not a domain this key can
+	// sign for: the rule does not apply, as for other non-DNS names.
+	domain, err := idna.Lookup.ToASCII(domain)
+	if err != nil {
+		return nil, errNoDomainKey
+	}
 	timeout := s.cfg.Database.QueryTimeout
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
 	a, hit, err := s.dbs.cache.get(ctx, ck.Name+"\x00"+domain, func(ctx context.Context) (*dbAnswer, time.Duration, error) {
 		return s.queryKey(ctx, ck, domain)
 	})
@@ -214,6 +262,9 @@ func (s *Store) dbKey(ck *config.Key, domain string) (*Key, error) {
 		s.observeCache(DBKeys, DBNegativeHit)
 	default:
 		s.observeCache(DBKeys, DBHit)
+	}
+	if errors.As(err, new(fileFailure)) {
+		return nil, err // it names the server, the key and the domain
 	}
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
@@ -233,7 +284,8 @@ func (s *Store) dbKey(ck *config.Key, domain string) (*Key, error) {
 // queryKey asks the database for the key of domain and says how long to
 // keep the answer: cache_ttl for a key, negative_cache_ttl for no row and
 // for a row that cannot sign (it is fixed in the table, and seen within
-// that time); a failure of the database is not kept.
+// that time); a failure of the database, or of the file system for a key
+// file the row names, is not kept.
 func (s *Store) queryKey(ctx context.Context, ck *config.Key, domain string) (*dbAnswer, time.Duration, error) {
 	start := time.Now()
 	a, err := s.runKeyQuery(ctx, ck, domain)
@@ -285,6 +337,9 @@ func (s *Store) runKeyQuery(ctx context.Context, ck *config.Key, domain string) 
 		return &dbAnswer{err: s.rowError(ck, domain, errTwoRows)}, nil
 	}
 	sel, file, pk, err := ParseKeyRow(found[0].selector, found[0].key)
+	if errors.As(err, new(fileFailure)) {
+		return nil, fileFailure{s.rowError(ck, domain, err)}
+	}
 	if err != nil {
 		return &dbAnswer{err: s.rowError(ck, domain, err)}, nil
 	}
@@ -357,7 +412,8 @@ func (s *Store) rowError(ck *config.Key, domain string, err error) error {
 // ParseKeyRow checks a row of a key query: the selector, and the private
 // key, held in the column (PEM, or the other forms ParsePrivateKey takes)
 // or named by an absolute file path, read with the checks of a key file
-// (permissions included). Keys are held to the rules of key files: RSA
+// (permissions included) and refused when it is a symbolic link or larger
+// than any key (see readKeyPath). Keys are held to the rules of key files: RSA
 // under dkim.MinRSABits is refused (RFC 8301 §3.2), and only RSA and
 // Ed25519 sign. file is the path when the column holds one.
 func ParseKeyRow(selector *string, key []byte) (sel, file string, pk *PrivateKey, err error) {
@@ -373,7 +429,7 @@ func ParseKeyRow(selector *string, key []byte) (sel, file string, pk *PrivateKey
 	text := strings.TrimSpace(string(key))
 	if strings.HasPrefix(text, "/") && !strings.ContainsAny(text, "\n") {
 		file = text
-		pk, err = ReadPrivateKey(file)
+		pk, err = readKeyPath(file)
 		if err != nil {
 			return "", "", nil, fmt.Errorf("selector %s, private_key file: %w", sel, err)
 		}
@@ -400,6 +456,9 @@ func openDBState(cfg *config.Config) (*dbState, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &dbState{db: db, cache: newCache[*dbAnswer](cfg.Database.CacheSize, nil),
-		senders: newCache[*senderAnswer](cfg.Database.CacheSize, nil)}, nil
+	keys := newCache[*dbAnswer](cfg.Database.CacheSize, nil)
+	keys.flightTTL = cfg.Database.QueryTimeout // a Lookup's own deadline
+	senders := newCache[*senderAnswer](cfg.Database.CacheSize, nil)
+	senders.flightTTL = cfg.Database.QueryTimeout
+	return &dbState{db: db, cache: keys, senders: senders}, nil
 }

@@ -10,6 +10,7 @@
 package keystore
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -116,12 +117,21 @@ func (s *Store) Lookup(addr string) (*Selection, error) {
 	if !ok {
 		return nil, nil
 	}
+	// One deadline for the whole lookup, every query key of every rule
+	// tried: a message waits for the database no longer than
+	// query_timeout, however many keys ask it.
+	ctx := context.Background()
+	if s.dbs != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.Database.QueryTimeout)
+		defer cancel()
+	}
 	var lower string
 	for i, r := range s.cfg.Signing {
 		if !s.match[i].match(local, domain, &lower) {
 			continue
 		}
-		sel, err := s.selection(r, domain)
+		sel, err := s.selection(ctx, r, domain)
 		if errors.Is(err, errNoDomainKey) {
 			continue
 		}
@@ -136,14 +146,14 @@ func (s *Store) Lookup(addr string) (*Selection, error) {
 // (or unsigned), instead of deferring their mail forever.
 var errNoDomainKey = errors.New("no key file for this domain")
 
-func (s *Store) selection(r *config.SigningRule, domain string) (*Selection, error) {
+func (s *Store) selection(ctx context.Context, r *config.SigningRule, domain string) (*Selection, error) {
 	sel := &Selection{Rule: r, Identity: strings.ReplaceAll(r.Identity, "%", domain)}
 	for _, name := range r.Keys {
 		if ck := s.cfg.Keys[name]; ck != nil && strings.Contains(ck.Domain+ck.File, "%") && !signableDomain(domain) {
 			// Not a domain this rule can sign for (see signableDomain).
 			return nil, errNoDomainKey
 		}
-		k, err := s.key(name, domain)
+		k, err := s.key(ctx, name, domain)
 		if err != nil {
 			if errors.Is(err, errNoDomainKey) || errors.Is(err, fs.ErrNotExist) && strings.Contains(s.cfg.Keys[name].File, "%") {
 				return nil, errNoDomainKey
@@ -176,14 +186,14 @@ func signableDomain(d string) bool {
 	return dkim.NameProblem(ascii) == ""
 }
 
-func (s *Store) key(name, domain string) (*Key, error) {
+func (s *Store) key(ctx context.Context, name, domain string) (*Key, error) {
 	ck, ok := s.cfg.Keys[name]
 	if !ok {
 		// config.Parse rejects dangling references; this is a guard.
 		return nil, fmt.Errorf("no [keys.%s] in %s", name, s.cfg.File)
 	}
 	if ck.Query != "" {
-		return s.dbKey(ck, domain)
+		return s.dbKey(ctx, ck, domain)
 	}
 	k := &Key{Name: name, Domain: ck.Domain, Selector: ck.Selector, File: ck.File}
 	if pk, ok := s.files[ck.File]; ok {

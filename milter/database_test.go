@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -355,5 +356,44 @@ max_conns = 3`)
 	e.srv.Shutdown(context.Background())
 	if works(other) {
 		t.Error("Shutdown left the pool open")
+	}
+}
+
+// A reload whose resolver cannot be built after the key store was loaded
+// closes that store's connection pool: each failed reload would otherwise
+// leave a pool, and its health-check goroutine, behind.
+func TestLoadRuntimeFailureClosesPool(t *testing.T) {
+	pools := func() int {
+		buf := make([]byte, 1<<20)
+		return strings.Count(string(buf[:runtime.Stack(buf, true)]), "pgxpool.(*Pool).backgroundHealthCheck")
+	}
+	before := pools()
+	for _, ns := range []string{"dns.example", "127.0.0.1:notaport"} {
+		t.Run(ns, func(t *testing.T) {
+			cfg, err := config.Parse(t.TempDir()+"/dkimmilter.toml", []byte(`
+[database]
+dsn = "host=/nonexistent dbname=mail user=dkimmilter"
+[keys.db]
+domain = "%"
+query = "SELECT selector, private_key FROM dkim_keys WHERE domain = $1"
+[[signing]]
+from = "*"
+keys = ["db"]
+`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.DNS.Nameservers = []string{ns}
+			if rt, _, err := LoadRuntime(cfg, nil, nil); err == nil || !strings.Contains(err.Error(), ns) {
+				t.Fatalf("LoadRuntime: %v, %v; want an error naming %s", rt, err, ns)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for pools() > before && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if n := pools(); n > before {
+				t.Errorf("%d connection pools open after the failed load, %d before", n, before)
+			}
+		})
 	}
 }

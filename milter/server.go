@@ -74,6 +74,7 @@ func LoadRuntime(cfg *config.Config, m *Metrics, log *slog.Logger) (*Runtime, []
 	}
 	lk, err := newLookups(cfg, m, log, nil)
 	if err != nil {
+		keys.Close() // its connection pool: no Runtime will hold it
 		return nil, warnings, err
 	}
 	if m != nil {
