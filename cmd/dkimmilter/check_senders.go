@@ -16,9 +16,11 @@ import (
 // must map.
 
 // bindingApplies: the binding decides something only when authenticated
-// clients are signed for at all.
+// clients are signed for at all: because they authenticated, or because
+// they came in through a service in sign.daemon_names (whose logins are
+// bound too).
 func bindingApplies(cfg *config.Config) bool {
-	return cfg.Mode.Signs() && cfg.Sign.SignAuthenticated && len(cfg.Signing) > 0
+	return cfg.Mode.Signs() && (cfg.Sign.SignAuthenticated || len(cfg.Sign.DaemonNames) > 0) && len(cfg.Signing) > 0
 }
 
 // senderBindingWarnings warns of a binding turned off, and of mappings
@@ -45,8 +47,8 @@ func senderBindingWarnings(cfg *config.Config) []string {
 		case !m.set:
 		case off:
 			w = append(w, fmt.Sprintf(`%s: %s has no effect: sign.sender_binding is "off"`, cfg.Where(0), m.name))
-		case !cfg.Sign.SignAuthenticated:
-			w = append(w, fmt.Sprintf(`%s: %s has no effect: sign.sign_authenticated is false, so no authenticated client is signed for`, cfg.Where(0), m.name))
+		case !cfg.Sign.SignAuthenticated && len(cfg.Sign.DaemonNames) == 0:
+			w = append(w, fmt.Sprintf(`%s: %s has no effect: sign.sign_authenticated is false and sign.daemon_names is empty, so no authenticated client is signed for`, cfg.Where(0), m.name))
 		}
 	}
 	return w

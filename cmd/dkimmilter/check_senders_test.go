@@ -56,8 +56,13 @@ keys = ["hosted"]
 			`[sign.senders] has no effect: sign.sender_binding is "off"`,
 		}, nil, false},
 		{"authenticated clients not signed", org + "[sign]\nsign_authenticated = false\n[sign.senders]\nbob = [\"bob@example.org\"]\n", nil, []string{
-			`[sign.senders] has no effect: sign.sign_authenticated is false, so no authenticated client is signed for`,
+			`[sign.senders] has no effect: sign.sign_authenticated is false and sign.daemon_names is empty, so no authenticated client is signed for`,
 		}, []string{"sender binding"}, false},
+		// The logins of a submission service in daemon_names are bound,
+		// even when authentication alone signs nothing.
+		{"authenticated clients signed only through daemon_names", org + "[sign]\nsign_authenticated = false\ndaemon_names = [\"ORIGINATING\"]\n[sign.senders]\nbob = [\"bob@example.org\"]\n", []string{
+			"sender binding: an authenticated login may have mail signed for its own domain",
+		}, nil, nil, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
