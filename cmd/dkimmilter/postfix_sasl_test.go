@@ -167,29 +167,12 @@ bob = ["bob@example.com"]
 	p := newPostfix(t, "inet:"+addr)
 	sock := filepath.Join(p.dir, "auth")
 	startDovecotAuth(t, sock, map[string]string{"alice@example.com": "alice-pw", "bob": "bob-pw"})
-	submission := freePort(t)
-	mf, err := os.OpenFile(filepath.Join(p.conf, "master.cf"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The submission idiom without milter_macro_daemon_name: its users
 	// are trusted because they authenticate, and so bound.
-	fmt.Fprintf(mf, "%s inet n - n - - smtpd -o smtpd_sasl_auth_enable=yes -o smtpd_sasl_type=dovecot -o smtpd_sasl_path=%s -o smtpd_client_restrictions=permit_sasl_authenticated,reject\n", submission, sock)
-	mf.Close()
+	submission := p.addSMTPD("-o smtpd_sasl_auth_enable=yes -o smtpd_sasl_type=dovecot -o smtpd_sasl_path=" + sock + " -o smtpd_client_restrictions=permit_sasl_authenticated,reject")
 	f.listenFor(t, "inet:"+addr)
 	d := startProc(t, "serve", "-config", f.cfg)
 	p.start()
-	for i := 0; ; i++ {
-		c, err := net.Dial("tcp", submission)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if i > 500 {
-			t.Fatalf("postfix does not listen on %s", submission)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 	key, err := testkitLookup(f, "rsa._domainkey.example.com")
 	if err != nil {
 		t.Fatal(err)

@@ -27,6 +27,7 @@ type postfix struct {
 	t                      testing.TB
 	dir, conf, queue, sink string
 	smtpAddr, sinkAddr     string
+	services               []string // smtpd listeners added with addSMTPD
 	master, sinkCmd        *exec.Cmd
 	log                    *syncWriter
 }
@@ -171,9 +172,11 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 	return p
 }
 
-// addSMTPD adds an smtpd listener on a free port whose smtpd_milters is
-// milter ("" for none), and returns its address; call it before start.
-func (p *postfix) addSMTPD(milter string) string {
+// addSMTPD adds an smtpd listener on a free port, with master.cf's
+// options (e.g. "-o smtpd_milters=inet:127.0.0.1:8891", "" for none), and
+// returns its address; call it before start, which waits until it
+// listens.
+func (p *postfix) addSMTPD(options string) string {
 	p.t.Helper()
 	addr := freePort(p.t)
 	f, err := os.OpenFile(filepath.Join(p.conf, "master.cf"), os.O_APPEND|os.O_WRONLY, 0)
@@ -181,7 +184,8 @@ func (p *postfix) addSMTPD(milter string) string {
 		p.t.Fatal(err)
 	}
 	defer f.Close()
-	fmt.Fprintf(f, "%s inet n - n - - smtpd -o smtpd_milters=%s\n", addr, milter)
+	fmt.Fprintf(f, "%s inet n - n - - smtpd %s\n", addr, options)
+	p.services = append(p.services, addr)
 	return addr
 }
 
@@ -214,14 +218,22 @@ func (p *postfix) start() {
 			t.Logf("postfix log:\n%s", log.String())
 		}
 	})
+	for _, addr := range append([]string{p.smtpAddr}, p.services...) {
+		waitListen(t, addr, log)
+	}
+}
+
+// waitListen waits until something accepts connections on addr (Postfix's
+// master binds its listeners one after the other).
+func waitListen(t testing.TB, addr string, log *syncWriter) {
+	t.Helper()
 	for i := 0; ; i++ {
-		c, err := net.Dial("tcp", p.smtpAddr)
-		if err == nil {
+		if c, err := net.Dial("tcp", addr); err == nil {
 			c.Close()
-			break
+			return
 		}
 		if i > 500 {
-			t.Fatalf("postfix does not listen on %s:\n%s", p.smtpAddr, log.String())
+			t.Fatalf("postfix does not listen on %s:\n%s", addr, log.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -426,27 +438,10 @@ func TestPostfixDaemonNames(t *testing.T) {
 	f := newFixture(t, "[sign]\ndaemon_names = [\"ORIGINATING\"]\n")
 	addr := freePort(t)
 	p := newPostfix(t, "inet:"+addr)
-	submission := freePort(t)
-	mf, err := os.OpenFile(filepath.Join(p.conf, "master.cf"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(mf, "%s inet n - n - - smtpd -o milter_macro_daemon_name=ORIGINATING\n", submission)
-	mf.Close()
+	submission := p.addSMTPD("-o milter_macro_daemon_name=ORIGINATING")
 	f.listenFor(t, "inet:"+addr)
 	d := startProc(t, "serve", "-config", f.cfg)
 	p.start()
-	for i := 0; ; i++ {
-		c, err := net.Dial("tcp", submission)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if i > 500 {
-			t.Fatalf("postfix does not listen on %s", submission)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 
 	msg := func(subject string) []byte {
 		return testkit.CRLF([]byte("From: Alice <alice@example.com>\nTo: Bob <bob@example.net>\nSubject: " + subject +
