@@ -289,25 +289,41 @@ func (s *Store) dbKey(ctx context.Context, ck *config.Key, domain string) (*Key,
 func (s *Store) queryKey(ctx context.Context, ck *config.Key, domain string) (*dbAnswer, time.Duration, error) {
 	start := time.Now()
 	a, err := s.runKeyQuery(ctx, ck, domain)
+	var bad error
+	if a != nil {
+		bad = a.err
+	}
+	ttl, err := s.judge(DBKeys, DBBadKey, start, err, a != nil, bad)
+	if err != nil {
+		return nil, 0, err
+	}
+	return a, ttl, nil
+}
+
+// judge counts one query of either kind by its outcome, and says how long
+// the cache keeps its answer: cache_ttl for a usable row, negative_cache_ttl
+// for no row (found false) and for a row that cannot be used (bad, counted
+// as badOutcome). A failure (err) is returned as it is, and not kept.
+func (s *Store) judge(query, badOutcome string, start time.Time, err error, found bool, bad error) (time.Duration, error) {
 	outcome := DBFound
 	switch {
 	case err != nil && isTimeout(err):
 		outcome = DBTimeout
 	case err != nil:
 		outcome = DBError
-	case a == nil:
+	case !found:
 		outcome = DBNotFound
-	case a.err != nil:
-		outcome = DBBadKey
+	case bad != nil:
+		outcome = badOutcome
 	}
-	s.observeQuery(DBKeys, outcome, time.Since(start))
+	s.observeQuery(query, outcome, time.Since(start))
 	switch {
 	case err != nil:
-		return nil, 0, err
-	case a == nil || a.err != nil:
-		return a, s.cfg.Database.NegativeCacheTTL, nil
+		return 0, err
+	case !found || bad != nil:
+		return s.cfg.Database.NegativeCacheTTL, nil
 	}
-	return a, s.cfg.Database.CacheTTL, nil
+	return s.cfg.Database.CacheTTL, nil
 }
 
 // isTimeout: the query_timeout ran out here, or the server's

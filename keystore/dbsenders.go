@@ -108,25 +108,15 @@ func (d dbSenders) Senders(ctx context.Context, login string) ([]string, bool, e
 func (s *Store) querySenders(ctx context.Context, login string) (*senderAnswer, time.Duration, error) {
 	start := time.Now()
 	a, err := runSendersQuery(ctx, s.dbs.db, s.cfg.Database.SendersQuery, login)
-	outcome := DBFound
-	switch {
-	case err != nil && isTimeout(err):
-		outcome = DBTimeout
-	case err != nil:
-		outcome = DBError
-	case a == nil:
-		outcome = DBNotFound
-	case a.err != nil:
-		outcome = DBBadRow
+	var bad error
+	if a != nil {
+		bad = a.err
 	}
-	s.observeQuery(DBSenders, outcome, time.Since(start))
-	switch {
-	case err != nil:
+	ttl, err := s.judge(DBSenders, DBBadRow, start, err, a != nil, bad)
+	if err != nil {
 		return nil, 0, err
-	case a == nil || a.err != nil:
-		return a, s.cfg.Database.NegativeCacheTTL, nil
 	}
-	return a, s.cfg.Database.CacheTTL, nil
+	return a, ttl, nil
 }
 
 // runSendersQuery runs query for login and judges its rows: nil for no
