@@ -90,11 +90,19 @@ keys = ["db"]
 from = "*"
 keys = ["files"]
 `
+	return loadObserved(t, dir, cfgText, "fallback.example.pem")
+}
+
+// loadObserved writes an RSA key to dir/keyFile, loads cfgText as
+// dir/dkimmilter.toml, and returns the Store with a recorder watching its
+// database lookups; the Store is closed when the test ends.
+func loadObserved(t *testing.T, dir, cfgText, keyFile string) (*Store, *recorder) {
+	t.Helper()
 	cfg, err := config.Parse(filepath.Join(dir, "dkimmilter.toml"), []byte(cfgText))
 	if err != nil {
 		t.Fatal(err)
 	}
-	testkit.WriteKey(dir, "fallback.example.pem", testkit.RSAKey(2048), false)
+	testkit.WriteKey(dir, keyFile, testkit.RSAKey(2048), false)
 	s, _, err := Load(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package keystore
 
 import (
 	"context"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/internal/pgtest"
-	"github.com/dkimmilter/dkimmilter/internal/testkit"
 )
 
 const sendersSchema = "CREATE TABLE dkim_senders (id serial, login text NOT NULL, allowed text)"
@@ -48,18 +46,7 @@ keys = ["a"]
 from = "*@b.example"
 keys = ["b"]
 ` + more
-	cfg, err := config.Parse(filepath.Join(dir, "dkimmilter.toml"), []byte(cfgText))
-	if err != nil {
-		t.Fatal(err)
-	}
-	testkit.WriteKey(dir, "k.pem", testkit.RSAKey(2048), false)
-	s, _, err := Load(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	rec := &recorder{}
-	s.SetObserver(rec)
+	s, rec := loadObserved(t, dir, cfgText, "k.pem")
 	srcs := s.SenderSources()
 	if len(srcs) != 1 {
 		t.Fatalf("sender sources %v, want database.senders_query", srcs)
