@@ -75,6 +75,15 @@ keys = ["db"]
 		t.Errorf("exit %d\n%s%s", code, out, errs)
 	}
 
+	// A configuration the service user cannot read: the child cannot
+	// start its check, and says which file.
+	os.Chmod(f.cfg, 0o600)
+	code, out, errs = runCmd("check", "-config", f.cfg, "-user", user)
+	if code != exitConfig || !strings.Contains(errs, "database: checking as user "+user+" failed") || !strings.Contains(errs, "that user must be able to read "+f.cfg) {
+		t.Errorf("unreadable configuration: exit %d\n%s%s", code, out, errs)
+	}
+	os.Chmod(f.cfg, 0o644)
+
 	// A server that refuses the service user too: the error, from the
 	// child, names the server and the user.
 	c.Exec(t, dsn, "REVOKE SELECT ON dkim_keys FROM "+user)
