@@ -46,6 +46,12 @@ type Config struct {
 	// "" serves none.
 	MetricsListen string
 	Database      Database
+	// Publishers are the [publish.NAME] tables: how a key's DNS records
+	// are published, for keys publish/revoke and rotation.
+	Publishers map[string]*Publisher
+	// Rotation is the [rotation] table: timing and state of the keys
+	// that rotate themselves (Key.Rotate).
+	Rotation Rotation
 }
 
 // Database is the [database] table: the PostgreSQL server that keys with
@@ -106,6 +112,25 @@ type Key struct {
 	// commands (keys list, keys check, keys dns): domain, selector,
 	// private_key, without parameters.
 	ListQuery string
+
+	// Rotate is the rotation period: a new key begins signing this long
+	// after the current one did (config/rotation.go). 0: the key does not
+	// rotate. Only keys with a fixed domain and file rotate.
+	Rotate time.Duration
+	// Publish names the [publish.NAME] table (Config.Publishers) that
+	// publishes this key's records; "" for none. Required with Rotate.
+	Publish string
+	// Selectors, when set, are the selectors rotation alternates between
+	// (["s1", "s2"]), each reused once its old record has been deleted:
+	// what CNAME delegation needs. nil: a new date-based selector each
+	// time, as keys gen and keys rotate choose.
+	Selectors []string
+	// Delegate, when set, is the provider's zone the records are
+	// published in for CNAME delegation: the record of SELECTOR for
+	// DOMAIN is SELECTOR.DOMAIN-WITH-DASHES._domainkey.DELEGATE, which the
+	// customer's SELECTOR._domainkey.DOMAIN is a CNAME to. "" publishes
+	// at SELECTOR._domainkey.DOMAIN.
+	Delegate string
 }
 
 // SigningRule is one [[signing]] table.

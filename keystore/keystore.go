@@ -52,6 +52,8 @@ type Store struct {
 	pct map[string]*PrivateKey // key files named with '%', by resolved name
 
 	dbs *dbState // keys with a query; nil without one
+
+	rot *Rotated // keys rotation put in place of the configuration's; may be nil
 }
 
 // Load loads every key file whose name does not depend on the From domain
@@ -194,6 +196,9 @@ func (s *Store) key(ctx context.Context, name, domain string) (*Key, error) {
 	}
 	if ck.Query != "" {
 		return s.dbKey(ctx, ck, domain)
+	}
+	if rk := s.rot.Get(name); rk != nil && rk.Domain == ck.Domain {
+		return rk, nil
 	}
 	k := &Key{Name: name, Domain: ck.Domain, Selector: ck.Selector, File: ck.File}
 	if pk, ok := s.files[ck.File]; ok {
