@@ -7,6 +7,9 @@ package dnsupdate
 import (
 	"context"
 	"errors"
+	"time"
+
+	"github.com/dkimmilter/dkimmilter/config"
 )
 
 // Action is what a Change does to the TXT records at a name.
@@ -56,3 +59,10 @@ type Publisher interface {
 // ErrChanged: the record at the name is not the one expected, so nothing
 // was changed: someone edited it by hand, or another system uses the name.
 var ErrChanged = errors.New("the record is not the one expected")
+
+// New returns the Publisher a [publish.NAME] table describes. nameservers
+// and timeout ([dns]) are the resolvers used to find a zone and its
+// primary when the table does not name them (empty: /etc/resolv.conf).
+func New(p *config.Publisher, nameservers []string, timeout time.Duration) (Publisher, error) {
+	return nil, errors.New("dnsupdate: publishing is not implemented yet")
+}
