@@ -346,6 +346,15 @@ func (c *checker) rotationRefs(cfg *Config, md *toml.MetaData) {
 		pubs = append(pubs, n)
 	}
 	slices.Sort(pubs)
+	owners := map[string]string{} // record name → the key whose record it is
+	for _, name := range cfg.KeyNames() {
+		k := cfg.Keys[name]
+		if k.Delegate == "" && k.Query == "" && !strings.Contains(k.Domain+k.File, "%") && k.Selector != "" {
+			for _, sel := range append([]string{k.Selector}, k.Selectors...) {
+				owners[strings.ToLower(k.RecordName(sel))] = name
+			}
+		}
+	}
 	for _, name := range cfg.KeyNames() {
 		k := cfg.Keys[name]
 		p := keyPath("keys", name)
@@ -395,6 +404,20 @@ func (c *checker) rotationRefs(cfg *Config, md *toml.MetaData) {
 					c.errf(p.child("delegate"), "%s is longer than the 253 characters of a DNS name; choose shorter selectors or a shorter zone", n)
 					break
 				}
+			}
+		}
+		// Dashes make the provider's names ambiguous: a-b.example and
+		// a.b-example both become a-b-example. Two keys must not share a
+		// record.
+		if k.Delegate != "" {
+			for _, sel := range k.Selectors {
+				rn := strings.ToLower(k.RecordName(sel))
+				if other, ok := owners[rn]; ok && other != name {
+					o := cfg.Keys[other]
+					c.errf(p.child("delegate"), "the record of selector %q would be %s, which is the record of keys.%s (%s, domain %s) too; give one of them other selectors", sel, rn, toml.Key{other}, c.where(o.Line), o.Domain)
+					break
+				}
+				owners[rn] = name
 			}
 		}
 		// Another key of the domain under one of these selectors would

@@ -25,7 +25,9 @@ that nothing published by hand or by another system is overwritten. When
 the name already has exactly this key's record, it says so and exits 0.
 With -n, it prints what it would send (nsupdate(1) input, or the command
 line) and sends nothing. Then 'dkimmilter keys check -authoritative NAME'
-shows when every name server of the zone serves it.
+shows when every name server of the zone serves it. For a key that
+rotates, this publishes the configured key's record (its first key, or
+one to put back by hand); the daemon publishes the keys rotation makes.
 
 Exit status: 0 published, or already there; 1 the update failed or the
 name has another record (nothing was changed); 64 usage (no NAME, an
