@@ -29,7 +29,8 @@ of each directory on the way: a key that user cannot read, or a socket
 directory it cannot create the socket in, is an error naming the directory
 or file to change and the chown, chgrp or chmod that fixes it. For keys
 that rotate, so are the TSIG key files of their [publish.NAME] tables,
-which that user must read, and rotation.state_dir, where it must write;
+which that user must read, the programs of their "command" publishers,
+which it must run, and rotation.state_dir, where it must write;
 a TSIG secret every user can read, a rotation period under a week, and
 sign.expire "0" with rotation are warned about. The user is
 -user NAME; by default, when run as root, the owner of the socket's

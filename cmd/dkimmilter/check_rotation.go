@@ -44,10 +44,16 @@ func checkRotation(cfg *config.Config, acct *keystore.Account) (errs []error, wa
 	for _, name := range names {
 		k := cfg.Keys[name]
 		p := cfg.Publishers[k.Publish]
-		if p == nil || p.TSIGKey == "" || checked[p.Name] {
+		if p == nil || checked[p.Name] {
 			continue
 		}
 		checked[p.Name] = true
+		if p.Method == config.MethodCommand && len(p.Command) > 0 {
+			errs = append(errs, commandErrors(cfg, p, acct)...)
+		}
+		if p.TSIGKey == "" {
+			continue
+		}
 		where := fmt.Sprintf("%s: publish.%s.tsig_key", cfg.Where(p.Line), p.Name)
 		fi, err := os.Stat(p.TSIGKey)
 		switch {
@@ -126,4 +132,28 @@ func rotationSummary(cfg *config.Config, k *config.Key) string {
 		s += fmt.Sprintf("; delegated: selectors %s at %s", strings.Join(k.Selectors, ", "), k.RecordName("SELECTOR"))
 	}
 	return s
+}
+
+// commandErrors says why acct could not run the program of a "command"
+// publisher: the daemon runs it as its own user at each rotation step.
+func commandErrors(cfg *config.Config, p *config.Publisher, acct *keystore.Account) []error {
+	where := fmt.Sprintf("%s: publish.%s.command", cfg.Where(p.Line), p.Name)
+	prog := p.Command[0]
+	fi, err := os.Stat(prog)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return []error{fmt.Errorf("%s: %s does not exist (hint: install it, or fix the path)", where, prog)}
+	case err != nil:
+		return []error{fmt.Errorf("%s: %w", where, err)}
+	case !fi.Mode().IsRegular():
+		return []error{fmt.Errorf("%s: %s is not a program file", where, prog)}
+	case fi.Mode().Perm()&0o111 == 0:
+		return []error{fmt.Errorf("%s: %s is not executable (hint: chmod +x %s)", where, prog, prog)}
+	}
+	// The search (x) bit of the last component is the file's execute bit.
+	if ps := acct.SearchProblems(prog); len(ps) > 0 {
+		text, fixes := keystore.DescribeProblems(ps)
+		return []error{fmt.Errorf("%s: user %s cannot run %s: %s (hint: %s)", where, acct.Name, prog, text, fixes)}
+	}
+	return nil
 }

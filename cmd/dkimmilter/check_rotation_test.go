@@ -51,6 +51,20 @@ tsig_key = "tsig.key"
 	return f
 }
 
+// usePublisher makes keys.rot publish through [publish.NAME], and puts
+// the fixture's directory into the file where it says DIR.
+func usePublisher(t *testing.T, f *fixture, name string) {
+	t.Helper()
+	data, err := os.ReadFile(f.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data = []byte(strings.ReplaceAll(strings.Replace(string(data), `publish  = "bind"`, `publish  = "`+name+`"`, 1), "DIR", f.dir))
+	if err := os.WriteFile(f.cfg, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestCheckRotation(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
@@ -78,6 +92,18 @@ func TestCheckRotation(t *testing.T) {
 			os.Remove(filepath.Join(f.dir, "state"))
 			os.WriteFile(filepath.Join(f.dir, "state"), nil, 0o600)
 		}, code: exitConfig, errs: []string{"DIR/dkimmilter.toml: rotation.state_dir: DIR/state is not a directory\n"}},
+		{name: "a command publisher's program", rotate: "30d", extra: "[publish.api]\nmethod = \"command\"\ncommand = [\"/bin/true\", \"--zone\", \"example.net\"]\n",
+			setup: func(f *fixture) { usePublisher(t, f, "api") }, code: exitOK, noWarn: true,
+			out: []string{"rotates every 30 days, records published through [publish.api] (command)"}},
+		{name: "a command that does not exist", rotate: "30d", extra: "[publish.api]\nmethod = \"command\"\ncommand = [\"/nonexistent/dns-api\"]\n",
+			setup: func(f *fixture) { usePublisher(t, f, "api") }, code: exitConfig,
+			errs: []string{"publish.api.command: /nonexistent/dns-api does not exist (hint: install it, or fix the path)"}},
+		{name: "a command that is not executable", rotate: "30d", extra: "[publish.api]\nmethod = \"command\"\ncommand = [\"DIR/tsig.key\"]\n",
+			setup: func(f *fixture) { usePublisher(t, f, "api") }, code: exitConfig,
+			errs: []string{"publish.api.command: DIR/tsig.key is not executable (hint: chmod +x DIR/tsig.key)"}},
+		{name: "a directory as command", rotate: "30d", extra: "[publish.api]\nmethod = \"command\"\ncommand = [\"/tmp\"]\n",
+			setup: func(f *fixture) { usePublisher(t, f, "api") }, code: exitConfig,
+			errs: []string{"publish.api.command: /tmp is not a program file"}},
 		{name: "a short period warns", rotate: "2s", code: exitOK,
 			errs: []string{"warning: DIR/dkimmilter.toml:14: keys.rot.rotate = 2s: a new key every 2s keeps several old records published"}},
 		{name: "no x= with rotation warns", rotate: "30d", extra: "[sign]\nexpire = \"0\"\n", code: exitOK,

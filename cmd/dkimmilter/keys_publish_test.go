@@ -97,6 +97,11 @@ domain   = "example.org"
 selector = "s1"
 file     = "keys/rsa.pem"
 
+[keys.hosted]
+domain   = "%"
+selector = "h1"
+file     = "keys/%.pem"
+
 [publish.bind]
 method   = "rfc2136"
 server   = "127.0.0.1:53"
@@ -175,6 +180,8 @@ func TestKeysPublish(t *testing.T) {
 			errs: []string{"dkimmilter keys publish: keys.spare: publish " + spare + " through [publish.bind] (rfc2136, ", "failed, nothing was changed: 127.0.0.1:53 refused the update", "  | partial output\n"}},
 		{name: "a key without publish", args: []string{"plain"}, code: exitConfig,
 			errs: []string{"keys.plain has no publish: add publish = \"NAME\""}},
+		{name: "a '%' key", args: []string{"hosted"}, code: exitConfig,
+			errs: []string{"keys.hosted: a key with a query or with '%' in its domain or file name cannot be published by dkimmilter yet: 'dkimmilter keys dns hosted' prints its records"}},
 		{name: "an unknown key", args: []string{"spar"}, code: exitUsage, errs: []string{`no key "spar" in `, `(did you mean "spare"?)`}},
 		{name: "no key named", args: nil, code: exitUsage, errs: []string{"name the keys, e.g. dkimmilter keys publish example-rsa"}},
 		{name: "an unreadable key file", setup: func(pf *publishFixture) {
