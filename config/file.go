@@ -311,12 +311,17 @@ func (c *checker) unknownKeys(md toml.MetaData, decoded bool) {
 		c.errs = append(c.errs, &Error{File: c.file, Line: line, Key: bad.String(), Msg: unknownMsg(bad, table, isTable)})
 	}
 	// The toml package decodes `keys = 5` or [[keys]] into the map as
-	// nothing at all, without an error: catch it here.
-	if t := md.Type("keys"); t != "" && t != "Hash" {
-		seen["keys"] = true
-		kp, _ := c.ix.find("keys", "")
-		c.errs = append(c.errs, &Error{File: c.file, Line: kp.line, Key: "keys",
-			Msg: "must be tables, one [keys.NAME] per key, e.g. [keys.example-rsa]"})
+	// nothing at all, without an error: catch it here. `publish = "bind"`
+	// above the first [keys.NAME] header is the likely slip for publish.
+	for _, m := range []struct{ name, msg string }{
+		{"keys", "must be tables, one [keys.NAME] per key, e.g. [keys.example-rsa]"},
+		{"publish", `must be tables, one [publish.NAME] per way of publishing records, e.g. [publish.bind]; a key's publish = "NAME" belongs in its [keys.NAME] table`},
+	} {
+		if t := md.Type(m.name); t != "" && t != "Hash" {
+			seen[m.name] = true
+			kp, _ := c.ix.find(m.name, "")
+			c.errs = append(c.errs, &Error{File: c.file, Line: kp.line, Key: m.name, Msg: m.msg})
+		}
 	}
 	for _, k := range c.ix.keys {
 		report(k.path, k.line, k.kind)

@@ -279,8 +279,7 @@ func TestKeysRevoke(t *testing.T) {
 }
 
 // The publisher cannot be made (a TSIG key file that cannot be read, say):
-// a configuration error naming the table. Without the fake, the real one
-// is asked for, and -h documents both commands.
+// a configuration error naming the table. And -h documents both commands.
 func TestKeysPublishNoPublisher(t *testing.T) {
 	pf := newPublishFixture(t)
 	newPublisher = func(cfg *config.Config, p *config.Publisher) (dnsupdate.Publisher, error) {
