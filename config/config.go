@@ -321,6 +321,8 @@ func Default() *Config {
 		// From domains that have no key.
 		Database: Database{MaxConns: 8, QueryTimeout: 2 * time.Second, CacheSize: 10000,
 			CacheTTL: 5 * time.Minute, NegativeCacheTTL: time.Minute},
+		Publishers: map[string]*Publisher{},
+		Rotation:   defaultRotation(),
 	}
 }
 

@@ -85,6 +85,10 @@ func TestFull(t *testing.T) {
 			"hosted": {Name: "hosted", Domain: "%", Line: 100,
 				Query:     "SELECT selector, private_key FROM dkim_keys WHERE domain = $1",
 				ListQuery: "SELECT domain, selector, private_key FROM dkim_keys"},
+			"customer": {Name: "customer", Domain: "customer.example", Selector: "s1", File: filepath.Join(dir, "keys/customer-s1.pem"), Line: 109,
+				Rotate: 30 * 24 * time.Hour, Publish: "provider", Selectors: []string{"s1", "s2"}, Delegate: "provider.example"},
+			"own": {Name: "own", Domain: "example.org", Selector: "s2026", File: "/etc/dkimmilter/keys/example.org/s2026.pem", Line: 118,
+				Rotate: 36 * time.Hour, Publish: "script"},
 		},
 		Signing: []*SigningRule{
 			{From: "alice@example.com", Keys: []string{"example-rsa"}, Identity: "alice@example.com", Line: 41, KeysLine: 43},
@@ -107,6 +111,14 @@ func TestFull(t *testing.T) {
 		Database: Database{DSN: "host=/run/postgresql dbname=mail user=dkimmilter", MaxConns: 3,
 			QueryTimeout: 750 * time.Millisecond, CacheSize: 500, CacheTTL: 30 * time.Second,
 			SendersQuery: "SELECT allowed FROM dkim_senders WHERE login = $1"},
+		Publishers: map[string]*Publisher{
+			"provider": {Name: "provider", Line: 125, Method: "rfc2136", Server: "ns1.provider.example:53", Zone: "provider.example",
+				TSIGKey: filepath.Join(dir, "tsig.key"), TTL: time.Minute, Timeout: 10 * time.Second},
+			"script": {Name: "script", Line: 132, Method: "command", Command: []string{"/usr/local/bin/dns-api", "--account", "mail"},
+				TTL: 5 * time.Minute, Timeout: 30 * time.Second},
+		},
+		Rotation: Rotation{StateDir: "/srv/dkim/state", Margin: 36 * time.Hour, RevokedFor: 72 * time.Hour,
+			CheckInterval: 30 * time.Second, Retry: 10 * time.Second, RetryMax: 15 * time.Minute},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got\n%+v\nwant\n%+v", cfg, want)
@@ -116,11 +128,14 @@ func TestFull(t *testing.T) {
 		for _, r := range cfg.Signing {
 			t.Logf("rule %+v", *r)
 		}
+		for n, p := range cfg.Publishers {
+			t.Logf("publisher %s %+v", n, *p)
+		}
 	}
 	if !cfg.Mode.Signs() || !cfg.Mode.Verifies() || cfg.Mode.String() != "sv" {
 		t.Error("mode sv: sign and verify should be enabled")
 	}
-	if got := cfg.KeyNames(); !reflect.DeepEqual(got, []string{"any-domain", "example-rsa", "example.ed", "hosted"}) {
+	if got := cfg.KeyNames(); !reflect.DeepEqual(got, []string{"any-domain", "customer", "example-rsa", "example.ed", "hosted", "own"}) {
 		t.Errorf("KeyNames() = %q", got)
 	}
 	if got := cfg.Where(22); got != "testdata/full.toml:22" {
@@ -210,8 +225,16 @@ func TestExample(t *testing.T) {
 		if strings.HasPrefix(lines[i], "[") {
 			table = strings.Trim(lines[i], "[]")
 		}
+		if h, ok := strings.CutPrefix(lines[i], "#[publish."); ok {
+			table = "publish." + strings.TrimSuffix(h, "]")
+		}
 		m := assign.FindStringSubmatch(lines[i])
 		if m == nil || table == "keys.example-ed" || table == "signing" {
+			continue
+		}
+		if strings.HasPrefix(table, "publish.") {
+			checkExamplePublisher(t, i+1, table, m[1], m[2])
+			seen["publish."+m[1]] = true
 			continue
 		}
 		value := m[2]
@@ -234,11 +257,20 @@ func TestExample(t *testing.T) {
 		}
 		seen[strings.TrimPrefix(table+"."+m[1], ".")] = true
 	}
+	// The keys' options have no defaults to show, but each is shown.
+	for name := range fileSchema.fields["keys"].anyKey.fields {
+		if !regexp.MustCompile(`(?m)^#?` + name + ` *=`).Match(data) {
+			t.Errorf("example.toml shows no [keys.NAME] table with %s", name)
+		}
+	}
 	for name, s := range fileSchema.fields {
 		if name == "keys" || name == "signing" {
 			continue // no defaults: the tables are examples
 		}
 		opts := []string{name}
+		if s.anyKey != nil {
+			s = s.anyKey // [publish.NAME]: every key of the table
+		}
 		if s.fields != nil {
 			opts = nil
 			for sub := range s.fields {
@@ -250,6 +282,34 @@ func TestExample(t *testing.T) {
 				t.Errorf("example.toml does not show the default of %s", o)
 			}
 		}
+	}
+}
+
+// checkExamplePublisher checks one "#key = value" line of a commented
+// [publish.NAME] example: a method or command is an example; every other
+// value must be the default.
+func checkExamplePublisher(t *testing.T, line int, table, key, value string) {
+	t.Helper()
+	doc := "[" + table + "]\n" + key + " = " + value + "\n"
+	switch {
+	case key == "command":
+		doc += "method = \"command\"\n"
+	case key == "method" && value == `"command"`:
+		doc += "command = [\"/bin/true\"]\n"
+	case key != "method":
+		doc += "method = \"rfc2136\"\n"
+	}
+	cfg, err := Parse("", []byte(doc))
+	if err != nil {
+		t.Errorf("example line %d: %v", line, err)
+		return
+	}
+	p := cfg.Publishers[strings.TrimPrefix(table, "publish.")]
+	if key == "method" || key == "command" {
+		return
+	}
+	if p.Server != "" || p.Zone != "" || p.TSIGKey != "" || p.TTL != DefaultPublishTTL || p.Timeout != DefaultPublishTimeout {
+		t.Errorf("example line %d: %s is not the default: %+v", line, doc, *p)
 	}
 }
 

@@ -15,20 +15,22 @@ import (
 // Values that need more than a type check (prefixes, durations, modes)
 // stay strings here and become Config values in build.
 type fileConfig struct {
-	Listen     string              `toml:"listen"`
-	SocketMode rawValue            `toml:"socket_mode"`
-	Mode       string              `toml:"mode"`
-	AuthservID string              `toml:"authserv_id"`
-	Peers      []string            `toml:"peers"`
-	Sign       fileSign            `toml:"sign"`
-	Keys       map[string]*fileKey `toml:"keys"`
-	Signing    []*fileRule         `toml:"signing"`
-	Verify     fileVerify          `toml:"verify"`
-	DNS        fileDNS             `toml:"dns"`
-	Actions    fileActions         `toml:"actions"`
-	Limits     fileLimits          `toml:"limits"`
-	Metrics    string              `toml:"metrics_listen"`
-	Database   fileDatabase        `toml:"database"`
+	Listen     string                    `toml:"listen"`
+	SocketMode rawValue                  `toml:"socket_mode"`
+	Mode       string                    `toml:"mode"`
+	AuthservID string                    `toml:"authserv_id"`
+	Peers      []string                  `toml:"peers"`
+	Sign       fileSign                  `toml:"sign"`
+	Keys       map[string]*fileKey       `toml:"keys"`
+	Signing    []*fileRule               `toml:"signing"`
+	Verify     fileVerify                `toml:"verify"`
+	DNS        fileDNS                   `toml:"dns"`
+	Actions    fileActions               `toml:"actions"`
+	Limits     fileLimits                `toml:"limits"`
+	Metrics    string                    `toml:"metrics_listen"`
+	Database   fileDatabase              `toml:"database"`
+	Publish    map[string]*filePublisher `toml:"publish"`
+	Rotation   fileRotation              `toml:"rotation"`
 }
 
 // fileDatabase is the [database] table: where keys with a query are
@@ -72,6 +74,11 @@ type fileKey struct {
 	File      string `toml:"file"`
 	Query     string `toml:"query"`
 	ListQuery string `toml:"list_query"`
+
+	Rotate    rawValue `toml:"rotate"`
+	Publish   string   `toml:"publish"`
+	Selectors []string `toml:"selectors"`
+	Delegate  string   `toml:"delegate"`
 }
 
 type fileRule struct {
@@ -162,11 +169,23 @@ func toFile(c *Config) *fileConfig {
 			SendersQuery:     c.Database.SendersQuery,
 		},
 	}
+	f.Publish = map[string]*filePublisher{}
+	for name, p := range c.Publishers {
+		f.Publish[name] = &filePublisher{Method: p.Method, Server: p.Server, Zone: p.Zone, TSIGKey: p.TSIGKey,
+			Command: slices.Clone(p.Command), TTL: rawValue{p.TTL.String()}, Timeout: rawValue{p.Timeout.String()}}
+	}
+	r := c.Rotation
+	f.Rotation = fileRotation{StateDir: r.StateDir, Margin: rawValue{r.Margin.String()}, RevokedFor: rawValue{r.RevokedFor.String()},
+		CheckInterval: rawValue{r.CheckInterval.String()}, Retry: rawValue{r.Retry.String()}, RetryMax: rawValue{r.RetryMax.String()}}
 	f.Peers = c.Peers.Strings()
 	f.Sign.InternalHosts = c.Sign.InternalHosts.Strings()
 	f.Sign.DaemonNames = slices.Clone(c.Sign.DaemonNames)
 	for name, k := range c.Keys {
-		f.Keys[name] = &fileKey{Domain: k.Domain, Selector: k.Selector, File: k.File, Query: k.Query, ListQuery: k.ListQuery}
+		f.Keys[name] = &fileKey{Domain: k.Domain, Selector: k.Selector, File: k.File, Query: k.Query, ListQuery: k.ListQuery,
+			Publish: k.Publish, Selectors: slices.Clone(k.Selectors), Delegate: k.Delegate}
+		if k.Rotate != 0 {
+			f.Keys[name].Rotate = rawValue{k.Rotate.String()}
+		}
 	}
 	for _, r := range c.Signing {
 		f.Signing = append(f.Signing, &fileRule{From: r.From, Keys: slices.Clone(r.Keys), Identity: r.Identity})
@@ -292,12 +311,17 @@ func (c *checker) unknownKeys(md toml.MetaData, decoded bool) {
 		c.errs = append(c.errs, &Error{File: c.file, Line: line, Key: bad.String(), Msg: unknownMsg(bad, table, isTable)})
 	}
 	// The toml package decodes `keys = 5` or [[keys]] into the map as
-	// nothing at all, without an error: catch it here.
-	if t := md.Type("keys"); t != "" && t != "Hash" {
-		seen["keys"] = true
-		kp, _ := c.ix.find("keys", "")
-		c.errs = append(c.errs, &Error{File: c.file, Line: kp.line, Key: "keys",
-			Msg: "must be tables, one [keys.NAME] per key, e.g. [keys.example-rsa]"})
+	// nothing at all, without an error: catch it here. `publish = "bind"`
+	// above the first [keys.NAME] header is the likely slip for publish.
+	for _, m := range []struct{ name, msg string }{
+		{"keys", "must be tables, one [keys.NAME] per key, e.g. [keys.example-rsa]"},
+		{"publish", `must be tables, one [publish.NAME] per way of publishing records, e.g. [publish.bind]; a key's publish = "NAME" belongs in its [keys.NAME] table`},
+	} {
+		if t := md.Type(m.name); t != "" && t != "Hash" {
+			seen[m.name] = true
+			kp, _ := c.ix.find(m.name, "")
+			c.errs = append(c.errs, &Error{File: c.file, Line: kp.line, Key: m.name, Msg: m.msg})
+		}
 	}
 	for _, k := range c.ix.keys {
 		report(k.path, k.line, k.kind)

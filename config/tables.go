@@ -41,6 +41,7 @@ func (c *checker) keys(f map[string]*fileKey, md *toml.MetaData) map[string]*Key
 		if md.IsDefined("keys", name, "query") || md.IsDefined("keys", name, "list_query") {
 			// Selector and private key come from the database.
 			c.queryKey(p, k, fk, md)
+			c.keyRotation(p, k, fk)
 			keys[name] = k
 			continue
 		}
@@ -71,6 +72,7 @@ func (c *checker) keys(f map[string]*fileKey, md *toml.MetaData) map[string]*Key
 				k.File = filepath.Join(c.dir, fk.File)
 			}
 		}
+		c.keyRotation(p, k, fk)
 		keys[name] = k
 	}
 	return keys

@@ -54,6 +54,9 @@ func (c *checker) build(f *fileConfig, md *toml.MetaData) *Config {
 	cfg.MetricsListen = c.metricsListen(f.Metrics)
 	cfg.Database = c.database(f.Database)
 	c.queryKeys(cfg)
+	cfg.Publishers = c.publishers(f.Publish, md)
+	cfg.Rotation = c.rotation(f.Rotation)
+	c.rotationRefs(cfg, md)
 	a := f.Actions
 	cfg.Actions = Actions{
 		SignError:     c.action(keyPath("actions", "sign_error"), a.SignError, AllActions...),

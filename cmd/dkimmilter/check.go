@@ -27,7 +27,12 @@ The key files, the directories of "%" keys and the unix socket's directory
 are checked as the user the daemon runs as, from the owner, group and mode
 of each directory on the way: a key that user cannot read, or a socket
 directory it cannot create the socket in, is an error naming the directory
-or file to change and the chown, chgrp or chmod that fixes it. The user is
+or file to change and the chown, chgrp or chmod that fixes it. For keys
+that rotate, so are the TSIG key files of their [publish.NAME] tables,
+which that user must read, the programs of their "command" publishers,
+which it must run, and rotation.state_dir, where it must write;
+a TSIG secret every user can read, a rotation period under a week, and
+sign.expire "0" with rotation are warned about. The user is
 -user NAME; by default, when run as root, the owner of the socket's
 directory when it exists and is not root, else the user dkimmilter when it
 exists; when not root, the user running the check.
@@ -96,6 +101,10 @@ func checkConfig(cfg *config.Config, opts configCheckOptions, stdout, stderr io.
 	warnings = append(warnings, emptyKeyWarnings(cfg)...)
 	warnings = append(warnings, stopWarnings(cfg)...)
 	warnings = append(warnings, senderBindingWarnings(cfg)...)
+	rotErrs, rotWarnings := checkRotation(cfg, acct)
+	errs = append(errs, rotErrs...)
+	warnings = append(warnings, rotWarnings...)
+	warnings = append(warnings, rotationWarnings(cfg)...)
 	if _, err := dns.NewClient(cfg.DNS.Nameservers, cfg.DNS.Timeout); err != nil {
 		errs = append(errs, fmt.Errorf("%s: dns: %w", cfg.Where(0), err))
 	}
@@ -264,6 +273,9 @@ func printSummary(w io.Writer, cfg *config.Config) {
 			}
 		}
 		fmt.Fprintf(w, "key %s: d=%s s=%s, %s %d bits, %s%s\n", name, k.Domain, k.Selector, pk.KeyType, pk.Bits, k.File, shared)
+		if r := rotationSummary(cfg, k); r != "" {
+			fmt.Fprintf(w, "  %s\n", r)
+		}
 	}
 	for i, r := range cfg.Signing {
 		// 1-based, as config errors count rules.

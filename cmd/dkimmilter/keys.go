@@ -10,7 +10,8 @@ const keysHelp = `
 Manage DKIM keys: gen makes a key and prints its DNS record and config
 lines, list shows the configured keys, dns prints the records to publish,
 check looks them up in DNS and says what is wrong, rotate walks through a
-key rotation. Run 'dkimmilter keys SUBCOMMAND -h' for flags.`
+key rotation, publish and revoke change the records through the DNS
+server's dynamic updates or a command of yours. Run 'dkimmilter keys SUBCOMMAND -h' for flags.`
 
 type keysCommand struct {
 	name, help string
@@ -24,6 +25,8 @@ func keysCommands() []keysCommand {
 		{"dns", "print the DNS records to publish for configured keys", runKeysDNS},
 		{"check", "look the keys up in DNS and report problems", runKeysCheck},
 		{"rotate", "generate the next key for a domain and print the rotation steps", runKeysRotate},
+		{"publish", "publish keys' DNS records through their [publish.NAME]", runKeysPublish},
+		{"revoke", "revoke keys' DNS records (empty p=) through their [publish.NAME]", runKeysRevoke},
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -32,7 +33,11 @@ domain of "*@example.com" or "user@example.com"; the domains of "*" or
 can sign for that From domain: its own, and those with '%' in their
 domain or file name, filled in with it. A key with a query is checked for
 each row of its list_query, or, with -d DOMAIN, for the row its query
-finds; a row the daemon cannot sign with fails the check (exit 78).
+finds; a row the daemon cannot sign with fails the check (exit 78). For
+a key with delegate, the customer's CNAME of each of its selectors is
+checked too: SELECTOR._domainkey.DOMAIN must be an alias of the provider's
+SELECTOR.DOMAIN-WITH-DASHES._domainkey.DELEGATE; one missing or pointing
+elsewhere fails, with the line the customer is to publish.
 
 The resolvers are [dns] nameservers (default /etc/resolv.conf), each
 asked on its own, or those given with -resolver. With -authoritative, the
@@ -195,6 +200,9 @@ func checkKeysDNS(ctx context.Context, cfg *config.Config, names []string, opts 
 			} else {
 				c.res = keycheck.Check(ctx, c.key, resolvers, c.opts...)
 			}
+			if k := cfg.Keys[c.key.Name]; k.Delegate != "" {
+				addProblems(c.res, delegationProblems(ctx, recursive, k))
+			}
 		})
 	}
 	wg.Wait()
@@ -319,4 +327,52 @@ func distinctSummaries(answers []keycheck.Answer) []string {
 		}
 	}
 	return s
+}
+
+// delegationProblems checks the CNAMEs a customer publishes once for a
+// key delegated to a provider's zone (config.Key.Delegate): for each of
+// the key's selectors, SELECTOR._domainkey.DOMAIN must be an alias of the
+// provider's name. Rotation changes only the provider's records, so a
+// CNAME missing for a selector not in use today breaks signing at the
+// rotation that reaches it: each is checked now.
+func delegationProblems(ctx context.Context, res *dns.Client, k *config.Key) []keycheck.Problem {
+	sels := k.Selectors
+	if !slices.Contains(sels, k.Selector) {
+		sels = append([]string{k.Selector}, sels...)
+	}
+	var out []keycheck.Problem
+	for _, sel := range sels {
+		name, want := dkim.DNSName(sel, k.Domain), k.RecordName(sel)
+		line := fmt.Sprintf("the owner of %s publishes, once:\n%s. IN CNAME %s.", k.Domain, name, want)
+		got, err := res.LookupCNAME(ctx, name)
+		var de *net.DNSError
+		switch {
+		case err != nil && errors.As(err, &de) && de.IsNotFound:
+			out = append(out, keycheck.Problem{Status: keycheck.Fail,
+				Text:  fmt.Sprintf("the customer's CNAME is missing: %s does not exist, so verifiers cannot reach %s", name, want),
+				Hints: []string{line}})
+		case err != nil:
+			out = append(out, keycheck.Problem{Status: keycheck.Temp,
+				Text:  fmt.Sprintf("the customer's CNAME at %s could not be looked up: %v", name, err),
+				Hints: []string{"check again later"}})
+		case got == "":
+			out = append(out, keycheck.Problem{Status: keycheck.Fail,
+				Text:  fmt.Sprintf("%s is not a CNAME: its own records are used, and the records rotation publishes at %s are not", name, want),
+				Hints: []string{"replace the records at " + name + " with the CNAME: " + line}})
+		case got != want:
+			out = append(out, keycheck.Problem{Status: keycheck.Fail,
+				Text:  fmt.Sprintf("%s is a CNAME to %s, not to %s", name, got, want),
+				Hints: []string{"change the CNAME: " + line}})
+		}
+	}
+	return out
+}
+
+// addProblems puts problems first in r's list and makes r's status the
+// worst of them.
+func addProblems(r *keycheck.Result, ps []keycheck.Problem) {
+	for _, p := range ps {
+		r.Status = max(r.Status, p.Status)
+	}
+	r.Problems = append(ps, r.Problems...)
 }
