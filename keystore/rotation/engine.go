@@ -65,11 +65,15 @@ type Options struct {
 	Rotated *keystore.Rotated
 	// Publisher returns the publisher of the [publish.NAME] table name.
 	Publisher func(cfg *config.Config, name string) (dnsupdate.Publisher, error)
-	// Checker asks the zone's authoritative servers.
+	// Checker asks the zone's authoritative servers; nil: a DNSChecker
+	// with the configuration's [dns] resolvers and AuthPort.
 	Checker Checker
-	Metrics Metrics // nil: none
-	Log     *slog.Logger
-	Now     func() time.Time // nil: time.Now
+	// AuthPort is the port the zone's authoritative servers are asked
+	// on (0: 53); end-to-end tests whose servers listen elsewhere set it.
+	AuthPort int
+	Metrics  Metrics // nil: none
+	Log      *slog.Logger
+	Now      func() time.Time // nil: time.Now
 }
 
 // Engine runs the rotation of every rotating key of a configuration.
@@ -127,10 +131,39 @@ func (e *Engine) Reload(cfg *config.Config) {
 }
 
 // Run steps until ctx ends, sleeping until the next step is due or a
-// reload.
+// reload. While a key rotates, it holds StateDir/.lock (flock), so that
+// two processes never rotate from the same state: the new process of an
+// upgrade, or a second daemon, waits until the first one stops, then
+// reads the states again. With no rotating key it touches nothing.
 func (e *Engine) Run(ctx context.Context) {
+	var unlock func()
+	defer func() {
+		if unlock != nil {
+			unlock()
+		}
+	}()
 	for {
-		next := e.Step(ctx)
+		e.mu.Lock()
+		if cfg := e.newCfg.Swap(nil); cfg != nil {
+			e.apply(cfg)
+		}
+		rotating, dir := len(e.keys) > 0, e.cfg.Rotation.StateDir
+		e.mu.Unlock()
+		next := e.opts.Now().Add(time.Hour)
+		if rotating && unlock == nil {
+			if unlock = e.lock(ctx, dir); unlock == nil {
+				return
+			}
+			// Read the states back: another process may have
+			// stepped since they were read.
+			e.mu.Lock()
+			e.keys = map[string]*keyRun{}
+			e.apply(e.cfg)
+			e.mu.Unlock()
+		}
+		if unlock != nil {
+			next = e.Step(ctx)
+		}
 		// Bounded, so that a wall clock that jumps is caught up with.
 		d := min(max(next.Sub(e.opts.Now()), 10*time.Millisecond), time.Hour)
 		t := time.NewTimer(d)
@@ -142,6 +175,30 @@ func (e *Engine) Run(ctx context.Context) {
 		case <-t.C:
 		}
 		t.Stop()
+	}
+}
+
+// lock takes dir/.lock, waiting while another process holds it; nil
+// when ctx ends first.
+func (e *Engine) lock(ctx context.Context, dir string) (unlock func()) {
+	said := ""
+	for {
+		unlock, err := lockDir(dir)
+		if err == nil {
+			return unlock
+		}
+		if msg := err.Error(); msg != said {
+			said = msg
+			e.opts.Log.Warn("rotation: waiting for the state directory", "state_dir", dir, "err", err,
+				"hint", "another dkimmilter rotates from it (it stops when this one has taken over after an upgrade), or the daemon's user cannot write to [rotation] state_dir")
+		}
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
 	}
 }
 
@@ -205,12 +262,25 @@ func (e *Engine) apply(cfg *config.Config) {
 	e.cfg = cfg
 	e.keys = map[string]*keyRun{}
 	log := e.opts.Log
+	if cfg.Rotation.StateDir == "" {
+		for name := range old {
+			e.opts.Rotated.Set(name, nil)
+		}
+		for _, name := range cfg.KeyNames() {
+			if cfg.Keys[name].Rotate > 0 {
+				log.Error("rotation: no [rotation] state_dir: keys do not rotate", "key", name)
+			}
+		}
+		return
+	}
 	for _, name := range cfg.KeyNames() {
 		kc := cfg.Keys[name]
 		if strings.Contains(kc.Domain, "%") || strings.Contains(kc.File, "%") || kc.Query != "" || kc.File == "" {
 			continue // only keys with a fixed domain and file rotate
 		}
-		if kr := old[name]; kr != nil && kr.st.Domain == kc.Domain {
+		kr := old[name]
+		delete(old, name)
+		if kr != nil && kr.ignored == "" && kr.st.Domain == kc.Domain && kc.Rotate > 0 {
 			kr.kc = kc
 			kr.pub = nil // the [publish.NAME] table may have changed
 			kr.next = time.Time{}
@@ -218,6 +288,7 @@ func (e *Engine) apply(cfg *config.Config) {
 			delete(old, name)
 			continue
 		}
+		e.opts.Rotated.Set(name, nil) // until the state says otherwise
 		st, err := readState(cfg.Rotation.StateDir, name)
 		if err != nil {
 			log.Error("rotation: cannot read the key's state: its configured key signs and it does not rotate", "key", name, "domain", kc.Domain, "err", err)
@@ -226,7 +297,7 @@ func (e *Engine) apply(cfg *config.Config) {
 		if st == nil && kc.Rotate <= 0 {
 			continue
 		}
-		kr := &keyRun{name: name, kc: kc, st: st}
+		kr = &keyRun{name: name, kc: kc, st: st}
 		e.keys[name] = kr
 		if st == nil {
 			kr.st = e.initial(kc)
@@ -519,7 +590,7 @@ func lookupTarget(selector, domain, delegate string) (string, string) {
 // lookup asks the servers of the zone that holds selector's record.
 func (e *Engine) lookup(ctx context.Context, kr *keyRun, selector string) ([]Answer, error) {
 	sel, dom := lookupTarget(selector, kr.st.Domain, kr.kc.Delegate)
-	answers, err := e.opts.Checker.Lookup(ctx, sel, dom)
+	answers, err := e.checker().Lookup(ctx, sel, dom)
 	if err != nil {
 		return nil, fmt.Errorf("asking the authoritative servers of %s: %w", dkim.DNSName(sel, dom), err)
 	}
@@ -577,6 +648,14 @@ func (e *Engine) change(ctx context.Context, kr *keyRun, now time.Time, action d
 	return nil
 }
 
+// checker is the Checker of Options, or the DNS.
+func (e *Engine) checker() Checker {
+	if e.opts.Checker != nil {
+		return e.opts.Checker
+	}
+	return &DNSChecker{Nameservers: e.cfg.DNS.Nameservers, Timeout: e.cfg.DNS.Timeout, Port: e.opts.AuthPort}
+}
+
 // publisher returns kr's publisher, made once per configuration.
 func (e *Engine) publisher(kr *keyRun) (dnsupdate.Publisher, error) {
 	if kr.pub != nil {
@@ -611,7 +690,7 @@ func (e *Engine) pause(kr *keyRun, now time.Time, name, selector, step string, e
 	hint := "put the record back as rotation expects it, and rotation resumes by itself; or, to start over from the configured key, move " +
 		statePath(e.cfg.Rotation.StateDir, kr.name) + " away and reload (its keys stay in " + filepath.Join(e.cfg.Rotation.StateDir, "keys") + ")"
 	if selector == kr.st.Active.Selector {
-		hint = "mail signed now needs this record: publish it again ('dkimmilter keys publish " + kr.name + "'), and rotation resumes by itself"
+		hint = "mail signed now needs this record: put it back (" + name + ". TXT \"" + expected[0] + "\", in strings of at most 255 bytes), and rotation resumes by itself"
 	}
 	e.opts.Log.Error("rotation paused: a record is not what rotation published, and rotation does not overwrite it", "key", kr.name, "domain", kr.st.Domain,
 		"name", name, "selector", selector, "step", step, "expected", strings.Join(want, " or "), "found", found, "server", odd.Server, "hint", hint)
@@ -798,7 +877,7 @@ func (e *Engine) trySwitch(ctx context.Context, kr *keyRun, now time.Time) (bool
 	if kr.kc.Delegate != "" {
 		// The customer's name must lead there too: a CNAME published
 		// once (SELECTOR._domainkey.DOMAIN → the provider's name).
-		cust, err := e.opts.Checker.Lookup(ctx, p.Selector, st.Domain)
+		cust, err := e.checker().Lookup(ctx, p.Selector, st.Domain)
 		if err != nil {
 			return false, fmt.Errorf("asking the authoritative servers of %s: %w", dkim.DNSName(p.Selector, st.Domain), err)
 		}

@@ -207,6 +207,7 @@ type rig struct {
 	log     *syncBuffer
 	e       *Engine
 	conf    *keystore.PrivateKey // the configured key
+	real    bool                 // the engine runs on the wall clock
 }
 
 // newRig configures keys.main for example.test, its configured key's
@@ -257,7 +258,12 @@ func (r *rig) start() {
 		Checker: r.zone,
 		Metrics: r.metrics,
 		Log:     slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Now:     func() time.Time { return r.now },
+		Now: func() time.Time {
+			if r.real {
+				return time.Now()
+			}
+			return r.now
+		},
 	})
 }
 
@@ -750,6 +756,23 @@ func TestStateLeftAlone(t *testing.T) {
 		if len(r.zone.applied) != n {
 			t.Errorf("changes made with rotation off")
 		}
+		// The same by a reload.
+		r.cfg.Keys["main"].Rotate = 10 * time.Second
+		r.start()
+		r.run(time.Second)
+		n = len(r.zone.applied)
+		cfg := *r.cfg
+		k := *cfg.Keys["main"]
+		k.Rotate = 0
+		cfg.Keys = map[string]*config.Key{"main": &k}
+		r.e.Reload(&cfg)
+		r.run(30 * time.Second)
+		if k := r.rotated.Get("main"); k == nil || k.Selector != rotatedSel {
+			t.Errorf("after a reload with rotation off, the rotated key must go on signing: %+v", k)
+		}
+		if len(r.zone.applied) != n {
+			t.Errorf("changes made with rotation off by a reload")
+		}
 		r.cfg.Keys["main"].Rotate = 10 * time.Second
 	})
 	t.Run("active key file gone", func(t *testing.T) {
@@ -906,4 +929,97 @@ func TestStoreUsesRotated(t *testing.T) {
 	if err != nil || got == nil || got.Keys[0].Selector != sel || sel == "s0" {
 		t.Fatalf("Store signs with %+v, rotation switched to %s (%v)", got, sel, err)
 	}
+}
+
+// Run in real time, as the daemon does: two engines on one state
+// directory (an upgrade's old and new process) never rotate at the same
+// time; the second takes over when the first stops, from the states on
+// disk.
+func TestRunLock(t *testing.T) {
+	r := newRig(t, "ed25519", 1, func(c *config.Config) {
+		c.Keys["main"].Rotate = 400 * time.Millisecond
+		c.Publishers["bind"].TTL = 0
+		c.Sign.Expire = 0
+		c.Rotation.Margin, c.Rotation.RevokedFor, c.Rotation.CheckInterval = 200*time.Millisecond, 200*time.Millisecond, 50*time.Millisecond
+	})
+	r.real = true
+	a := r.e
+	ctxA, stopA := context.WithCancel(context.Background())
+	doneA := make(chan struct{})
+	go func() { a.Run(ctxA); close(doneA) }()
+	time.Sleep(100 * time.Millisecond)
+	logB := &syncBuffer{}
+	r.log = logB
+	r.start()
+	b := r.e
+	ctxB, stopB := context.WithCancel(context.Background())
+	defer stopB()
+	doneB := make(chan struct{})
+	go func() { b.Run(ctxB); close(doneB) }()
+	deadline := time.Now().Add(1500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		r.checkVisible()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if strings.Contains(logB.String(), "rotation: switched") || !strings.Contains(logB.String(), "waiting for the state directory") {
+		t.Fatalf("the second engine did not wait:\n%s", logB)
+	}
+	r.zone.mu.Lock()
+	first := len(r.zone.applied)
+	r.zone.mu.Unlock()
+	if first < 3 {
+		t.Fatalf("the first engine made %d changes in 1.5s, want a rotation or more", first)
+	}
+	stopA()
+	<-doneA
+	deadline = time.Now().Add(1500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		r.checkVisible()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(logB.String(), "rotation: switched") {
+		t.Fatalf("the second engine did not take over:\n%s", logB)
+	}
+	if st := b.State("main"); st.Paused != nil || st.Failures > 0 {
+		t.Errorf("taking over left %+v", st)
+	}
+	stopB()
+	<-doneB
+}
+
+// With no rotating key, Run touches nothing: no state directory, no
+// lock, no log line; a reload that makes a key rotate starts it.
+func TestRunIdle(t *testing.T) {
+	r := newRig(t, "ed25519", 0, func(c *config.Config) { c.Keys["main"].Rotate = 0 })
+	r.real = true
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.e.Run(ctx); close(done) }()
+	time.Sleep(100 * time.Millisecond)
+	if _, err := os.Stat(r.cfg.Rotation.StateDir); err == nil {
+		t.Errorf("the state directory was made with no rotating key")
+	}
+	if r.log.String() != "" {
+		t.Errorf("log lines with no rotating key:\n%s", r.log)
+	}
+	cfg := *r.cfg
+	k := *cfg.Keys["main"]
+	k.Rotate = time.Hour
+	cfg.Keys = map[string]*config.Key{"main": &k}
+	r.e.Reload(&cfg)
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(filepath.Join(r.cfg.Rotation.StateDir, "main.json")); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := os.Stat(filepath.Join(r.cfg.Rotation.StateDir, ".lock")); err != nil {
+		t.Errorf("no lock once a key rotates: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(r.cfg.Rotation.StateDir, "main.json")); err != nil {
+		t.Errorf("no state once a key rotates: %v\n%s", err, r.log)
+	}
+	stop()
+	<-done
 }
