@@ -129,4 +129,3 @@ func TestEngineWithDNS(t *testing.T) {
 		t.Fatalf("not switched once both serve it: %+v", e.State("main"))
 	}
 }
-
