@@ -19,7 +19,8 @@ var metricFamilies = []struct {
 	series func() []string
 	// perKey: one series per configured key, labelled key and domain,
 	// set by the background keys check (a key is not "unpublished"
-	// before it has been looked at).
+	// before it has been looked at), or per rotating key by rotation
+	// (keystore/rotation), with its selectors.
 	perKey bool
 }{
 	{"dkimmilter_messages_total", "counter", "Messages, by what the milter did with them.", decisionSeries, false},

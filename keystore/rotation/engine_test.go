@@ -1023,3 +1023,58 @@ func TestRunIdle(t *testing.T) {
 	stop()
 	<-done
 }
+
+// The primary down when the old record is due to be revoked, then when
+// the revoked one is due to be deleted: each step waits and is retried,
+// nothing else changes meanwhile, and the key that signs stays.
+func TestRevokeDeleteFail(t *testing.T) {
+	for _, step := range []string{"revoke", "delete"} {
+		t.Run(step, func(t *testing.T) {
+			r := newRig(t, "ed25519", 1, nil)
+			r.run(11 * time.Second)
+			sel, _ := r.signing()
+			if sel == "s0" {
+				t.Fatal("no switch")
+			}
+			if step == "delete" {
+				r.run(5 * time.Second)
+				if len(r.state().Revoked) != 1 {
+					t.Fatalf("not revoked: %+v", r.state())
+				}
+			}
+			r.zone.mu.Lock()
+			r.zone.failN = 1000
+			n := len(r.zone.applied)
+			r.zone.mu.Unlock()
+			r.run(10 * time.Second)
+			st := r.state()
+			if len(r.zone.applied) != n || st.Failures == 0 || r.metrics.pubErrors == 0 {
+				t.Fatalf("failing %s: %d changes, %+v", step, len(r.zone.applied)-n, st)
+			}
+			if step == "revoke" && len(st.Retiring) != 1 || step == "delete" && len(st.Revoked) != 1 {
+				t.Fatalf("the old key moved on without its change: %+v", st)
+			}
+			if s, _ := r.signing(); s != sel {
+				t.Fatalf("signing key changed from %s to %s", sel, s)
+			}
+			if step == "delete" {
+				if _, err := os.Stat(r.cfg.Keys["main"].File); err != nil {
+					t.Fatalf("configured key file gone: %v", err)
+				}
+			}
+			r.zone.mu.Lock()
+			r.zone.failN = 0
+			r.zone.mu.Unlock()
+			r.run(5 * time.Second)
+			made := false
+			r.zone.mu.Lock()
+			for _, c := range r.zone.applied[n:] {
+				made = made || c.Action.String() == step && c.Name == "s0._domainkey.example.test"
+			}
+			r.zone.mu.Unlock()
+			if !made {
+				t.Fatalf("%s not made once the primary is back\n%s", step, r.log)
+			}
+		})
+	}
+}
