@@ -296,7 +296,7 @@ func rotationPublisher(cfg *config.Config, name string) (dnsupdate.Publisher, er
 
 // startRotation runs the rotation engine until stopRotation.
 func (d *daemon) startRotation() {
-	if d.rotationEnd != nil {
+	if d.rotationEnd != nil || d.rotation == nil {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())

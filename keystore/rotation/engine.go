@@ -123,6 +123,9 @@ func New(cfg *config.Config, opts Options) *Engine {
 // Reload makes the next step use cfg: keys that start rotating, stop, or
 // change their settings.
 func (e *Engine) Reload(cfg *config.Config) {
+	if e == nil {
+		return
+	}
 	e.newCfg.Store(cfg)
 	select {
 	case e.wake <- struct{}{}:

@@ -818,7 +818,7 @@ func TestStateFile(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("state file: %v %v", fi, err)
 	}
-	got, err := readState(dir, "main")
+	got, err := ReadState(dir, "main")
 	if err != nil || got.Retiring[0].RevokeAt != st.Retiring[0].RevokeAt || got.Active.Selector != "s1" {
 		t.Fatalf("read back %+v, %v", got, err)
 	}

@@ -75,6 +75,11 @@ type Paused struct {
 	Since    time.Time `json:"since"`
 }
 
+// ReadState reads the rotation state of keys.NAME in stateDir ([rotation]
+// state_dir); nil, nil when the key has not rotated. The commands use it
+// to know which key signs in place of the configured one.
+func ReadState(stateDir, name string) (*State, error) { return readState(stateDir, name) }
+
 // statePath is the state file of keys.NAME.
 func statePath(dir, name string) string { return filepath.Join(dir, name+".json") }
 
