@@ -57,7 +57,7 @@ keys = ["ed"]
 	if err != nil {
 		b.Fatal(err)
 	}
-	rt, _, err := LoadRuntime(c, nil, nil)
+	rt, _, err := LoadRuntime(c, nil, nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -320,7 +320,7 @@ func TestDatabasePoolLifecycle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rt, _, err := LoadRuntime(cfg, nil, nil)
+		rt, _, err := LoadRuntime(cfg, nil, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -384,7 +384,7 @@ keys = ["db"]
 				t.Fatal(err)
 			}
 			cfg.DNS.Nameservers = []string{ns}
-			if rt, _, err := LoadRuntime(cfg, nil, nil); err == nil || !strings.Contains(err.Error(), ns) {
+			if rt, _, err := LoadRuntime(cfg, nil, nil, nil); err == nil || !strings.Contains(err.Error(), ns) {
 				t.Fatalf("LoadRuntime: %v, %v; want an error naming %s", rt, err, ns)
 			}
 			deadline := time.Now().Add(5 * time.Second)

@@ -89,7 +89,7 @@ func newEnv(t *testing.T, cfg string) *env {
 
 func (e *env) start(c *config.Config) {
 	t := e.t
-	rt, _, err := LoadRuntime(c, nil, slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	rt, _, err := LoadRuntime(c, nil, slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})), nil)
 	if err != nil {
 		t.Fatalf("runtime: %v", err)
 	}

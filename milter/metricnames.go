@@ -19,7 +19,8 @@ var metricFamilies = []struct {
 	series func() []string
 	// perKey: one series per configured key, labelled key and domain,
 	// set by the background keys check (a key is not "unpublished"
-	// before it has been looked at).
+	// before it has been looked at), or per rotating key by rotation
+	// (keystore/rotation), with its selectors.
 	perKey bool
 }{
 	{"dkimmilter_messages_total", "counter", "Messages, by what the milter did with them.", decisionSeries, false},
@@ -42,6 +43,11 @@ var metricFamilies = []struct {
 	{"dkimmilter_key_matches", "gauge", "1 if that record holds this key's public key and is usable.", nil, true},
 	{"dkimmilter_key_check_status", "gauge", "The key's keys check status: 0 ok, 1 warning, 2 could not check, 3 failing.", nil, true},
 	{"dkimmilter_key_age_seconds", "gauge", "Age of the key file (rotate old keys).", nil, true},
+	{"dkimmilter_rotation_state", "gauge", "1 for each selector of a rotating key, labelled with its state: pending (published, not yet served by every authoritative server; never signs), active (signs), retiring (its record stays for mail in flight), revoked (p= empty, to be deleted).", nil, true},
+	{"dkimmilter_rotation_key_age_seconds", "gauge", "Age of each key of a rotating key, from when it was made.", nil, true},
+	{"dkimmilter_rotation_next_step_seconds", "gauge", "Time until the next step of each key of a rotating key: the next rotation (active), the next check (pending), the revocation (retiring), the deletion (revoked).", nil, true},
+	{"dkimmilter_rotation_publish_errors_total", "counter", "Failed publishing of a rotating key's records (add, revoke, delete): the current key goes on signing, and the step is retried with backoff.", nil, true},
+	{"dkimmilter_rotation_paused", "gauge", "1 while a rotating key's rotation is paused because a record is not what rotation published (changed by hand).", nil, true},
 	{"dkimmilter_database_cache_total", "counter", "Database lookups (keys with a query, database.senders_query), by query and cache result: hit (an answer), negative_hit (no usable answer), miss (the database was asked).", dbCacheSeries, false},
 	{"dkimmilter_database_queries_total", "counter", "Queries sent to the database, by query and outcome.", dbQuerySeries, false},
 	{"dkimmilter_database_query_duration_seconds", "histogram", "Latency of the queries sent to the database, waiting for a connection included, by query.", dbQueries, false},

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,9 @@ type Metrics struct {
 
 	mu       sync.Mutex
 	keyNames map[KeyLabel]map[string]bool // key -> metric names set for it
+	// rotNames: per rotating key, per selector ("" for the key's own
+	// series), the rotation series set for it.
+	rotNames map[KeyLabel]map[string][]string
 }
 
 // NewMetrics returns the metric set, with every series known in advance
@@ -330,4 +334,101 @@ func metricLabel(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// RotationKey sets the rotation series of one selector of a rotating key
+// (keystore/rotation): dkimmilter_rotation_state at 1 with the key's
+// state as a label (the series of its previous state dropped, so that
+// one selector has one state), its age and the time until its next step.
+func (m *Metrics) RotationKey(key, domain, selector, state string, age, next time.Duration) {
+	if m == nil {
+		return
+	}
+	l := `key="` + metricLabel(key) + `",domain="` + metricLabel(domain) + `",selector="` + metricLabel(selector) + `"`
+	names := []string{
+		`dkimmilter_rotation_state{` + l + `,state="` + metricLabel(state) + `"}`,
+		`dkimmilter_rotation_key_age_seconds{` + l + `}`,
+		`dkimmilter_rotation_next_step_seconds{` + l + `}`,
+	}
+	m.rotationNames(KeyLabel{key, domain}, selector, names)
+	m.set.GetOrCreateGauge(names[0], nil).Set(1)
+	m.set.GetOrCreateGauge(names[1], nil).Set(age.Seconds())
+	m.set.GetOrCreateGauge(names[2], nil).Set(next.Seconds())
+}
+
+// RotationPaused sets dkimmilter_rotation_paused of a rotating key, and
+// makes its publishing error counter exist (at 0 before the first
+// error, for increase()).
+func (m *Metrics) RotationPaused(key, domain string, paused bool) {
+	if m == nil {
+		return
+	}
+	names := rotationKeyNames(key, domain)
+	m.rotationNames(KeyLabel{key, domain}, "", names)
+	v := 0.0
+	if paused {
+		v = 1
+	}
+	m.set.GetOrCreateGauge(names[0], nil).Set(v)
+	m.set.GetOrCreateCounter(names[1])
+}
+
+// RotationPublishError counts a failed publish, revoke or delete of a
+// rotating key's record.
+func (m *Metrics) RotationPublishError(key, domain string) {
+	if m == nil {
+		return
+	}
+	names := rotationKeyNames(key, domain)
+	m.rotationNames(KeyLabel{key, domain}, "", names)
+	m.set.GetOrCreateGauge(names[0], nil)
+	m.set.GetOrCreateCounter(names[1]).Inc()
+}
+
+func rotationKeyNames(key, domain string) []string {
+	l := `{key="` + metricLabel(key) + `",domain="` + metricLabel(domain) + `"}`
+	return []string{"dkimmilter_rotation_paused" + l, "dkimmilter_rotation_publish_errors_total" + l}
+}
+
+// RotationForget drops the rotation series of a key's selectors not in
+// keep; a nil keep drops all of the key's, its own included (a key that
+// no longer rotates).
+func (m *Metrics) RotationForget(key, domain string, keep []string) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := KeyLabel{key, domain}
+	for sel, names := range m.rotNames[k] {
+		if keep != nil && (sel == "" || slices.Contains(keep, sel)) {
+			continue
+		}
+		for _, n := range names {
+			m.set.UnregisterMetric(n)
+		}
+		delete(m.rotNames[k], sel)
+	}
+	if keep == nil {
+		delete(m.rotNames, k)
+	}
+}
+
+// rotationNames records the series of a key's selector, dropping those
+// it had and no longer has.
+func (m *Metrics) rotationNames(k KeyLabel, selector string, names []string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.rotNames == nil {
+		m.rotNames = map[KeyLabel]map[string][]string{}
+	}
+	if m.rotNames[k] == nil {
+		m.rotNames[k] = map[string][]string{}
+	}
+	for _, old := range m.rotNames[k][selector] {
+		if !slices.Contains(names, old) {
+			m.set.UnregisterMetric(old)
+		}
+	}
+	m.rotNames[k][selector] = names
 }

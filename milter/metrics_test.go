@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -214,4 +215,61 @@ func TestREADMEMetricTable(t *testing.T) {
 	for name := range rows {
 		t.Errorf("README lists %s, which is not exported", name)
 	}
+}
+
+// The rotation series: one state per selector (a change of state drops
+// the old series), the publishing error counter at 0 from the first
+// report, and nothing left of a selector or key that is gone.
+func TestRotationMetrics(t *testing.T) {
+	m := NewMetrics()
+	scrape := func() string {
+		var b bytes.Buffer
+		m.WritePrometheus(&b)
+		return b.String()
+	}
+	l := `key="main",domain="example.com",selector="s1"`
+	m.RotationKey("main", "example.com", "s1", "pending", time.Minute, time.Second)
+	m.RotationPaused("main", "example.com", false)
+	m.RotationKey("main", "example.com", "s1", "active", 2*time.Minute, time.Hour)
+	m.RotationKey("main", "example.com", "s0", "retiring", time.Hour, 5*time.Hour)
+	got := scrape()
+	for _, want := range []string{
+		`dkimmilter_rotation_state{` + l + `,state="active"} 1`,
+		`dkimmilter_rotation_key_age_seconds{` + l + `} 120`,
+		`dkimmilter_rotation_next_step_seconds{` + l + `} 3600`,
+		`dkimmilter_rotation_state{key="main",domain="example.com",selector="s0",state="retiring"} 1`,
+		`dkimmilter_rotation_paused{key="main",domain="example.com"} 0`,
+		`dkimmilter_rotation_publish_errors_total{key="main",domain="example.com"} 0`,
+	} {
+		if !strings.Contains(got, want+"\n") {
+			t.Errorf("scrape lacks %s:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, `state="pending"`) {
+		t.Errorf("the old state's series is still exported:\n%s", got)
+	}
+	m.RotationPublishError("main", "example.com")
+	m.RotationPaused("main", "example.com", true)
+	got = scrape()
+	for _, want := range []string{
+		`dkimmilter_rotation_paused{key="main",domain="example.com"} 1`,
+		`dkimmilter_rotation_publish_errors_total{key="main",domain="example.com"} 1`,
+	} {
+		if !strings.Contains(got, want+"\n") {
+			t.Errorf("scrape lacks %s:\n%s", want, got)
+		}
+	}
+	m.RotationForget("main", "example.com", []string{"s1"})
+	if got := scrape(); strings.Contains(got, `selector="s0"`) || !strings.Contains(got, `selector="s1"`) || !strings.Contains(got, "dkimmilter_rotation_paused{") {
+		t.Errorf("after forgetting s0:\n%s", got)
+	}
+	m.RotationForget("main", "example.com", nil)
+	if got := scrape(); strings.Contains(got, `key="main"`) {
+		t.Errorf("after forgetting the key:\n%s", got)
+	}
+	var nilm *Metrics
+	nilm.RotationKey("a", "b", "c", "active", 0, 0)
+	nilm.RotationPaused("a", "b", true)
+	nilm.RotationPublishError("a", "b")
+	nilm.RotationForget("a", "b", nil)
 }

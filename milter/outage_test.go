@@ -156,7 +156,7 @@ func TestDNSOutageAcrossReload(t *testing.T) {
 	expect(t, "one.example", "dkim=pass (2048-bit rsa key; stale key record)")
 
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	rt, _, err := LoadRuntime(e.rt.Config, nil, log)
+	rt, _, err := LoadRuntime(e.rt.Config, nil, log, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -182,7 +182,7 @@ func TestDatabaseSenderBindingReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, _, err := LoadRuntime(cfg, nil, nil)
+	rt, _, err := LoadRuntime(cfg, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,13 +65,17 @@ type Runtime struct {
 // logged when log is at debug level (nil: not logged), a resolver outage
 // logged once (WARN, then INFO when it ends; nil log: not at all), under
 // a TTL cache that serves stale key records when DNS fails
-// (dns.max_stale). It is what serve runs at
+// (dns.max_stale). rot holds the keys that rotation put in place of
+// the configured ones (keystore/rotation): the daemon passes the same one
+// to every Runtime, so that a switch applies to the Runtime in force,
+// and a reload does not undo it; nil for none. It is what serve runs at
 // start and on each reload; warnings (short keys) do not stop it.
-func LoadRuntime(cfg *config.Config, m *Metrics, log *slog.Logger) (*Runtime, []string, error) {
+func LoadRuntime(cfg *config.Config, m *Metrics, log *slog.Logger, rot *keystore.Rotated) (*Runtime, []string, error) {
 	keys, warnings, err := keystore.Load(cfg)
 	if err != nil {
 		return nil, warnings, err
 	}
+	keys.SetRotated(rot)
 	lk, err := newLookups(cfg, m, log, nil)
 	if err != nil {
 		keys.Close() // its connection pool: no Runtime will hold it

@@ -22,6 +22,8 @@ func TestSystemdUnit(t *testing.T) {
 		"Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "RestartPreventExitStatus=78",
 		// The new process of an upgrade tells systemd its PID.
 		"NotifyAccess=all", "RuntimeDirectory=dkimmilter",
+		// [rotation] state_dir's default, writable by the service.
+		"StateDirectory=dkimmilter", "StateDirectoryMode=0700",
 		"ProtectSystem=strict", "NoNewPrivileges=yes", "SystemCallFilter=@system-service",
 		"User=dkimmilter", "ReadWritePaths=/var/spool/postfix/dkimmilter",
 		"ExecStart=/usr/local/bin/dkimmilter serve -config /etc/dkimmilter/dkimmilter.toml -pidfile /run/dkimmilter/dkimmilter.pid",

@@ -64,6 +64,11 @@ func (d *daemon) checkKeys(ctx context.Context, cfg *config.Config) {
 		}
 		// A key whose domain is "%" is checked once per domain of the
 		// signing rules: the domain label tells those series apart.
+		if rk := d.rotated.Get(kf.name); rk != nil && rk.Domain == kf.domain {
+			// Rotation put another key in place: its record is the
+			// one verifiers need, the configured one may be revoked.
+			kf.selector, kf.path, kf.status = rk.Selector, rk.File, keystore.InspectKeyFileFor(rk.File, nil)
+		}
 		label := milter.KeyLabel{Key: kf.name, Domain: kf.domain}
 		seen[label] = true
 		if !kf.status.ModTime.IsZero() {

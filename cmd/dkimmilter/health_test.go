@@ -13,6 +13,7 @@ import (
 	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/internal/dnstest"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
+	"github.com/dkimmilter/dkimmilter/keystore"
 	"github.com/dkimmilter/dkimmilter/milter"
 )
 
@@ -80,4 +81,44 @@ func checkedKeys(cfg *config.Config) string {
 	var b bytes.Buffer
 	d.metrics.WritePrometheus(&b)
 	return b.String()
+}
+
+// With rotation, the key that signs is checked: the configured key's
+// record may be revoked by then, and must not raise the alert.
+func TestKeyHealthRotatedKey(t *testing.T) {
+	f := newFixture(t, "")
+	f.dns.SetTXT("rsa._domainkey.example.com", "v=DKIM1; k=rsa; p=")
+	cfg, err := config.Load(f.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name    string
+		publish bool
+		want    string
+	}{
+		{"published", true, `dkimmilter_key_matches{key="rsa",domain="example.com"} 1`},
+		{"not published", false, `dkimmilter_key_matches{key="rsa",domain="example.com"} 0`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			nk := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{3}, 32))
+			path := testkit.WriteKey(f.dir, "state/"+tt.name+".pem", nk, false)
+			pk, err := keystore.ReadPrivateKey(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.dns.SetTXT("s2._domainkey.example.com")
+			if tt.publish {
+				f.dns.SetTXT("s2._domainkey.example.com", testkit.KeyRecord(nk, ""))
+			}
+			d := &daemon{log: slog.New(slog.NewTextHandler(io.Discard, nil)), metrics: milter.NewMetrics(), rotated: &keystore.Rotated{}}
+			d.rotated.Set("rsa", &keystore.Key{Name: "rsa", Domain: "example.com", Selector: "s2", File: path, PrivateKey: pk})
+			d.checkKeys(context.Background(), cfg)
+			var b bytes.Buffer
+			d.metrics.WritePrometheus(&b)
+			if !strings.Contains(b.String(), tt.want) {
+				t.Errorf("metrics lack %q:\n%s", tt.want, b.String())
+			}
+		})
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,6 +30,11 @@ import (
 // exit codes, stderr) without a separate go build.
 func TestMain(m *testing.M) {
 	if os.Getenv("DKIMMILTER_TEST_MAIN") == "1" {
+		// Rotation asks the zones' servers on this port: the test
+		// servers (BIND on loopback) do not listen on 53.
+		if p := os.Getenv("DKIMMILTER_TEST_AUTH_PORT"); p != "" {
+			rotationAuthPort, _ = strconv.Atoi(p)
+		}
 		main()
 		return
 	}

@@ -18,6 +18,9 @@ import (
 	"github.com/cloudflare/tableflip"
 
 	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/internal/dnsupdate"
+	"github.com/dkimmilter/dkimmilter/keystore"
+	"github.com/dkimmilter/dkimmilter/keystore/rotation"
 	"github.com/dkimmilter/dkimmilter/milter"
 )
 
@@ -59,7 +62,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 	}
-	d := &daemon{log: log, path: *cfgPath, listen: *listen, metrics: milter.NewMetrics()}
+	d := &daemon{log: log, path: *cfgPath, listen: *listen, metrics: milter.NewMetrics(), rotated: &keystore.Rotated{}}
 	cfg, defaulted, err := d.loadConfig()
 	if err != nil {
 		logConfigError(log, err)
@@ -71,7 +74,11 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 			"missing", config.DefaultPath, "listen", cfg.Listen,
 			"hint", "to sign, run 'dkimmilter keys gen -d example.com' (with your domain), put the [keys.NAME] and [[signing]] lines it prints in "+config.DefaultPath+", then run 'dkimmilter check'")
 	}
-	rt, warnings, err := milter.LoadRuntime(cfg, d.metrics, d.log)
+	// The keys rotation put in place sign from the first message on:
+	// the configured key may be revoked by now.
+	d.rotation = rotation.New(cfg, rotation.Options{Rotated: d.rotated, Publisher: rotationPublisher,
+		Metrics: d.metrics, Log: log, AuthPort: rotationAuthPort})
+	rt, warnings, err := milter.LoadRuntime(cfg, d.metrics, d.log, d.rotated)
 	for _, w := range warnings {
 		log.Warn(w)
 	}
@@ -122,6 +129,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		}()
 	}
 	go d.keyHealth(ctx)
+	defer d.stopRotation()
 	// Stop and reload signals have their own channels: signal.Notify
 	// drops a signal when the channel is full, and a SIGTERM must not be
 	// lost behind a queued SIGHUP while a reload runs. They are caught
@@ -158,6 +166,10 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitFailure
 	}
+	// Once ready: the previous process of an upgrade stopped its own
+	// rotation before starting this one, and the state directory's lock
+	// makes sure of it.
+	d.startRotation()
 	handedOver := false
 	defer func() {
 		if !handedOver {
@@ -185,6 +197,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 			exe, _ := os.Executable()
 			log.Info("upgrading: starting the binary again", "binary", exe)
 			upgrading = true
+			// The new process rotates the keys: this one stops
+			// first, so that one state is never stepped by two.
+			d.stopRotation()
 			go func() { upgraded <- upg.Upgrade() }()
 		case err := <-upgraded:
 			upgrading = false
@@ -194,12 +209,14 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 				// In case the new process told systemd it was the main
 				// one before it failed.
 				sdNotify(fmt.Sprintf("MAINPID=%d\nREADY=1", os.Getpid()))
+				d.startRotation()
 				continue
 			}
 			handedOver = true
 			cancel() // metrics: the new process answers now
 			return d.handOver(stop, served)
 		case sig := <-stop:
+			d.stopRotation()
 			// The upgrader holds a copy of each socket for the next
 			// process: closed first, or the socket would go on
 			// queueing connections nobody accepts.
@@ -254,6 +271,54 @@ type daemon struct {
 	metrics *milter.Metrics
 	running fixedSettings // the restart-only settings in force
 	mu      sync.Mutex    // serialises reloads
+
+	// rotated holds the keys rotation put in place, for every Runtime;
+	// rotation runs in the daemon, where the switch is one pointer
+	// store in the process that signs (doc/rotation.md).
+	rotated     *keystore.Rotated
+	rotation    *rotation.Engine
+	rotationEnd func() // stops the running engine and waits; nil when stopped
+}
+
+// rotationAuthPort is the port rotation asks the zones' authoritative
+// servers on (0: 53); tests whose servers listen elsewhere set it.
+var rotationAuthPort = 0
+
+// rotationPublisher makes the publisher of a [publish.NAME] table for
+// rotation; a failure is a publishing error, logged and retried.
+func rotationPublisher(cfg *config.Config, name string) (dnsupdate.Publisher, error) {
+	p := cfg.Publishers[name]
+	if p == nil {
+		return nil, fmt.Errorf("no [publish.%s] table in %s", name, configName(cfg.File))
+	}
+	return dnsupdate.New(p, cfg.DNS.Nameservers, cfg.DNS.Timeout)
+}
+
+// startRotation runs the rotation engine until stopRotation.
+func (d *daemon) startRotation() {
+	if d.rotationEnd != nil || d.rotation == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.rotation.Run(ctx)
+	}()
+	d.rotationEnd = func() {
+		cancel()
+		<-done
+	}
+}
+
+// stopRotation stops the engine and waits for its step to end: each
+// step writes its state before it acts, so one cut short is taken up
+// again by the next process.
+func (d *daemon) stopRotation() {
+	if d.rotationEnd != nil {
+		d.rotationEnd()
+		d.rotationEnd = nil
+	}
 }
 
 // reload re-reads the configuration and the keys. A new configuration
@@ -270,7 +335,7 @@ func (d *daemon) reload() {
 	var rt *milter.Runtime
 	var warnings []string
 	if err == nil {
-		rt, warnings, err = milter.LoadRuntime(cfg, d.metrics, d.log)
+		rt, warnings, err = milter.LoadRuntime(cfg, d.metrics, d.log, d.rotated)
 	}
 	for _, w := range warnings {
 		d.log.Warn(w)
@@ -286,6 +351,7 @@ func (d *daemon) reload() {
 			"running", c.running, "config", c.file, "hint", "run 'systemctl restart dkimmilter' to apply it")
 	}
 	d.srv.SetRuntime(rt)
+	d.rotation.Reload(cfg)
 	d.metrics.Reload(true)
 	d.log.Info("configuration reloaded: new connections use it, sessions in flight finish on the old one", "config", configName(d.path))
 	logEffective(d.log, rt, d.running)

@@ -14,6 +14,7 @@ import (
 
 	gomilter "github.com/emersion/go-milter"
 
+	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
 	"github.com/dkimmilter/dkimmilter/milter"
@@ -391,5 +392,20 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("scrape:\n%s\nlog:\n%s", body, p.stderr.String())
+	}
+}
+
+// Rotation's publishers come from the configuration's [publish.NAME]
+// tables; one that is not there is an error naming it, and
+// dnsupdate.New's own errors come through.
+func TestRotationPublisher(t *testing.T) {
+	cfg := config.Default()
+	cfg.File = "/etc/dkimmilter/dkimmilter.toml"
+	if _, err := rotationPublisher(cfg, "gone"); err == nil || !strings.Contains(err.Error(), "[publish.gone]") || !strings.Contains(err.Error(), cfg.File) {
+		t.Errorf("missing table: %v", err)
+	}
+	cfg.Publishers = map[string]*config.Publisher{"p": {Name: "p", Method: "nonsense"}}
+	if pub, err := rotationPublisher(cfg, "p"); err == nil && pub == nil {
+		t.Errorf("no publisher and no error")
 	}
 }

@@ -59,7 +59,7 @@ keys = ["ed"]
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, _, err := milter.LoadRuntime(c, nil, nil)
+	rt, _, err := milter.LoadRuntime(c, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
