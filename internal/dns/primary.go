@@ -36,7 +36,7 @@ func FindSOA(ctx context.Context, res *Client, name string) (*SOA, error) {
 	for range 128 { // a DNS name has at most 127 labels
 		resp, server, err := res.exchange(ctx, cand, mdns.TypeSOA)
 		if err != nil {
-			return nil, walkError(display, cand, err)
+			return nil, walkError(display, "SOA", cand, err)
 		}
 		for _, rr := range append(resp.Answer, resp.Ns...) {
 			soa, ok := rr.(*mdns.SOA)

@@ -33,6 +33,8 @@ type rfc2136 struct {
 	// mnamePort is the port of a primary found from the SOA: 53, the
 	// port RFC 2136 updates go to; tests serve on another.
 	mnamePort int
+	// now is the clock of the TSIG time stamps (tests: a wrong one).
+	now func() time.Time
 }
 
 // maxString is the longest character-string of a TXT RR (RFC 1035
@@ -49,7 +51,7 @@ const maxUDP = 512
 func newRFC2136(p *config.Publisher, nameservers []string, resTimeout time.Duration, mnamePort int) (*rfc2136, error) {
 	u := &rfc2136{
 		table: "publish." + p.Name, ttl: uint32(p.TTL / time.Second), timeout: p.Timeout,
-		nameservers: nameservers, resTimeout: resTimeout, mnamePort: mnamePort,
+		nameservers: nameservers, resTimeout: resTimeout, mnamePort: mnamePort, now: time.Now,
 	}
 	if u.ttl == 0 {
 		u.ttl = 300
@@ -211,7 +213,7 @@ func (u *rfc2136) message(zone string, c Change, pre []dns.RR) *dns.Msg {
 		m.Insert([]dns.RR{txtRR(name, u.ttl, c.Value)})
 	}
 	if u.key != nil {
-		m.SetTsig(u.key.Name, u.key.Algorithm, 300, time.Now().Unix())
+		m.SetTsig(u.key.Name, u.key.Algorithm, 300, u.now().Unix())
 	}
 	return m
 }
@@ -375,7 +377,11 @@ func (u *rfc2136) rcodeError(resp *dns.Msg, t *target) error {
 		}
 		return fmt.Errorf("NOTAUTH: the server is not authoritative for zone %s, or wants a signed update: check that server is the zone's primary, or set tsig_key in [%s]", strings.TrimSuffix(t.zone, "."), u.table)
 	case dns.RcodeRefused:
-		return fmt.Errorf("REFUSED: the server's allow-update / update-policy for zone %s does not grant key %s this name (BIND: update-policy { grant KEY zonesub TXT; };)", strings.TrimSuffix(t.zone, "."), keyName)
+		if u.key == nil {
+			return fmt.Errorf("REFUSED: the update was not signed, and the server's allow-update / update-policy for zone %s does not accept it: set tsig_key in [%s] to the key the server grants updates to", strings.TrimSuffix(t.zone, "."), u.table)
+		}
+		return fmt.Errorf("REFUSED: the server's allow-update / update-policy for zone %s does not grant key %s this name (BIND: update-policy { grant %s zonesub TXT; };), or the server is a secondary that does not forward updates: point server at the primary",
+			strings.TrimSuffix(t.zone, "."), keyName, keyName)
 	case dns.RcodeNotZone:
 		return fmt.Errorf("NOTZONE: the name is not in zone %s as the server knows it: set zone in [%s] to the zone that holds it", strings.TrimSuffix(t.zone, "."), u.table)
 	case dns.RcodeServerFailure:
