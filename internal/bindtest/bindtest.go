@@ -668,6 +668,19 @@ func (s *Servers) SetTXT(tb testing.TB, name string, values ...string) {
 	s.update(tb, fqdn, dns.TypeTXT, rrs)
 }
 
+// SetTXTStrings replaces the TXT records at name on the primary with one
+// record made of the given character-strings (each at most 255 bytes),
+// as a record published by hand may be split anywhere.
+func (s *Servers) SetTXTStrings(tb testing.TB, name string, strs ...string) {
+	tb.Helper()
+	fqdn := dns.Fqdn(name)
+	var esc []string
+	for _, str := range strs {
+		esc = append(esc, escapeTXT(str))
+	}
+	s.update(tb, fqdn, dns.TypeTXT, []dns.RR{&dns.TXT{Hdr: dns.RR_Header{Name: fqdn, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60}, Txt: esc}})
+}
+
 // SetCNAME makes name an alias of target on the primary ("" removes it).
 func (s *Servers) SetCNAME(tb testing.TB, name, target string) {
 	tb.Helper()

@@ -53,6 +53,12 @@ func TestServers(t *testing.T) {
 		t.Fatalf("released secondary serves %q, want nothing", got)
 	}
 
+	// A record split by hand reads back whole.
+	s.SetTXTStrings(t, name, "v=DKIM1; ", `p="A\B"`)
+	if got := s.TXT(t, s.Primary(), name); !slices.Equal(got, []string{`v=DKIM1; p="A\B"`}) {
+		t.Fatalf("primary serves %q", got)
+	}
+
 	// The second zone, and CNAMEs.
 	s.SetTXT(t, "s1.example-test._domainkey.provider.test", "v=DKIM1; p=B")
 	s.SetCNAME(t, "s2._domainkey.example.test", "s1.example-test._domainkey.provider.test")

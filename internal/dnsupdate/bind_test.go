@@ -12,6 +12,7 @@ import (
 
 	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/internal/bindtest"
+	"github.com/miekg/dns"
 )
 
 // bindPublisher is an rfc2136 Publisher for the servers' primary, with
@@ -25,6 +26,22 @@ func bindPublisher(t *testing.T, s *bindtest.Servers, server, zone, keyFile stri
 		t.Fatal(err)
 	}
 	return p.(*rfc2136)
+}
+
+// record4096 is as long as a 4096-bit RSA key's record.
+var record4096 = "v=DKIM1; k=rsa; p=" + strings.Repeat("MIICIjANBgkqhkiG9w0BAQEFAAOCAg8AMIICCgKCAgEA", 17)
+
+// ttlAt is the TTL of the TXT RRs at name that server serves.
+func ttlAt(t *testing.T, server, name string) uint32 {
+	t.Helper()
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), dns.TypeTXT)
+	c := &dns.Client{Net: "tcp", Timeout: 2 * time.Second}
+	resp, _, err := c.Exchange(m, server)
+	if err != nil || len(resp.Answer) == 0 {
+		t.Fatalf("TXT %s at %s: %v %v", name, server, err, resp)
+	}
+	return resp.Answer[0].Header().Ttl
 }
 
 func wantTXT(t *testing.T, s *bindtest.Servers, name string, want ...string) {
@@ -46,8 +63,8 @@ func TestBINDCycle(t *testing.T) {
 		server, zone   string
 		value, revoked string
 	}{
-		// a 2048-bit key's record: several strings, over 512 bytes (TCP)
-		{what: "configured", server: s.Primary(), zone: "example.test", value: record},
+		// a 4096-bit key's record: several strings, over 512 bytes (TCP)
+		{what: "configured", server: s.Primary(), zone: "example.test", value: record4096},
 		{what: "from the SOA", value: "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="},
 	} {
 		t.Run(tc.what, func(t *testing.T) {
@@ -73,6 +90,11 @@ func TestBINDCycle(t *testing.T) {
 					t.Errorf("%s: output %q, want %q and the server", st.c.Action, out, st.outWant)
 				}
 				wantTXT(t, s, name, st.want...)
+				if len(st.want) > 0 {
+					if ttl := ttlAt(t, s.Primary(), name); ttl != 120 {
+						t.Errorf("%s: TTL %d, want the table's 120", st.c.Action, ttl)
+					}
+				}
 			}
 		})
 	}
@@ -131,6 +153,14 @@ func TestBINDChangedByHand(t *testing.T) {
 			}
 		})
 	}
+	// The expected record, split into other strings than ours: the same
+	// record to a verifier (RFC 6376 §3.6.2.2), so the change goes on.
+	s.SetTXTStrings(t, name, "v=DKIM1; k=ed25519; ", "p=OURS")
+	if _, err := u.Apply(ctx, Change{Action: Revoke, Name: name, Value: "v=DKIM1; p=", Expect: ours}); err != nil {
+		t.Fatalf("revoke of a record split differently: %v", err)
+	}
+	wantTXT(t, s, name, "v=DKIM1; p=")
+
 	// Unconditional changes (no Expect) do overwrite: they are what an
 	// operator asks for with -force.
 	s.SetTXT(t, name, theirs)
