@@ -38,7 +38,18 @@ func FindSOA(ctx context.Context, res *Client, name string) (*SOA, error) {
 		if err != nil {
 			return nil, walkError(display, "SOA", cand, err)
 		}
+		// An alias's answer carries the SOA of its target's zone, while
+		// the alias itself lives in a zone above cand: go up instead.
+		aliased := false
+		for _, rr := range resp.Answer {
+			if c, ok := rr.(*mdns.CNAME); ok && strings.EqualFold(c.Hdr.Name, cand) {
+				aliased = true
+			}
+		}
 		for _, rr := range append(resp.Answer, resp.Ns...) {
+			if aliased {
+				break
+			}
 			soa, ok := rr.(*mdns.SOA)
 			if !ok || !mdns.IsSubDomain(soa.Hdr.Name, cand) {
 				continue

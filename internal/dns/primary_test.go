@@ -16,6 +16,7 @@ func TestFindSOA(t *testing.T) {
 	s, _ := zoneServer(t)
 	s.SetTimeout("slow.example.com")
 	s.SetZone("example.org") // no NS: its SOA names ns.example.org
+	s.SetCNAME("alias._domainkey.example.com", "a.b.c.example.org")
 	res, err := NewClient([]string{s.Addr}, time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -29,6 +30,7 @@ func TestFindSOA(t *testing.T) {
 		{query: "example.com", wantApex: "example.com", wantMName: "ns1.example.com"},
 		{query: "sel._domainkey.sub.example.com", wantApex: "sub.example.com", wantMName: "ns.sub.example.com"},
 		{query: "a.b.c.example.org", wantApex: "example.org", wantMName: "ns.example.org"},
+		{query: "alias._domainkey.example.com", wantApex: "example.com", wantMName: "ns1.example.com"}, // not the target's zone
 		{query: "x.nowhere.test", wantErr: "no SOA record found"},
 		{query: "slow.example.com", wantErr: "timeout"},
 		{query: "bad..name", wantErr: "invalid domain name"},

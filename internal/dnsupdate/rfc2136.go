@@ -322,6 +322,13 @@ func (u *rfc2136) exchange(ctx context.Context, network string, m *dns.Msg, serv
 	if err != nil {
 		return nil, transportError(ctx, err, server, u.timeout)
 	}
+	// RFC 8945 §5.3: a signed request's answer is signed too, unless it
+	// reports a TSIG error. miekg checks a signature only when there is
+	// one, so an unsigned success (forged, or from a middlebox) stops here.
+	// https://www.rfc-editor.org/rfc/rfc8945#section-5.3
+	if u.key != nil && m.IsTsig() != nil && resp.IsTsig() == nil && resp.Rcode == dns.RcodeSuccess {
+		return nil, fmt.Errorf("the answer from %s is not signed with TSIG key %s, though the update was: is something between here and the server answering in its place?", server, u.key.DisplayName())
+	}
 	return resp, nil
 }
 
