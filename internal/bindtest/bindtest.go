@@ -37,6 +37,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/miekg/dns"
 )
 
@@ -427,6 +428,18 @@ func (s *Servers) KeyFile() string { return s.keyFile }
 // WrongKeyFile is a key file with the right name and algorithm and
 // another secret: the primary answers NOTAUTH/BADSIG.
 func (s *Servers) WrongKeyFile() string { return s.wrong }
+
+// Publisher is a [publish.NAME] table for the primary: method rfc2136,
+// server and zone set, the key file, a TTL of 1s (tests compress time)
+// and a timeout of 3s.
+func (s *Servers) Publisher(name string) *config.Publisher {
+	return &config.Publisher{Name: name, Method: "rfc2136", Server: s.Primary(), Zone: s.Zone(),
+		TSIGKey: s.keyFile, TTL: time.Second, Timeout: 3 * time.Second}
+}
+
+// Nameservers is a [dns] nameservers list that reaches the zones: the
+// primary, which answers for them (and only them) with recursion off.
+func (s *Servers) Nameservers() []string { return []string{s.Primary()} }
 
 // Log returns the end of a server's log ("primary" or "secondary"), for
 // a failing test's message.

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	idns "github.com/dkimmilter/dkimmilter/internal/dns"
 )
 
 func TestServers(t *testing.T) {
@@ -63,6 +65,27 @@ func TestServers(t *testing.T) {
 	s.SetTXT(t, "s1.example-test._domainkey.provider.test", "v=DKIM1; p=B")
 	s.SetCNAME(t, "s2._domainkey.example.test", "s1.example-test._domainkey.provider.test")
 	waitTXT(t, s, s.Secondary(), "s1.example-test._domainkey.provider.test", []string{"v=DKIM1; p=B"})
+
+	// The zone's name servers are found as keys check finds them: both,
+	// on the servers' port.
+	res, err := idns.NewClient(s.Nameservers(), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zone, err := idns.FindZone(t.Context(), res, "s1._domainkey.example.test", s.Port())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var addrs []string
+	for _, ns := range zone.Servers {
+		addrs = append(addrs, ns.Host+"="+ns.Addr)
+	}
+	if want := []string{"ns1.example.test=" + s.Primary(), "ns2.example.test=" + s.Secondary()}; zone.Apex != "example.test" || !slices.Equal(addrs, want) {
+		t.Errorf("FindZone = %s %q, want example.test %q", zone.Apex, addrs, want)
+	}
+	if p := s.Publisher("bind"); p.Server != s.Primary() || p.Zone != "example.test" || p.TSIGKey != s.KeyFile() || p.Method != "rfc2136" {
+		t.Errorf("Publisher = %+v", p)
+	}
 
 	// The primary stops and starts with its changes.
 	s.Stop(t)
