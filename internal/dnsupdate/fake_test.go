@@ -2,6 +2,7 @@ package dnsupdate
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -130,5 +131,37 @@ func TestLargeUpdateOverTCP(t *testing.T) {
 	}
 	if f.tcp.Load() != 1 {
 		t.Errorf("%d TCP updates, want 1", f.tcp.Load())
+	}
+}
+
+// The expected record split differently, then changed before the second
+// update: ErrChanged, saying what is there now and what was expected.
+func TestChangedBetweenTries(t *testing.T) {
+	name := "s1._domainkey.example.com."
+	var queries atomic.Int32
+	f := newFakePrimary(t, func(req *dns.Msg, _ bool) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(req)
+		if req.Opcode == dns.OpcodeUpdate {
+			m.Rcode = dns.RcodeNXRrset
+			return m
+		}
+		strs := []string{"v=DKIM1; ", "p=OURS"}
+		if queries.Add(1) > 1 {
+			strs = []string{"v=DKIM1; p=THEIRS"}
+		}
+		m.Answer = []dns.RR{&dns.TXT{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60}, Txt: strs}}
+		return m
+	})
+	p, err := New(&config.Publisher{Name: "fake", Method: "rfc2136", Server: f.addr, Zone: "example.com", Timeout: time.Second}, nil, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.Apply(context.Background(), Change{Action: Revoke, Name: name, Value: "v=DKIM1; p=", Expect: "v=DKIM1; p=OURS"})
+	if !errors.Is(err, ErrChanged) || !strings.Contains(err.Error(), `has "v=DKIM1; p=THEIRS", where "v=DKIM1; p=OURS" was expected`) {
+		t.Fatalf("Apply: %v, want ErrChanged showing both records", err)
+	}
+	if queries.Load() != 2 {
+		t.Errorf("%d TXT queries, want 2 (one per failed update)", queries.Load())
 	}
 }

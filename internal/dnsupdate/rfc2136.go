@@ -173,7 +173,7 @@ func (u *rfc2136) Apply(ctx context.Context, c Change) (string, error) {
 	case dns.RcodeSuccess:
 		return fmt.Sprintf("%s: %s %s in zone %s: NOERROR", server, c.Action, c.Name, strings.TrimSuffix(t.zone, ".")), nil
 	case dns.RcodeNXRrset, dns.RcodeYXRrset, dns.RcodeNameError, dns.RcodeYXDomain:
-		return u.prereqFailed(ctx, c, t, server)
+		return u.prereqFailed(ctx, c, t, server, true)
 	}
 	return "", u.fail(c, t, server, u.rcodeError(resp, t))
 }
@@ -408,9 +408,9 @@ func (u *rfc2136) rcodeError(resp *dns.Msg, t *target) error {
 // what c makes of it (a retry of an update whose answer was lost, or a
 // record published by hand), there is nothing to do; if it is the
 // expected record split differently into strings, the update is sent
-// again with the record as the server has it; anything else is
-// ErrChanged, and nothing was changed.
-func (u *rfc2136) prereqFailed(ctx context.Context, c Change, t *target, server string) (string, error) {
+// again with the record as the server has it (once: again is false on
+// the second try); anything else is ErrChanged, and nothing was changed.
+func (u *rfc2136) prereqFailed(ctx context.Context, c Change, t *target, server string, again bool) (string, error) {
 	name := dns.Fqdn(c.Name)
 	rrs, err := u.current(ctx, name, server)
 	if err != nil {
@@ -427,7 +427,7 @@ func (u *rfc2136) prereqFailed(ctx context.Context, c Change, t *target, server 
 	if slices.Equal(have, want) {
 		return fmt.Sprintf("%s: %s %s in zone %s: already done, nothing sent", server, c.Action, c.Name, strings.TrimSuffix(t.zone, ".")), nil
 	}
-	if c.Expect != "" && len(rrs) == 1 && have[0] == c.Expect && !slices.Equal(rrs[0].Txt, split(c.Expect)) {
+	if again && c.Expect != "" && len(rrs) == 1 && have[0] == c.Expect && !slices.Equal(rrs[0].Txt, split(c.Expect)) {
 		m := u.message(t.zone, c, []dns.RR{rrs[0]})
 		resp, server, err := u.send(ctx, m, t)
 		if err != nil {
@@ -438,12 +438,12 @@ func (u *rfc2136) prereqFailed(ctx context.Context, c Change, t *target, server 
 			return fmt.Sprintf("%s: %s %s in zone %s: NOERROR", server, c.Action, c.Name, strings.TrimSuffix(t.zone, ".")), nil
 		case dns.RcodeNXRrset, dns.RcodeYXRrset:
 			// changed again in between: report what is there now
-			return u.prereqFailed(ctx, Change{Action: c.Action, Name: c.Name, Value: c.Value, Expect: "\x00"}, t, server)
+			return u.prereqFailed(ctx, c, t, server, false)
 		}
 		return "", u.fail(c, t, server, u.rcodeError(resp, t))
 	}
 	expected := "no TXT record"
-	if c.Expect != "" && c.Expect != "\x00" {
+	if c.Expect != "" {
 		expected = strconv.Quote(c.Expect)
 	}
 	found := "no TXT record"
