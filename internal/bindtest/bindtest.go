@@ -469,7 +469,9 @@ func (s *Servers) Start(tb testing.TB) {
 // not answer.
 func (s *Servers) StopSecondary(tb testing.TB) { tb.Helper(); s.secondary.stop() }
 
-// StartSecondary starts the secondary again; it catches up when it follows.
+// StartSecondary starts the secondary again, serving the zones as it
+// had them; it catches up at once when it follows, and only on Sync or
+// Release when held.
 func (s *Servers) StartSecondary(tb testing.TB) {
 	tb.Helper()
 	if err := s.secondary.start(s); err != nil {
