@@ -211,7 +211,7 @@ func findZone(ctx context.Context, res *Client, qname string) (string, []string,
 	for range 128 { // a DNS name has at most 127 labels
 		resp, server, err := res.exchange(ctx, cand, mdns.TypeNS)
 		if err != nil {
-			return "", nil, walkError(display, cand, err)
+			return "", nil, walkError(display, "NS", cand, err)
 		}
 		var hosts []string
 		aliased := false
@@ -249,10 +249,10 @@ func findZone(ctx context.Context, res *Client, qname string) (string, []string,
 }
 
 // walkError describes a failed NS query of the walk, keeping its class.
-func walkError(name, cand string, err error) *net.DNSError {
-	e := &net.DNSError{Err: fmt.Sprintf("finding its zone: NS query for %s: %v", strings.TrimSuffix(cand, "."), err), Name: name, IsTemporary: true, UnwrapErr: err}
+func walkError(name, qtype, cand string, err error) *net.DNSError {
+	e := &net.DNSError{Err: fmt.Sprintf("finding its zone: %s query for %s: %v", qtype, strings.TrimSuffix(cand, "."), err), Name: name, IsTemporary: true, UnwrapErr: err}
 	if de, ok := err.(*net.DNSError); ok {
-		e.Err = fmt.Sprintf("finding its zone: NS query for %s: %s", strings.TrimSuffix(cand, "."), de.Err)
+		e.Err = fmt.Sprintf("finding its zone: %s query for %s: %s", qtype, strings.TrimSuffix(cand, "."), de.Err)
 		e.Server, e.IsTimeout, e.IsTemporary = de.Server, de.IsTimeout, de.IsTemporary || de.IsTimeout
 	}
 	return e

@@ -7,6 +7,7 @@ package dnsupdate
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/dkimmilter/dkimmilter/config"
@@ -63,6 +64,22 @@ var ErrChanged = errors.New("the record is not the one expected")
 // New returns the Publisher a [publish.NAME] table describes. nameservers
 // and timeout ([dns]) are the resolvers used to find a zone and its
 // primary when the table does not name them (empty: /etc/resolv.conf).
+// A TSIG key file is read here, so that a mistake in it shows at start.
 func New(p *config.Publisher, nameservers []string, timeout time.Duration) (Publisher, error) {
-	return nil, errors.New("dnsupdate: publishing is not implemented yet")
+	return newPublisher(p, nameservers, timeout, 53)
+}
+
+// newPublisher is New with the port of a primary found from the SOA's
+// MNAME (RFC 2136 updates go to port 53; tests serve elsewhere).
+func newPublisher(p *config.Publisher, nameservers []string, timeout time.Duration, mnamePort int) (Publisher, error) {
+	if p == nil {
+		return nil, errors.New("dnsupdate: no [publish.NAME] table")
+	}
+	switch p.Method {
+	case "rfc2136":
+		return newRFC2136(p, nameservers, timeout, mnamePort)
+	case "command":
+		return newCommand(p)
+	}
+	return nil, fmt.Errorf("[publish.%s] method %q: want \"rfc2136\" (a dynamic update) or \"command\" (a program run for each change)", p.Name, p.Method)
 }
