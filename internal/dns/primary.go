@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 
 	mdns "github.com/miekg/dns"
 )
@@ -19,6 +20,11 @@ import (
 type SOA struct {
 	Apex  string // without the final dot
 	MName string // the primary server's host name, without the final dot
+	// NegativeTTL is how long a resolver may keep "no such record" for a
+	// name of the zone: the lesser of the SOA's TTL and its MINIMUM field
+	// (RFC 2308 §5).
+	// https://www.rfc-editor.org/rfc/rfc2308#section-5
+	NegativeTTL time.Duration
 }
 
 // FindSOA finds the zone that holds name by asking res for SOA records,
@@ -57,7 +63,8 @@ func FindSOA(ctx context.Context, res *Client, name string) (*SOA, error) {
 			if soa.Hdr.Name == "." {
 				return nil, &net.DNSError{Err: "no zone below the root holds it (does the domain exist?)", Name: display, Server: server, IsNotFound: true}
 			}
-			return &SOA{Apex: strings.ToLower(strings.TrimSuffix(soa.Hdr.Name, ".")), MName: strings.ToLower(strings.TrimSuffix(soa.Ns, "."))}, nil
+			return &SOA{Apex: strings.ToLower(strings.TrimSuffix(soa.Hdr.Name, ".")), MName: strings.ToLower(strings.TrimSuffix(soa.Ns, ".")),
+				NegativeTTL: time.Duration(min(soa.Hdr.Ttl, soa.Minttl)) * time.Second}, nil
 		}
 		if cand == "." {
 			break

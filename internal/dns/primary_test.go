@@ -51,6 +51,9 @@ func TestFindSOA(t *testing.T) {
 			if soa.Apex != tt.wantApex || soa.MName != tt.wantMName {
 				t.Errorf("FindSOA(%q) = %+v, want apex %s, mname %s", tt.query, soa, tt.wantApex, tt.wantMName)
 			}
+			if want := time.Duration(dnstest.DefaultTTL) * time.Second; soa.NegativeTTL != want {
+				t.Errorf("FindSOA(%q).NegativeTTL = %v, want the SOA's %v", tt.query, soa.NegativeTTL, want)
+			}
 		})
 	}
 }

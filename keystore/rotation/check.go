@@ -64,6 +64,28 @@ func (c *DNSChecker) Lookup(ctx context.Context, selector, domain string) ([]Ans
 	return out, nil
 }
 
+// NegativeTTL implements negativeTTLer: the zone that holds name is found
+// through Nameservers, and its SOA says how long "no such record" may be
+// cached.
+func (c *DNSChecker) NegativeTTL(ctx context.Context, name string) (time.Duration, error) {
+	res, err := dns.NewClient(c.Nameservers, c.Timeout)
+	if err != nil {
+		return 0, err
+	}
+	soa, err := dns.FindSOA(ctx, res, name)
+	if err != nil {
+		return 0, err
+	}
+	return soa.NegativeTTL, nil
+}
+
+// negativeTTLer is a Checker that also tells how long resolvers may keep
+// a negative answer (NXDOMAIN, NODATA) for a name (RFC 2308 §5). Optional:
+// a Checker without it makes the switch wait for the publisher's ttl only.
+type negativeTTLer interface {
+	NegativeTTL(ctx context.Context, name string) (time.Duration, error)
+}
+
 // absentValue stands for "no TXT record" among the values a name may
 // hold.
 const absentValue = ""

@@ -870,11 +870,26 @@ func (e *Engine) trySwitch(ctx context.Context, kr *keyRun, now time.Time) (bool
 		return false, nil
 	}
 	// A resolver that cached what was at the name before (a reused
-	// selector's revoked record) keeps it for up to the TTL: the new key
-	// signs only once that has run out.
-	if pc := e.cfg.Publishers[kr.kc.Publish]; pc != nil && now.Before(p.PublishedAt.Add(pc.TTL)) {
-		e.once(kr, slog.LevelDebug, "rotation: the new key's record is served everywhere; waiting for the TTL of what resolvers may have cached", "selector", p.Selector,
-			"ttl", pc.TTL.String())
+	// selector's revoked record) keeps it for up to the TTL, and one that
+	// cached its absence (the name asked before the record was added, or
+	// after a reused selector's record was deleted) keeps that for the
+	// zone's negative TTL (RFC 2308 §5): either would answer a verifier
+	// "no key" for mail the new key signs. It signs once both have run out.
+	// https://www.rfc-editor.org/rfc/rfc2308#section-5
+	var wait time.Duration
+	if pc := e.cfg.Publishers[kr.kc.Publish]; pc != nil {
+		wait = pc.TTL
+	}
+	if nc, ok := e.checker().(negativeTTLer); ok {
+		neg, err := nc.NegativeTTL(ctx, name)
+		if err != nil {
+			return false, fmt.Errorf("finding the negative TTL of the zone of %s (its SOA): %w", name, err)
+		}
+		wait = max(wait, neg)
+	}
+	if now.Before(p.PublishedAt.Add(wait)) {
+		e.once(kr, slog.LevelDebug, "rotation: the new key's record is served everywhere; waiting for what resolvers may have cached to expire", "selector", p.Selector,
+			"wait", wait.String(), "until", p.PublishedAt.Add(wait).UTC().Format(time.RFC3339))
 		return false, nil
 	}
 	if kr.kc.Delegate != "" {
