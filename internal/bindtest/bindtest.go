@@ -303,10 +303,12 @@ func (in *instance) rr() string {
 }
 
 // zoneFile: ns1 is the primary and ns2 the secondary. refresh and retry
-// are a day: the secondary copies the zone only when notified.
+// are a day: the secondary copies the zone only when notified. The SOA's
+// MINIMUM, the negative TTL (RFC 2308 §5) that rotation waits for before
+// a switch, is 1s: tests compress time.
 func (s *Servers) zoneFile(z string) string {
 	return fmt.Sprintf(`$TTL 60
-@	SOA	ns1.%[1]s hostmaster.%[1]s 1 86400 86400 604800 60
+@	SOA	ns1.%[1]s hostmaster.%[1]s 1 86400 86400 604800 1
 @	NS	ns1.%[1]s
 @	NS	ns2.%[1]s
 ns1	%[2]s
