@@ -472,8 +472,9 @@ func (s *Servers) Start(tb testing.TB) {
 func (s *Servers) StopSecondary(tb testing.TB) { tb.Helper(); s.secondary.stop() }
 
 // StartSecondary starts the secondary again, serving the zones as it
-// had them; it catches up at once when it follows, and only on Sync or
-// Release when held.
+// had them; it catches up at once when it follows. A held one may catch
+// up too, when named asks its primary for the SOA at start (it does, at
+// a moment of its own choosing): hold a secondary that runs.
 func (s *Servers) StartSecondary(tb testing.TB) {
 	tb.Helper()
 	if err := s.secondary.start(s); err != nil {

@@ -100,13 +100,14 @@ func TestServers(t *testing.T) {
 	if _, err := LookupTXT(t.Context(), s.Secondary(), name); err == nil {
 		t.Error("a stopped secondary answers")
 	}
-	// Held and restarted, the secondary still serves what it had.
+	// Restarted, the secondary serves what it had, and Release brings
+	// it up to date. (Held across a restart it may catch up by itself:
+	// named asks its primary at start, when it chooses.)
 	s.Hold()
 	s.SetTXT(t, name, "v=DKIM1; p=AFTER")
 	s.StartSecondary(t)
-	time.Sleep(time.Second)
-	if got := s.TXT(t, s.Secondary(), name); slices.Contains(got, "v=DKIM1; p=AFTER") {
-		t.Errorf("a held secondary caught up on its own after a restart: %q", got)
+	if got := s.TXT(t, s.Secondary(), name); len(got) == 0 {
+		t.Errorf("the restarted secondary serves nothing at %s", name)
 	}
 	s.Release(t)
 	waitTXT(t, s, s.Secondary(), name, []string{"v=DKIM1; p=AFTER"})
