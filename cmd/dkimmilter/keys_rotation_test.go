@@ -1,0 +1,223 @@
+package main
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dkimmilter/dkimmilter/internal/testkit"
+	"github.com/dkimmilter/dkimmilter/keystore"
+	"github.com/dkimmilter/dkimmilter/keystore/rotation"
+)
+
+// rotNow is the clock of the rotation tests: the states are dated from it.
+var rotNow = time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)
+
+// rotatedKeys is rotationFixture's keys.rot after a rotation, as the
+// engine leaves it: s2 (made by rotation) signs since 8 days, the
+// configured s1 retires (its record is revoked in a day), s0 was revoked
+// 2 days ago. Its records are served as rotation published them. Each
+// test changes the state (mutate) before it is written with rotation's
+// own writer, and the DNS.
+type rotatedKeys struct {
+	*fixture
+	st                    *rotation.State
+	s0, s1, s2, s3        string // the selectors' records
+	s0Revoked             string
+	s2File, s3File, state string
+}
+
+const (
+	rotName0 = "s0._domainkey.example.net"
+	rotName1 = "s1._domainkey.example.net"
+	rotName2 = "s2._domainkey.example.net"
+	rotName3 = "s3._domainkey.example.net"
+)
+
+func newRotatedKeys(t *testing.T) *rotatedKeys {
+	t.Helper()
+	f := rotationFixture(t, "30d", "")
+	state := filepath.Join(f.dir, "state")
+	rk := &rotatedKeys{fixture: f, state: state}
+	rk.s2File = testkit.WriteKey(state, "keys/example.net/s2.pem", testkit.RSAKey(2064), false)
+	rk.s3File = testkit.WriteKey(state, "keys/example.net/s3.pem", testkit.RSAKey(2072), false)
+	configured, err := keystore.ReadPrivateKey(filepath.Join(f.dir, "keys/rsa.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rk.s0 = testkit.KeyRecord(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, 32)), "")
+	rk.s0Revoked = keystore.RevokedRecord("ed25519")
+	rk.s1 = keystore.Record(configured)
+	rk.s2 = testkit.KeyRecord(testkit.RSAKey(2064), "")
+	rk.s3 = testkit.KeyRecord(testkit.RSAKey(2072), "")
+	switched := rotNow.Add(-8 * 24 * time.Hour)
+	rk.st = &rotation.State{Key: "rot", Domain: "example.net",
+		Active: rotation.KeyState{Selector: "s2", File: rk.s2File, Made: true, Record: rk.s2, Created: switched.Add(-time.Hour), Since: switched},
+		Retiring: []rotation.KeyState{{Selector: "s1", File: filepath.Join(f.dir, "keys/rsa.pem"), Record: rk.s1, Created: switched.Add(-30 * 24 * time.Hour),
+			SwitchedAt: switched, RevokeAt: switched.Add(9 * 24 * time.Hour)}},
+		Revoked: []rotation.KeyState{{Selector: "s0", File: filepath.Join(state, "keys/example.net/s0.pem"), Made: true, Record: rk.s0,
+			RevokedRecord: rk.s0Revoked, RevokedAt: rotNow.Add(-2 * 24 * time.Hour), DeleteAt: rotNow.Add(5 * 24 * time.Hour)}},
+	}
+	f.dns.SetTXT(rotName0, rk.s0Revoked)
+	f.dns.SetTXT(rotName1, rk.s1)
+	f.dns.SetTXT(rotName2, rk.s2)
+	return rk
+}
+
+// write writes the state as the engine does.
+func (rk *rotatedKeys) write(t *testing.T) {
+	t.Helper()
+	if err := rotation.WriteState(rk.state, rk.st); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// withPending adds s3, published 5 minutes ago, to the state.
+func (rk *rotatedKeys) withPending() {
+	rk.st.Pending = &rotation.KeyState{Selector: "s3", File: rk.s3File, Made: true, Record: rk.s3, Created: rotNow.Add(-6 * time.Minute),
+		PublishedAt: rotNow.Add(-5 * time.Minute)}
+}
+
+// paused is the state after someone replaced s2's record by hand.
+func (rk *rotatedKeys) paused() {
+	rk.st.Paused = &rotation.Paused{Name: rotName2, Selector: "s2", Step: "check", Expected: []string{rk.s2},
+		Found: "v=DKIM1; p=HAND", Server: "ns1.example.net (127.0.0.1)", Since: rotNow.Add(-time.Hour)}
+}
+
+// failing is the state after three failed attempts to publish s3.
+func (rk *rotatedKeys) failing() {
+	rk.withPending()
+	rk.st.Pending.PublishedAt = time.Time{}
+	rk.st.Failures, rk.st.RetryAt = 3, rotNow.Add(4*time.Minute)
+	rk.st.LastError = "add s3._domainkey.example.net with [publish.bind]: server said REFUSED"
+}
+
+// denied makes the state unreadable, as it is for a user other than the
+// daemon's and root (the test runs as root, which reads anything).
+func denied(t *testing.T) {
+	old := readRotationState
+	readRotationState = func(dir, name string) (*rotation.State, error) {
+		return nil, fmt.Errorf("reading the rotation state of keys.%s: open %s: %w", name, rotation.StatePath(dir, name), fs.ErrPermission)
+	}
+	t.Cleanup(func() { readRotationState = old })
+}
+
+func (rk *rotatedKeys) dir(l []string) []string {
+	out := make([]string, len(l))
+	for i, s := range l {
+		out[i] = strings.ReplaceAll(s, "DIR", rk.fixture.dir)
+	}
+	return out
+}
+
+// keys list shows the key that signs now in the table, and each rotating
+// key's rotation below it.
+func TestKeysListRotation(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		setup func(t *testing.T, rk *rotatedKeys)
+		want  []string
+		not   string
+	}{
+		{"no state yet: the configured key", func(t *testing.T, rk *rotatedKeys) {},
+			[]string{"rot   example.net  s1        rsa   2048  DIR/keys/rsa.pem",
+				"keys.rot (example.net) rotates every 30 days; state DIR/state/rot.json\n",
+				"  no state yet: the configured key signs (selector s1, DIR/keys/rsa.pem)\n",
+				"  next: the daemon writes the state"}, "s2"},
+		{"after a rotation: the active key, the old ones, the next step", func(t *testing.T, rk *rotatedKeys) { rk.write(t) },
+			[]string{"rot   example.net  s2        rsa   2064  DIR/state/keys/example.net/s2.pem",
+				"keys.rot (example.net) rotates every 30 days; state DIR/state/rot.json\n",
+				"  active    s2  DIR/state/keys/example.net/s2.pem  signs since 2026-11-29 09:00:00 UTC\n",
+				"  retiring  s1  DIR/keys/rsa.pem                   signed until 2026-11-29 09:00:00 UTC; record kept until its revocation at 2026-12-08 09:00:00 UTC\n",
+				"  revoked   s0  DIR/state/keys/example.net/s0.pem  revoked 2026-12-05 09:00:00 UTC; record deleted at 2026-12-12 09:00:00 UTC\n",
+				"  (the configuration's selector s1, DIR/keys/rsa.pem, is what the state started from; the state's active key signs)\n",
+				"  next: revoke the record of s1 (p= empty) at 2026-12-08 09:00:00 UTC\n"}, "PAUSED"},
+		{"a pending key", func(t *testing.T, rk *rotatedKeys) { rk.withPending(); rk.write(t) },
+			[]string{"  pending   s3  DIR/state/keys/example.net/s3.pem  published 2026-12-07 08:55:00 UTC, not yet served by every authoritative server\n",
+				"  next: switch to s3 once every authoritative server of the zone serves its record (checked every 1m)"}, ""},
+		{"paused: what was expected and found", func(t *testing.T, rk *rotatedKeys) { rk.paused(); rk.write(t) },
+			[]string{"  PAUSED since 2026-12-07 08:00:00 UTC: s2._domainkey.example.net (s2's record, at step check): rotation expects \"v=DKIM1; k=rsa; p=",
+				"\"; ns1.example.net (127.0.0.1) served \"v=DKIM1; p=HAND\"\n",
+				"  next: nothing until s2._domainkey.example.net holds what rotation expects again: then it resumes by itself\n"}, "hint"},
+		{"failing: the last error and the next try", func(t *testing.T, rk *rotatedKeys) { rk.failing(); rk.write(t) },
+			[]string{"  pending   s3  DIR/state/keys/example.net/s3.pem  made 2026-12-07 08:54:00 UTC, not published yet\n",
+				"  FAILING: 3 failed attempts in a row; last error: add s3._domainkey.example.net with [publish.bind]: server said REFUSED\n",
+				"  next try at 2026-12-07 09:04:00 UTC; the active key signs meanwhile\n",
+				"  next: publish the record of s3 at s3._domainkey.example.net (after the failure: tried again then) at 2026-12-07 09:04:00 UTC\n"}, ""},
+		{"an overdue step", func(t *testing.T, rk *rotatedKeys) { rk.st.Retiring[0].RevokeAt = rotNow.Add(-time.Hour); rk.write(t) },
+			[]string{"record kept until its revocation at 2026-12-07 08:00:00 UTC (due now)\n",
+				"  next: revoke the record of s1 (p= empty) at 2026-12-07 08:00:00 UTC (due now)\n"}, ""},
+		{"the state's domain changed: the configured key signs", func(t *testing.T, rk *rotatedKeys) { rk.st.Domain = "example.org"; rk.write(t) },
+			[]string{"rot   example.net  s1        rsa   2048  DIR/keys/rsa.pem",
+				"  active    s2  DIR/state/keys/example.net/s2.pem  does NOT sign: the state is for domain example.org and keys.rot signs for example.net"}, ""},
+		{"the state cannot be read by this user", func(t *testing.T, rk *rotatedKeys) { rk.write(t); denied(t) },
+			[]string{"keys.rot (example.net) rotates every 30 days; state DIR/state/rot.json\n",
+				"  cannot read the state: reading the rotation state of keys.rot: open DIR/state/rot.json: permission denied: the rotation states in DIR/state are the daemon's (mode 0600): run this command as root, or as the daemon's user (sudo -u "}, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rk := newRotatedKeys(t)
+			tt.setup(t, rk)
+			var out, errb bytes.Buffer
+			code := keysList([]string{"-config", rk.cfg}, &out, &errb, rotNow)
+			if code != exitOK {
+				t.Errorf("exit %d\n%s%s", code, out.String(), errb.String())
+			}
+			wantOutput(t, out.String(), rk.dir(tt.want)...)
+			if tt.not != "" && strings.Contains(out.String(), tt.not) {
+				t.Errorf("output mentions %q:\n%s", tt.not, out.String())
+			}
+		})
+	}
+}
+
+// keys rotation: each rotating key's state with what to do, and an exit
+// status for scripts and alerts.
+func TestKeysRotation(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		setup func(t *testing.T, rk *rotatedKeys)
+		args  []string
+		code  int
+		want  []string
+		errs  []string
+	}{
+		{"going on", func(t *testing.T, rk *rotatedKeys) { rk.write(t) }, nil, exitOK,
+			[]string{"keys.rot (example.net) rotates every 30 days; state DIR/state/rot.json\n", "  active    s2  ",
+				"  next: revoke the record of s1 (p= empty) at 2026-12-08 09:00:00 UTC\n"}, nil},
+		{"paused: the hint puts the record back", func(t *testing.T, rk *rotatedKeys) { rk.paused(); rk.write(t) }, []string{"rot"}, exitFailure,
+			[]string{"  PAUSED since ", "     hint: put the record back: s2._domainkey.example.net. TXT \"v=DKIM1; k=rsa; p=",
+				"\" (in strings of at most 255 bytes); 'dkimmilter keys publish -config DIR/dkimmilter.toml rot' does it when the name has no record; rotation resumes by itself once every server serves it. To start over from the configured key instead, move DIR/state/rot.json away and reload the daemon\n"}, nil},
+		{"paused on a record that must go", func(t *testing.T, rk *rotatedKeys) {
+			rk.paused()
+			rk.st.Paused.Name, rk.st.Paused.Selector, rk.st.Paused.Step, rk.st.Paused.Expected = rotName3, "s3", "add", []string{"", rk.s3}
+			rk.write(t)
+		}, nil, exitFailure,
+			[]string{"rotation expects no TXT record or \"v=DKIM1; k=rsa; p=", "     hint: remove the record at s3._domainkey.example.net; rotation resumes by itself"}, nil},
+		{"failing", func(t *testing.T, rk *rotatedKeys) { rk.failing(); rk.write(t) }, nil, exitFailure,
+			[]string{"  FAILING: 3 failed attempts in a row; last error: ", "     hint: fix what the error names"}, nil},
+		{"no state yet", func(t *testing.T, rk *rotatedKeys) {}, nil, exitOK, []string{"  no state yet: the configured key signs (selector s1, DIR/keys/rsa.pem)\n"}, nil},
+		{"a key that does not rotate", func(t *testing.T, rk *rotatedKeys) {}, []string{"rsa"}, exitUsage, nil,
+			[]string{"dkimmilter keys rotation: keys.rsa does not rotate (DIR/dkimmilter.toml:6): set rotate and publish on it"}},
+		{"unreadable: exit 77 with the fix", func(t *testing.T, rk *rotatedKeys) { rk.write(t); denied(t) }, nil, exitNoPerm,
+			[]string{"  cannot read the state: ", "permission denied: ", "run this command as root, or as the daemon's user (sudo -u "}, nil},
+		{"a damaged state: exit 78", func(t *testing.T, rk *rotatedKeys) { writeFile(t, filepath.Join(rk.state, "rot.json"), "{") }, nil, exitConfig,
+			[]string{"  cannot read the state: DIR/state/rot.json: not a rotation state file"}, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rk := newRotatedKeys(t)
+			tt.setup(t, rk)
+			var out, errb bytes.Buffer
+			code := keysRotation(append([]string{"-config", rk.cfg}, tt.args...), &out, &errb, rotNow)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d\n%s%s", code, tt.code, out.String(), errb.String())
+			}
+			wantOutput(t, out.String(), rk.dir(tt.want)...)
+			wantOutput(t, errb.String(), rk.dir(tt.errs)...)
+		})
+	}
+}
