@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/keystore/keycheck"
 	"github.com/dkimmilter/dkimmilter/keystore/rotation"
 )
 
@@ -354,4 +357,131 @@ func keysRotation(args []string, stdout, stderr io.Writer, now time.Time) int {
 		}
 	}
 	return code
+}
+
+// rotationReport is what keys check adds for a key whose rotation state
+// names the key that signs: a line per other key of the rotation, and the
+// problems: a pause fails (the daemon changes none of the key's records
+// until it is resolved), as does a retiring key's record that is gone
+// while mail signed with it may still be checked.
+type rotationReport struct {
+	lines    []string
+	problems []keycheck.Problem
+}
+
+// checkRotationRecords looks up the records of the pending, retiring and revoked
+// keys of r with look (the same resolvers, or the zone's servers, as the
+// active key) and judges each against what rotation published.
+func checkRotationRecords(cfg *config.Config, r *rotated, look func(selector string) *keycheck.Result) rotationReport {
+	var rep rotationReport
+	st, now := r.st, time.Now()
+	if r.ignored != "" {
+		rep.lines = append(rep.lines, "rotation: state left alone: "+r.ignored)
+		return rep
+	}
+	rep.lines = append(rep.lines, fmt.Sprintf("rotation: %s signs since %s (state %s)", st.Active.Selector, stamp(st.Active.Since), r.file))
+	if p := st.Paused; p != nil {
+		rep.problems = append(rep.problems, keycheck.Problem{Status: keycheck.Fail,
+			Text: fmt.Sprintf("rotation paused since %s: %s (%s's record) is not what rotation published: it expects %s, %s served %s; the daemon changes none of keys.%s's records until it is",
+				stamp(p.Since), p.Name, p.Selector, expectedRecords(p.Expected), p.Server, quoteFound(p.Found), r.name),
+			Hints: []string{pauseHint(cfg, r)}})
+	}
+	if st.Failures > 0 {
+		rep.problems = append(rep.problems, keycheck.Problem{Status: keycheck.Warn,
+			Text:  fmt.Sprintf("rotation's last step failed (%d in a row): %s; next try at %s", st.Failures, st.LastError, stamp(st.RetryAt)),
+			Hints: []string{"fix what the error names; the daemon retries by itself ('dkimmilter keys rotation" + keysConfigArg(cfg) + " " + r.name + "' shows the state)"}})
+	}
+	if p := st.Pending; p != nil {
+		if p.PublishedAt.IsZero() {
+			rep.lines = append(rep.lines, fmt.Sprintf("pending  %s: made %s, its record not published yet", p.Selector, stamp(p.Created)))
+		} else {
+			res := look(p.Selector)
+			s := classify(res, p.Record)
+			switch {
+			case len(s.other) > 0:
+				rep.problems = append(rep.problems, keycheck.Problem{Status: keycheck.Warn,
+					Text:  fmt.Sprintf("pending %s: %s serves another record at %s than rotation published (%s): rotation pauses rather than overwrite it", p.Selector, strings.Join(s.other, ", "), res.DNSName, quoteFound(s.otherRecord)),
+					Hints: []string{"remove that record, or check who else publishes at " + res.DNSName}})
+			case len(s.want) > 0 && len(s.want) == len(res.Answers):
+				rep.lines = append(rep.lines, fmt.Sprintf("pending  %s: %s served by every server asked; the daemon switches to it once every authoritative server serves it", p.Selector, res.DNSName))
+			default:
+				rep.lines = append(rep.lines, fmt.Sprintf("pending  %s: not yet visible at %s (published %s); the daemon switches to it once every authoritative server serves it",
+					p.Selector, strings.Join(append(s.none, s.unknown...), ", "), stamp(p.PublishedAt)))
+			}
+		}
+	}
+	for _, k := range st.Retiring {
+		res := look(k.Selector)
+		s := classify(res, k.Record)
+		switch {
+		case len(s.none)+len(s.other) > 0:
+			where := strings.Join(append(s.none, s.other...), ", ")
+			rep.problems = append(rep.problems, keycheck.Problem{Status: keycheck.Fail,
+				Text: fmt.Sprintf("retiring %s: %s does not serve its record at %s: mail signed with %s until the switch (%s) fails (\"no key for signature\") until %s, when rotation revokes it",
+					k.Selector, where, res.DNSName, k.Selector, stamp(k.SwitchedAt), stamp(k.RevokeAt)),
+				Hints: []string{"put it back: " + res.DNSName + ". TXT \"" + k.Record + "\" (in strings of at most 255 bytes)"}})
+		case len(s.unknown) > 0:
+			rep.problems = append(rep.problems, keycheck.Problem{Status: keycheck.Temp,
+				Text:  fmt.Sprintf("retiring %s: %s could not be asked for %s", k.Selector, strings.Join(s.unknown, ", "), res.DNSName),
+				Hints: []string{"check again later"}})
+		default:
+			rep.lines = append(rep.lines, fmt.Sprintf("retiring %s: %s still published, as needed until its revocation at %s", k.Selector, res.DNSName, due(k.RevokeAt, now)))
+		}
+	}
+	for _, k := range st.Revoked {
+		res := look(k.Selector)
+		s := classify(res, k.RevokedRecord, k.Record)
+		switch {
+		case len(s.other) > 0:
+			rep.problems = append(rep.problems, keycheck.Problem{Status: keycheck.Warn,
+				Text:  fmt.Sprintf("revoked %s: %s serves another record at %s than the revoked one (%s): rotation pauses rather than delete it", k.Selector, strings.Join(s.other, ", "), res.DNSName, quoteFound(s.otherRecord)),
+				Hints: []string{"put the revoked record back: " + res.DNSName + ". TXT \"" + k.RevokedRecord + "\""}})
+		case len(s.none) > 0 && len(s.want)+len(s.lag) == 0:
+			rep.lines = append(rep.lines, fmt.Sprintf("revoked  %s: %s has no record any more: deleted, as rotation does at %s", k.Selector, res.DNSName, stamp(k.DeleteAt)))
+		case len(s.lag) > 0:
+			rep.lines = append(rep.lines, fmt.Sprintf("revoked  %s: %s still serves the record as it was before the revocation at %s (a server that lags)", k.Selector, strings.Join(s.lag, ", "), res.DNSName))
+		default:
+			rep.lines = append(rep.lines, fmt.Sprintf("revoked  %s: %s revoked (p= empty), as expected; deleted at %s", k.Selector, res.DNSName, due(k.DeleteAt, now)))
+		}
+	}
+	return rep
+}
+
+// served sorts the servers asked by what they serve at a name.
+type served struct {
+	want, lag, none, other, unknown []string
+	otherRecord                     string // the first other record, for the message
+}
+
+// classify sorts res's answers: the record want, one of lag (a server
+// not updated yet), no record, another record, or no answer.
+func classify(res *keycheck.Result, want string, lag ...string) served {
+	var s served
+	for _, a := range res.Answers {
+		var de *net.DNSError
+		switch {
+		case a.Err != nil && errors.As(a.Err, &de) && de.IsNotFound, a.Err == nil && len(a.Records) == 0:
+			s.none = append(s.none, a.Resolver)
+		case a.Err != nil:
+			s.unknown = append(s.unknown, a.Resolver)
+		case len(a.Records) == 1 && sameRecord(a.Records[0], want):
+			s.want = append(s.want, a.Resolver)
+		case len(a.Records) == 1 && slices.ContainsFunc(lag, func(l string) bool { return sameRecord(a.Records[0], l) }):
+			s.lag = append(s.lag, a.Resolver)
+		default:
+			s.other = append(s.other, a.Resolver)
+			if s.otherRecord == "" {
+				s.otherRecord = strings.Join(a.Records, " | ")
+			}
+		}
+	}
+	return s
+}
+
+// sameRecord compares two key records as verifiers read them: white space
+// is not significant in a DKIM record's tags or in p='s base64 (RFC 6376
+// §3.2, §3.6.1).
+func sameRecord(a, b string) bool {
+	squash := func(s string) string { return strings.Join(strings.Fields(s), "") }
+	return squash(a) == squash(b)
 }

@@ -2,14 +2,17 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
 	"github.com/dkimmilter/dkimmilter/keystore"
 	"github.com/dkimmilter/dkimmilter/keystore/rotation"
@@ -220,4 +223,94 @@ func TestKeysRotation(t *testing.T) {
 			wantOutput(t, errb.String(), rk.dir(tt.errs)...)
 		})
 	}
+}
+
+// keys check checks the key the rotation state says signs, and reports on
+// the other keys of the rotation without failing for what rotation is
+// doing (a pending key not yet visible), but failing for what breaks
+// mail (a retiring key's record gone) or stops the rotation (a pause).
+func TestKeysCheckRotation(t *testing.T) {
+	const active = "ok   rot s2._domainkey.example.net: rsa 2064-bit key published and matching"
+	for _, tt := range []struct {
+		name  string
+		setup func(t *testing.T, rk *rotatedKeys)
+		code  int
+		want  []string
+	}{
+		{"no state yet: the configured key", func(t *testing.T, rk *rotatedKeys) { rk.dns.SetTXT(rotName1, rk.s1) }, exitOK,
+			[]string{"ok   rot s1._domainkey.example.net: rsa 2048-bit key published and matching", "1 key checked: 1 ok"}},
+		{"after a rotation: the active key, the old ones as expected", func(t *testing.T, rk *rotatedKeys) { rk.write(t) }, exitOK,
+			[]string{active, "\n     rotation: s2 signs since 2026-11-29 09:00:00 UTC (state DIR/state/rot.json)\n",
+				"     retiring s1: s1._domainkey.example.net still published, as needed until its revocation at 2026-12-08 09:00:00 UTC",
+				"     revoked  s0: s0._domainkey.example.net revoked (p= empty), as expected; deleted at 2026-12-12 09:00:00 UTC",
+				"1 key checked: 1 ok, 0 with warnings, 0 failing"}},
+		{"a pending key not yet visible does not fail", func(t *testing.T, rk *rotatedKeys) { rk.withPending(); rk.write(t) }, exitOK,
+			[]string{active, "     pending  s3: not yet visible at " + "127.0.0.1:", " (published 2026-12-07 08:55:00 UTC); the daemon switches to it once every authoritative server serves it\n", "1 ok"}},
+		{"a pending key visible", func(t *testing.T, rk *rotatedKeys) { rk.withPending(); rk.write(t); rk.dns.SetTXT(rotName3, rk.s3) }, exitOK,
+			[]string{active, "     pending  s3: s3._domainkey.example.net served by every server asked; the daemon switches to it once every authoritative server serves it\n"}},
+		{"a pending key not yet published", func(t *testing.T, rk *rotatedKeys) { rk.failing(); rk.write(t) }, exitOK,
+			[]string{"WARN rot s2._domainkey.example.net", "     pending  s3: made 2026-12-07 08:54:00 UTC, its record not published yet\n",
+				"  warn: rotation's last step failed (3 in a row): add s3._domainkey.example.net with [publish.bind]: server said REFUSED; next try at 2026-12-07 09:04:00 UTC\n",
+				"     hint: fix what the error names; the daemon retries by itself ('dkimmilter keys rotation -config DIR/dkimmilter.toml rot' shows the state)\n",
+				"1 with warnings"}},
+		{"a retiring key's record gone fails", func(t *testing.T, rk *rotatedKeys) { rk.write(t); rk.dns.Remove(rotName1) }, exitKeysFail,
+			[]string{"FAIL rot s2._domainkey.example.net: rsa 2064-bit key published and matching",
+				"  fail: retiring s1: 127.0.0.1:", " does not serve its record at s1._domainkey.example.net: mail signed with s1 until the switch (2026-11-29 09:00:00 UTC) fails (\"no key for signature\") until 2026-12-08 09:00:00 UTC, when rotation revokes it\n",
+				"     hint: put it back: s1._domainkey.example.net. TXT \"v=DKIM1; k=rsa; p=", "1 failing"}},
+		{"a revoked record not yet revoked everywhere", func(t *testing.T, rk *rotatedKeys) { rk.write(t); rk.dns.SetTXT(rotName0, rk.s0) }, exitOK,
+			[]string{"     revoked  s0: 127.0.0.1:", " still serves the record as it was before the revocation at s0._domainkey.example.net (a server that lags)\n"}},
+		{"a revoked record deleted", func(t *testing.T, rk *rotatedKeys) { rk.write(t); rk.dns.Remove(rotName0) }, exitOK,
+			[]string{"     revoked  s0: s0._domainkey.example.net has no record any more: deleted, as rotation does at 2026-12-12 09:00:00 UTC\n"}},
+		{"another record where the revoked one should be", func(t *testing.T, rk *rotatedKeys) { rk.write(t); rk.dns.SetTXT(rotName0, rk.s3) }, exitOK,
+			[]string{"WARN rot ", "  warn: revoked s0: 127.0.0.1:", " serves another record at s0._domainkey.example.net than the revoked one (\"v=DKIM1; k=rsa; p="}},
+		{"paused: FAIL with the hint to put the record back", func(t *testing.T, rk *rotatedKeys) { rk.paused(); rk.write(t) }, exitKeysFail,
+			[]string{"FAIL rot s2._domainkey.example.net: rsa 2064-bit key published and matching",
+				"  fail: rotation paused since 2026-12-07 08:00:00 UTC: s2._domainkey.example.net (s2's record) is not what rotation published: it expects \"v=DKIM1; k=rsa; p=",
+				"\", ns1.example.net (127.0.0.1) served \"v=DKIM1; p=HAND\"; the daemon changes none of keys.rot's records until it is\n",
+				"     hint: put the record back: s2._domainkey.example.net. TXT \"v=DKIM1; k=rsa; p=", "1 failing"}},
+		{"the state cannot be read: not checked, with the fix", func(t *testing.T, rk *rotatedKeys) { rk.write(t); denied(t) }, exitKeysTemp,
+			[]string{"TEMP rot: not checked: its rotation state says which key signs, and reading the rotation state of keys.rot: open DIR/state/rot.json: permission denied: the rotation states in DIR/state are the daemon's (mode 0600): run this command as root, or as the daemon's user (sudo -u ",
+				"1 key checked: 0 ok, 0 with warnings, 0 failing, 1 not checked\n"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rk := newRotatedKeys(t)
+			tt.setup(t, rk)
+			code, out, errs := runCmd("keys", "check", "-config", rk.cfg, "rot")
+			if code != tt.code {
+				t.Errorf("exit %d, want %d\n%s%s", code, tt.code, out, errs)
+			}
+			wantOutput(t, out, rk.dir(tt.want)...)
+		})
+	}
+}
+
+// -authoritative asks the zone's own servers for every key of the
+// rotation, and check -dns checks as keys check does.
+func TestKeysCheckRotationAuthoritative(t *testing.T) {
+	rk := newRotatedKeys(t)
+	rk.withPending()
+	rk.write(t)
+	rk.dns.SetZone("example.net", "ns1.example.net")
+	rk.dns.SetAddrs("ns1.example.net", "127.0.0.1")
+	port, _ := strconv.Atoi(rk.dns.Addr[strings.LastIndexByte(rk.dns.Addr, ':')+1:])
+	cfg, err := config.Load(rk.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	code := checkKeysDNS(context.Background(), cfg, []string{"rot"}, keysCheckOptions{authoritative: true, authPort: port}, &out, &errb)
+	if code != exitOK {
+		t.Errorf("exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	wantOutput(t, out.String(), active2064("rot"), "     pending  s3: not yet visible at ns1.example.net", "     retiring s1: s1._domainkey.example.net still published")
+
+	code, o, e := runCmd("check", "-config", rk.cfg, "-user", me, "-dns")
+	if code != exitOK {
+		t.Errorf("check -dns: exit %d\n%s%s", code, o, e)
+	}
+	wantOutput(t, o, "key rot: d=example.net s=s1, ", "  signs with s2 ("+rk.s2File+") since 2026-11-29 09:00:00 UTC, as its rotation state says", active2064("rot"), "     pending  s3: not yet visible")
+}
+
+func active2064(name string) string {
+	return "ok   " + name + " s2._domainkey.example.net: rsa 2064-bit key published and matching"
 }
