@@ -314,3 +314,48 @@ func TestKeysCheckRotationAuthoritative(t *testing.T) {
 func active2064(name string) string {
 	return "ok   " + name + " s2._domainkey.example.net: rsa 2064-bit key published and matching"
 }
+
+// keys dns prints the record of the key that signs now, and the pending
+// key's while there is one.
+func TestKeysDNSRotation(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		setup      func(t *testing.T, rk *rotatedKeys)
+		code       int
+		want, errs []string
+		not        string
+	}{
+		{"no state yet: the configured key", func(t *testing.T, rk *rotatedKeys) {}, exitOK,
+			[]string{"; keys.rot: rsa 2048 bits, DIR/keys/rsa.pem\ns1._domainkey.example.net. IN TXT ("}, nil, "signs now"},
+		{"after a rotation: the active key", func(t *testing.T, rk *rotatedKeys) { rk.write(t) }, exitOK,
+			[]string{"; keys.rot: rsa 2064 bits, DIR/state/keys/example.net/s2.pem\n",
+				"; the key that signs now (since 2026-11-29 09:00:00 UTC), as the rotation state DIR/state/rot.json says\n",
+				"s2._domainkey.example.net. IN TXT (", "RECORD2\n"}, nil, "pending"},
+		{"with a pending key", func(t *testing.T, rk *rotatedKeys) { rk.withPending(); rk.write(t) }, exitOK,
+			[]string{"s2._domainkey.example.net. IN TXT (", "RECORD2\n",
+				"\n; keys.rot: the next key, pending (published 2026-12-07 08:55:00 UTC), DIR/state/keys/example.net/s3.pem\n",
+				"; the daemon publishes it and signs with it once every authoritative server serves it\n",
+				"s3._domainkey.example.net. IN TXT (", "; the value, on one line:\nRECORD3\n"}, nil, ""},
+		{"the state cannot be read", func(t *testing.T, rk *rotatedKeys) { rk.write(t); denied(t) }, exitNoPerm, nil,
+			[]string{"dkimmilter keys dns: keys.rot: no record printed: its rotation state says which key signs, and reading the rotation state of keys.rot: ", "permission denied: ", "run this command as root, or as the daemon's user"}, "IN TXT"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rk := newRotatedKeys(t)
+			tt.setup(t, rk)
+			code, out, errs := runCmd("keys", "dns", "-config", rk.cfg, "rot")
+			if code != tt.code {
+				t.Errorf("exit %d, want %d\n%s%s", code, tt.code, out, errs)
+			}
+			repl := strings.NewReplacer("RECORD2", rk.s2, "RECORD3", rk.s3)
+			want := rk.dir(tt.want)
+			for i := range want {
+				want[i] = repl.Replace(want[i])
+			}
+			wantOutput(t, out, want...)
+			wantOutput(t, errs, rk.dir(tt.errs)...)
+			if tt.not != "" && strings.Contains(out, tt.not) {
+				t.Errorf("output mentions %q:\n%s", tt.not, out)
+			}
+		})
+	}
+}
