@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/internal/dnsupdate"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
 	"github.com/dkimmilter/dkimmilter/keystore"
 	"github.com/dkimmilter/dkimmilter/keystore/rotation"
@@ -357,5 +359,93 @@ func TestKeysDNSRotation(t *testing.T) {
 				t.Errorf("output mentions %q:\n%s", tt.not, out)
 			}
 		})
+	}
+}
+
+// keys publish and keys revoke change the record of the key that signs
+// now: putting back the active key's record resumes a paused rotation.
+func TestKeysPublishRotation(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		setup   func(t *testing.T, rk *rotatedKeys)
+		action  dnsupdate.Action
+		args    []string
+		code    int
+		out     []string
+		errs    []string
+		changes []dnsupdate.Change // RECORD2 for s2's record, REVOKED for the revoked one
+	}{
+		{"no state yet: the configured key", func(t *testing.T, rk *rotatedKeys) {}, dnsupdate.Add, nil, exitOK,
+			[]string{"keys.rot: published s1._domainkey.example.net (selector s1) through [publish.bind]"}, nil,
+			[]dnsupdate.Change{{Action: dnsupdate.Add, Name: rotName1, Value: "RECORD1"}}},
+		{"publish puts the active key's record back", func(t *testing.T, rk *rotatedKeys) { rk.paused(); rk.write(t) }, dnsupdate.Add, nil, exitOK,
+			[]string{"keys.rot: published s2._domainkey.example.net (selector s2, the key that signs now as the rotation state DIR/state/rot.json says) through [publish.bind]"}, nil,
+			[]dnsupdate.Change{{Action: dnsupdate.Add, Name: rotName2, Value: "RECORD2"}}},
+		{"-n says which key", func(t *testing.T, rk *rotatedKeys) { rk.write(t) }, dnsupdate.Add, []string{"-n"}, exitOK,
+			[]string{"; keys.rot: would publish s2._domainkey.example.net (selector s2, the key that signs now as the rotation state DIR/state/rot.json says) through [publish.bind]",
+				"fake: add s2._domainkey.example.net"}, nil, []dnsupdate.Change{}},
+		{"revoke of the active key in use is refused", func(t *testing.T, rk *rotatedKeys) {
+			rk.write(t)
+			appendFile(t, rk.cfg, "[[signing]]\nfrom = \"*@example.net\"\nkeys = [\"rot\"]\n")
+		}, dnsupdate.Revoke, nil, exitUsage, nil,
+			[]string{"dkimmilter keys revoke: keys.rot (selector s2, the key that signs now as the rotation state DIR/state/rot.json says) is used by signing[2] *@example.net: ", "or give -force"},
+			[]dnsupdate.Change{}},
+		{"revoke -force: the active key's record", func(t *testing.T, rk *rotatedKeys) {
+			rk.write(t)
+			appendFile(t, rk.cfg, "[[signing]]\nfrom = \"*@example.net\"\nkeys = [\"rot\"]\n")
+		}, dnsupdate.Revoke, []string{"-force"}, exitOK,
+			[]string{"keys.rot: revoked s2._domainkey.example.net (selector s2, "}, nil,
+			[]dnsupdate.Change{{Action: dnsupdate.Revoke, Name: rotName2, Value: "REVOKED"}}},
+		{"the state cannot be read: nothing sent", func(t *testing.T, rk *rotatedKeys) { rk.write(t); denied(t) }, dnsupdate.Add, nil, exitNoPerm, nil,
+			[]string{"dkimmilter keys publish: keys.rot: nothing sent: its rotation state says which key signs, and ", "permission denied: ", "run this command as root, or as the daemon's user"},
+			[]dnsupdate.Change{}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rk := newRotatedKeys(t)
+			tt.setup(t, rk)
+			zone := &fakeZone{dns: rk.dns, txt: map[string]string{}}
+			old := newPublisher
+			newPublisher = func(*config.Config, *config.Publisher) (dnsupdate.Publisher, error) { return zone, nil }
+			t.Cleanup(func() { newPublisher = old })
+			if tt.action == dnsupdate.Add {
+				rk.dns.Remove(rotName1)
+				rk.dns.Remove(rotName2)
+			} else {
+				zone.txt[rotName2] = rk.s2
+			}
+			var out, errb bytes.Buffer
+			code := keysPublish(append(append([]string{"-config", rk.cfg}, tt.args...), "rot"), tt.action, publishOptions{}, &out, &errb)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d\n%s%s", code, tt.code, out.String(), errb.String())
+			}
+			wantOutput(t, out.String(), rk.dir(tt.out)...)
+			wantOutput(t, errb.String(), rk.dir(tt.errs)...)
+			repl := strings.NewReplacer("RECORD1", rk.s1, "RECORD2", rk.s2, "REVOKED", keystore.RevokedRecord("rsa"))
+			var got []dnsupdate.Change
+			for _, c := range zone.changes {
+				c.Expect = ""
+				got = append(got, c)
+			}
+			var want []dnsupdate.Change
+			for _, c := range tt.changes {
+				c.Value = repl.Replace(c.Value)
+				want = append(want, c)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("changes %v\nwant %v", got, want)
+			}
+		})
+	}
+}
+
+func appendFile(t *testing.T, path, text string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(text); err != nil {
+		t.Fatal(err)
 	}
 }
