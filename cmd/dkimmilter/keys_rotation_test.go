@@ -449,3 +449,52 @@ func appendFile(t *testing.T, path, text string) {
 		t.Fatal(err)
 	}
 }
+
+// keys rotate on a key that rotates itself says so and shows where its
+// rotation stands, rather than printing steps that would race with the
+// daemon; -force makes a key by hand, from the key that signs now, under
+// a selector its rotation does not hold.
+func TestKeysRotateRotating(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		setup      func(t *testing.T, rk *rotatedKeys)
+		args       []string
+		code       int
+		out, errs  []string
+		noKeyFiles bool
+	}{
+		{"refused, with the state", func(t *testing.T, rk *rotatedKeys) { rk.write(t) }, nil, exitUsage, nil,
+			[]string{"dkimmilter keys rotate: keys.rot rotates itself (rotate = 30 days, DIR/dkimmilter.toml:14): the daemon makes the next key, publishes it, switches once every authoritative server serves it, and retires the old one; there is nothing to do by hand. Where it stands:\n",
+				"  active    s2  DIR/state/keys/example.net/s2.pem  signs since 2026-11-29 09:00:00 UTC\n",
+				"  next: revoke the record of s1 (p= empty) at 2026-12-08 09:00:00 UTC\n",
+				"('dkimmilter keys rotation -config DIR/dkimmilter.toml rot' shows it again; -force makes a key by hand anyway, for a key that must go now)\n"}, true},
+		{"refused before the first rotation", func(t *testing.T, rk *rotatedKeys) {}, nil, exitUsage, nil,
+			[]string{"keys.rot rotates itself", "  no state yet: the configured key signs (selector s1, DIR/keys/rsa.pem)\n"}, true},
+		{"refused when the state cannot be read", func(t *testing.T, rk *rotatedKeys) { rk.write(t); denied(t) }, nil, exitUsage, nil,
+			[]string{"keys.rot rotates itself", "  cannot read the state: ", "run this command as root, or as the daemon's user"}, true},
+		{"-force: from the key that signs now", func(t *testing.T, rk *rotatedKeys) { rk.write(t) }, []string{"-force"}, exitOK,
+			[]string{"  old: keys.rot, selector s2, rsa 2064 bits, DIR/state/keys/example.net/s2.pem\n",
+				"Step 5 of 5", "\nkeys.rot has a rotation state, DIR/state/rot.json, and rotates itself while its table has rotate: once the switch is made and its table removed (step 5), move the state away"}, nil, false},
+		{"-force: not a selector the rotation holds", func(t *testing.T, rk *rotatedKeys) { rk.write(t); rk.dns.Remove(rotName0) }, []string{"-force", "-s", "s0"}, exitUsage, nil,
+			[]string{`dkimmilter keys rotate: selector "s0" is already used by a key for example.net`}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rk := newRotatedKeys(t)
+			tt.setup(t, rk)
+			var out, errb bytes.Buffer
+			code := keysRotate(append([]string{"-config", rk.cfg, "-d", "example.net"}, tt.args...), &out, &errb, rotNow)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d\n%s%s", code, tt.code, out.String(), errb.String())
+			}
+			wantOutput(t, out.String(), rk.dir(tt.out)...)
+			wantOutput(t, errb.String(), rk.dir(tt.errs)...)
+			made, _ := filepath.Glob(filepath.Join(rk.state, "keys/example.net/*.pem"))
+			if tt.noKeyFiles && len(made) != 2 {
+				t.Errorf("key files %v: a key was made", made)
+			}
+			if !tt.noKeyFiles && len(made) != 3 {
+				t.Errorf("key files %v: no new key next to s2's", made)
+			}
+		})
+	}
+}
