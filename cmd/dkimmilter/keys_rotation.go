@@ -7,8 +7,11 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	osuser "os/user"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -105,11 +108,17 @@ func stateReadError(cfg *config.Config, file string, err error) error {
 	if !errors.Is(err, fs.ErrPermission) {
 		return err
 	}
+	// The daemon's user owns the state directory (it made it, or
+	// systemd's StateDirectory= did for it).
 	user := "dkimmilter"
-	if acct, _, aerr := serviceAccount(cfg, ""); aerr == nil && acct.Name != "root" {
-		user = acct.Name
+	if fi, serr := os.Stat(cfg.Rotation.StateDir); serr == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			if u, lerr := osuser.LookupId(strconv.FormatUint(uint64(st.Uid), 10)); lerr == nil {
+				user = u.Username
+			}
+		}
 	}
-	return fmt.Errorf("%w: the rotation states in %s are the daemon's (mode 0600): run this command as root, or as the daemon's user (sudo -u %s dkimmilter keys ...), to know which key signs",
+	return fmt.Errorf("%w: the rotation states in %s are readable only by the daemon's user: run this command as root, or as that user (sudo -u %s dkimmilter keys ...), to know which key signs",
 		err, cfg.Rotation.StateDir, user)
 }
 
@@ -239,7 +248,7 @@ func writeRotation(w io.Writer, cfg *config.Config, r *rotated, now time.Time, h
 	}
 	tw.Flush()
 	if r.signs() && st.Active.Selector != kc.Selector {
-		fmt.Fprintf(w, "  (the configuration's selector %s, %s, is what the state started from; the state's active key signs)\n", kc.Selector, kc.File)
+		fmt.Fprintf(w, "  configured: selector %s, %s (where the rotation started; the active key signs)\n", kc.Selector, kc.File)
 	}
 	if p := st.Paused; p != nil {
 		fmt.Fprintf(w, "  PAUSED since %s: %s (%s's record, at step %s): rotation expects %s; %s served %s\n",

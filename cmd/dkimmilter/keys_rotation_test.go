@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -140,7 +142,7 @@ func TestKeysListRotation(t *testing.T) {
 				"  active    s2  DIR/state/keys/example.net/s2.pem  signs since 2026-11-29 09:00:00 UTC\n",
 				"  retiring  s1  DIR/keys/rsa.pem                   signed until 2026-11-29 09:00:00 UTC; record kept until its revocation at 2026-12-08 09:00:00 UTC\n",
 				"  revoked   s0  DIR/state/keys/example.net/s0.pem  revoked 2026-12-05 09:00:00 UTC; record deleted at 2026-12-12 09:00:00 UTC\n",
-				"  (the configuration's selector s1, DIR/keys/rsa.pem, is what the state started from; the state's active key signs)\n",
+				"  configured: selector s1, DIR/keys/rsa.pem (where the rotation started; the active key signs)\n",
 				"  next: revoke the record of s1 (p= empty) at 2026-12-08 09:00:00 UTC\n"}, "PAUSED"},
 		{"a pending key", func(t *testing.T, rk *rotatedKeys) { rk.withPending(); rk.write(t) },
 			[]string{"  pending   s3  DIR/state/keys/example.net/s3.pem  published 2026-12-07 08:55:00 UTC, not yet served by every authoritative server\n",
@@ -162,7 +164,7 @@ func TestKeysListRotation(t *testing.T) {
 				"  active    s2  DIR/state/keys/example.net/s2.pem  does NOT sign: the state is for domain example.org and keys.rot signs for example.net"}, ""},
 		{"the state cannot be read by this user", func(t *testing.T, rk *rotatedKeys) { rk.write(t); denied(t) },
 			[]string{"keys.rot (example.net) rotates every 30 days; state DIR/state/rot.json\n",
-				"  cannot read the state: reading the rotation state of keys.rot: open DIR/state/rot.json: permission denied: the rotation states in DIR/state are the daemon's (mode 0600): run this command as root, or as the daemon's user (sudo -u "}, ""},
+				"  cannot read the state: reading the rotation state of keys.rot: open DIR/state/rot.json: permission denied: the rotation states in DIR/state are readable only by the daemon's user: run this command as root, or as that user (sudo -u "}, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			rk := newRotatedKeys(t)
@@ -209,7 +211,7 @@ func TestKeysRotation(t *testing.T) {
 		{"a key that does not rotate", func(t *testing.T, rk *rotatedKeys) {}, []string{"rsa"}, exitUsage, nil,
 			[]string{"dkimmilter keys rotation: keys.rsa does not rotate (DIR/dkimmilter.toml:6): set rotate and publish on it"}},
 		{"unreadable: exit 77 with the fix", func(t *testing.T, rk *rotatedKeys) { rk.write(t); denied(t) }, nil, exitNoPerm,
-			[]string{"  cannot read the state: ", "permission denied: ", "run this command as root, or as the daemon's user (sudo -u "}, nil},
+			[]string{"  cannot read the state: ", "permission denied: ", "run this command as root, or as that user (sudo -u "}, nil},
 		{"a damaged state: exit 78", func(t *testing.T, rk *rotatedKeys) { writeFile(t, filepath.Join(rk.state, "rot.json"), "{") }, nil, exitConfig,
 			[]string{"  cannot read the state: DIR/state/rot.json: not a rotation state file"}, nil},
 	} {
@@ -271,7 +273,7 @@ func TestKeysCheckRotation(t *testing.T) {
 				"\", ns1.example.net (127.0.0.1) served \"v=DKIM1; p=HAND\"; the daemon changes none of keys.rot's records until it is\n",
 				"     hint: put the record back: s2._domainkey.example.net. TXT \"v=DKIM1; k=rsa; p=", "1 failing"}},
 		{"the state cannot be read: not checked, with the fix", func(t *testing.T, rk *rotatedKeys) { rk.write(t); denied(t) }, exitKeysTemp,
-			[]string{"TEMP rot: not checked: its rotation state says which key signs, and reading the rotation state of keys.rot: open DIR/state/rot.json: permission denied: the rotation states in DIR/state are the daemon's (mode 0600): run this command as root, or as the daemon's user (sudo -u ",
+			[]string{"TEMP rot: not checked: its rotation state says which key signs, and reading the rotation state of keys.rot: open DIR/state/rot.json: permission denied: the rotation states in DIR/state are readable only by the daemon's user: run this command as root, or as that user (sudo -u ",
 				"1 key checked: 0 ok, 0 with warnings, 0 failing, 1 not checked\n"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -339,7 +341,7 @@ func TestKeysDNSRotation(t *testing.T) {
 				"; the daemon publishes it and signs with it once every authoritative server serves it\n",
 				"s3._domainkey.example.net. IN TXT (", "; the value, on one line:\nRECORD3\n"}, nil, ""},
 		{"the state cannot be read", func(t *testing.T, rk *rotatedKeys) { rk.write(t); denied(t) }, exitNoPerm, nil,
-			[]string{"dkimmilter keys dns: keys.rot: no record printed: its rotation state says which key signs, and reading the rotation state of keys.rot: ", "permission denied: ", "run this command as root, or as the daemon's user"}, "IN TXT"},
+			[]string{"dkimmilter keys dns: keys.rot: no record printed: its rotation state says which key signs, and reading the rotation state of keys.rot: ", "permission denied: ", "run this command as root, or as that user"}, "IN TXT"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			rk := newRotatedKeys(t)
@@ -397,7 +399,7 @@ func TestKeysPublishRotation(t *testing.T) {
 			[]string{"keys.rot: revoked s2._domainkey.example.net (selector s2, "}, nil,
 			[]dnsupdate.Change{{Action: dnsupdate.Revoke, Name: rotName2, Value: "REVOKED"}}},
 		{"the state cannot be read: nothing sent", func(t *testing.T, rk *rotatedKeys) { rk.write(t); denied(t) }, dnsupdate.Add, nil, exitNoPerm, nil,
-			[]string{"dkimmilter keys publish: keys.rot: nothing sent: its rotation state says which key signs, and ", "permission denied: ", "run this command as root, or as the daemon's user"},
+			[]string{"dkimmilter keys publish: keys.rot: nothing sent: its rotation state says which key signs, and ", "permission denied: ", "run this command as root, or as that user"},
 			[]dnsupdate.Change{}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -471,7 +473,7 @@ func TestKeysRotateRotating(t *testing.T) {
 		{"refused before the first rotation", func(t *testing.T, rk *rotatedKeys) {}, nil, exitUsage, nil,
 			[]string{"keys.rot rotates itself", "  no state yet: the configured key signs (selector s1, DIR/keys/rsa.pem)\n"}, true},
 		{"refused when the state cannot be read", func(t *testing.T, rk *rotatedKeys) { rk.write(t); denied(t) }, nil, exitUsage, nil,
-			[]string{"keys.rot rotates itself", "  cannot read the state: ", "run this command as root, or as the daemon's user"}, true},
+			[]string{"keys.rot rotates itself", "  cannot read the state: ", "run this command as root, or as that user"}, true},
 		{"-force: from the key that signs now", func(t *testing.T, rk *rotatedKeys) { rk.write(t) }, []string{"-force"}, exitOK,
 			[]string{"  old: keys.rot, selector s2, rsa 2064 bits, DIR/state/keys/example.net/s2.pem\n",
 				"Step 5 of 5", "\nkeys.rot has a rotation state, DIR/state/rot.json, and rotates itself while its table has rotate: once the switch is made and its table removed (step 5), move the state away"}, nil, false},
@@ -496,5 +498,46 @@ func TestKeysRotateRotating(t *testing.T) {
 				t.Errorf("key files %v: no new key next to s2's", made)
 			}
 		})
+	}
+}
+
+// Run by a user who may not read the state directory (as the daemon's
+// user owns it, 0700), the commands say so and name the user to run as,
+// the directory's owner, rather than report the configured key.
+func TestKeysRotationUnreadableState(t *testing.T) {
+	requireRoot(t)
+	nb, err := keystore.LookupAccount("nobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rk := newRotatedKeys(t)
+	rk.write(t)
+	dm, err := keystore.LookupAccount("dkimmilter")
+	if err != nil {
+		t.Skip("no user dkimmilter to own the state directory:", err)
+	}
+	if err := os.Chown(rk.state, dm.UID, dm.Groups[0]); err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(rk.fixture.dir, "dkimmilter")
+	copyFile(t, exe)
+	os.Chmod(rk.fixture.dir, 0o755)
+	for _, tt := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"keys", "rotation", "-config", rk.cfg}, exitNoPerm, "  cannot read the state: reading the rotation state of keys.rot: open DIR/state/rot.json: permission denied: the rotation states in DIR/state are readable only by the daemon's user: run this command as root, or as that user (sudo -u dkimmilter dkimmilter keys ...), to know which key signs\n"},
+		{[]string{"keys", "check", "-config", rk.cfg, "rot"}, exitKeysTemp, "TEMP rot: not checked: its rotation state says which key signs, and reading the rotation state of keys.rot: open DIR/state/rot.json: permission denied: "},
+		{[]string{"keys", "dns", "-config", rk.cfg, "rot"}, exitNoPerm, "dkimmilter keys dns: keys.rot: no record printed: "},
+	} {
+		cmd := exec.Command(exe, tt.args...)
+		cmd.Env = append(os.Environ(), "DKIMMILTER_TEST_MAIN=1")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(nb.UID), Gid: uint32(nb.Groups[0])}}
+		out, _ := cmd.CombinedOutput()
+		if code := cmd.ProcessState.ExitCode(); code != tt.code {
+			t.Errorf("%s as nobody: exit %d, want %d\n%s", tt.args[:2], code, tt.code, out)
+		}
+		wantOutput(t, string(out), rk.dir([]string{tt.want})...)
 	}
 }
