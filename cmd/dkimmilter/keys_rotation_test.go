@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
 	"github.com/dkimmilter/dkimmilter/keystore"
 	"github.com/dkimmilter/dkimmilter/keystore/rotation"
+	"github.com/dkimmilter/dkimmilter/milter"
 )
 
 // rotNow is the clock of the rotation tests: the states are dated from it.
@@ -539,5 +541,25 @@ func TestKeysRotationUnreadableState(t *testing.T) {
 			t.Errorf("%s as nobody: exit %d, want %d\n%s", tt.args[:2], code, tt.code, out)
 		}
 		wantOutput(t, string(out), rk.dir([]string{tt.want})...)
+	}
+}
+
+// The daemon's key health check follows the engine, not the state file:
+// a state whose active key the engine did not put in place (it could not
+// load it) leaves the configured key signing, and that key is checked.
+func TestKeyHealthStateNotInPlace(t *testing.T) {
+	rk := newRotatedKeys(t)
+	rk.write(t)
+	rk.dns.Remove(rotName2)
+	cfg, err := config.Load(rk.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{log: slog.New(slog.DiscardHandler), metrics: milter.NewMetrics(), rotated: &keystore.Rotated{}}
+	d.checkKeys(context.Background(), cfg)
+	var b bytes.Buffer
+	d.metrics.WritePrometheus(&b)
+	if want := `dkimmilter_key_matches{key="rot",domain="example.net"} 1`; !strings.Contains(b.String(), want) {
+		t.Errorf("metrics lack %q (the configured s1 is published, the state's s2 is not):\n%s", want, b.String())
 	}
 }
