@@ -79,6 +79,13 @@ func keyRotation(cfg *config.Config, name string) *rotated {
 	r := &rotated{name: name, kc: kc, file: rotation.StatePath(cfg.Rotation.StateDir, name)}
 	st, err := readRotationState(cfg.Rotation.StateDir, name)
 	switch {
+	case err != nil && errors.Is(err, fs.ErrPermission) && kc.Rotate <= 0 && kc.Publish == "":
+		// A key that neither rotates nor publishes has no state
+		// unless both were removed after it rotated: a user who may
+		// not read the state directory (which systemd makes for
+		// the daemon whether anything rotates or not) is not told
+		// about it for every key.
+		return nil
 	case err != nil:
 		r.err = stateReadError(cfg, r.file, err)
 		return r

@@ -563,3 +563,39 @@ func TestKeyHealthStateNotInPlace(t *testing.T) {
 		t.Errorf("metrics lack %q (the configured s1 is published, the state's s2 is not):\n%s", want, b.String())
 	}
 }
+
+// -d DOMAIN finds the key that signs for the domain as NAME does.
+func TestKeysRotationByDomain(t *testing.T) {
+	rk := newRotatedKeys(t)
+	rk.write(t)
+	code, out, errs := runCmd("keys", "check", "-config", rk.cfg, "-d", "example.net")
+	if code != exitOK {
+		t.Errorf("keys check -d: exit %d\n%s%s", code, out, errs)
+	}
+	wantOutput(t, out, active2064("rot"), "     rotation: s2 signs since ")
+	code, out, errs = runCmd("keys", "dns", "-config", rk.cfg, "-d", "example.net")
+	if code != exitOK {
+		t.Errorf("keys dns -d: exit %d\n%s%s", code, out, errs)
+	}
+	wantOutput(t, out, "; the key that signs now", "s2._domainkey.example.net. IN TXT (")
+}
+
+// A user who may not read the state directory is not told about it for
+// keys that neither rotate nor publish: most configurations have no
+// rotation, and systemd makes the directory all the same.
+func TestKeysNoRotationUnreadableState(t *testing.T) {
+	rk := newRotatedKeys(t)
+	denied(t)
+	var out, errb bytes.Buffer
+	if code := keysList([]string{"-config", rk.cfg}, &out, &errb, rotNow); code != exitOK {
+		t.Errorf("exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	// keys.rsa of the fixture neither rotates nor publishes; keys.rot does.
+	if strings.Count(out.String(), "cannot read the state") != 1 || strings.Contains(out.String(), "keys.rsa ") {
+		t.Errorf("keys list:\n%s", out.String())
+	}
+	code, o, e := runCmd("keys", "check", "-config", rk.cfg, "rsa")
+	if code != exitOK || !strings.Contains(o, "ok   rsa rsa._domainkey.example.com") {
+		t.Errorf("keys check rsa: exit %d\n%s%s", code, o, e)
+	}
+}
