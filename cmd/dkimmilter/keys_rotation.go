@@ -87,7 +87,7 @@ func keyRotation(cfg *config.Config, name string) *rotated {
 		// about it for every key.
 		return nil
 	case err != nil:
-		r.err = stateReadError(cfg, r.file, err)
+		r.err = stateReadError(cfg, err)
 		return r
 	case st == nil && kc.Rotate <= 0:
 		return nil
@@ -111,7 +111,7 @@ func keyRotation(cfg *config.Config, name string) *rotated {
 // stateReadError says why a state cannot be read, and, for a user who
 // may not read the state directory, how to run the command so that it
 // can.
-func stateReadError(cfg *config.Config, file string, err error) error {
+func stateReadError(cfg *config.Config, err error) error {
 	if !errors.Is(err, fs.ErrPermission) {
 		return err
 	}
@@ -152,14 +152,19 @@ func due(t, now time.Time) string {
 func nextStep(cfg *config.Config, r *rotated, now time.Time) (what string, at time.Time) {
 	st, kc := r.st, r.kc
 	if st == nil {
-		if kc.Rotate > 0 {
-			return "the daemon writes the state and counts the configured key's age from its file's modification time", time.Time{}
+		if kc.Rotate <= 0 {
+			return "", time.Time{}
 		}
-		return "", time.Time{}
+		// As the engine counts a configured key's age.
+		what = "make the next key and publish its record (the configured key's age counts from its file's modification time)"
+		if fi, err := os.Stat(kc.File); err == nil {
+			return what, fi.ModTime().Add(kc.Rotate)
+		}
+		return what, time.Time{}
 	}
 	defer func() {
-		if st.Failures > 0 && st.RetryAt.After(at) {
-			what, at = what+" (after the failure: tried again then)", st.RetryAt
+		if st.Failures > 0 && st.RetryAt.After(at) && st.Paused == nil && r.ignored == "" && kc.Rotate > 0 {
+			what, at = what+", tried again", st.RetryAt
 		}
 	}()
 	switch {
@@ -225,9 +230,7 @@ func writeRotation(w io.Writer, cfg *config.Config, r *rotated, now time.Time, h
 	}
 	if r.st == nil {
 		fmt.Fprintf(w, "  no state yet: the configured key signs (selector %s, %s)\n", kc.Selector, kc.File)
-		if what, _ := nextStep(cfg, r, now); what != "" {
-			fmt.Fprintf(w, "  next: %s\n", what)
-		}
+		writeNext(w, cfg, r, now)
 		return
 	}
 	st := r.st
@@ -271,6 +274,11 @@ func writeRotation(w io.Writer, cfg *config.Config, r *rotated, now time.Time, h
 			fmt.Fprintln(w, "     hint: fix what the error names (the log's \"rotation: step failed\" lines say the same); the daemon retries by itself")
 		}
 	}
+	writeNext(w, cfg, r, now)
+}
+
+// writeNext prints the next step of r's rotation and its date.
+func writeNext(w io.Writer, cfg *config.Config, r *rotated, now time.Time) {
 	if what, at := nextStep(cfg, r, now); what != "" {
 		when := ""
 		if !at.IsZero() {
