@@ -42,7 +42,7 @@ func runKeys(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(w, "usage: dkimmilter keys SUBCOMMAND [flags]")
 		for _, c := range keysCommands() {
-			fmt.Fprintf(w, "  %-8s %s\n", c.name, c.help)
+			fmt.Fprintf(w, "  %-9s %s\n", c.name, c.help)
 		}
 		if len(args) == 0 {
 			return exitUsage
