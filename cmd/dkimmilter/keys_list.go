@@ -170,7 +170,9 @@ func withRotation(cfg *config.Config, kf keyFile, acct *keystore.Account) keyFil
 }
 
 // configuredKeyFiles returns the files of the named keys, in order, each
-// judged as the daemon's user will read it (inspectAccount).
+// judged as the daemon's user will read it (inspectAccount). For a key
+// whose rotation state names another key that signs, the file is that
+// key's (withRotation).
 func configuredKeyFiles(cfg *config.Config, names []string) []keyFile {
 	var out []keyFile
 	acct := inspectAccount(cfg)
