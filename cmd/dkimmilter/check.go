@@ -32,7 +32,10 @@ that rotate, so are the TSIG key files of their [publish.NAME] tables,
 which that user must read, the programs of their "command" publishers,
 which it must run, and rotation.state_dir, where it must write;
 a TSIG secret every user can read, a rotation period under a week, and
-sign.expire "0" with rotation are warned about. The user is
+sign.expire "0" with rotation are warned about. A key whose rotation
+state (in rotation.state_dir) names the key that signs now has a line
+saying which, since when, and whether its rotation is paused or failing;
+-dns checks that key. The user is
 -user NAME; by default, when run as root, the owner of the socket's
 directory when it exists and is not root, else the user dkimmilter when it
 exists; when not root, the user running the check.
@@ -276,6 +279,7 @@ func printSummary(w io.Writer, cfg *config.Config) {
 		if r := rotationSummary(cfg, k); r != "" {
 			fmt.Fprintf(w, "  %s\n", r)
 		}
+		printRotationSummary(w, cfg, name)
 	}
 	for i, r := range cfg.Signing {
 		// 1-based, as config errors count rules.

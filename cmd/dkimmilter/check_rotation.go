@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strings"
@@ -156,4 +157,31 @@ func commandErrors(cfg *config.Config, p *config.Publisher, acct *keystore.Accou
 		return []error{fmt.Errorf("%s: user %s cannot run %s: %s (hint: %s)", where, acct.Name, prog, text, fixes)}
 	}
 	return nil
+}
+
+// printRotationSummary says, under a key's summary line, which key signs
+// when its rotation state names another than the configured one, and
+// whether the rotation waits on someone.
+func printRotationSummary(w io.Writer, cfg *config.Config, name string) {
+	r := keyRotation(cfg, name)
+	switch {
+	case r == nil:
+		return
+	case r.err != nil:
+		fmt.Fprintf(w, "  rotation state: %v\n", r.err)
+		return
+	case r.st == nil:
+		return
+	case r.ignored != "":
+		fmt.Fprintf(w, "  rotation state left alone: %s\n", r.ignored)
+		return
+	}
+	st := r.st
+	fmt.Fprintf(w, "  signs with %s (%s) since %s, as its rotation state says\n", st.Active.Selector, st.Active.File, stamp(st.Active.Since))
+	switch {
+	case st.Paused != nil:
+		fmt.Fprintf(w, "  rotation PAUSED since %s at %s: 'dkimmilter keys rotation%s %s' says why and what to do\n", stamp(st.Paused.Since), st.Paused.Name, keysConfigArg(cfg), name)
+	case st.Failures > 0:
+		fmt.Fprintf(w, "  rotation FAILING (%d in a row; next try %s): 'dkimmilter keys rotation%s %s' says why\n", st.Failures, stamp(st.RetryAt), keysConfigArg(cfg), name)
+	}
 }

@@ -68,6 +68,11 @@ func (d *daemon) checkKeys(ctx context.Context, cfg *config.Config) {
 			// Rotation put another key in place: its record is the
 			// one verifiers need, the configured one may be revoked.
 			kf.selector, kf.path, kf.status = rk.Selector, rk.File, keystore.InspectKeyFileFor(rk.File, nil)
+		} else if kf.rot.signs() {
+			// The state names a key the engine did not put in place
+			// (it could not load it): the configured key signs.
+			k := cfg.Keys[kf.name]
+			kf.selector, kf.path, kf.status = k.Selector, k.File, keystore.InspectKeyFileFor(k.File, nil)
 		}
 		label := milter.KeyLabel{Key: kf.name, Domain: kf.domain}
 		seen[label] = true

@@ -10,8 +10,11 @@ const keysHelp = `
 Manage DKIM keys: gen makes a key and prints its DNS record and config
 lines, list shows the configured keys, dns prints the records to publish,
 check looks them up in DNS and says what is wrong, rotate walks through a
-key rotation, publish and revoke change the records through the DNS
-server's dynamic updates or a command of yours. Run 'dkimmilter keys SUBCOMMAND -h' for flags.`
+key rotation by hand, publish and revoke change the records through the
+DNS server's dynamic updates or a command of yours, rotation shows where
+the keys that rotate themselves stand. For such a key, list, dns, check,
+publish and revoke act on the key that signs now, as the rotation state
+says. Run 'dkimmilter keys SUBCOMMAND -h' for flags.`
 
 type keysCommand struct {
 	name, help string
@@ -27,6 +30,7 @@ func keysCommands() []keysCommand {
 		{"rotate", "generate the next key for a domain and print the rotation steps", runKeysRotate},
 		{"publish", "publish keys' DNS records through their [publish.NAME]", runKeysPublish},
 		{"revoke", "revoke keys' DNS records (empty p=) through their [publish.NAME]", runKeysRevoke},
+		{"rotation", "show the state of the keys that rotate themselves", runKeysRotation},
 	}
 }
 
@@ -38,7 +42,7 @@ func runKeys(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(w, "usage: dkimmilter keys SUBCOMMAND [flags]")
 		for _, c := range keysCommands() {
-			fmt.Fprintf(w, "  %-7s %s\n", c.name, c.help)
+			fmt.Fprintf(w, "  %-9s %s\n", c.name, c.help)
 		}
 		if len(args) == 0 {
 			return exitUsage

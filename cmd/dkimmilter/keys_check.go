@@ -39,6 +39,17 @@ checked too: SELECTOR._domainkey.DOMAIN must be an alias of the provider's
 SELECTOR.DOMAIN-WITH-DASHES._domainkey.DELEGATE; one missing or pointing
 elsewhere fails, with the line the customer is to publish.
 
+For a key that rotates itself, the key checked is the one that signs now,
+as its rotation state in [rotation] state_dir says, and the other keys of
+the rotation are looked up with the same resolvers: a pending key's
+record not yet visible is reported, not failed (the daemon switches only
+once every authoritative server serves it); a retiring key's record must
+still be there until its revocation (mail signed before the switch is
+checked with it), or the key fails; a revoked key's record is expected
+revoked (p= empty) or gone. A rotation paused on a record changed by hand
+fails, with the record to put back. A state this user cannot read is not
+checked (exit 2): run as root or as the daemon's user.
+
 The resolvers are [dns] nameservers (default /etc/resolv.conf), each
 asked on its own, or those given with -resolver. With -authoritative, the
 zone's own name servers are found through them and asked directly (RD=0),
@@ -121,6 +132,10 @@ type keyCheck struct {
 	db      bool  // the key is a database row
 	opts    []keycheck.Option
 	res     *keycheck.Result
+	// rot: the key's rotation state names the key checked; rotLines
+	// report on the other keys of the rotation.
+	rot      *rotated
+	rotLines []string
 }
 
 // checkKeysDNS checks the named keys in DNS, prints one report per key
@@ -156,6 +171,7 @@ func checkKeysDNS(ctx context.Context, cfg *config.Config, names []string, opts 
 	}
 	var checks []*keyCheck
 	dbFailed := false
+	notChecked := 0 // keys whose rotation state cannot be read
 	for _, kf := range files {
 		label := kf.name
 		if k := cfg.Keys[kf.name]; strings.Contains(k.File+k.Domain, "%") && !kf.noMatch && !strings.Contains(kf.domain, "%") {
@@ -183,9 +199,15 @@ func checkKeysDNS(ctx context.Context, cfg *config.Config, names []string, opts 
 			fmt.Fprintf(stdout, "none %s: no [[signing]] rule names this shared key, so it has no domain to check: 'dkimmilter keys check%s -d DOMAIN %s' checks one\n",
 				label, keysConfigArg(cfg), kf.name)
 			continue
+		case kf.rot != nil && kf.rot.err != nil:
+			// Which key signs is in the state: checking the configured
+			// one would report a key rotation may have revoked.
+			fmt.Fprintf(stdout, "TEMP %s: not checked: its rotation state says which key signs, and %v\n", label, kf.rot.err)
+			notChecked++
+			continue
 		}
 		k := &keystore.Key{Name: kf.name, Domain: kf.domain, Selector: kf.selector, File: kf.path, PrivateKey: kf.status.Key}
-		checks = append(checks, &keyCheck{label: label, key: k, fileErr: kf.status.Err, db: kf.db, opts: checkOptions(cfg, kf.name)})
+		checks = append(checks, &keyCheck{label: label, key: k, fileErr: kf.status.Err, db: kf.db, opts: checkOptions(cfg, kf.name), rot: kf.rot})
 	}
 
 	// A few keys at a time, each asking all its resolvers at once.
@@ -202,6 +224,17 @@ func checkKeysDNS(ctx context.Context, cfg *config.Config, names []string, opts 
 			}
 			if k := cfg.Keys[c.key.Name]; k.Delegate != "" {
 				addProblems(c.res, delegationProblems(ctx, recursive, k))
+			}
+			if c.rot != nil && c.rot.st != nil {
+				rep := checkRotationRecords(cfg, c.rot, func(sel string) *keycheck.Result {
+					k := &keystore.Key{Name: c.key.Name, Domain: c.key.Domain, Selector: sel}
+					if opts.authoritative {
+						return keycheck.CheckNameServers(ctx, k, recursive, timeout, opts.authPort)
+					}
+					return keycheck.Check(ctx, k, resolvers)
+				})
+				c.rotLines = rep.lines
+				addProblems(c.res, rep.problems)
 			}
 		})
 	}
@@ -231,11 +264,12 @@ func checkKeysDNS(ctx context.Context, cfg *config.Config, names []string, opts 
 		printKeyCheck(stdout, c, opts.verbose)
 	}
 	plural := "s"
-	if len(checks) == 1 {
+	tally[keycheck.Temp] += notChecked
+	if len(checks)+notChecked == 1 {
 		plural = ""
 	}
 	fmt.Fprintf(stdout, "%d key%s checked: %d ok, %d with warnings, %d failing, %d not checked\n",
-		len(checks), plural, tally[keycheck.OK], tally[keycheck.Warn], tally[keycheck.Fail], tally[keycheck.Temp])
+		len(checks)+notChecked, plural, tally[keycheck.OK], tally[keycheck.Warn], tally[keycheck.Fail], tally[keycheck.Temp])
 	switch {
 	case code != exitOK:
 	case tally[keycheck.Fail] > 0:
@@ -304,6 +338,9 @@ func printKeyCheck(w io.Writer, c *keyCheck, verbose bool) {
 		for _, s := range r.NotAsked {
 			fmt.Fprintf(w, "     %s: not asked (no route from this host)\n", s)
 		}
+	}
+	for _, l := range c.rotLines {
+		fmt.Fprintf(w, "     %s\n", l)
 	}
 	for _, p := range r.Problems {
 		fmt.Fprintf(w, "  %s: %s\n", p.Status, p.Text)

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"slices"
 	"strings"
 
@@ -23,7 +25,13 @@ it. A key with a query gets one record per row of its list_query. With
 -d DOMAIN, the records of the keys that sign for that From domain, with
 '%' filled in, or as the key's query finds it.
 
-Exit status: 0 printed; 64 a NAME is not a configured key; 78 the
+For a key that rotates itself, the record is that of the key that signs
+now, as its rotation state in [rotation] state_dir says, and, while the
+next key is pending, its record too (the daemon publishes both: these are
+for reference, or to put a record back by hand).
+
+Exit status: 0 printed; 64 a NAME is not a configured key; 77 a rotation
+state this user cannot read (run as root or as the daemon's user); 78 the
 configuration cannot be loaded or a key file cannot be read.`
 
 func runKeysDNS(args []string, stdout, stderr io.Writer) int {
@@ -72,6 +80,15 @@ func runKeysDNS(args []string, stdout, stderr io.Writer) int {
 		case kf.noMatch:
 			fmt.Fprintf(stderr, "dkimmilter keys dns: keys.%s: no file matches %s: no record to publish\n", kf.name, kf.path)
 			continue
+		case kf.rot != nil && kf.rot.err != nil:
+			// The configured key's record may be one rotation revoked.
+			fmt.Fprintf(stderr, "dkimmilter keys dns: keys.%s: no record printed: its rotation state says which key signs, and %v\n", kf.name, kf.rot.err)
+			if errors.Is(kf.rot.err, fs.ErrPermission) {
+				code = worseExit(code, exitNoPerm)
+			} else {
+				code = exitConfig
+			}
+			continue
 		case st.Key == nil && kf.db:
 			fmt.Fprintf(stderr, "dkimmilter keys dns: keys.%s, domain %s: %v\n", kf.name, kf.domain, st.Err)
 			code = exitConfig
@@ -104,9 +121,24 @@ func runKeysDNS(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stdout, value)
 			continue
 		}
+		if kf.rot.signs() {
+			fmt.Fprintf(stdout, "; the key that signs now (since %s), as the rotation state %s says\n", stamp(kf.rot.st.Active.Since), kf.rot.file)
+		}
 		fmt.Fprintln(stdout, keystore.ZoneLine(dkim.DNSName(kf.selector, kf.domain), value))
 		writePanelHint(stdout, "on one line, for DNS web panels", kf.selector, kf.domain)
 		fmt.Fprintln(stdout, value)
+		if kf.rot.signs() && kf.rot.st.Pending != nil {
+			p := kf.rot.st.Pending
+			state := "made " + stamp(p.Created) + ", not published yet"
+			if !p.PublishedAt.IsZero() {
+				state = "published " + stamp(p.PublishedAt)
+			}
+			fmt.Fprintf(stdout, "\n; keys.%s: the next key, pending (%s), %s\n", kf.name, state, p.File)
+			fmt.Fprintln(stdout, "; the daemon publishes it and signs with it once every authoritative server serves it")
+			fmt.Fprintln(stdout, keystore.ZoneLine(dkim.DNSName(p.Selector, kf.domain), p.Record))
+			fmt.Fprintln(stdout, "; the value, on one line:")
+			fmt.Fprintln(stdout, p.Record)
+		}
 	}
 	return code
 }

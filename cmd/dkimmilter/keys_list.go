@@ -26,7 +26,14 @@ whether the file's permissions are safe (only its owner may read it, and
 its group when that is one the daemon runs with; run as root, judged for
 the user 'dkimmilter check' checks as), its
 age (from the file's modification time) and the [[signing]] rules that use
-it, numbered from 1 as 'dkimmilter check' prints them. A key whose file
+it, numbered from 1 as 'dkimmilter check' prints them. For a key that
+rotates itself, the row is the key that signs now, as the rotation state
+in [rotation] state_dir says; below the table, each such key's rotation:
+the active key and since when it signs, the pending, retiring and
+revoked keys with the date of their next step, and whether the rotation is
+paused (what it expects, what a server served) or failing ('dkimmilter keys
+rotation' says the same, with what to do). The states are readable only by
+the daemon's user: run as root or as that user. A key whose file
 name has '%' is listed once per file that matches it, with the domain each
 file is for. A key with a query is listed once per row of its list_query
 (FILE "database" for a key held in the column), judged as the daemon
@@ -57,7 +64,11 @@ func keysList(args []string, stdout, stderr io.Writer, now time.Time) int {
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tDOMAIN\tSELECTOR\tTYPE\tBITS\tFILE\tPERMISSIONS\tAGE\tUSED BY")
 	var problems []string
+	var rotations []*rotated
 	for _, kf := range configuredKeyFiles(cfg, cfg.KeyNames()) {
+		if kf.rot != nil {
+			rotations = append(rotations, kf.rot)
+		}
 		switch {
 		case kf.dbErr != nil:
 			problems = append(problems, kf.dbErr.Error())
@@ -90,6 +101,12 @@ func keysList(args []string, stdout, stderr io.Writer, now time.Time) int {
 		}
 	}
 	tw.Flush()
+	// The keys that rotate: the row above is the key that signs now; the
+	// others of the rotation, and what comes next, are here.
+	for _, r := range rotations {
+		fmt.Fprintln(stdout)
+		writeRotation(stdout, cfg, r, now, false)
+	}
 	if len(problems) > 0 {
 		fmt.Fprintln(stdout)
 		for _, p := range problems {
@@ -134,10 +151,28 @@ type keyFile struct {
 	db    bool
 	note  string
 	dbErr error
+
+	// rot is the rotation state of a key that rotates (nil otherwise):
+	// when its active key signs, selector, path and status are that
+	// key's, not the configured one's.
+	rot *rotated
+}
+
+// withRotation makes kf, a key with a fixed domain and file, the key that
+// signs now: the active key of its rotation state when there is one.
+func withRotation(cfg *config.Config, kf keyFile, acct *keystore.Account) keyFile {
+	kf.rot = keyRotation(cfg, kf.name)
+	if kf.rot.signs() {
+		a := kf.rot.st.Active
+		kf.selector, kf.path, kf.status = a.Selector, a.File, keystore.InspectKeyFileFor(a.File, acct)
+	}
+	return kf
 }
 
 // configuredKeyFiles returns the files of the named keys, in order, each
-// judged as the daemon's user will read it (inspectAccount).
+// judged as the daemon's user will read it (inspectAccount). For a key
+// whose rotation state names another key that signs, the file is that
+// key's (withRotation).
 func configuredKeyFiles(cfg *config.Config, names []string) []keyFile {
 	var out []keyFile
 	acct := inspectAccount(cfg)
@@ -150,7 +185,7 @@ func configuredKeyFiles(cfg *config.Config, names []string) []keyFile {
 		if !strings.Contains(k.File, "%") {
 			st := keystore.InspectKeyFileFor(k.File, acct)
 			if !strings.Contains(k.Domain, "%") {
-				out = append(out, keyFile{name: name, domain: k.Domain, selector: k.Selector, path: k.File, status: st})
+				out = append(out, withRotation(cfg, keyFile{name: name, domain: k.Domain, selector: k.Selector, path: k.File, status: st}, acct))
 				continue
 			}
 			domains, unlisted := sharedKeyDomains(cfg, name)
@@ -209,6 +244,9 @@ func keyFilesForDomain(cfg *config.Config, names []string, domain string) []keyF
 		kf := keyFile{name: name, domain: strings.ReplaceAll(k.Domain, "%", domain), selector: k.Selector, path: path, status: keystore.InspectKeyFileFor(path, inspectAccount(cfg))}
 		if strings.Contains(k.File, "%") && errors.Is(kf.status.Err, fs.ErrNotExist) {
 			kf.noMatch = true
+		}
+		if !strings.Contains(k.Domain+k.File, "%") {
+			kf = withRotation(cfg, kf, inspectAccount(cfg))
 		}
 		out = append(out, kf)
 	}

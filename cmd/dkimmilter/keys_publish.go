@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"slices"
 	"strings"
@@ -26,12 +27,16 @@ the name already has exactly this key's record, it says so and exits 0.
 With -n, it prints what it would send (nsupdate(1) input, or the command
 line) and sends nothing. Then 'dkimmilter keys check -authoritative NAME'
 shows when every name server of the zone serves it. For a key that
-rotates, this publishes the configured key's record (its first key, or
-one to put back by hand); the daemon publishes the keys rotation makes.
+rotates itself, this publishes the record of the key that signs now, as
+its rotation state in [rotation] state_dir says (the configured key's
+before the first rotation): the daemon publishes the keys rotation makes,
+so this is for putting back a record removed by hand, which resumes a
+paused rotation. A state this user cannot read sends nothing (exit 77):
+run as root or as the daemon's user.
 
 Exit status: 0 published, or already there; 1 the update failed or the
 name has another record (nothing was changed); 64 usage (no NAME, an
-unknown NAME); 78 the configuration cannot be loaded, the key has no
+unknown NAME); 77 a rotation state this user cannot read; 78 the configuration cannot be loaded, the key has no
 publish, its file cannot be read, or the [publish.NAME] table cannot be
 used (its tsig_key file, say).`
 
@@ -42,15 +47,17 @@ its publish names: replace it with a record with an empty p= (RFC 6376
 it rather than a DNS error. The update requires that the name holds this
 key's record now, so that a record changed by hand, or another key's, is
 never replaced; -force replaces whatever is there. A key that a [[signing]]
-rule uses is refused without -force: mail it signs would fail to verify
-(for a key that rotates, the daemon may have switched away from the
-configured key already: check 'dkimmilter keys check' first). When the
+rule uses is refused without -force: mail it signs would fail to verify.
+For a key that rotates itself, the record is that of the key that signs
+now, as its rotation state says; the daemon revokes the old keys itself
+('dkimmilter keys rotation' says when). When the
 name already has the revoked record, it says so and exits 0. With -n, it
 prints what it would send and sends nothing.
 
 Exit status: 0 revoked, or already revoked; 1 the update failed or the
 name holds another record (nothing was changed); 64 usage (no NAME, an
-unknown NAME, a key still in use without -force); 78 the configuration
+unknown NAME, a key still in use without -force); 77 a rotation state this
+user cannot read; 78 the configuration
 cannot be loaded, the key has no publish, its file cannot be read, or the
 [publish.NAME] table cannot be used.`
 
@@ -156,7 +163,21 @@ func publishKey(cfg *config.Config, name string, action dnsupdate.Action, opts p
 		return exitConfig
 	}
 	p := cfg.Publishers[k.Publish] // config checked that it exists
-	st := keystore.InspectKeyFile(k.File)
+	// The key whose record to change: the one that signs now, which for
+	// a key that rotates is the active key of its state.
+	selector, file, which := k.Selector, k.File, ""
+	switch r := keyRotation(cfg, name); {
+	case r != nil && r.err != nil:
+		fmt.Fprintf(stderr, "dkimmilter %s: keys.%s: nothing sent: its rotation state says which key signs, and %v\n", cmd, name, r.err)
+		if errors.Is(r.err, fs.ErrPermission) {
+			return exitNoPerm
+		}
+		return exitConfig
+	case r.signs():
+		selector, file = r.st.Active.Selector, r.st.Active.File
+		which = fmt.Sprintf(", the key that signs now as the rotation state %s says", r.file)
+	}
+	st := keystore.InspectKeyFile(file)
 	if st.Key == nil {
 		fmt.Fprintf(stderr, "dkimmilter %s: %s: %v\n", cmd, where, st.Err)
 		return exitConfig
@@ -167,15 +188,15 @@ func publishKey(cfg *config.Config, name string, action dnsupdate.Action, opts p
 		fmt.Fprintf(stderr, "warning: %s: %v\n", where, st.Err)
 	}
 	record := keystore.Record(st.Key)
-	c := dnsupdate.Change{Action: action, Name: k.RecordName(k.Selector), Value: record}
+	c := dnsupdate.Change{Action: action, Name: k.RecordName(selector), Value: record}
 	if action == dnsupdate.Revoke {
 		c.Value, c.Expect = keystore.RevokedRecord(st.Key.KeyType), record
 		if opts.force {
 			c.Expect = ""
 		}
 		if users := keyUsers(cfg, name); users != "not used" && !opts.force {
-			fmt.Fprintf(stderr, "dkimmilter %s: keys.%s is used by %s: revoking its record makes receivers fail every message it signs (\"key revoked\"); switch the rules to another key, reload dkimmilter, wait until mail signed with it has been delivered (sign.expire), then revoke; or give -force\n",
-				cmd, name, users)
+			fmt.Fprintf(stderr, "dkimmilter %s: keys.%s (selector %s%s) is used by %s: revoking its record makes receivers fail every message it signs (\"key revoked\"); switch the rules to another key, reload dkimmilter, wait until mail signed with it has been delivered (sign.expire), then revoke; or give -force\n",
+				cmd, name, selector, which, users)
 			return exitUsage
 		}
 	}
@@ -190,7 +211,7 @@ func publishKey(cfg *config.Config, name string, action dnsupdate.Action, opts p
 		verb, done = "revoke", "revoked"
 	}
 	if opts.dryRun {
-		fmt.Fprintf(stdout, "; keys.%s: would %s %s through %s; nothing sent\n", name, verb, c.Name, via)
+		fmt.Fprintf(stdout, "; keys.%s: would %s %s (selector %s%s) through %s; nothing sent\n", name, verb, c.Name, selector, which, via)
 		fmt.Fprintln(stdout, strings.TrimRight(pub.Describe(c), "\n"))
 		return exitOK
 	}
@@ -201,7 +222,7 @@ func publishKey(cfg *config.Config, name string, action dnsupdate.Action, opts p
 	out, err := pub.Apply(ctx, c)
 	switch {
 	case err == nil:
-		fmt.Fprintf(stdout, "keys.%s: %s %s (selector %s) through %s\n", name, done, c.Name, k.Selector, via)
+		fmt.Fprintf(stdout, "keys.%s: %s %s (selector %s%s) through %s\n", name, done, c.Name, selector, which, via)
 		printOutput(stdout, out)
 		if action == dnsupdate.Add {
 			fmt.Fprintf(stdout, "Sign with it only once every name server of the zone serves it: 'dkimmilter keys check%s -authoritative %s' says when.\n", keysConfigArg(cfg), name)

@@ -165,7 +165,7 @@ func TestKeysPublish(t *testing.T) {
 		{name: "the command's output is shown", setup: func(pf *publishFixture) { pf.zone.out = "record created\nid 42\n" },
 			args: []string{"spare"}, code: exitOK, out: []string{"published", "  | record created\n  | id 42\n"}},
 		{name: "-n sends nothing", args: []string{"-n", "spare", "customer"}, code: exitOK,
-			out: []string{"; keys.spare: would publish " + spare + " through [publish.bind]", "; nothing sent\nfake: add " + spare + " \"REC\" expect \"\"\n",
+			out: []string{"; keys.spare: would publish " + spare + " (selector spare) through [publish.bind]", "; nothing sent\nfake: add " + spare + " \"REC\" expect \"\"\n",
 				"; keys.customer: would publish " + delegated, "fake: add " + delegated}},
 		{name: "already published: exit 0", setup: func(pf *publishFixture) { pf.zone.set(spare, pf.rec) }, args: []string{"spare"}, code: exitOK,
 			out:     []string{"keys.spare: " + spare + " already has this key's record (ns1.example.com): nothing to change"},
@@ -248,7 +248,7 @@ func TestKeysRevoke(t *testing.T) {
 			changes: []dnsupdate.Change{{Action: dnsupdate.Revoke, Name: spare, Value: revoked}},
 			after:   map[string]string{spare: revoked}},
 		{name: "a key a rule signs with is refused", args: []string{"rsa"}, code: exitUsage,
-			errs: []string{"dkimmilter keys revoke: keys.rsa is used by signing[1]", "or give -force"}, changes: []dnsupdate.Change{}, after: map[string]string{rsaName: "REC"}},
+			errs: []string{"dkimmilter keys revoke: keys.rsa (selector rsa) is used by signing[1]", "or give -force"}, changes: []dnsupdate.Change{}, after: map[string]string{rsaName: "REC"}},
 		{name: "... and revoked with -force", args: []string{"rsa", "-force"}, code: exitOK,
 			changes: []dnsupdate.Change{{Action: dnsupdate.Revoke, Name: rsaName, Value: revoked}}, after: map[string]string{rsaName: revoked}},
 	} {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"net"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/internal/dns"
 	"github.com/dkimmilter/dkimmilter/keystore"
+	"github.com/dkimmilter/dkimmilter/keystore/rotation"
 )
 
 const keysRotateHelp = `
@@ -42,11 +44,17 @@ and is otherwise given to that user with mode 0600 (-user, or as for
 dkimmilter), so that the next reload can load it. With several keys for the domain (an RSA and an Ed25519 key),
 -t or -key says which one to replace.
 
-Exit status: 0 done; 1 the key file exists or cannot be written; 64 usage
-(no key for the domain, an unknown -key, a bad -t, -b or -s); 78 the
-configuration cannot be loaded.`
+A key that rotates itself (rotate set) is not rotated by hand: the command
+says so, prints where its rotation stands (as 'dkimmilter keys rotation'),
+and exits 64. -force makes a key by hand anyway, for a key that must go
+now; the selectors of its rotation are then avoided, and the output says
+to move its rotation state away after the switch.
 
-const keysRotateUsage = "-d DOMAIN [-config FILE] [-t rsa|ed25519] [-b BITS] [-s SELECTOR] [-dir DIR] [-key NAME] [-user NAME]"
+Exit status: 0 done; 1 the key file exists or cannot be written; 64 usage
+(no key for the domain, an unknown -key, a bad -t, -b or -s, a key that
+rotates itself without -force); 78 the configuration cannot be loaded.`
+
+const keysRotateUsage = "-d DOMAIN [-config FILE] [-t rsa|ed25519] [-b BITS] [-s SELECTOR] [-dir DIR] [-key NAME] [-user NAME] [-force]"
 
 // Minimum time to keep a retired key's record published after the
 // switch, whatever sign.expire says: a message may wait 5 days in a
@@ -73,6 +81,7 @@ func keysRotate(args []string, stdout, stderr io.Writer, now time.Time) int {
 	dir := fl.String("dir", "", "write the new key to DIR/DOMAIN/SELECTOR.pem (default: the current key's directory)")
 	keyName := fl.String("key", "", "the key to replace, when the domain has several")
 	userName := fl.String("user", "", "when run as root, give the new key to this user, the one dkimmilter runs as (default: as for 'dkimmilter check')")
+	force := fl.Bool("force", false, "make a key by hand for a key that rotates itself (a compromised key, say)")
 	if code, ok := parseFlags(fl, args, false, stderr); !ok {
 		return code
 	}
@@ -91,6 +100,27 @@ func keysRotate(args []string, stdout, stderr io.Writer, now time.Time) int {
 	old, ok := keyToRotate(cfg, req.domain, *kind, *keyName, stderr)
 	if !ok {
 		return exitUsage
+	}
+	if k := cfg.Keys[old.name]; k.Rotate > 0 && !*force {
+		// The daemon makes every step: steps by hand would race with it,
+		// and a configuration switch would leave its state behind.
+		fmt.Fprintf(stderr, "dkimmilter keys rotate: keys.%s rotates itself (rotate = %s, %s): the daemon makes the next key, publishes it, switches once every authoritative server serves it, and retires the old one; there is nothing to do by hand. Where it stands:\n",
+			old.name, formatDays(k.Rotate), cfg.Where(k.Line))
+		r := old.rot
+		if r == nil {
+			r = &rotated{name: old.name, kc: k, file: rotation.StatePath(cfg.Rotation.StateDir, old.name)}
+		}
+		writeRotation(stderr, cfg, r, now, true)
+		fmt.Fprintf(stderr, "('dkimmilter keys rotation%s %s' shows it again; -force makes a key by hand anyway, for a key that must go now)\n", keysConfigArg(cfg), old.name)
+		return exitUsage
+	}
+	if old.rot != nil && old.rot.err != nil {
+		// The key to replace is the one its state names.
+		fmt.Fprintf(stderr, "dkimmilter keys rotate: keys.%s: %v\n", old.name, old.rot.err)
+		if errors.Is(old.rot.err, fs.ErrPermission) {
+			return exitNoPerm
+		}
+		return exitConfig
 	}
 	acct, ok := keyOwner(cfg, *userName, stderr)
 	if !ok {
@@ -113,6 +143,16 @@ func keysRotate(args []string, stdout, stderr io.Writer, now time.Time) int {
 	for _, k := range cfg.Keys {
 		if k.Domain == req.domain {
 			req.used = append(req.used, k.Selector)
+		}
+	}
+	if r := old.rot; r != nil && r.st != nil {
+		// The selectors of its rotation are taken too, their records
+		// still published or soon reused by the daemon.
+		for _, ks := range append(append([]rotation.KeyState{r.st.Active}, r.st.Retiring...), r.st.Revoked...) {
+			req.used = append(req.used, ks.Selector)
+		}
+		if r.st.Pending != nil {
+			req.used = append(req.used, r.st.Pending.Selector)
 		}
 	}
 	if req.selector != "" && slices.ContainsFunc(req.used, func(s string) bool { return strings.EqualFold(s, req.selector) }) {
@@ -139,6 +179,13 @@ func keysRotate(args []string, stdout, stderr io.Writer, now time.Time) int {
 	}
 	owned, fixes := giveKey(g, acct, &old)
 	printRotation(stdout, cfg, old, g, newName, now, owned, fixes)
+	if r := old.rot; r != nil {
+		fmt.Fprintf(stdout, "\nkeys.%s has a rotation state, %s", old.name, r.file)
+		if cfg.Keys[old.name].Rotate > 0 {
+			fmt.Fprint(stdout, ", and rotates itself while its table has rotate")
+		}
+		fmt.Fprintf(stdout, ": once the switch is made and its table removed (step 5), move the state away, and with it what the daemon would still revoke or delete; 'dkimmilter keys rotation%s %s' lists the records it holds.\n", keysConfigArg(cfg), old.name)
+	}
 	return exitOK
 }
 

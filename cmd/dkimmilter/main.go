@@ -45,7 +45,7 @@ func init() {
 	commands = []command{
 		{"serve", "[-config FILE] [-listen ADDR] [-pidfile FILE] [-log-format text|json] [-log-level debug|info|warn|error]", serveHelp, runServe},
 		{"check", "[-config FILE] [-dns] [-user NAME]", checkHelp, runCheck},
-		{"keys", "gen|list|dns|check|rotate [flags]", keysHelp, runKeys},
+		{"keys", "gen|list|dns|check|rotate|publish|revoke|rotation [flags]", keysHelp, runKeys},
 		{"verify", "[-config FILE] [-dns HOST:PORT] [-json] [FILE|-]", verifyHelp, runVerify},
 		{"import-opendkim", "[-o FILE [-f]] [/etc/opendkim.conf]", importHelp, runImportOpenDKIM},
 		{"version", "", versionHelp, runVersion},

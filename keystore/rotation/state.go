@@ -80,6 +80,16 @@ type Paused struct {
 // to know which key signs in place of the configured one.
 func ReadState(stateDir, name string) (*State, error) { return readState(stateDir, name) }
 
+// StatePath is the state file of keys.NAME in stateDir, for the
+// commands' messages.
+func StatePath(stateDir, name string) string { return statePath(stateDir, name) }
+
+// WriteState writes st as keys.st.Key's state in stateDir, as the engine
+// does (atomically, mode 0600). Only the engine writes states while the
+// daemon runs; the commands' tests write theirs with it, so that what
+// the commands read is what the engine writes.
+func WriteState(stateDir string, st *State) error { return writeState(stateDir, st) }
+
 // statePath is the state file of keys.NAME.
 func statePath(dir, name string) string { return filepath.Join(dir, name+".json") }
 
