@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/internal/dns"
 	"github.com/dkimmilter/dkimmilter/internal/dnsupdate"
 	"github.com/dkimmilter/dkimmilter/keystore"
@@ -245,7 +246,7 @@ func changedElsewhere(ctx context.Context, cfg *config.Config, name string, c dn
 		cmd = "keys revoke"
 	}
 	recs, server, lerr := publishedTXT(ctx, cfg, c.Name, opts.authPort)
-	if lerr == nil && len(recs) == 1 && recs[0] == c.Value {
+	if lerr == nil && len(recs) == 1 && sameKeyRecord(recs[0], c.Value) {
 		what := "this key's record"
 		if c.Action == dnsupdate.Revoke {
 			what = "the revoked record"
@@ -257,14 +258,36 @@ func changedElsewhere(ctx context.Context, cfg *config.Config, name string, c dn
 	if lerr == nil {
 		there = server + " serves " + quoteRecords(recs)
 	}
-	expected := "no TXT record"
+	problem := "already holds another TXT record"
 	hint := "it belongs to someone else, or holds an old key: remove it by hand if it is yours to remove, or give the key another selector"
 	if c.Action == dnsupdate.Revoke {
-		expected = "this key's record"
+		problem = "does not hold this key's record"
 		hint = "someone changed it by hand, or it holds another key: check it, or give -force to replace whatever is there"
 	}
-	fmt.Fprintf(stderr, "dkimmilter %s: keys.%s: %s does not hold %s (%v); %s; nothing was changed (hint: %s)\n", cmd, name, c.Name, expected, err, there, hint)
+	fmt.Fprintf(stderr, "dkimmilter %s: keys.%s: %s %s (%v); %s; nothing was changed (hint: %s)\n", cmd, name, c.Name, problem, err, there, hint)
 	return exitFailure
+}
+
+// sameKeyRecord reports whether the record published (have) says what
+// the one dkimmilter would publish (want) says: the same key type and
+// public key, or both revoked. The text may differ: a record made by
+// opendkim-genkey carries h=sha256, a panel may reorder tags or add
+// spaces, and none of that changes what verifiers do with it (RFC 6376
+// §3.6.1).
+// https://www.rfc-editor.org/rfc/rfc6376#section-3.6.1
+func sameKeyRecord(have, want string) bool {
+	if have == want {
+		return true
+	}
+	h, herr := dkim.ParseKeyRecord(have)
+	w, werr := dkim.ParseKeyRecord(want)
+	switch {
+	case errors.Is(werr, dkim.ErrKeyRevoked):
+		return errors.Is(herr, dkim.ErrKeyRevoked)
+	case herr != nil || werr != nil:
+		return false
+	}
+	return h.KeyType == w.KeyType && h.P == w.P
 }
 
 // publishedTXT asks the zone's own name servers (RD=0) what TXT records

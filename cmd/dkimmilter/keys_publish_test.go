@@ -171,8 +171,12 @@ func TestKeysPublish(t *testing.T) {
 			out:     []string{"keys.spare: " + spare + " already has this key's record (ns1.example.com): nothing to change"},
 			changes: []dnsupdate.Change{{Action: dnsupdate.Add, Name: spare, Value: "REC"}},
 			after:   map[string]string{spare: "REC"}},
+		{name: "already published in other words (opendkim-genkey's h=sha256, spaces): exit 0", setup: func(pf *publishFixture) {
+			pf.zone.set(spare, strings.Replace(pf.rec, "v=DKIM1; ", "v=DKIM1; h=sha256;  ", 1))
+		}, args: []string{"spare"}, code: exitOK,
+			out: []string{"keys.spare: " + spare + " already has this key's record (ns1.example.com): nothing to change"}},
 		{name: "another record there: not overwritten", setup: func(pf *publishFixture) { pf.zone.set(spare, other) }, args: []string{"spare"}, code: exitFailure,
-			errs:  []string{"dkimmilter keys publish: keys.spare: " + spare + " does not hold no TXT record (server said YXRRSET: ", "ns1.example.com serves \"" + other + "\"; nothing was changed (hint: "},
+			errs:  []string{"dkimmilter keys publish: keys.spare: " + spare + " already holds another TXT record (server said YXRRSET: ", "ns1.example.com serves \"" + other + "\"; nothing was changed (hint: "},
 			after: map[string]string{spare: other}},
 		{name: "the update fails", setup: func(pf *publishFixture) {
 			pf.zone.err, pf.zone.out = errors.New("127.0.0.1:53 refused the update of "+spare+": REFUSED"), "partial output"
