@@ -291,13 +291,19 @@ func (e *Engine) apply(cfg *config.Config) {
 			delete(old, name)
 			continue
 		}
-		e.opts.Rotated.Set(name, nil) // until the state says otherwise
+		// The key that signs now stays in place while the state is
+		// read: it is replaced once, by the state's key or, when there
+		// is none to use, by the configured one. Putting the configured
+		// key back first would let it sign meanwhile, though its record
+		// may have been revoked long ago.
 		st, err := readState(cfg.Rotation.StateDir, name)
 		if err != nil {
 			log.Error("rotation: cannot read the key's state: its configured key signs and it does not rotate", "key", name, "domain", kc.Domain, "err", err)
+			e.opts.Rotated.Set(name, nil)
 			continue
 		}
 		if st == nil && kc.Rotate <= 0 {
+			e.opts.Rotated.Set(name, nil)
 			continue
 		}
 		kr = &keyRun{name: name, kc: kc, st: st}
@@ -310,6 +316,7 @@ func (e *Engine) apply(cfg *config.Config) {
 			kr.ignored = fmt.Sprintf("the state is for domain %s, keys.%s signs for %s", kr.st.Domain, name, kc.Domain)
 			log.Error("rotation: state left alone: the key's domain changed", "key", name, "domain", kc.Domain, "state", statePath(cfg.Rotation.StateDir, name),
 				"state_domain", kr.st.Domain, "hint", "move the state file away to rotate keys."+name+" from its configured key, or put the domain back")
+			e.opts.Rotated.Set(name, nil)
 			continue
 		}
 		pk, err := keystore.ReadPrivateKey(kr.st.Active.File)
@@ -318,6 +325,7 @@ func (e *Engine) apply(cfg *config.Config) {
 			log.Error("rotation: the key rotation made active cannot be read: the configured key signs instead, and rotation waits", "key", name, "domain", kc.Domain,
 				"selector", kr.st.Active.Selector, "file", kr.st.Active.File, "err", err,
 				"hint", "restore the file (its record is published), or move "+statePath(cfg.Rotation.StateDir, name)+" away to start over from the configured key")
+			e.opts.Rotated.Set(name, nil)
 			continue
 		}
 		e.opts.Rotated.Set(name, &keystore.Key{Name: name, Domain: kc.Domain, Selector: kr.st.Active.Selector, File: kr.st.Active.File, PrivateKey: pk})
