@@ -527,7 +527,9 @@ func (e *Engine) work(ctx context.Context, kr *keyRun, now time.Time, ci time.Du
 		if err := e.change(ctx, kr, now, dnsupdate.Add, st.Pending.Selector, st.Pending.Record, "", st.Pending.Record); err != nil {
 			return next, err
 		}
-		st.Pending.PublishedAt = now
+		// When the update was made: the ttl wait before the switch
+		// counts from it, not from the step's start.
+		st.Pending.PublishedAt = e.opts.Now()
 		if err := e.save(kr); err != nil {
 			return next, err
 		}
@@ -922,6 +924,9 @@ func (e *Engine) trySwitch(ctx context.Context, kr *keyRun, now time.Time) (bool
 			}
 		}
 	}
+	// The lookups above take time: the old key signed until now, and
+	// its record must stay sign.expire + margin from now on.
+	now = e.opts.Now()
 	old.SwitchedAt = now
 	// Mail signed until now carries x= up to sign.expire later, and may
 	// wait in queues as long: its key stays until then, plus the margin.

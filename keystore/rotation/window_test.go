@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/internal/dnsupdate"
 )
 
 // Once rotation has switched, the configured key's record is revoked and
@@ -66,5 +67,55 @@ func TestRotatedKeyNeverDropsOut(t *testing.T) {
 	<-done
 	if n := gaps.Load(); n > 0 {
 		t.Fatalf("the configured key (record revoked) was put back to sign %d times while the engine read the states again", n)
+	}
+}
+
+// slowChecker is the rig's zone whose lookups take a second each, on
+// the rig's clock: a step that asks several names ends well after it
+// began.
+type slowChecker struct{ r *rig }
+
+func (c slowChecker) Lookup(ctx context.Context, selector, domain string) ([]Answer, error) {
+	c.r.now = c.r.now.Add(time.Second)
+	return c.r.zone.Lookup(ctx, selector, domain)
+}
+
+// The old record stays sign.expire + margin after the moment the new key
+// takes over, and the new key takes over no sooner than the publisher's
+// ttl after its record was sent: both counted from when it happened, not
+// from when the step that did it began (lookups, updates and a key's
+// generation come in between).
+func TestTimesCountFromTheChange(t *testing.T) {
+	r := newRig(t, "ed25519", 1, func(c *config.Config) { c.Publishers["bind"].TTL = 10 * time.Second })
+	r.e.opts.Checker = slowChecker{r}
+	var addedAt time.Time
+	r.zone.afterApply = func(c dnsupdate.Change) {
+		if c.Action == dnsupdate.Add {
+			// A provider's API that takes 5s to answer: the
+			// record is in place when it returns.
+			r.now = r.now.Add(5 * time.Second)
+			addedAt = r.now
+		}
+	}
+	var switchedAt time.Time
+	for i := 0; i < 400 && switchedAt.IsZero(); i++ {
+		r.e.Step(context.Background())
+		if sel, _ := r.signing(); sel != "s0" {
+			switchedAt = r.now // the switch was made by now
+		}
+		r.now = r.now.Add(250 * time.Millisecond)
+	}
+	if switchedAt.IsZero() {
+		t.Fatalf("no switch:\n%s", r.log)
+	}
+	if d := switchedAt.Sub(addedAt); d < 10*time.Second {
+		t.Errorf("the new key signs %v after its record was published, before the publisher's ttl of 10s", d)
+	}
+	st := r.state()
+	if len(st.Retiring) != 1 {
+		t.Fatalf("no retiring key: %+v", st)
+	}
+	if d := st.Retiring[0].RevokeAt.Sub(switchedAt); d < 5*time.Second {
+		t.Errorf("the old record is revoked %v after the switch, before sign.expire 3s + margin 2s", d)
 	}
 }
