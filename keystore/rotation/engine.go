@@ -360,6 +360,9 @@ func (e *Engine) initial(kc *config.Key) *State {
 	return &State{Key: kc.Name, Domain: kc.Domain, Active: KeyState{Selector: kc.Selector, File: kc.File, Created: made, Since: made}}
 }
 
+// removeFile removes an old key's file; tests make it crash.
+var removeFile = os.Remove
+
 // errPaused: the step stopped on a record changed by hand (State.Paused).
 var errPaused = errors.New("rotation paused")
 
@@ -461,17 +464,22 @@ func (e *Engine) work(ctx context.Context, kr *keyRun, now time.Time, ci time.Du
 		if err := e.change(ctx, kr, now, dnsupdate.Delete, r.Selector, "", r.RevokedRecord, r.Record); err != nil {
 			return next, err
 		}
-		st.Revoked = slices.Delete(st.Revoked, i, i+1)
-		if err := e.save(kr); err != nil {
-			return next, err
-		}
+		// The key file goes before the state forgets it: after a crash
+		// in between, the state still lists the key and the deletion
+		// is made again (the record is found gone), where the other
+		// order would leave the old private key behind for good, to be
+		// taken up again as the next key when its selector comes round.
 		removed := "kept (not made by rotation)"
 		if r.Made {
 			removed = "removed"
-			if err := os.Remove(r.File); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			if err := removeFile(r.File); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				removed = "could not be removed: " + err.Error()
 				e.opts.Log.Warn("rotation: cannot remove the old key file", "key", kr.name, "domain", st.Domain, "file", r.File, "err", err)
 			}
+		}
+		st.Revoked = slices.Delete(st.Revoked, i, i+1)
+		if err := e.save(kr); err != nil {
+			return next, err
 		}
 		e.step(kr, "rotation: old key's revoked record deleted", r.Selector, e.nextDate(kr, now), "file", r.File, "key_file", removed)
 	}

@@ -2,12 +2,14 @@ package rotation
 
 import (
 	"context"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/internal/dnsupdate"
+	"github.com/dkimmilter/dkimmilter/keystore"
 )
 
 // Once rotation has switched, the configured key's record is revoked and
@@ -118,4 +120,49 @@ func TestTimesCountFromTheChange(t *testing.T) {
 	if d := st.Retiring[0].RevokeAt.Sub(switchedAt); d < 5*time.Second {
 		t.Errorf("the old record is revoked %v after the switch, before sign.expire 3s + margin 2s", d)
 	}
+}
+
+// A crash while an old key's revoked record is deleted, just before its
+// key file is removed, must not leave that key behind: with fixed
+// selectors the file's name comes round again, and the old private key
+// would then be published and sign once more as the "new" one.
+func TestCrashBeforeKeyFileRemoved(t *testing.T) {
+	r := newRig(t, "ed25519", 0, func(c *config.Config) { c.Keys["main"].Selectors = []string{"s0", "s1"} })
+	var s1Record string
+	for i := 0; i < 200 && s1Record == ""; i++ {
+		r.run(250 * time.Millisecond)
+		if st := r.state(); st.Active.Selector == "s1" {
+			s1Record = st.Active.Record
+		}
+	}
+	if s1Record == "" {
+		t.Fatalf("s1 never signed:\n%s", r.log)
+	}
+	crashed := false
+	removeFile = func(name string) error {
+		crashed = true
+		panic("crash")
+	}
+	defer func() { removeFile = os.Remove }()
+	func() {
+		defer func() { recover() }()
+		r.run(40 * time.Second)
+	}()
+	removeFile = os.Remove
+	if !crashed {
+		t.Fatalf("s1's key file was never removed:\n%s", r.log)
+	}
+	r.rotated = &keystore.Rotated{}
+	r.start()
+	for i := 0; i < 200; i++ {
+		r.run(250 * time.Millisecond)
+		st := r.state()
+		if p := st.Pending; p != nil && p.Selector == "s1" {
+			if p.Record == s1Record {
+				t.Fatalf("the retired s1 key is the next key again: its file %s was left behind by the crash", p.File)
+			}
+			return
+		}
+	}
+	t.Fatalf("s1 never came round again:\n%s", r.log)
 }
