@@ -291,6 +291,12 @@ func (e *Engine) apply(cfg *config.Config) {
 			delete(old, name)
 			continue
 		}
+		if kr != nil && e.opts.Metrics != nil {
+			// Its series as it was: the key is read again below, and
+			// one that no longer rotates (rotate removed, its domain
+			// changed) is not reported again.
+			e.opts.Metrics.RotationForget(name, kr.st.Domain, nil)
+		}
 		// The key that signs now stays in place while the state is
 		// read: it is replaced once, by the state's key or, when there
 		// is none to use, by the configured one. Putting the configured

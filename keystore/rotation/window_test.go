@@ -166,3 +166,36 @@ func TestCrashBeforeKeyFileRemoved(t *testing.T) {
 	}
 	t.Fatalf("s1 never came round again:\n%s", r.log)
 }
+
+// A key that stops rotating (rotate removed, or its domain changed under
+// its state) has no rotation series left: its last ones, such as a
+// "pending" key, would otherwise stay on /metrics for good, frozen, and
+// keep the README's alerts firing for a rotation that no longer runs.
+func TestMetricsOfAKeyThatStopsRotating(t *testing.T) {
+	for _, change := range []string{"rotate removed", "domain changed"} {
+		t.Run(change, func(t *testing.T) {
+			r := newRig(t, "ed25519", 1, nil)
+			r.zone.lag = true
+			r.run(11 * time.Second)
+			p := r.state().Pending
+			if p == nil {
+				t.Fatalf("no pending key: %+v", r.state())
+			}
+			cfg := *r.cfg
+			k := *cfg.Keys["main"]
+			if change == "rotate removed" {
+				k.Rotate = 0
+			} else {
+				k.Domain = "example.org"
+			}
+			cfg.Keys = map[string]*config.Key{"main": &k}
+			r.e.Reload(&cfg)
+			r.run(time.Second)
+			r.metrics.mu.Lock()
+			defer r.metrics.mu.Unlock()
+			if len(r.metrics.states) != 0 {
+				t.Errorf("series left for a key that no longer rotates: %v", r.metrics.states)
+			}
+		})
+	}
+}
