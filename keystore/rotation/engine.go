@@ -557,7 +557,9 @@ func (e *Engine) work(ctx context.Context, kr *keyRun, now time.Time, ci time.Du
 	if !switched {
 		return minTime(next, now.Add(ci)), nil
 	}
-	return minTime(next, e.nextDate(kr, now)), nil
+	// From now on the new key's record, and the old one, are checked
+	// every check_interval as well.
+	return minTime(next, minTime(kr.checkedAt.Add(ci), e.nextDate(kr, now))), nil
 }
 
 // nextDate is when kr's next step is due, for the log.

@@ -199,3 +199,30 @@ func TestMetricsOfAKeyThatStopsRotating(t *testing.T) {
 		})
 	}
 }
+
+// The records of the signing and old keys are compared with what rotation
+// published every check_interval, from the switch on: the new key's record
+// deleted by hand right after the switch makes every message fail, and the
+// pause (its ERROR line, dkimmilter_rotation_paused) must say so then, not
+// at the next step due (the revocation, sign.expire + margin later: days).
+func TestRecordsCheckedAfterTheSwitch(t *testing.T) {
+	r := newRig(t, "ed25519", 0, nil)
+	for i := 0; i < 100; i++ {
+		r.e.Step(context.Background())
+		if sel, _ := r.signing(); sel != "s0" {
+			break
+		}
+		r.now = r.now.Add(250 * time.Millisecond)
+	}
+	sel, _ := r.signing()
+	if sel == "s0" {
+		t.Fatalf("no switch:\n%s", r.log)
+	}
+	r.zone.set(RecordName(sel, "example.test", ""), "")
+	for end := r.now.Add(3 * time.Second); r.now.Before(end); r.now = r.now.Add(250 * time.Millisecond) {
+		r.e.Step(context.Background())
+	}
+	if st := r.state(); st.Paused == nil || st.Paused.Selector != sel {
+		t.Fatalf("the signing key's record is gone for 3s (check_interval 1s), and rotation has not noticed: %+v", st)
+	}
+}
