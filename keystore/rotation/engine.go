@@ -262,6 +262,10 @@ func (e *Engine) State(name string) *State {
 // new one from the configured key), its active key put in place.
 func (e *Engine) apply(cfg *config.Config) {
 	old := e.keys
+	oldDir := ""
+	if e.cfg != nil {
+		oldDir = e.cfg.Rotation.StateDir
+	}
 	e.cfg = cfg
 	e.keys = map[string]*keyRun{}
 	log := e.opts.Log
@@ -283,7 +287,15 @@ func (e *Engine) apply(cfg *config.Config) {
 		}
 		kr := old[name]
 		delete(old, name)
-		if kr != nil && kr.ignored == "" && kr.st.Domain == kc.Domain && kc.Rotate > 0 {
+		// A state file moved away starts the key over from its
+		// configured key at the reload, as the README and the pause's
+		// hint say (one never written yet is not gone).
+		movedAway := false
+		if kr != nil && !kr.dirty && oldDir == cfg.Rotation.StateDir {
+			_, err := os.Stat(statePath(cfg.Rotation.StateDir, name))
+			movedAway = errors.Is(err, fs.ErrNotExist)
+		}
+		if kr != nil && kr.ignored == "" && kr.st.Domain == kc.Domain && kc.Rotate > 0 && !movedAway {
 			kr.kc = kc
 			kr.pub = nil // the [publish.NAME] table may have changed
 			kr.next = time.Time{}
