@@ -890,6 +890,17 @@ func (e *Engine) trySwitch(ctx context.Context, kr *keyRun, now time.Time) (bool
 	if j.odd != nil {
 		return false, e.pause(kr, now, name, p.Selector, "check", []string{p.Record, absentValue}, j.odd)
 	}
+	if !j.any && j.known > 0 && !p.FirstSeenAt.IsZero() {
+		// Served once, now by no server that answers: removed by hand,
+		// or by a tool that rewrites the zone from its own copy. Not
+		// published again over it, and not waited for as a lagging
+		// secondary would be.
+		for i := range answers {
+			if _, ok := answers[i].value(); ok {
+				return false, e.pause(kr, now, name, p.Selector, "check", []string{p.Record}, &answers[i])
+			}
+		}
+	}
 	if j.any && p.FirstSeenAt.IsZero() {
 		p.FirstSeenAt = now
 		if err := e.save(kr); err != nil {

@@ -226,3 +226,33 @@ func TestRecordsCheckedAfterTheSwitch(t *testing.T) {
 		t.Fatalf("the signing key's record is gone for 3s (check_interval 1s), and rotation has not noticed: %+v", st)
 	}
 }
+
+// The new key's record, once served, removed by hand (or by a tool that
+// rewrites the zone from its own copy) before the switch: rotation must
+// say so and pause, not wait for ever for the secondaries to serve a
+// record that is gone, with a log line that blames them.
+func TestPendingRecordRemovedByHand(t *testing.T) {
+	r := newRig(t, "ed25519", 1, nil)
+	r.zone.lag = true
+	r.run(11 * time.Second)
+	p := r.state().Pending
+	if p == nil || p.FirstSeenAt.IsZero() {
+		t.Fatalf("want a pending key seen by the primary: %+v", r.state())
+	}
+	name := RecordName(p.Selector, "example.test", "")
+	r.zone.set(name, "")
+	r.run(3 * time.Second)
+	st := r.state()
+	if st.Paused == nil || st.Paused.Name != name {
+		t.Fatalf("the pending key's record is gone from every server, and rotation waits on: %+v\n%s", st, r.log)
+	}
+	if sel, _ := r.signing(); sel != "s0" {
+		t.Fatalf("switched to %s", sel)
+	}
+	// Put back, the rotation resumes and switches.
+	r.zone.set(name, p.Record)
+	r.run(3 * time.Second)
+	if sel, _ := r.signing(); sel != p.Selector {
+		t.Fatalf("signs with %s once the record is back, want %s\n%s", sel, p.Selector, r.log)
+	}
+}
