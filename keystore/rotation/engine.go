@@ -412,6 +412,11 @@ func (e *Engine) advance(ctx context.Context, kr *keyRun, now time.Time) time.Ti
 	switch {
 	case errors.Is(err, errPaused):
 		return now.Add(ci)
+	case err != nil && ctx.Err() != nil:
+		// Cut short by the daemon stopping (or handing over to the
+		// new process of an upgrade): not a failure, and no backoff
+		// for whoever takes the step up again.
+		return now
 	case err != nil:
 		return e.fail(kr, now, err)
 	}

@@ -2,6 +2,7 @@ package rotation
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"sync/atomic"
 	"testing"
@@ -255,4 +256,42 @@ func TestPendingRecordRemovedByHand(t *testing.T) {
 	if sel, _ := r.signing(); sel != p.Selector {
 		t.Fatalf("signs with %s once the record is back, want %s\n%s", sel, p.Selector, r.log)
 	}
+}
+
+// The daemon stopping (SIGTERM, or the old process of an upgrade) in the
+// middle of an update is not a failed step: no failure in the state (the
+// next process would wait retry before going on), and no publishing
+// error counted (the alert on dkimmilter_rotation_publish_errors_total
+// would fire after every unlucky upgrade).
+func TestStopMidStepIsNoFailure(t *testing.T) {
+	r := newRig(t, "ed25519", 0, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r.e.opts.Publisher = func(cfg *config.Config, name string) (dnsupdate.Publisher, error) {
+		return stopping{r.zone, cancel}, nil
+	}
+	for end := r.now.Add(11 * time.Second); r.now.Before(end) && ctx.Err() == nil; r.now = r.now.Add(250 * time.Millisecond) {
+		r.e.Step(ctx)
+	}
+	if ctx.Err() == nil {
+		t.Fatal("no update was made")
+	}
+	st := r.state()
+	if st.Failures != 0 || r.metrics.pubErrors != 0 {
+		t.Fatalf("the stop counted as a failure: %d failures, %d publishing errors, %q\n%s", st.Failures, r.metrics.pubErrors, st.LastError, r.log)
+	}
+}
+
+// stopping is a publisher whose update is cut short by the daemon
+// stopping: ctx is cancelled while it runs, and it fails with ctx's
+// error, as dnsupdate's publishers do.
+type stopping struct {
+	*zone
+	stop func()
+}
+
+func (s stopping) Apply(ctx context.Context, c dnsupdate.Change) (string, error) {
+	s.stop()
+	<-ctx.Done()
+	return "", fmt.Errorf("[publish.bind] %s %s: %w", c.Action, c.Name, ctx.Err())
 }
