@@ -875,8 +875,10 @@ func (e *Engine) chooseSelector(ctx context.Context, kr *keyRun, now time.Time, 
 		if err != nil {
 			return false // the publish step looks again
 		}
-		j := judge(answers, absentValue)
-		return j.odd != nil || (!j.all && j.known > 0)
+		// A record at a server that answers. A server that cannot be
+		// asked says nothing: counted as "in DNS", it made every name
+		// taken, and SelectorFor looked for a free one for ever.
+		return judge(answers, absentValue).odd != nil
 	}
 	return keystore.SelectorFor(now, dir, kind, used, inDNS), now
 }

@@ -2,6 +2,7 @@ package rotation
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sync/atomic"
@@ -294,4 +295,40 @@ func (s stopping) Apply(ctx context.Context, c dnsupdate.Change) (string, error)
 	s.stop()
 	<-ctx.Done()
 	return "", fmt.Errorf("[publish.bind] %s %s: %w", c.Action, c.Name, ctx.Err())
+}
+
+// oneUnknown is the rig's zone with one more name server that cannot be
+// asked (it times out).
+type oneUnknown struct{ *zone }
+
+func (c oneUnknown) Lookup(ctx context.Context, selector, domain string) ([]Answer, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	answers, err := c.zone.Lookup(ctx, selector, domain)
+	return append(answers, Answer{Server: "ns9.example.test (192.0.2.9)", Err: errors.New("i/o timeout")}), err
+}
+
+// A name server that cannot be asked while the next selector is chosen
+// says nothing about the names it holds: a date-based selector must still
+// be found, and the step return (the publish step, and its prerequisite,
+// look at the name again).
+func TestChooseSelectorWithAServerDown(t *testing.T) {
+	r := newRig(t, "ed25519", 1, nil)
+	r.e.opts.Checker = oneUnknown{r.zone}
+	r.now = r.now.Add(11 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { r.e.Step(ctx); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		cancel()
+		<-done
+		t.Fatalf("the step did not return in 2s: every selector was taken for one in DNS, as one server could not be asked")
+	}
+	if p := r.state().Pending; p == nil || p.Selector != "s"+r.now.Format("200601") {
+		t.Fatalf("pending %+v, want the month's selector\n%s", r.state().Pending, r.log)
+	}
 }
