@@ -391,6 +391,15 @@ func (c *checker) rotationRefs(cfg *Config, md *toml.MetaData) {
 			c.errf(p.child("publish"), "must not be empty; name a [publish.NAME] table, or remove publish")
 		case k.Rotate > 0 && k.Publish == "":
 			c.errf(p.child("rotate"), `needs publish: rotation publishes each new key's record before it signs; add publish = "NAME", naming a [publish.NAME] table`)
+		case k.Publish != "" && k.Selector != "" && cfg.Publishers[k.Publish].Zone != "":
+			// The server refuses an update of a name outside the zone
+			// (NOTZONE): every rotation step would fail, days after a
+			// reload that looked fine.
+			zone, name := cfg.Publishers[k.Publish].Zone, strings.ToLower(k.RecordName(k.Selector))
+			if z := strings.TrimSuffix(zone, "."); name != z && !strings.HasSuffix(name, "."+z) {
+				c.errf(p.child("publish"), "the record %s is not in zone %s, which [publish.%s] updates: every update would be refused; publish through a table for the zone that holds it, or leave zone out of [publish.%s] to find it from DNS",
+					name, z, toml.Key{k.Publish}, toml.Key{k.Publish})
+			}
 		}
 		if len(k.Selectors) > 0 && !slices.ContainsFunc(k.Selectors, func(s string) bool { return strings.EqualFold(s, k.Selector) }) {
 			c.errf(p.child("selectors"), "does not list the key's selector %q: rotation starts from the configured key and alternates between these selectors; add %q", k.Selector, k.Selector)

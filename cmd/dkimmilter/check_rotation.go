@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/internal/dnsupdate"
 	"github.com/dkimmilter/dkimmilter/keystore"
 )
 
@@ -74,6 +75,10 @@ func checkRotation(cfg *config.Config, acct *keystore.Account) (errs []error, wa
 		}
 		if err := readError(where, acct, p.TSIGKey); err != nil {
 			errs = append(errs, err)
+		} else if _, err := dnsupdate.ReadTSIGKey(p.TSIGKey); err != nil {
+			// Readable is not enough: the daemon parses it at its
+			// first rotation step.
+			errs = append(errs, fmt.Errorf("%s: %v (hint: write it as tsig-keygen does: key \"NAME\" { algorithm hmac-sha256; secret \"...\"; };)", where, err))
 		}
 		if fi.Mode().Perm()&0o004 != 0 {
 			// The secret lets anyone change the zone's records.

@@ -7,8 +7,11 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"os"
+	"os/signal"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/dkimmilter/dkimmilter/config"
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
@@ -220,6 +223,10 @@ func publishKey(cfg *config.Config, name string, action dnsupdate.Action, opts p
 	// the whole, lookups of the zone's primary included.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*p.Timeout+2*cfg.DNS.Timeout)
 	defer cancel()
+	// A provider's command runs in a process group of its own, out of
+	// reach of the terminal's ^C: an interrupt stops it through ctx.
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	out, err := pub.Apply(ctx, c)
 	switch {
 	case err == nil:

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/dkimmilter/dkimmilter/config"
@@ -72,8 +73,14 @@ func (c *command) Apply(ctx context.Context, ch Change) (string, error) {
 	cmd.Env = append(os.Environ(), c.env(ch)...)
 	out := &tail{max: maxOutput}
 	cmd.Stdout, cmd.Stderr = out, out
+	// The command runs in a process group of its own, and the timeout
+	// kills the whole group: a helper it started would otherwise live
+	// on and make the change after Apply has reported that it failed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	// A child that keeps the output pipes open after the command was
-	// killed must not hold Apply past its timeout.
+	// killed (one that left the group) must not hold Apply past its
+	// timeout.
 	cmd.WaitDelay = time.Second
 	err := cmd.Run()
 	text := out.String()

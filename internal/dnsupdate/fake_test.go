@@ -24,14 +24,22 @@ type fakePrimary struct {
 func newFakePrimary(t *testing.T, answer func(req *dns.Msg, tcp bool) *dns.Msg) *fakePrimary {
 	t.Helper()
 	f := &fakePrimary{answer: answer}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
+	// The UDP port the kernel picks may be in use for TCP (another
+	// test's connection): pick again.
+	var pc net.PacketConn
+	var ln net.Listener
+	for try := 0; ; try++ {
+		var err error
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			break
+		}
 		pc.Close()
-		t.Fatal(err)
+		if try == 20 {
+			t.Fatal(err)
+		}
 	}
 	f.addr = pc.LocalAddr().String()
 	handler := dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {

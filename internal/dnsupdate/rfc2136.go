@@ -314,7 +314,7 @@ func (u *rfc2136) exchange(ctx context.Context, network string, m *dns.Msg, serv
 	}
 	resp, _, err := c.ExchangeContext(ctx, m.Copy(), server)
 	if err != nil && resp != nil && resp.Id == m.Id && resp.Response {
-		if resp.Rcode != dns.RcodeSuccess || tsigError(resp) != 0 {
+		if !claimsZone(resp.Rcode) || tsigError(resp) != 0 {
 			return resp, nil // the RCODE and TSIG error say what went wrong
 		}
 		return nil, fmt.Errorf("the server's reply does not carry a valid signature of TSIG key %s (%v): is a middlebox rewriting DNS?", u.key.DisplayName(), err)
@@ -326,10 +326,24 @@ func (u *rfc2136) exchange(ctx context.Context, network string, m *dns.Msg, serv
 	// reports a TSIG error. miekg checks a signature only when there is
 	// one, so an unsigned success (forged, or from a middlebox) stops here.
 	// https://www.rfc-editor.org/rfc/rfc8945#section-5.3
-	if u.key != nil && m.IsTsig() != nil && resp.IsTsig() == nil && resp.Rcode == dns.RcodeSuccess {
+	// A failed prerequisite too: it leads to reading the record back and
+	// maybe to "already done"; only a refusal of the key is unsigned.
+	if u.key != nil && m.IsTsig() != nil && resp.IsTsig() == nil && claimsZone(resp.Rcode) {
 		return nil, fmt.Errorf("the answer from %s is not signed with TSIG key %s, though the update was: is something between here and the server answering in its place?", server, u.key.DisplayName())
 	}
 	return resp, nil
+}
+
+// claimsZone reports whether an answer with rcode says something about
+// the zone that Apply acts on: the update was made, or a prerequisite
+// failed (RFC 2136 §2.2). To a signed update, such an answer counts only
+// when it is signed.
+func claimsZone(rcode int) bool {
+	switch rcode {
+	case dns.RcodeSuccess, dns.RcodeNXRrset, dns.RcodeYXRrset, dns.RcodeNameError, dns.RcodeYXDomain:
+		return true
+	}
+	return false
 }
 
 func tsigError(m *dns.Msg) uint16 {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/miekg/dns"
@@ -71,7 +72,13 @@ func ParseTSIGKey(text string) (*TSIGKey, error) {
 	for i < len(toks) {
 		t, _ := next()
 		if t.quoted || t.text != "key" {
-			return nil, fmt.Errorf("line %d: %q where a key statement should start (key \"NAME\" { algorithm ...; secret \"...\"; };)", t.line, t.text)
+			// Only a statement's name is shown: a file that holds the
+			// bare secret must not have it copied into the log.
+			what := "text"
+			if !t.quoted && strings.Trim(t.text, "abcdefghijklmnopqrstuvwxyz-_") == "" {
+				what = strconv.Quote(t.text)
+			}
+			return nil, fmt.Errorf("line %d: %s where a key statement should start (key \"NAME\" { algorithm ...; secret \"...\"; };)", t.line, what)
 		}
 		if k != nil {
 			return nil, fmt.Errorf("line %d: a second key statement; the file must hold one key", t.line)
@@ -96,12 +103,20 @@ func ParseTSIGKey(text string) (*TSIGKey, error) {
 			if opt.text == "}" && !opt.quoted {
 				break
 			}
+			if opt.quoted {
+				// Not shown: it may be the secret, its option left out.
+				return nil, fmt.Errorf("line %d: a quoted string where an option should be (algorithm ...; secret \"...\";)", opt.line)
+			}
 			val, ok := next()
 			if !ok {
 				return nil, fmt.Errorf("line %d: %s has no value", opt.line, opt.text)
 			}
 			if semi, ok := next(); !ok || semi.text != ";" || semi.quoted {
-				return nil, fmt.Errorf("line %d: want ; after %s %s", val.line, opt.text, val.text)
+				shown := val.text
+				if opt.text == "secret" {
+					shown = `"..."` // never the secret itself
+				}
+				return nil, fmt.Errorf("line %d: want ; after %s %s", val.line, opt.text, shown)
 			}
 			switch opt.text {
 			case "algorithm":

@@ -97,6 +97,7 @@ type Result struct {
 	DNSSEC   string   // "validated", "not validated", …; "" when not known
 	Zone     string   // with CheckNameServers: the zone whose servers were asked
 	NotAsked []string // and its server addresses this host has no route to
+	Skipped  []string // and its name servers whose addresses could not be found, with why
 	Answers  []Answer
 	Problems []Problem
 }

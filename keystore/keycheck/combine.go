@@ -64,7 +64,7 @@ func CheckNameServers(ctx context.Context, k *keystore.Key, res *dns.Client, tim
 		rs = append(rs, Resolver{Name: srv.String(), Resolver: ar, Authoritative: true})
 	}
 	r := Check(ctx, k, rs, opts...)
-	r.Zone, r.NotAsked = auth.Apex, auth.Unroutable
+	r.Zone, r.NotAsked, r.Skipped = auth.Apex, auth.Unroutable, auth.Skipped
 	for _, s := range auth.Skipped {
 		r.Problems = append(r.Problems, Problem{Status: Warn,
 			Text:  "a name server of " + auth.Apex + " could not be asked: " + s,

@@ -57,9 +57,16 @@ func (c *DNSChecker) Lookup(ctx context.Context, selector, domain string) ([]Ans
 		}
 		return nil, errors.New(dkim.DNSName(selector, domain) + ": " + text)
 	}
-	out := make([]Answer, len(r.Answers))
+	out := make([]Answer, len(r.Answers), len(r.Answers)+len(r.Skipped))
 	for i, a := range r.Answers {
 		out[i] = Answer{Server: a.Resolver, Records: a.Records, Err: a.Err}
+	}
+	// A name server whose address could not be found was not asked:
+	// what it serves is unknown, not in agreement with the others
+	// (receivers' resolvers may know its address and ask it).
+	for _, s := range r.Skipped {
+		host, why, _ := strings.Cut(s, ": ")
+		out = append(out, Answer{Server: host, Err: errors.New("not asked: " + why)})
 	}
 	return out, nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/dkimmilter/dkimmilter/internal/dnstest"
 	"github.com/dkimmilter/dkimmilter/internal/dnsupdate"
 	"github.com/dkimmilter/dkimmilter/keystore"
+	"github.com/miekg/dns"
 )
 
 // twoServers starts the zone example.test on two name servers, on
@@ -134,5 +135,33 @@ func TestEngineWithDNS(t *testing.T) {
 	e.Step(context.Background())
 	if k := rot.Get("main"); k == nil || k.Selector != p.Selector {
 		t.Fatalf("not switched once both serve it and the negative TTL passed: %+v", e.State("main"))
+	}
+}
+
+// A name server of the zone whose address cannot be found now (its A and
+// AAAA lookups fail) cannot be asked, and is not thereby in agreement: it
+// may serve an older zone, and receivers' resolvers that know its address
+// ask it. Its answer is unknown, so the switch waits for it.
+func TestDNSCheckerServerNotFound(t *testing.T) {
+	primary, secondary, port := twoServers(t)
+	for _, s := range []*dnstest.Server{primary, secondary} {
+		s.SetZone("example.test", "ns1.example.test", "ns2.example.test", "ns3.example.test")
+		s.SetTXT("s1._domainkey.example.test", "v=DKIM1; k=ed25519; p=AAAA")
+	}
+	primary.SetRcode("ns3.example.test", dns.RcodeServerFailure)
+	c := &DNSChecker{Nameservers: []string{primary.Addr}, Timeout: time.Second, Port: port}
+	answers, err := c.Lookup(context.Background(), "s1", "example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := judge(answers, "v=DKIM1; k=ed25519; p=AAAA"); j.all {
+		t.Fatalf("every server serves the record, though ns3.example.test was not asked: %+v", answers)
+	}
+	named := false
+	for _, a := range answers {
+		named = named || strings.Contains(a.Server, "ns3.example.test") && a.Err != nil
+	}
+	if !named {
+		t.Errorf("no answer names ns3.example.test with why it was not asked: %+v", answers)
 	}
 }

@@ -262,6 +262,10 @@ func (e *Engine) State(name string) *State {
 // new one from the configured key), its active key put in place.
 func (e *Engine) apply(cfg *config.Config) {
 	old := e.keys
+	oldDir := ""
+	if e.cfg != nil {
+		oldDir = e.cfg.Rotation.StateDir
+	}
 	e.cfg = cfg
 	e.keys = map[string]*keyRun{}
 	log := e.opts.Log
@@ -283,7 +287,15 @@ func (e *Engine) apply(cfg *config.Config) {
 		}
 		kr := old[name]
 		delete(old, name)
-		if kr != nil && kr.ignored == "" && kr.st.Domain == kc.Domain && kc.Rotate > 0 {
+		// A state file moved away starts the key over from its
+		// configured key at the reload, as the README and the pause's
+		// hint say (one never written yet is not gone).
+		movedAway := false
+		if kr != nil && !kr.dirty && oldDir == cfg.Rotation.StateDir {
+			_, err := os.Stat(statePath(cfg.Rotation.StateDir, name))
+			movedAway = errors.Is(err, fs.ErrNotExist)
+		}
+		if kr != nil && kr.ignored == "" && kr.st.Domain == kc.Domain && kc.Rotate > 0 && !movedAway {
 			kr.kc = kc
 			kr.pub = nil // the [publish.NAME] table may have changed
 			kr.next = time.Time{}
@@ -291,13 +303,25 @@ func (e *Engine) apply(cfg *config.Config) {
 			delete(old, name)
 			continue
 		}
-		e.opts.Rotated.Set(name, nil) // until the state says otherwise
+		if kr != nil && e.opts.Metrics != nil {
+			// Its series as it was: the key is read again below, and
+			// one that no longer rotates (rotate removed, its domain
+			// changed) is not reported again.
+			e.opts.Metrics.RotationForget(name, kr.st.Domain, nil)
+		}
+		// The key that signs now stays in place while the state is
+		// read: it is replaced once, by the state's key or, when there
+		// is none to use, by the configured one. Putting the configured
+		// key back first would let it sign meanwhile, though its record
+		// may have been revoked long ago.
 		st, err := readState(cfg.Rotation.StateDir, name)
 		if err != nil {
 			log.Error("rotation: cannot read the key's state: its configured key signs and it does not rotate", "key", name, "domain", kc.Domain, "err", err)
+			e.opts.Rotated.Set(name, nil)
 			continue
 		}
 		if st == nil && kc.Rotate <= 0 {
+			e.opts.Rotated.Set(name, nil)
 			continue
 		}
 		kr = &keyRun{name: name, kc: kc, st: st}
@@ -310,6 +334,7 @@ func (e *Engine) apply(cfg *config.Config) {
 			kr.ignored = fmt.Sprintf("the state is for domain %s, keys.%s signs for %s", kr.st.Domain, name, kc.Domain)
 			log.Error("rotation: state left alone: the key's domain changed", "key", name, "domain", kc.Domain, "state", statePath(cfg.Rotation.StateDir, name),
 				"state_domain", kr.st.Domain, "hint", "move the state file away to rotate keys."+name+" from its configured key, or put the domain back")
+			e.opts.Rotated.Set(name, nil)
 			continue
 		}
 		pk, err := keystore.ReadPrivateKey(kr.st.Active.File)
@@ -318,6 +343,7 @@ func (e *Engine) apply(cfg *config.Config) {
 			log.Error("rotation: the key rotation made active cannot be read: the configured key signs instead, and rotation waits", "key", name, "domain", kc.Domain,
 				"selector", kr.st.Active.Selector, "file", kr.st.Active.File, "err", err,
 				"hint", "restore the file (its record is published), or move "+statePath(cfg.Rotation.StateDir, name)+" away to start over from the configured key")
+			e.opts.Rotated.Set(name, nil)
 			continue
 		}
 		e.opts.Rotated.Set(name, &keystore.Key{Name: name, Domain: kc.Domain, Selector: kr.st.Active.Selector, File: kr.st.Active.File, PrivateKey: pk})
@@ -352,6 +378,9 @@ func (e *Engine) initial(kc *config.Key) *State {
 	return &State{Key: kc.Name, Domain: kc.Domain, Active: KeyState{Selector: kc.Selector, File: kc.File, Created: made, Since: made}}
 }
 
+// removeFile removes an old key's file; tests make it crash.
+var removeFile = os.Remove
+
 // errPaused: the step stopped on a record changed by hand (State.Paused).
 var errPaused = errors.New("rotation paused")
 
@@ -383,6 +412,11 @@ func (e *Engine) advance(ctx context.Context, kr *keyRun, now time.Time) time.Ti
 	switch {
 	case errors.Is(err, errPaused):
 		return now.Add(ci)
+	case err != nil && ctx.Err() != nil:
+		// Cut short by the daemon stopping (or handing over to the
+		// new process of an upgrade): not a failure, and no backoff
+		// for whoever takes the step up again.
+		return now
 	case err != nil:
 		return e.fail(kr, now, err)
 	}
@@ -453,17 +487,22 @@ func (e *Engine) work(ctx context.Context, kr *keyRun, now time.Time, ci time.Du
 		if err := e.change(ctx, kr, now, dnsupdate.Delete, r.Selector, "", r.RevokedRecord, r.Record); err != nil {
 			return next, err
 		}
-		st.Revoked = slices.Delete(st.Revoked, i, i+1)
-		if err := e.save(kr); err != nil {
-			return next, err
-		}
+		// The key file goes before the state forgets it: after a crash
+		// in between, the state still lists the key and the deletion
+		// is made again (the record is found gone), where the other
+		// order would leave the old private key behind for good, to be
+		// taken up again as the next key when its selector comes round.
 		removed := "kept (not made by rotation)"
 		if r.Made {
 			removed = "removed"
-			if err := os.Remove(r.File); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			if err := removeFile(r.File); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				removed = "could not be removed: " + err.Error()
 				e.opts.Log.Warn("rotation: cannot remove the old key file", "key", kr.name, "domain", st.Domain, "file", r.File, "err", err)
 			}
+		}
+		st.Revoked = slices.Delete(st.Revoked, i, i+1)
+		if err := e.save(kr); err != nil {
+			return next, err
 		}
 		e.step(kr, "rotation: old key's revoked record deleted", r.Selector, e.nextDate(kr, now), "file", r.File, "key_file", removed)
 	}
@@ -519,7 +558,9 @@ func (e *Engine) work(ctx context.Context, kr *keyRun, now time.Time, ci time.Du
 		if err := e.change(ctx, kr, now, dnsupdate.Add, st.Pending.Selector, st.Pending.Record, "", st.Pending.Record); err != nil {
 			return next, err
 		}
-		st.Pending.PublishedAt = now
+		// When the update was made: the ttl wait before the switch
+		// counts from it, not from the step's start.
+		st.Pending.PublishedAt = e.opts.Now()
 		if err := e.save(kr); err != nil {
 			return next, err
 		}
@@ -533,7 +574,9 @@ func (e *Engine) work(ctx context.Context, kr *keyRun, now time.Time, ci time.Du
 	if !switched {
 		return minTime(next, now.Add(ci)), nil
 	}
-	return minTime(next, e.nextDate(kr, now)), nil
+	// From now on the new key's record, and the old one, are checked
+	// every check_interval as well.
+	return minTime(next, minTime(kr.checkedAt.Add(ci), e.nextDate(kr, now))), nil
 }
 
 // nextDate is when kr's next step is due, for the log.
@@ -832,8 +875,10 @@ func (e *Engine) chooseSelector(ctx context.Context, kr *keyRun, now time.Time, 
 		if err != nil {
 			return false // the publish step looks again
 		}
-		j := judge(answers, absentValue)
-		return j.odd != nil || (!j.all && j.known > 0)
+		// A record at a server that answers. A server that cannot be
+		// asked says nothing: counted as "in DNS", it made every name
+		// taken, and SelectorFor looked for a free one for ever.
+		return judge(answers, absentValue).odd != nil
 	}
 	return keystore.SelectorFor(now, dir, kind, used, inDNS), now
 }
@@ -851,6 +896,17 @@ func (e *Engine) trySwitch(ctx context.Context, kr *keyRun, now time.Time) (bool
 	j := judge(answers, p.Record, absentValue)
 	if j.odd != nil {
 		return false, e.pause(kr, now, name, p.Selector, "check", []string{p.Record, absentValue}, j.odd)
+	}
+	if !j.any && j.known > 0 && !p.FirstSeenAt.IsZero() {
+		// Served once, now by no server that answers: removed by hand,
+		// or by a tool that rewrites the zone from its own copy. Not
+		// published again over it, and not waited for as a lagging
+		// secondary would be.
+		for i := range answers {
+			if _, ok := answers[i].value(); ok {
+				return false, e.pause(kr, now, name, p.Selector, "check", []string{p.Record}, &answers[i])
+			}
+		}
 	}
 	if j.any && p.FirstSeenAt.IsZero() {
 		p.FirstSeenAt = now
@@ -929,6 +985,9 @@ func (e *Engine) trySwitch(ctx context.Context, kr *keyRun, now time.Time) (bool
 			}
 		}
 	}
+	// The lookups above take time: the old key signed until now, and
+	// its record must stay sign.expire + margin from now on.
+	now = e.opts.Now()
 	old.SwitchedAt = now
 	// Mail signed until now carries x= up to sign.expire later, and may
 	// wait in queues as long: its key stays until then, plus the margin.
