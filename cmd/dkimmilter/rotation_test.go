@@ -383,19 +383,6 @@ func (s *signer) last() string {
 	return s.msgs[len(s.msgs)-1].selector
 }
 
-// since is the selectors of the messages signed after t.
-func (s *signer) since(t time.Time) []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []string
-	for _, m := range s.msgs {
-		if m.at.After(t) {
-			out = append(out, m.selector)
-		}
-	}
-	return out
-}
-
 // selectors is the selectors of msgs in order, repeats dropped.
 func selectors(msgs []signed) []string {
 	var out []string
