@@ -47,7 +47,8 @@ func TestRotationEndToEnd(t *testing.T) {
 		{"wrong TSIG key", testRotationWrongKey},
 		{"primary down", testRotationPrimaryDown},
 		{"restart while pending", testRotationRestart},
-		{"record changed by hand", testRotationHandChange},
+		{"retiring record changed by hand", testRotationHandChange},
+		{"pending record changed by hand", testRotationHandChangePending},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -612,14 +613,19 @@ func testRotationTwice(t *testing.T) {
 }
 
 // A secondary that has not transferred the new record holds the switch:
-// the configured key signs well past the time it would have switched, and
-// the log says it waits, naming the secondary; once the secondary has the
-// record, the new key signs.
+// the configured key signs well past the time it would have switched, the
+// log says it waits, naming the secondary, and /metrics shows the key
+// pending; once the secondary has the record, the new key signs.
 func testRotationLag(t *testing.T) {
-	r := newRotRig(t, rotOpts{due: time.Second, rotate: time.Hour, hold: true})
+	r := newRotRig(t, rotOpts{due: time.Second, rotate: time.Hour, hold: true, metrics: true})
 	r.start()
 	s := r.sign()
 	r.waitLog(10*time.Second, logWaiting, 1)
+	// What the README's alert on a rotation stuck in pending watches.
+	state := func(sel, st string) string {
+		return `dkimmilter_rotation_state{key="main",domain="example.com",selector="` + sel + `",state="` + st + `"}`
+	}
+	r.waitFor(5*time.Second, state("s2", "pending")+" 1", func() bool { return r.metric(state("s2", "pending")) == 1 })
 	w := r.logLines(logWaiting)[0]
 	if want := fmt.Sprintf(`not_yet="ns2.example.com (::1 port %d)"`, r.bind.Port()); !strings.Contains(w, want) {
 		t.Errorf("the waiting line does not name the secondary alone (%s): %s", want, w)
@@ -640,6 +646,9 @@ func testRotationLag(t *testing.T) {
 	r.bind.Release(t)
 	r.waitLog(10*time.Second, logSwitched, 1)
 	r.waitFor(5*time.Second, "signing with s2", func() bool { return s.last() == "s2" })
+	r.waitFor(5*time.Second, state("s2", "active")+" 1 and "+state("s1", "retiring")+" 1", func() bool {
+		return r.metric(state("s2", "active")) == 1 && r.metric(state("s1", "retiring")) == 1 && r.metric(state("s2", "pending")) == -1
+	})
 	msgs := s.end(t)
 	if got := selectors(msgs); !slices.Equal(got, []string{"s1", "s2"}) {
 		t.Errorf("messages signed with %v in turn, want s1, s2", got)
@@ -871,6 +880,51 @@ func testRotationHandChange(t *testing.T) {
 	if recs := r.bind.TXT(t, r.bind.Primary(), rotName("s1")); len(recs) != 1 || !strings.Contains(recs[0], "p=") || strings.Contains(recs[0], "p=M") {
 		t.Errorf("the primary serves %v at s1, want the revoked record", recs)
 	}
+	if got := selectors(s.end(t)); !slices.Equal(got, []string{"s1", "s2"}) {
+		t.Errorf("messages signed with %v in turn, want s1, s2", got)
+	}
+	if t.Failed() {
+		t.Logf("daemon log:\n%s", r.rotationLog())
+	}
+}
+
+// The new key's record changed by hand while the switch waits for the
+// secondary: the rotation pauses instead of switching to a key whose
+// record is not what it published, even once every server serves the
+// same (hand-made) record; put back, it resumes and switches.
+func testRotationHandChangePending(t *testing.T) {
+	r := newRotRig(t, rotOpts{due: time.Second, rotate: time.Hour, metrics: true, hold: true})
+	r.start()
+	s := r.sign()
+	r.waitLog(10*time.Second, logWaiting, 1)
+	recs := r.bind.TXT(t, r.bind.Primary(), rotName("s2"))
+	if len(recs) != 1 {
+		t.Fatalf("the primary serves %v at s2", recs)
+	}
+	published := recs[0]
+	other := strings.Replace(published, "k=rsa;", "k=rsa; t=y;", 1)
+	r.bind.SetTXT(t, rotName("s2"), other)
+	const pause = "rotation paused: a record is not what rotation published"
+	r.waitLog(5*time.Second, pause, 1)
+	if l := r.logLines(pause)[0]; !strings.Contains(l, "level=ERROR") || !strings.Contains(l, "name="+rotName("s2")) || !strings.Contains(l, "t=y") {
+		t.Errorf("the pause line does not name the record and what is there: %s", l)
+	}
+	paused := `dkimmilter_rotation_paused{key="main",domain="example.com"}`
+	r.waitFor(5*time.Second, paused+" 1", func() bool { return r.metric(paused) == 1 })
+	// Every server serves the hand-made record now: still no switch.
+	r.bind.Release(t)
+	time.Sleep(3 * time.Second)
+	if got := s.last(); got != "s1" {
+		t.Errorf("signing with %s, whose record was changed by hand", got)
+	}
+	if recs := r.bind.TXT(t, r.bind.Primary(), rotName("s2")); len(recs) != 1 || recs[0] != other {
+		t.Errorf("the primary serves %v at s2, want the record set by hand", recs)
+	}
+	r.bind.SetTXT(t, rotName("s2"), published)
+	r.waitLog(5*time.Second, "rotation resumed", 1)
+	r.waitLog(5*time.Second, logSwitched, 1)
+	r.waitFor(5*time.Second, paused+" 0", func() bool { return r.metric(paused) == 0 })
+	r.waitFor(5*time.Second, "signing with s2", func() bool { return s.last() == "s2" })
 	if got := selectors(s.end(t)); !slices.Equal(got, []string{"s1", "s2"}) {
 		t.Errorf("messages signed with %v in turn, want s1, s2", got)
 	}
