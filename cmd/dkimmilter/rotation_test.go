@@ -498,8 +498,7 @@ func at(changes []change, kind string) time.Time {
 
 // checkRetired: sel's record was the key, then revoked no sooner than
 // sign.expire + margin after the last message it signed, then deleted no
-// sooner than revoked_for after that (the watch sees each change within
-// 100 ms). first is the kind the watch saw first ("key", or "none" for
+// sooner than revoked_for after that (the watch looks every 100 ms). first is the kind the watch saw first ("key", or "none" for
 // a key rotation published).
 func checkRetired(t *testing.T, w *recordWatch, msgs []signed, sel, first string) {
 	t.Helper()
@@ -516,7 +515,9 @@ func checkRetired(t *testing.T, w *recordWatch, msgs []signed, sel, first string
 	if d := revoked.Sub(last); d < rotExpire+rotMargin {
 		t.Errorf("%s revoked %s after the last message it signed, want at least sign.expire + margin (%s)", sel, d, rotExpire+rotMargin)
 	}
-	if d := deleted.Sub(revoked); d < rotRevokedFor-200*time.Millisecond {
+	// The watch may see the revocation late on a busy machine: 500 ms
+	// of slack, far less than a deletion made early by a mistake.
+	if d := deleted.Sub(revoked); d < rotRevokedFor-500*time.Millisecond {
 		t.Errorf("%s deleted %s after its revocation, want revoked_for (%s)", sel, d, rotRevokedFor)
 	}
 }
@@ -708,14 +709,17 @@ func testRotationPrimaryDown(t *testing.T) {
 	r.primaryDown.Store(true)
 	r.bind.Stop(t)
 	s := r.sign()
-	r.waitLog(20*time.Second, "failures=3", 1)
+	r.waitLog(20*time.Second, "failures=4", 1)
 	fails := r.logLines(logFailed)
-	if len(fails) < 3 {
+	if len(fails) < 4 {
 		t.Fatalf("%d failures logged", len(fails))
 	}
-	// Backoff: retry (1s), doubled per failure up to retry_max (4s).
+	// Backoff: retry (1s), doubled per failure up to retry_max (4s): 1s,
+	// 2s, 4s. Each wait counts from the start of the failed step, and
+	// the first one made the key before it failed (RSA: some 100 ms, more
+	// on a busy machine): the second and third waits are measured.
 	var when []time.Time
-	for _, l := range fails[:3] {
+	for _, l := range fails[1:4] {
 		m := regexp.MustCompile(`time=(\S+)`).FindStringSubmatch(l)
 		if m == nil {
 			t.Fatalf("no time in %s", l)
@@ -726,10 +730,8 @@ func testRotationPrimaryDown(t *testing.T) {
 		}
 		when = append(when, tm)
 	}
-	// The wait counts from the start of the failed step, which made the
-	// key (some 100 ms) before it failed.
-	if d1, d2 := when[1].Sub(when[0]), when[2].Sub(when[1]); d1 < 600*time.Millisecond || d2 < 1600*time.Millisecond || d2 < d1*3/2 {
-		t.Errorf("retried after %s then %s, want 1s then 2s", d1, d2)
+	if d1, d2 := when[1].Sub(when[0]), when[2].Sub(when[1]); d1 < 1900*time.Millisecond || d2 < 3900*time.Millisecond || d2 > 6*time.Second {
+		t.Errorf("retried after %s then %s, want 2s then 4s (retry_max)", d1, d2)
 	}
 	if !strings.Contains(fails[0], "add "+rotName("s2")) {
 		t.Errorf("the failure does not say what failed: %s", fails[0])
