@@ -577,12 +577,14 @@ func (s *Servers) follower() {
 			return
 		case <-t.C:
 		}
+		// The lock is held through the catch-up, so that Hold returns
+		// only once no NOTIFY is on its way: one sent by a round that
+		// began before Hold would let the secondary take the next change.
 		s.mu.Lock()
-		follow := s.follow
-		s.mu.Unlock()
-		if follow {
+		if s.follow {
 			s.catchUp()
 		}
+		s.mu.Unlock()
 	}
 }
 

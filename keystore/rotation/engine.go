@@ -686,6 +686,10 @@ func (e *Engine) change(ctx context.Context, kr *keyRun, now time.Time, action d
 		}
 	}
 	if err != nil {
+		// The next try makes the publisher again: the fix the error
+		// asks for (a TSIG key file with the right secret, say) is read
+		// then, with no reload.
+		kr.pub = nil
 		return &publishError{fmt.Errorf("%s %s with [publish.%s]: %w", action, name, kr.kc.Publish, err)}
 	}
 	if out != "" {
@@ -702,7 +706,8 @@ func (e *Engine) checker() Checker {
 	return &DNSChecker{Nameservers: e.cfg.DNS.Nameservers, Timeout: e.cfg.DNS.Timeout, Port: e.opts.AuthPort}
 }
 
-// publisher returns kr's publisher, made once per configuration.
+// publisher returns kr's publisher, made once per configuration, and
+// again after a failed change.
 func (e *Engine) publisher(kr *keyRun) (dnsupdate.Publisher, error) {
 	if kr.pub != nil {
 		return kr.pub, nil

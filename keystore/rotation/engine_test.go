@@ -208,6 +208,7 @@ type rig struct {
 	e       *Engine
 	conf    *keystore.PrivateKey // the configured key
 	real    bool                 // the engine runs on the wall clock
+	made    int                  // publishers made
 }
 
 // newRig configures keys.main for example.test, its configured key's
@@ -253,6 +254,7 @@ func (r *rig) start() {
 			if cfg.Publishers[name] == nil {
 				return nil, errors.New("no such publisher")
 			}
+			r.made++
 			return r.zone, nil
 		},
 		Checker: r.zone,
@@ -479,6 +481,23 @@ func TestPublishFailsBackoff(t *testing.T) {
 	}
 	if st := r.state(); st.Failures != 0 || st.LastError != "" {
 		t.Errorf("failures not reset: %+v", st)
+	}
+}
+
+// After a failed change the publisher is made again for the next try:
+// the file the error points to (a TSIG key) is read again, and the
+// operator's fix works without a reload. A publisher that works is kept.
+func TestPublisherMadeAgainAfterFailure(t *testing.T) {
+	r := newRig(t, "ed25519", 0, nil)
+	r.zone.failN = 2
+	r.run(16 * time.Second) // due at 10s, tried at 10s, 11s, 13s
+	if sel, _ := r.signing(); sel == "s0" {
+		t.Fatalf("did not switch once publishing worked:\n%s", r.log)
+	}
+	// One per try of the publication (two failed, one made it); the
+	// switch changes nothing.
+	if r.made != 3 {
+		t.Errorf("%d publishers made, want 3", r.made)
 	}
 }
 
