@@ -18,6 +18,7 @@ import (
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
+	mdns "github.com/miekg/dns"
 
 	"github.com/dkimmilter/dkimmilter/internal/bindtest"
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
@@ -49,6 +50,7 @@ func TestRotationEndToEnd(t *testing.T) {
 		{"restart while pending", testRotationRestart},
 		{"retiring record changed by hand", testRotationHandChange},
 		{"pending record changed by hand", testRotationHandChangePending},
+		{"CNAME delegation", testRotationDelegated},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -84,6 +86,17 @@ type rotRig struct {
 	// (stopped by the test).
 	primaryDown atomic.Bool
 	watch       *recordWatch
+
+	delegate string // the provider's zone the records live in, "" for none
+}
+
+// name is the DNS name of a selector's record: the provider's name for a
+// delegated key.
+func (r *rotRig) name(sel string) string {
+	if r.delegate != "" {
+		return sel + "." + strings.ReplaceAll(rotDomain, ".", "-") + "._domainkey." + r.delegate
+	}
+	return rotName(sel)
 }
 
 type rotOpts struct {
@@ -92,18 +105,27 @@ type rotOpts struct {
 	metrics bool
 	wrong   bool // [publish.bind] names a key file with the wrong secret
 	hold    bool // the secondary is held from the start (after it has s1)
+	// delegate: the records live in this provider's zone, served by the
+	// same servers, and example.com's names are CNAMEs to them (those of
+	// cnames: the customer published them once).
+	delegate string
+	cnames   []string
 }
 
 func newRotRig(t *testing.T, o rotOpts) *rotRig {
 	t.Helper()
-	b := bindtest.New(t, rotDomain)
+	zones := []string{rotDomain}
+	if o.delegate != "" {
+		zones = append(zones, o.delegate)
+	}
+	b := bindtest.New(t, zones...)
 	// Unix socket paths are limited to ~100 bytes: keep the dir short.
 	dir, err := os.MkdirTemp("", "dkr")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	r := &rotRig{t: t, bind: b, dir: dir, cfg: filepath.Join(dir, "dkimmilter.toml"), tsig: filepath.Join(dir, "tsig.key")}
+	r := &rotRig{t: t, bind: b, dir: dir, cfg: filepath.Join(dir, "dkimmilter.toml"), tsig: filepath.Join(dir, "tsig.key"), delegate: o.delegate}
 	key := testkit.RSAKey(2048)
 	r.keyFile = testkit.WriteKey(dir, "keys/s1.pem", key, true)
 	r.s1 = testkit.KeyRecord(key, "")
@@ -112,7 +134,10 @@ func newRotRig(t *testing.T, o rotOpts) *rotRig {
 	if err := os.Chtimes(r.keyFile, made, made); err != nil {
 		t.Fatal(err)
 	}
-	b.SetTXT(t, rotName("s1"), r.s1)
+	b.SetTXT(t, r.name("s1"), r.s1)
+	for _, sel := range o.cnames {
+		b.SetCNAME(t, rotName(sel), r.name(sel))
+	}
 	b.Sync(t)
 	if o.hold {
 		b.Hold()
@@ -126,6 +151,10 @@ func newRotRig(t *testing.T, o rotOpts) *rotRig {
 	if o.metrics {
 		r.metrics = freePort(t)
 		metrics = fmt.Sprintf("metrics_listen = %q\n", r.metrics)
+	}
+	delegateLine, zone := "", rotDomain
+	if o.delegate != "" {
+		delegateLine, zone = fmt.Sprintf("delegate = %q\n", o.delegate), o.delegate
 	}
 	cfg := fmt.Sprintf(`listen = "unix:%[1]s/milter.sock"
 %[2]sauthserv_id = "mx.example.com"
@@ -141,13 +170,13 @@ file = "keys/s1.pem"
 rotate = %[6]q
 publish = "bind"
 selectors = ["s1", "s2", "s3"]
-[[signing]]
+%[8]s[[signing]]
 from = "*@example.com"
 keys = ["main"]
 [publish.bind]
 method = "rfc2136"
 server = %[3]q
-zone = %[5]q
+zone = %[9]q
 tsig_key = %[7]q
 ttl = "1s"
 timeout = "2s"
@@ -158,7 +187,7 @@ revoked_for = "4s"
 check_interval = "1s"
 retry = "1s"
 retry_max = "4s"
-`, dir, metrics, b.Primary(), b.Secondary(), rotDomain, o.rotate.String(), r.tsig)
+`, dir, metrics, b.Primary(), b.Secondary(), rotDomain, o.rotate.String(), r.tsig, delegateLine, zone)
 	if err := os.WriteFile(r.cfg, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -278,10 +307,11 @@ func (r *rotRig) signOne() (string, []byte, error) {
 
 // verifyAt verifies msg with keys from server alone: nil for a pass.
 func verifyAt(server string, msg []byte) error {
-	res, err := dns.NewClient([]string{server}, 2*time.Second)
+	c, err := dns.NewClient([]string{server}, 2*time.Second)
 	if err != nil {
 		return err
 	}
+	res := chasing{c, server}
 	h, body := testkit.Split(msg)
 	m := verifier.New(verifier.Options{Resolver: res}).Begin(context.Background(), h)
 	m.Write(body)
@@ -293,6 +323,31 @@ func verifyAt(server string, msg []byte) error {
 		return fmt.Errorf("at %s: %s s=%s: %v", server, v.Result, v.Selector, v.Err)
 	}
 	return nil
+}
+
+// chasing asks one authoritative server and follows a CNAME to another
+// of its zones, as a recursive resolver would: named does not, with
+// recursion off (a delegated key's customer name is such a CNAME).
+type chasing struct {
+	*dns.Client
+	server string
+}
+
+func (r chasing) LookupTXT(ctx context.Context, name string) (*dns.TXTResult, error) {
+	res, err := r.Client.LookupTXT(ctx, name)
+	if err == nil {
+		return res, nil
+	}
+	m := new(mdns.Msg)
+	m.SetQuestion(mdns.Fqdn(name), mdns.TypeTXT)
+	if resp, xerr := mdns.ExchangeContext(ctx, m, r.server); xerr == nil {
+		for _, rr := range resp.Answer {
+			if c, ok := rr.(*mdns.CNAME); ok && strings.EqualFold(c.Hdr.Name, mdns.Fqdn(name)) {
+				return r.Client.LookupTXT(ctx, c.Target)
+			}
+		}
+	}
+	return nil, err
 }
 
 // signed is one message of a signer.
@@ -432,7 +487,7 @@ func newRecordWatch(r *rotRig) *recordWatch {
 					break
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				recs, err := bindtest.LookupTXT(ctx, r.bind.Primary(), rotName(sel))
+				recs, err := bindtest.LookupTXT(ctx, r.bind.Primary(), r.name(sel))
 				cancel()
 				if err != nil {
 					continue
@@ -526,7 +581,7 @@ func checkRetired(t *testing.T, w *recordWatch, msgs []signed, sel, first string
 // ("none", "revoked", "key").
 func (r *rotRig) waitRecord(sel, kind string) {
 	r.t.Helper()
-	r.waitFor(5*time.Second, "the primary serves "+kind+" at "+rotName(sel), func() bool {
+	r.waitFor(5*time.Second, "the primary serves "+kind+" at "+r.name(sel), func() bool {
 		k := kinds(r.watch.of(sel))
 		return len(k) > 0 && k[len(k)-1] == kind
 	})
@@ -930,6 +985,49 @@ func testRotationHandChangePending(t *testing.T) {
 	if got := selectors(s.end(t)); !slices.Equal(got, []string{"s1", "s2"}) {
 		t.Errorf("messages signed with %v in turn, want s1, s2", got)
 	}
+	if t.Failed() {
+		t.Logf("daemon log:\n%s", r.rotationLog())
+	}
+}
+
+// CNAME delegation, as a provider runs it: the customer example.com has
+// published s1 and s2 once, as CNAMEs to the provider's names, and
+// rotation publishes and revokes in the provider's zone only. s1 → s2
+// needs nothing from the customer; s2 → s3 waits until the customer
+// publishes s3's CNAME, with a warning in the log and a failing keys
+// check that names the line to publish, and s2 signs meanwhile.
+func testRotationDelegated(t *testing.T) {
+	r := newRotRig(t, rotOpts{due: time.Second, rotate: 8 * time.Second, delegate: "provider.test", cnames: []string{"s1", "s2"}})
+	r.start()
+	s := r.sign()
+	r.waitLog(15*time.Second, logSwitched, 1)
+	const logNoCNAME = "rotation: the customer's name does not lead to the new key's record yet"
+	r.waitLog(20*time.Second, logNoCNAME, 1)
+	if recs := r.bind.TXT(t, r.bind.Primary(), r.name("s3")); len(recs) != 1 {
+		t.Errorf("%s at the primary: %q, want s3's record", r.name("s3"), recs)
+	}
+	cname := "s3._domainkey.example.com. CNAME s3.example-com._domainkey.provider.test."
+	if l := r.logLines(logNoCNAME)[0]; !strings.Contains(l, cname) {
+		t.Errorf("the warning does not give the CNAME to publish (%s): %s", cname, l)
+	}
+	// Without the missing CNAME it would have switched within ttl (1s)
+	// and a check_interval (1s).
+	time.Sleep(3 * time.Second)
+	if got := s.last(); got != "s2" {
+		t.Errorf("signing with %s while the customer's CNAME for s3 is missing", got)
+	}
+	code, out, errOut := runCmd("keys", "check", "-config", r.cfg)
+	if want := "s3._domainkey.example.com. IN CNAME s3.example-com._domainkey.provider.test."; code == exitOK || !strings.Contains(out, want) {
+		t.Errorf("keys check: exit %d, want a failure naming %q:\n%s%s", code, want, out, errOut)
+	}
+	r.bind.SetCNAME(t, rotName("s3"), r.name("s3"))
+	r.waitFor(10*time.Second, "s3 signs once the customer published its CNAME", func() bool { return s.last() == "s3" })
+	r.waitRecord("s1", "none")
+	msgs := s.end(t)
+	if got := selectors(msgs); !slices.Equal(got, []string{"s1", "s2", "s3"}) {
+		t.Errorf("messages signed with %v in turn, want s1, s2, s3", got)
+	}
+	checkRetired(t, r.watch, msgs, "s1", "key")
 	if t.Failed() {
 		t.Logf("daemon log:\n%s", r.rotationLog())
 	}
