@@ -84,6 +84,11 @@ type Engine struct {
 	mu   sync.Mutex // serialises Step
 	cfg  *config.Config
 	keys map[string]*keyRun
+	// db is the rotation of keys with a query, per domain, under the
+	// database's advisory lock (dbstate.go); dbkeys its domains, by
+	// dbID, while this process holds the lock.
+	db     *dbRotation
+	dbkeys map[string]*keyRun
 }
 
 // keyRun is one rotating key.
@@ -118,7 +123,7 @@ func New(cfg *config.Config, opts Options) *Engine {
 	if opts.Rotated == nil {
 		opts.Rotated = &keystore.Rotated{}
 	}
-	e := &Engine{opts: opts, wake: make(chan struct{}, 1), keys: map[string]*keyRun{}}
+	e := &Engine{opts: opts, wake: make(chan struct{}, 1), keys: map[string]*keyRun{}, dbkeys: map[string]*keyRun{}}
 	e.apply(cfg)
 	return e
 }
@@ -147,6 +152,9 @@ func (e *Engine) Run(ctx context.Context) {
 		if unlock != nil {
 			unlock()
 		}
+		e.mu.Lock()
+		e.closeDB()
+		e.mu.Unlock()
 	}()
 	for {
 		e.mu.Lock()
@@ -167,7 +175,9 @@ func (e *Engine) Run(ctx context.Context) {
 			e.apply(e.cfg)
 			e.mu.Unlock()
 		}
-		if unlock != nil {
+		if unlock != nil || !rotating {
+			// The keys with a query need no state directory: they
+			// rotate under the database's lock (stepDB).
 			next = e.Step(ctx)
 		}
 		// Bounded, so that a wall clock that jumps is caught up with.
@@ -215,14 +225,20 @@ func (e *Engine) Step(ctx context.Context) time.Time {
 	if cfg := e.newCfg.Swap(nil); cfg != nil {
 		e.apply(cfg)
 	}
+	next := e.stepKeys(ctx, e.keys)
+	return minTime(next, e.stepDB(ctx))
+}
+
+// stepKeys makes the due steps of keys, in the order of their names.
+func (e *Engine) stepKeys(ctx context.Context, keys map[string]*keyRun) time.Time {
 	next := e.opts.Now().Add(time.Hour)
-	names := make([]string, 0, len(e.keys))
-	for n := range e.keys {
+	names := make([]string, 0, len(keys))
+	for n := range keys {
 		names = append(names, n)
 	}
 	slices.Sort(names)
 	for _, n := range names {
-		kr := e.keys[n]
+		kr := keys[n]
 		if ctx.Err() != nil {
 			break
 		}
@@ -277,7 +293,7 @@ func (e *Engine) apply(cfg *config.Config) {
 			e.opts.Rotated.Set(name, nil)
 		}
 		for _, name := range cfg.KeyNames() {
-			if cfg.Keys[name].Rotate > 0 {
+			if k := cfg.Keys[name]; k.Rotate > 0 && k.Query == "" {
 				log.Error("rotation: no [rotation] state_dir: keys do not rotate", "key", name)
 			}
 		}
