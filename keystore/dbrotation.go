@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -85,6 +86,38 @@ func (d *DB) Query(ctx context.Context, sql string, scan func(pgx.Rows) error, a
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("PostgreSQL (%s): %w", d.db.target, err)
+	}
+	return nil
+}
+
+// CheckRotationTable checks, as the role the DSN connects as, what the
+// rotation of keys with a query needs: the table with its columns, and
+// the right to read, insert and update its rows. A missing table or
+// grant would otherwise be found at the first rotation step, days after
+// the reload, and every lookup of a rotating key would fail at once.
+func (d *DB) CheckRotationTable(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.Database.QueryTimeout)
+	defer cancel()
+	hint := "create it as the README says (" + strings.Join(strings.Fields(RotationSchema), " ") + "), then GRANT SELECT, INSERT, UPDATE ON " + RotationTable + " TO the daemon's role"
+	if _, err := d.db.pool.Exec(ctx, "SELECT key, domain, state, active_selector, active_private_key, updated FROM "+RotationTable+" LIMIT 0"); err != nil {
+		return fmt.Errorf("PostgreSQL (%s): keys with a query rotate, and need the table %s: %w (hint: %s)", d.db.target, RotationTable, err, hint)
+	}
+	var role string
+	var can [3]bool
+	err := d.db.pool.QueryRow(ctx, "SELECT current_user, has_table_privilege($1, 'SELECT'), has_table_privilege($1, 'INSERT'), has_table_privilege($1, 'UPDATE')",
+		RotationTable).Scan(&role, &can[0], &can[1], &can[2])
+	if err != nil {
+		return fmt.Errorf("PostgreSQL (%s): checking the grants on %s: %w", d.db.target, RotationTable, err)
+	}
+	var missing []string
+	for i, p := range []string{"SELECT", "INSERT", "UPDATE"} {
+		if !can[i] {
+			missing = append(missing, p)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("PostgreSQL (%s): role %s may not %s rows of %s, where rotation keeps its states (hint: GRANT SELECT, INSERT, UPDATE ON %s TO %s)",
+			d.db.target, role, strings.Join(missing, " or "), RotationTable, RotationTable, role)
 	}
 	return nil
 }

@@ -199,6 +199,17 @@ func checkDatabase(cfg *config.Config, acct *keystore.Account) (errs []error, li
 			lines = append(lines, fmt.Sprintf("key %s: the query runs (no row for %s)", name, domain))
 		}
 	}
+	for _, name := range rotatingKeys(cfg) {
+		if cfg.Keys[name].Query == "" {
+			continue
+		}
+		if err := db.CheckRotationTable(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("%s: keys.%s.rotate: %w", cfg.Where(cfg.Keys[name].Line), name, err))
+		} else {
+			lines = append(lines, "rotation: table "+keystore.RotationTable+" ready (SELECT, INSERT, UPDATE)")
+		}
+		break // one table for every key
+	}
 	if cfg.Database.SendersQuery != "" {
 		e, l := checkSendersQuery(ctx, cfg, db)
 		errs, lines = append(errs, e...), append(lines, l...)

@@ -246,6 +246,44 @@ func (e *Engine) onceDB(level slog.Level, msg string, attrs ...any) {
 	e.opts.Log.Log(context.Background(), level, msg, attrs...)
 }
 
+// parseDBState reads one row of the rotation table.
+func parseDBState(name, domain string, data []byte) (*State, error) {
+	var st State
+	err := json.Unmarshal(data, &st)
+	switch {
+	case err == nil && st.Version != stateVersion:
+		err = fmt.Errorf("state format %d, this version of dkimmilter reads %d", st.Version, stateVersion)
+	case err == nil && (st.Key != name || st.Domain != domain || st.Active.Selector == ""):
+		err = fmt.Errorf("incomplete state (key %q, domain %q, active selector %q)", st.Key, st.Domain, st.Active.Selector)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s, key %s, domain %s: not a rotation state: %v (to start the domain over from the key table's key, %s)",
+			keystore.RotationTable, name, domain, err, (&dbStore{}).startOver(&State{Key: name, Domain: domain}))
+	}
+	return &st, nil
+}
+
+// ReadDBStates reads the rotation states of keys.NAME, a key with a
+// query, from the rotation table, by domain: the commands show them. A
+// row that is not a state is in bad, by domain.
+func ReadDBStates(ctx context.Context, db *keystore.DB, name string) (states map[string]*State, bad map[string]error, err error) {
+	states, bad = map[string]*State{}, map[string]error{}
+	err = db.Query(ctx, dbStates, func(rows pgx.Rows) error {
+		var domain string
+		var data []byte
+		if err := rows.Scan(&domain, &data); err != nil {
+			return err
+		}
+		if st, err := parseDBState(name, domain, data); err != nil {
+			bad[domain] = err
+		} else {
+			states[domain] = st
+		}
+		return nil
+	}, name)
+	return states, bad, err
+}
+
 // readStates reads keys.NAME's states on conn (nil: the pool), by domain.
 // A row that is not a state is logged and left out: that domain waits.
 func (e *Engine) readStates(ctx context.Context, name string, conn *pgx.Conn) (map[string]*State, error) {
@@ -256,21 +294,11 @@ func (e *Engine) readStates(ctx context.Context, name string, conn *pgx.Conn) (m
 		if err := rows.Scan(&domain, &data); err != nil {
 			return err
 		}
-		var st State
-		err := json.Unmarshal(data, &st)
-		switch {
-		case err == nil && st.Version != stateVersion:
-			err = fmt.Errorf("state format %d, this version of dkimmilter reads %d", st.Version, stateVersion)
-		case err == nil && (st.Key != name || st.Domain != domain || st.Active.Selector == ""):
-			err = fmt.Errorf("incomplete state (key %q, domain %q, active selector %q)", st.Key, st.Domain, st.Active.Selector)
-		}
+		st, err := parseDBState(name, domain, data)
 		if err != nil {
-			out[domain] = nil
-			e.opts.Log.Error("rotation: a row of "+keystore.RotationTable+" is not a rotation state: the domain does not rotate", "key", name, "domain", domain, "err", err,
-				"hint", "to start it over from the key table's key, "+(&dbStore{}).startOver(&State{Key: name, Domain: domain}))
-			return nil
+			e.opts.Log.Error("rotation: the domain does not rotate", "key", name, "domain", domain, "err", err)
 		}
-		out[domain] = &st
+		out[domain] = st
 		return nil
 	}
 	if conn == nil {
