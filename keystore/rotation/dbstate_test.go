@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,8 +29,35 @@ type host struct {
 	e     *Engine
 	store *keystore.Store
 	log   *syncBuffer
+	m     *domainMetrics
 	dead  bool // stopped: no more steps, no more mail
 }
+
+// domainMetrics records the state of each domain's selectors.
+type domainMetrics struct {
+	mu     sync.Mutex
+	states map[string]string // "DOMAIN SELECTOR" → state
+}
+
+func (m *domainMetrics) RotationKey(key, domain, selector, state string, age, next time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.states[domain+" "+selector] = state
+}
+
+func (m *domainMetrics) RotationForget(key, domain string, keep []string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k := range m.states {
+		d, sel, _ := strings.Cut(k, " ")
+		if d == domain && !slices.Contains(keep, sel) {
+			delete(m.states, k)
+		}
+	}
+}
+
+func (m *domainMetrics) RotationPaused(key, domain string, paused bool) {}
+func (m *domainMetrics) RotationPublishError(key, domain string)        {}
 
 // dbRig is two hosts rotating the keys of one database, publishing to
 // one fake zone, on the wall clock with days compressed into seconds.
@@ -73,11 +102,11 @@ func newDBRig(t *testing.T, domains ...string) *dbRig {
 			t.Fatal(err)
 		}
 		t.Cleanup(store.Close)
-		h := &host{name: name, store: store, log: &syncBuffer{}}
+		h := &host{name: name, store: store, log: &syncBuffer{}, m: &domainMetrics{states: map[string]string{}}}
 		h.e = New(cfg, Options{
 			Publisher: func(cfg *config.Config, name string) (dnsupdate.Publisher, error) { return r.zone, nil },
 			Checker:   r.zone,
-			Metrics:   &fakeMetrics{},
+			Metrics:   h.m,
 			Log:       slog.New(slog.NewTextHandler(h.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		})
 		t.Cleanup(func() {
@@ -255,6 +284,15 @@ func TestDatabaseRotationTwoHosts(t *testing.T) {
 		r.run(100*time.Millisecond, domains...)
 	}
 	pending := r.states()["a.example"].Pending
+	// The host that waits for the lock shows the rotation on its
+	// metrics too, read from the table every check_interval.
+	r.run(500*time.Millisecond, domains...)
+	other.m.mu.Lock()
+	shown := other.m.states["a.example s2"]
+	other.m.mu.Unlock()
+	if shown != StatePending {
+		t.Errorf("the waiting host's metrics say s2 is %q, want %q", shown, StatePending)
+	}
 	if pending.PEM == "" || pending.File != "" {
 		t.Fatalf("the pending key is not kept in the table: %+v", pending)
 	}
