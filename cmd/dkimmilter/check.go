@@ -265,6 +265,9 @@ func printSummary(w io.Writer, cfg *config.Config) {
 				list = "list_query for the keys commands"
 			}
 			fmt.Fprintf(w, "key %s: d=%s, selector and key from PostgreSQL (%s) per From domain; %s\n", name, k.Domain, databaseTarget(cfg), list)
+			if r := rotationSummary(cfg, k); r != "" {
+				fmt.Fprintf(w, "  %s\n", r)
+			}
 			continue
 		}
 		if strings.Contains(k.File, "%") {
