@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/dkimmilter/dkimmilter/config"
 )
@@ -120,4 +122,23 @@ func (d *DB) CheckRotationTable(ctx context.Context) error {
 			d.db.target, role, strings.Join(missing, " or "), RotationTable, RotationTable, role)
 	}
 	return nil
+}
+
+// RotatedDomains counts the domains of keys.NAME whose rotation switched
+// them to a key it made (0 without the table): once rotate is removed
+// from a key with a query, the key table's keys sign again, and their
+// records may have been revoked and deleted by rotation since.
+func (d *DB) RotatedDomains(ctx context.Context, name string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.Database.QueryTimeout)
+	defer cancel()
+	var n int
+	err := d.db.pool.QueryRow(ctx, "SELECT count(*) FROM "+RotationTable+" WHERE key = $1 AND active_selector IS NOT NULL", name).Scan(&n)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "42P01" { // undefined_table: never rotated here
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("PostgreSQL (%s): %s: %w", d.db.target, RotationTable, err)
+	}
+	return n, nil
 }

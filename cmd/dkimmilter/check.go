@@ -199,6 +199,20 @@ func checkDatabase(cfg *config.Config, acct *keystore.Account) (errs []error, li
 			lines = append(lines, fmt.Sprintf("key %s: the query runs (no row for %s)", name, domain))
 		}
 	}
+	for _, name := range cfg.KeyNames() {
+		k := cfg.Keys[name]
+		if k.Query == "" || k.Rotate > 0 {
+			continue
+		}
+		// rotate removed: the key table's keys would sign again.
+		n, err := db.RotatedDomains(ctx, name)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: keys.%s: %w", cfg.Where(k.Line), name, err))
+		} else if n > 0 {
+			errs = append(errs, fmt.Errorf("%s: keys.%s does not rotate, but rotation switched %d of its domains to keys it made (in %s): without rotate, the daemon signs with your table's keys again, whose records rotation may have revoked and deleted (hint: put rotate back; or first copy each domain's active key into your table: SELECT domain, active_selector, active_private_key FROM %s WHERE key = '%s' AND active_selector IS NOT NULL, check their records with 'dkimmilter keys check', then delete those rows)",
+				cfg.Where(k.Line), name, n, keystore.RotationTable, keystore.RotationTable, name))
+		}
+	}
 	for _, name := range rotatingKeys(cfg) {
 		if cfg.Keys[name].Query == "" {
 			continue

@@ -91,6 +91,16 @@ command = ["/bin/true"]
 	}
 	wantOutput(t, out, "ok   db (a.example) s2._domainkey.a.example: rsa 2048-bit key published and matching")
 
+	// rotate removed while a domain signs with a key rotation made:
+	// check fails, saying what to do first.
+	writeFile(t, f.cfg, strings.NewReplacer(`rotate  = "30d"`, "", `publish = "p"`, "").Replace(data))
+	code, _, errs = runCmd("check", "-config", f.cfg, "-user", me)
+	if code != exitConfig {
+		t.Fatalf("check with rotate removed: exit %d\n%s", code, errs)
+	}
+	wantOutput(t, errs, "keys.db does not rotate, but rotation switched 1 of its domains to keys it made (in dkimmilter_rotation)", "hint: put rotate back")
+	writeFile(t, f.cfg, data)
+
 	// A row that is not a state: the commands say so, and cannot tell
 	// which key signs.
 	c.Exec(t, dsn, "UPDATE dkimmilter_rotation SET state = '{\"version\": 1}'")
