@@ -336,3 +336,46 @@ func TestDatabaseRotationTwoHosts(t *testing.T) {
 		}
 	}
 }
+
+// A host whose session the server ended (a restart, an admin's
+// pg_terminate_backend) notices it before its next step, forgets what it
+// read under the lock, and takes the lock again: the rotation goes on
+// from the table, with no second key.
+func TestDatabaseRotationSessionEnded(t *testing.T) {
+	r := newDBRig(t, "a.example")
+	r.hosts[1].dead = true // one host
+	h := r.hosts[0]
+	r.zone.mu.Lock()
+	r.zone.lag = true
+	r.zone.mu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r.run(100*time.Millisecond, "a.example")
+		if st := r.states()["a.example"]; st != nil && st.Pending != nil && !st.Pending.PublishedAt.IsZero() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no pending key:\n%s", h.log)
+		}
+	}
+	pending := r.states()["a.example"].Pending
+	r.c.Exec(t, r.dsn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'dkimmilter rotation'")
+	r.run(time.Second, "a.example")
+	if !strings.Contains(h.log.String(), "the database session holding the rotation lock ended") {
+		t.Fatalf("the host did not notice that its session ended:\n%s", h.log)
+	}
+	if hs := r.holders(); len(hs) != 1 {
+		t.Fatalf("after its session ended, rotating hosts %v, want the host again\n%s", hs, h.log)
+	}
+	r.zone.mu.Lock()
+	r.zone.lag = false
+	r.zone.syncLocked()
+	r.zone.mu.Unlock()
+	r.run(time.Second, "a.example")
+	if st := r.states()["a.example"]; st.Active.Selector != "s2" || st.Active.PEM != pending.PEM {
+		t.Errorf("after the session ended: active %s, want the pending s2 of before\n%s", st.Active.Selector, h.log)
+	}
+	if n := r.adds("a.example", "s2"); n != 1 {
+		t.Errorf("s2 added %d times, want once", n)
+	}
+}
