@@ -36,6 +36,9 @@ VALUES ($1, $2, $3, $4, $5, now())
 ON CONFLICT (key, domain) DO UPDATE SET state = EXCLUDED.state, active_selector = EXCLUDED.active_selector,
 active_private_key = EXCLUDED.active_private_key, updated = now()`
 	dbStates = `SELECT domain, state FROM ` + keystore.RotationTable + ` WHERE key = $1`
+	// dbNewStates reads those of some domains only: the rotating host
+	// reads a domain's state once, when list_query first returns it.
+	dbNewStates = dbStates + ` AND domain = ANY($2)`
 )
 
 // dbRotation is the rotation of the keys with a query: each domain their
@@ -53,6 +56,7 @@ type dbRotation struct {
 	said     string    // the last waiting line, said once
 	reportAt time.Time // when the states were last read for the metrics, without the lock
 	reported map[string]bool
+	bad      map[string]string // by dbID: the error of a row that is not a state, logged once
 }
 
 // dbID is a domain's entry in Engine.dbkeys.
@@ -176,7 +180,7 @@ func (e *Engine) stepDB(ctx context.Context) time.Time {
 			log.Error("rotation: cannot open the database: keys with a query do not rotate", "err", err)
 			return now.Add(ci)
 		}
-		e.db = &dbRotation{db: db, settings: e.cfg.Database, reported: map[string]bool{}}
+		e.db = &dbRotation{db: db, settings: e.cfg.Database, reported: map[string]bool{}, bad: map[string]string{}}
 	}
 	r := e.db
 	timeout := e.cfg.Database.QueryTimeout
@@ -284,9 +288,10 @@ func ReadDBStates(ctx context.Context, db *keystore.DB, name string) (states map
 	return states, bad, err
 }
 
-// readStates reads keys.NAME's states on conn (nil: the pool), by domain.
-// A row that is not a state is logged and left out: that domain waits.
-func (e *Engine) readStates(ctx context.Context, name string, conn *pgx.Conn) (map[string]*State, error) {
+// readStates reads keys.NAME's states on conn (nil: the pool), by domain,
+// of every domain or of those listed. A row that is not a state is
+// logged (once) and left out, nil in the map: that domain waits.
+func (e *Engine) readStates(ctx context.Context, name string, conn *pgx.Conn, domains []string) (map[string]*State, error) {
 	out := map[string]*State{}
 	scan := func(rows pgx.Rows) error {
 		var domain string
@@ -295,18 +300,23 @@ func (e *Engine) readStates(ctx context.Context, name string, conn *pgx.Conn) (m
 			return err
 		}
 		st, err := parseDBState(name, domain, data)
-		if err != nil {
+		if id := dbID(name, domain); err != nil && e.db.bad[id] != err.Error() {
+			e.db.bad[id] = err.Error()
 			e.opts.Log.Error("rotation: the domain does not rotate", "key", name, "domain", domain, "err", err)
 		}
 		out[domain] = st
 		return nil
 	}
+	query, args := dbStates, []any{name}
+	if domains != nil {
+		query, args = dbNewStates, []any{name, domains}
+	}
 	if conn == nil {
-		return out, e.db.db.Query(ctx, dbStates, scan, name)
+		return out, e.db.db.Query(ctx, query, scan, args...)
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.Database.QueryTimeout)
 	defer cancel()
-	rows, err := conn.Query(ctx, dbStates, name)
+	rows, err := conn.Query(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -329,9 +339,17 @@ func (e *Engine) listDB(ctx context.Context, names []string, now time.Time) {
 	for _, name := range names {
 		kc := e.cfg.Keys[name]
 		rows, err := r.db.List(ctx, name, nil)
-		var states map[string]*State
+		states := map[string]*State{}
 		if err == nil {
-			states, err = e.readStates(ctx, name, r.conn)
+			var fresh []string
+			for _, row := range rows {
+				if e.dbkeys[dbID(name, row.Domain)] == nil {
+					fresh = append(fresh, row.Domain)
+				}
+			}
+			if len(fresh) > 0 {
+				states, err = e.readStates(ctx, name, r.conn, fresh)
+			}
 		}
 		if err != nil {
 			log.Warn("rotation: cannot list the domains of a key with a query; those known go on rotating", "key", name, "err", err)
@@ -389,7 +407,7 @@ func (e *Engine) reportDB(ctx context.Context, names []string, now time.Time) {
 	r.reportAt = now
 	seen := map[string]bool{}
 	for _, name := range names {
-		states, err := e.readStates(ctx, name, nil)
+		states, err := e.readStates(ctx, name, nil, nil)
 		if err != nil {
 			e.onceDB(slog.LevelWarn, "rotation: cannot read the rotation states for the metrics", "err", err)
 			return
