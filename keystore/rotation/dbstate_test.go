@@ -379,3 +379,26 @@ func TestDatabaseRotationSessionEnded(t *testing.T) {
 		t.Errorf("s2 added %d times, want once", n)
 	}
 }
+
+// A row of the rotation table that is not a state leaves its domain
+// alone, said once; the other domains rotate.
+func TestDatabaseRotationDamagedRow(t *testing.T) {
+	r := newDBRig(t, "a.example", "b.example")
+	r.hosts[1].dead = true
+	r.c.Exec(t, r.dsn, "INSERT INTO dkimmilter_rotation (key, domain, state) VALUES ('db', 'b.example', '{\"version\": 1}')")
+	r.run(6*time.Second, "a.example", "b.example")
+	st := r.states()
+	if st["a.example"].Active.Selector != "s2" {
+		t.Errorf("a.example did not rotate: %+v", st["a.example"])
+	}
+	if st["b.example"].Key != "" {
+		t.Errorf("the damaged row of b.example was written over: %+v", st["b.example"])
+	}
+	log := r.hosts[0].log.String()
+	if n := strings.Count(log, `msg="rotation: the domain does not rotate" key=db domain=b.example`); n != 1 {
+		t.Errorf("the damaged row is logged %d times, want once:\n%s", n, log)
+	}
+	if !strings.Contains(log, "DELETE FROM dkimmilter_rotation WHERE key = 'db' AND domain = 'b.example'") {
+		t.Errorf("the log does not say how to start b.example over:\n%s", log)
+	}
+}
