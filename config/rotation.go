@@ -368,12 +368,19 @@ func (c *checker) rotationRefs(cfg *Config, md *toml.MetaData) {
 		if len(set) == 0 {
 			continue
 		}
-		if k.Query != "" || strings.Contains(k.Domain+k.File, "%") {
-			what := "a key with a query"
-			if k.Query == "" {
-				what = "a key with '%' in its domain or file name"
-			}
-			c.errf(p.child(set[0]), "%s cannot be published or rotated yet: only a key with a fixed domain and file can; remove %s", what, strings.Join(set, ", "))
+		switch {
+		case k.Query != "" && k.ListQuery == "":
+			// Each domain rotates on its own: the engine must know them
+			// all, not only those a message has asked for.
+			c.errf(p.child(set[0]), `a key with a query rotates the domains its list_query returns; add list_query = "SELECT domain, selector, private_key FROM dkim_keys"`)
+			continue
+		case k.Query != "" && k.Rotate <= 0:
+			// Its records are published per domain by rotation alone:
+			// keys publish and keys revoke change one configured key.
+			c.errf(p.child(set[0]), `on a key with a query, %s only go with rotate; add rotate = "30d", or remove %s`, strings.Join(set, ", "), strings.Join(set, ", "))
+			continue
+		case k.Query == "" && strings.Contains(k.Domain+k.File, "%"):
+			c.errf(p.child(set[0]), "a key with '%%' in its domain or file name cannot be published or rotated: the domains it signs for are not known ahead; give each domain a key of its own, or keep the keys in the database (query and list_query), whose keys rotate; remove %s", strings.Join(set, ", "))
 			continue
 		}
 		switch {
@@ -401,7 +408,7 @@ func (c *checker) rotationRefs(cfg *Config, md *toml.MetaData) {
 					name, z, toml.Key{k.Publish}, toml.Key{k.Publish})
 			}
 		}
-		if len(k.Selectors) > 0 && !slices.ContainsFunc(k.Selectors, func(s string) bool { return strings.EqualFold(s, k.Selector) }) {
+		if k.Query == "" && len(k.Selectors) > 0 && !slices.ContainsFunc(k.Selectors, func(s string) bool { return strings.EqualFold(s, k.Selector) }) {
 			c.errf(p.child("selectors"), "does not list the key's selector %q: rotation starts from the configured key and alternates between these selectors; add %q", k.Selector, k.Selector)
 		}
 		if k.Delegate != "" && len(k.Selectors) == 0 {

@@ -60,3 +60,31 @@ func TestDelegatedNameTooLong(t *testing.T) {
 		t.Errorf("error %v, want one about 253 characters", err)
 	}
 }
+
+// A key with a query and a list_query rotates each domain the list
+// returns, with its own selectors and a provider's zone: the selectors
+// need not list a configured selector (the rows hold them).
+func TestQueryKeyRotates(t *testing.T) {
+	doc := `[keys.db]
+domain     = "%"
+query      = "SELECT selector, private_key FROM dkim_keys WHERE domain = $1"
+list_query = "SELECT domain, selector, private_key FROM dkim_keys"
+rotate     = "30d"
+publish    = "provider"
+selectors  = ["s1", "s2"]
+delegate   = "provider.example"
+
+[database]
+dsn = "host=/run/postgresql"
+
+[publish.provider]
+method = "rfc2136"
+`
+	cfg, err := Parse("q.toml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k := cfg.Keys["db"]; k.Rotate == 0 || k.Publish != "provider" || len(k.Selectors) != 2 || k.Delegate != "provider.example" {
+		t.Errorf("keys.db = %+v", k)
+	}
+}

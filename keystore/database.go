@@ -352,6 +352,17 @@ func (s *Store) runKeyQuery(ctx context.Context, ck *config.Key, domain string) 
 	default:
 		return &dbAnswer{err: s.rowError(ck, domain, errTwoRows)}, nil
 	}
+	if ck.Rotate > 0 {
+		// The key rotation switched to wins over the query's, for a
+		// domain the query still has a row for (one removed from the
+		// admin's table stops signing, rotated or not). Cached with it:
+		// every host switches within cache_ttl, and rotation keeps the
+		// old record that much longer (doc/rotation.md).
+		a, err := s.rotatedKey(ctx, ck, domain)
+		if err != nil || a != nil {
+			return a, err
+		}
+	}
 	sel, file, pk, err := ParseKeyRow(found[0].selector, found[0].key)
 	if errors.As(err, new(fileFailure)) {
 		return nil, fileFailure{s.rowError(ck, domain, err)}

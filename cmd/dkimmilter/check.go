@@ -199,6 +199,31 @@ func checkDatabase(cfg *config.Config, acct *keystore.Account) (errs []error, li
 			lines = append(lines, fmt.Sprintf("key %s: the query runs (no row for %s)", name, domain))
 		}
 	}
+	for _, name := range cfg.KeyNames() {
+		k := cfg.Keys[name]
+		if k.Query == "" || k.Rotate > 0 {
+			continue
+		}
+		// rotate removed: the key table's keys would sign again.
+		n, err := db.RotatedDomains(ctx, name)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: keys.%s: %w", cfg.Where(k.Line), name, err))
+		} else if n > 0 {
+			errs = append(errs, fmt.Errorf("%s: keys.%s does not rotate, but rotation switched %d of its domains to keys it made (in %s): without rotate, the daemon signs with your table's keys again, whose records rotation may have revoked and deleted (hint: put rotate back; or first copy each domain's active key into your table: SELECT domain, active_selector, active_private_key FROM %s WHERE key = '%s' AND active_selector IS NOT NULL, check their records with 'dkimmilter keys check', then delete those rows)",
+				cfg.Where(k.Line), name, n, keystore.RotationTable, keystore.RotationTable, name))
+		}
+	}
+	for _, name := range rotatingKeys(cfg) {
+		if cfg.Keys[name].Query == "" {
+			continue
+		}
+		if err := db.CheckRotationTable(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("%s: keys.%s.rotate: %w", cfg.Where(cfg.Keys[name].Line), name, err))
+		} else {
+			lines = append(lines, "rotation: table "+keystore.RotationTable+" ready (SELECT, INSERT, UPDATE)")
+		}
+		break // one table for every key
+	}
 	if cfg.Database.SendersQuery != "" {
 		e, l := checkSendersQuery(ctx, cfg, db)
 		errs, lines = append(errs, e...), append(lines, l...)
@@ -254,6 +279,9 @@ func printSummary(w io.Writer, cfg *config.Config) {
 				list = "list_query for the keys commands"
 			}
 			fmt.Fprintf(w, "key %s: d=%s, selector and key from PostgreSQL (%s) per From domain; %s\n", name, k.Domain, databaseTarget(cfg), list)
+			if r := rotationSummary(cfg, k); r != "" {
+				fmt.Fprintf(w, "  %s\n", r)
+			}
 			continue
 		}
 		if strings.Contains(k.File, "%") {

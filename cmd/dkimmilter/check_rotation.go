@@ -86,6 +86,15 @@ func checkRotation(cfg *config.Config, acct *keystore.Account) (errs []error, wa
 		}
 	}
 
+	files := false
+	for _, name := range names {
+		files = files || cfg.Keys[name].Query == ""
+	}
+	if !files {
+		// Keys with a query keep their states in the database
+		// (checkDatabase checks the table).
+		return errs, warnings
+	}
 	dir := cfg.Rotation.StateDir
 	where := cfg.Where(0) + ": rotation.state_dir"
 	switch fi, err := os.Stat(dir); {
@@ -132,7 +141,11 @@ func rotationSummary(cfg *config.Config, k *config.Key) string {
 	p := cfg.Publishers[k.Publish]
 	s := fmt.Sprintf("records published through [publish.%s] (%s)", p.Name, p.Method)
 	if k.Rotate > 0 {
-		s = fmt.Sprintf("rotates every %s, %s, state in %s", formatDays(k.Rotate), s, cfg.Rotation.StateDir)
+		where := cfg.Rotation.StateDir
+		if k.Query != "" {
+			where = "table " + keystore.RotationTable + ", each domain of list_query on its own, one host at a time"
+		}
+		s = fmt.Sprintf("rotates every %s, %s, state in %s", formatDays(k.Rotate), s, where)
 	}
 	if k.Delegate != "" {
 		s += fmt.Sprintf("; delegated: selectors %s at %s", strings.Join(k.Selectors, ", "), k.RecordName("SELECTOR"))

@@ -18,6 +18,7 @@ import (
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/internal/pgtest"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
+	"github.com/dkimmilter/dkimmilter/keystore"
 )
 
 // dbFixture is newFixture with a key from the database for every other
@@ -252,6 +253,20 @@ func TestReadmeDatabaseSchema(t *testing.T) {
 	}
 	if _, err := conn.Exec(ctx, "SELECT private_key FROM dkim_keys"); err == nil || !strings.Contains(err.Error(), "permission denied") {
 		t.Errorf("the daemon's role reads the table itself: %v", err)
+	}
+	// The rotation table is the one the daemon uses, and its role may
+	// read, insert and update its rows.
+	if !strings.Contains(strings.Join(strings.Fields(sqlBlock), " "), strings.Join(strings.Fields(keystore.RotationSchema), " ")) {
+		t.Errorf("the README's CREATE TABLE dkimmilter_rotation is not keystore.RotationSchema:\n%s", keystore.RotationSchema)
+	}
+	for _, q := range []string{
+		"INSERT INTO dkimmilter_rotation (key, domain, state) VALUES ('hosted', 'a.example', '{}')",
+		"UPDATE dkimmilter_rotation SET active_selector = 's2' WHERE key = 'hosted'",
+		"SELECT state FROM dkimmilter_rotation",
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Errorf("the daemon's role: %s: %v", q, err)
+		}
 	}
 
 	// The sender binding's table: logins lower-case, read through the

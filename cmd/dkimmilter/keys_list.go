@@ -18,6 +18,7 @@ import (
 	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/keystore"
 	"github.com/dkimmilter/dkimmilter/keystore/keycheck"
+	"github.com/dkimmilter/dkimmilter/keystore/rotation"
 )
 
 const keysListHelp = `
@@ -434,5 +435,38 @@ func databaseKeyFiles(cfg *config.Config, name, domain string, acct *keystore.Ac
 		}
 		out = append(out, keyFile{name: name, domain: r.Domain, selector: r.Selector, path: path, status: r.Status, db: true})
 	}
+	if k.Rotate > 0 {
+		withDBRotation(cfg, db, name, out)
+	}
 	return out
+}
+
+// withDBRotation makes each of kfs, the rows of keys.NAME, a key with a
+// query that rotates, the key that signs now: the active key of the
+// domain's rotation state when rotation has switched it, as the daemon's
+// lookups decide. A table that cannot be read leaves every row
+// unknown (rot.err): the commands then cannot tell which key signs.
+func withDBRotation(cfg *config.Config, db *keystore.DB, name string, kfs []keyFile) {
+	states, bad, err := rotation.ReadDBStates(context.Background(), db, name)
+	if err != nil {
+		err = fmt.Errorf("reading %s: %w", keystore.RotationTable, err)
+	}
+	for i := range kfs {
+		kf := &kfs[i]
+		kc := *cfg.Keys[name]
+		kc.Domain = kf.domain
+		r := &rotated{name: name, kc: &kc, file: "in table " + keystore.RotationTable + " (key " + name + ", domain " + kf.domain + ")",
+			st: states[kf.domain], err: bad[kf.domain]}
+		if err != nil {
+			r.err = err
+		}
+		if r.st == nil && r.err == nil {
+			continue // not rotated yet: the key table's key signs
+		}
+		kf.rot = r
+		if r.st != nil && r.st.Active.PEM != "" {
+			pk, perr := keystore.ParsePrivateKey([]byte(r.st.Active.PEM))
+			kf.selector, kf.path, kf.status = r.st.Active.Selector, "database (rotation)", keystore.KeyFileStatus{Key: pk, Err: perr}
+		}
+	}
 }

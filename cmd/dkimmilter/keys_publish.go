@@ -159,8 +159,13 @@ func publishKey(cfg *config.Config, name string, action dnsupdate.Action, opts p
 	k := cfg.Keys[name]
 	where := fmt.Sprintf("%s: keys.%s", cfg.Where(k.Line), name)
 	switch {
-	case k.Query != "" || strings.Contains(k.Domain+k.File, "%"):
-		fmt.Fprintf(stderr, "dkimmilter %s: %s: a key with a query or with '%%' in its domain or file name cannot be published by dkimmilter yet: 'dkimmilter keys dns %s' prints its records to publish by hand\n", cmd, where, name)
+	case k.Query != "":
+		// Its domains' records are rotation's: the rotating host
+		// publishes, revokes and deletes them, per domain.
+		fmt.Fprintf(stderr, "dkimmilter %s: %s: a key with a query has its records published per domain by its rotation (rotate and publish on it: the daemon that holds the rotation lock makes every change); 'dkimmilter keys dns %s' prints them to publish by hand\n", cmd, where, name)
+		return exitConfig
+	case strings.Contains(k.Domain+k.File, "%"):
+		fmt.Fprintf(stderr, "dkimmilter %s: %s: a key with '%%' in its domain or file name is not published by dkimmilter: 'dkimmilter keys dns %s' prints its records to publish by hand\n", cmd, where, name)
 		return exitConfig
 	case k.Publish == "":
 		fmt.Fprintf(stderr, "dkimmilter %s: %s has no publish: add publish = \"NAME\" to it, naming a [publish.NAME] table that says how records are published (see dkimmilter.toml(5))\n", cmd, where)

@@ -102,6 +102,16 @@ domain   = "%"
 selector = "h1"
 file     = "keys/%.pem"
 
+[keys.db]
+domain     = "%"
+query      = "SELECT selector, private_key FROM dkim_keys WHERE domain = $1"
+list_query = "SELECT domain, selector, private_key FROM dkim_keys"
+rotate     = "30d"
+publish    = "bind"
+
+[database]
+dsn = "host=/nonexistent dbname=mail"
+
 [publish.bind]
 method   = "rfc2136"
 server   = "127.0.0.1:53"
@@ -185,7 +195,9 @@ func TestKeysPublish(t *testing.T) {
 		{name: "a key without publish", args: []string{"plain"}, code: exitConfig,
 			errs: []string{"keys.plain has no publish: add publish = \"NAME\""}},
 		{name: "a '%' key", args: []string{"hosted"}, code: exitConfig,
-			errs: []string{"keys.hosted: a key with a query or with '%' in its domain or file name cannot be published by dkimmilter yet: 'dkimmilter keys dns hosted' prints its records"}},
+			errs: []string{"keys.hosted: a key with '%' in its domain or file name is not published by dkimmilter: 'dkimmilter keys dns hosted' prints its records"}},
+		{name: "a key with a query", args: []string{"db"}, code: exitConfig,
+			errs: []string{"keys.db: a key with a query has its records published per domain by its rotation"}},
 		{name: "an unknown key", args: []string{"spar"}, code: exitUsage, errs: []string{`no key "spar" in `, `(did you mean "spare"?)`}},
 		{name: "no key named", args: nil, code: exitUsage, errs: []string{"name the keys, e.g. dkimmilter keys publish example-rsa"}},
 		{name: "an unreadable key file", setup: func(pf *publishFixture) {

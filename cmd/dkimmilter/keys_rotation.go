@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dkimmilter/dkimmilter/config"
+	"github.com/dkimmilter/dkimmilter/keystore"
 	"github.com/dkimmilter/dkimmilter/keystore/keycheck"
 	"github.com/dkimmilter/dkimmilter/keystore/rotation"
 )
@@ -32,6 +34,10 @@ what rotation expects there and what a server served), or the failed
 step's last error and when it is tried again. This is the command to run
 when a rotation alert fires. It only reads the states: the daemon makes
 every step.
+
+A key with a query rotates each domain of its list_query on its own, its
+state in the database's dkimmilter_rotation table: one entry per domain,
+or only DOMAIN's with -d DOMAIN.
 
 The states are readable only by the daemon's user (0600): run it as root
 or as that user.
@@ -228,6 +234,10 @@ func writeRotation(w io.Writer, cfg *config.Config, r *rotated, now time.Time, h
 		fmt.Fprintf(w, "  cannot read the state: %v\n", r.err)
 		return
 	}
+	if r.st == nil && kc.Query != "" {
+		fmt.Fprintf(w, "  no state yet: the key table's key signs; the host that rotates starts the domain's rotation when list_query returns it\n")
+		return
+	}
 	if r.st == nil {
 		fmt.Fprintf(w, "  no state yet: the configured key signs (selector %s, %s)\n", kc.Selector, kc.File)
 		writeNext(w, cfg, r, now)
@@ -257,7 +267,7 @@ func writeRotation(w io.Writer, cfg *config.Config, r *rotated, now time.Time, h
 		fmt.Fprintf(tw, "  revoked\t%s\t%s\trevoked %s; record deleted at %s\n", k.Selector, k.File, stamp(k.RevokedAt), due(k.DeleteAt, now))
 	}
 	tw.Flush()
-	if r.signs() && st.Active.Selector != kc.Selector {
+	if r.signs() && st.Active.Selector != kc.Selector && kc.Query == "" {
 		fmt.Fprintf(w, "  configured: selector %s, %s (where the rotation started; the active key signs)\n", kc.Selector, kc.File)
 	}
 	if p := st.Paused; p != nil {
@@ -323,7 +333,53 @@ func pauseHint(cfg *config.Config, r *rotated) string {
 			put += "; 'dkimmilter keys publish" + keysConfigArg(cfg) + " " + r.name + "' does it when the name has no record"
 		}
 	}
-	return put + "; rotation resumes by itself once every server serves it. To start over from the configured key instead, move " + r.file + " away and reload the daemon"
+	start := "move " + r.file + " away and reload the daemon"
+	if r.kc.Query != "" {
+		start = fmt.Sprintf("delete its row (DELETE FROM %s WHERE key = '%s' AND domain = '%s'); the key table's key signs again within database.cache_ttl", keystore.RotationTable, r.name, r.st.Domain)
+	}
+	return put + "; rotation resumes by itself once every server serves it. To start over from the configured key instead, " + start
+}
+
+// dbKeyRotations reads the rotation states of keys.NAME, a key with a
+// query that rotates, from the database's rotation table: one per domain
+// (only domain's when it is not ""). A database that cannot be read is
+// one entry with err.
+func dbKeyRotations(cfg *config.Config, name, domain string) []*rotated {
+	kc := cfg.Keys[name]
+	table := "in table " + keystore.RotationTable
+	fail := func(err error) []*rotated { return []*rotated{{name: name, kc: kc, file: table, err: err}} }
+	db, err := keystore.OpenDB(cfg)
+	if err != nil {
+		return fail(err)
+	}
+	defer db.Close()
+	states, bad, err := rotation.ReadDBStates(context.Background(), db, name)
+	if err != nil {
+		return fail(fmt.Errorf("reading %s: %w", keystore.RotationTable, err))
+	}
+	var domains []string
+	for d := range states {
+		domains = append(domains, d)
+	}
+	for d := range bad {
+		domains = append(domains, d)
+	}
+	slices.Sort(domains)
+	var out []*rotated
+	for _, d := range domains {
+		if domain != "" && d != domain {
+			continue
+		}
+		k := *kc
+		k.Domain = d
+		out = append(out, &rotated{name: name, kc: &k, file: table + " (key " + name + ", domain " + d + ")", st: states[d], err: bad[d]})
+	}
+	if len(out) == 0 && domain != "" {
+		k := *kc
+		k.Domain = domain
+		out = append(out, &rotated{name: name, kc: &k, file: table + " (key " + name + ", domain " + domain + ")"})
+	}
+	return out
 }
 
 func runKeysRotation(args []string, stdout, stderr io.Writer) int {
@@ -334,6 +390,7 @@ func runKeysRotation(args []string, stdout, stderr io.Writer) int {
 func keysRotation(args []string, stdout, stderr io.Writer, now time.Time) int {
 	fl := newKeysFlagSet("rotation", "[-config FILE] [NAME...]", keysRotationHelp, stderr)
 	cfgPath := fl.String("config", "", "configuration file (default "+config.DefaultPath+")")
+	domain := fl.String("d", "", "for a key with a query, only this domain's rotation")
 	nameArgs, code, ok := parseNamesAndFlags(fl, args, stderr)
 	if !ok {
 		return code
@@ -348,6 +405,10 @@ func keysRotation(args []string, stdout, stderr io.Writer, now time.Time) int {
 	}
 	var list []*rotated
 	for _, name := range names {
+		if kc := cfg.Keys[name]; kc.Query != "" && kc.Rotate > 0 {
+			list = append(list, dbKeyRotations(cfg, name, strings.ToLower(strings.TrimSuffix(*domain, ".")))...)
+			continue
+		}
 		r := keyRotation(cfg, name)
 		if r == nil {
 			if len(nameArgs) > 0 {

@@ -17,11 +17,9 @@ import (
 	"testing"
 	"time"
 
-	gomilter "github.com/emersion/go-milter"
 	mdns "github.com/miekg/dns"
 
 	"github.com/dkimmilter/dkimmilter/internal/bindtest"
-	"github.com/dkimmilter/dkimmilter/internal/dkim"
 	"github.com/dkimmilter/dkimmilter/internal/dns"
 	"github.com/dkimmilter/dkimmilter/internal/testkit"
 	"github.com/dkimmilter/dkimmilter/verifier"
@@ -280,30 +278,7 @@ func (r *rotRig) logLines(subs ...string) []string {
 // signOne sends one message through the milter, on a connection of its
 // own, and returns the selector of its signature and the message as
 // Postfix would deliver it.
-func (r *rotRig) signOne() (string, []byte, error) {
-	c, err := testkit.Dial("unix", filepath.Join(r.dir, "milter.sock"))
-	if err != nil {
-		return "", nil, err
-	}
-	defer c.Close()
-	if err := c.Connect("localhost", "127.0.0.1"); err != nil {
-		return "", nil, err
-	}
-	res, err := c.Send(testkit.Envelope{From: "a@example.com"}, testMsg, 0)
-	if err != nil {
-		return "", nil, err
-	}
-	ins := testkit.Mods(res, gomilter.ActInsertHeader)
-	if len(ins) != 1 || ins[0].HeaderName != "DKIM-Signature" {
-		return "", nil, fmt.Errorf("not signed: %+v", res.Mods)
-	}
-	tags, err := dkim.ParseTagList(ins[0].HeaderValue)
-	if err != nil {
-		return "", nil, err
-	}
-	sel, _ := tags.Get("s")
-	return sel, testkit.Apply(testMsg, res.Mods, c.Session.ProtocolOption(gomilter.OptHeaderLeadingSpace)), nil
-}
+func (r *rotRig) signOne() (string, []byte, error) { return signVia(r.dir, "a@example.com") }
 
 // verifyAt verifies msg with keys from server alone: nil for a pass.
 func verifyAt(server string, msg []byte) error {

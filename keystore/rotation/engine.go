@@ -24,7 +24,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -85,6 +84,11 @@ type Engine struct {
 	mu   sync.Mutex // serialises Step
 	cfg  *config.Config
 	keys map[string]*keyRun
+	// db is the rotation of keys with a query, per domain, under the
+	// database's advisory lock (dbstate.go); dbkeys its domains, by
+	// dbID, while this process holds the lock.
+	db     *dbRotation
+	dbkeys map[string]*keyRun
 }
 
 // keyRun is one rotating key.
@@ -93,7 +97,11 @@ type keyRun struct {
 	kc      *config.Key
 	st      *State
 	ignored string // why the state is left alone ("" if it is not)
-	pub     dnsupdate.Publisher
+	store   stateStore
+	// conf is the key a key with a query has in its key table, which
+	// signs until the first switch (nil for a key with a file).
+	conf *keystore.PrivateKey
+	pub  dnsupdate.Publisher
 	// checkedAt is when the records of the signing and old keys were
 	// last compared with what rotation published.
 	checkedAt time.Time
@@ -115,7 +123,7 @@ func New(cfg *config.Config, opts Options) *Engine {
 	if opts.Rotated == nil {
 		opts.Rotated = &keystore.Rotated{}
 	}
-	e := &Engine{opts: opts, wake: make(chan struct{}, 1), keys: map[string]*keyRun{}}
+	e := &Engine{opts: opts, wake: make(chan struct{}, 1), keys: map[string]*keyRun{}, dbkeys: map[string]*keyRun{}}
 	e.apply(cfg)
 	return e
 }
@@ -144,6 +152,9 @@ func (e *Engine) Run(ctx context.Context) {
 		if unlock != nil {
 			unlock()
 		}
+		e.mu.Lock()
+		e.closeDB()
+		e.mu.Unlock()
 	}()
 	for {
 		e.mu.Lock()
@@ -164,7 +175,9 @@ func (e *Engine) Run(ctx context.Context) {
 			e.apply(e.cfg)
 			e.mu.Unlock()
 		}
-		if unlock != nil {
+		if unlock != nil || !rotating {
+			// The keys with a query need no state directory: they
+			// rotate under the database's lock (stepDB).
 			next = e.Step(ctx)
 		}
 		// Bounded, so that a wall clock that jumps is caught up with.
@@ -212,14 +225,20 @@ func (e *Engine) Step(ctx context.Context) time.Time {
 	if cfg := e.newCfg.Swap(nil); cfg != nil {
 		e.apply(cfg)
 	}
+	next := e.stepKeys(ctx, e.keys)
+	return minTime(next, e.stepDB(ctx))
+}
+
+// stepKeys makes the due steps of keys, in the order of their names.
+func (e *Engine) stepKeys(ctx context.Context, keys map[string]*keyRun) time.Time {
 	next := e.opts.Now().Add(time.Hour)
-	names := make([]string, 0, len(e.keys))
-	for n := range e.keys {
+	names := make([]string, 0, len(keys))
+	for n := range keys {
 		names = append(names, n)
 	}
 	slices.Sort(names)
 	for _, n := range names {
-		kr := e.keys[n]
+		kr := keys[n]
 		if ctx.Err() != nil {
 			break
 		}
@@ -274,7 +293,7 @@ func (e *Engine) apply(cfg *config.Config) {
 			e.opts.Rotated.Set(name, nil)
 		}
 		for _, name := range cfg.KeyNames() {
-			if cfg.Keys[name].Rotate > 0 {
+			if k := cfg.Keys[name]; k.Rotate > 0 && k.Query == "" {
 				log.Error("rotation: no [rotation] state_dir: keys do not rotate", "key", name)
 			}
 		}
@@ -297,6 +316,7 @@ func (e *Engine) apply(cfg *config.Config) {
 		}
 		if kr != nil && kr.ignored == "" && kr.st.Domain == kc.Domain && kc.Rotate > 0 && !movedAway {
 			kr.kc = kc
+			kr.store = e.fileStore()
 			kr.pub = nil // the [publish.NAME] table may have changed
 			kr.next = time.Time{}
 			e.keys[name] = kr
@@ -324,7 +344,7 @@ func (e *Engine) apply(cfg *config.Config) {
 			e.opts.Rotated.Set(name, nil)
 			continue
 		}
-		kr = &keyRun{name: name, kc: kc, st: st}
+		kr = &keyRun{name: name, kc: kc, st: st, store: e.fileStore()}
 		e.keys[name] = kr
 		if st == nil {
 			kr.st = e.initial(kc)
@@ -366,6 +386,11 @@ func (e *Engine) apply(cfg *config.Config) {
 		log.Warn("rotation: keys."+name+" is no longer a rotating key of the configuration: its state is left as it is", "key", name, "domain", kr.st.Domain,
 			"state", statePath(cfg.Rotation.StateDir, name))
 	}
+}
+
+// fileStore keeps the states of keys with a file.
+func (e *Engine) fileStore() *fileStore {
+	return &fileStore{dir: e.cfg.Rotation.StateDir, rotated: e.opts.Rotated}
 }
 
 // initial is the state of a key that has not rotated yet: its configured
@@ -462,7 +487,7 @@ func (e *Engine) fail(kr *keyRun, now time.Time, err error) time.Time {
 
 // save writes kr's state.
 func (e *Engine) save(kr *keyRun) error {
-	if err := writeState(e.cfg.Rotation.StateDir, kr.st); err != nil {
+	if err := kr.store.save(kr.st); err != nil {
 		kr.dirty = true
 		return err
 	}
@@ -492,13 +517,9 @@ func (e *Engine) work(ctx context.Context, kr *keyRun, now time.Time, ci time.Du
 		// is made again (the record is found gone), where the other
 		// order would leave the old private key behind for good, to be
 		// taken up again as the next key when its selector comes round.
-		removed := "kept (not made by rotation)"
-		if r.Made {
-			removed = "removed"
-			if err := removeFile(r.File); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				removed = "could not be removed: " + err.Error()
-				e.opts.Log.Warn("rotation: cannot remove the old key file", "key", kr.name, "domain", st.Domain, "file", r.File, "err", err)
-			}
+		removed := kr.store.removeKey(r)
+		if strings.HasPrefix(removed, "could not") {
+			e.opts.Log.Warn("rotation: cannot remove the old key file", "key", kr.name, "domain", st.Domain, "file", r.File, "err", removed)
 		}
 		st.Revoked = slices.Delete(st.Revoked, i, i+1)
 		if err := e.save(kr); err != nil {
@@ -738,8 +759,7 @@ func (e *Engine) pause(kr *keyRun, now time.Time, name, selector, step string, e
 		}
 		want = append(want, v)
 	}
-	hint := "put the record back as rotation expects it, and rotation resumes by itself; or, to start over from the configured key, move " +
-		statePath(e.cfg.Rotation.StateDir, kr.name) + " away and reload (its keys stay in " + filepath.Join(e.cfg.Rotation.StateDir, "keys") + ")"
+	hint := "put the record back as rotation expects it, and rotation resumes by itself; or, to start over from the configured key, " + kr.store.startOver(kr.st)
 	if selector == kr.st.Active.Selector {
 		hint = "mail signed now needs this record: put it back (" + name + ". TXT \"" + expected[0] + "\", in strings of at most 255 bytes), and rotation resumes by itself"
 	}
@@ -804,7 +824,7 @@ func (e *Engine) checkRecords(ctx context.Context, kr *keyRun, now time.Time) er
 // returns when one is free again.
 func (e *Engine) makePending(ctx context.Context, kr *keyRun, now time.Time) (time.Time, error) {
 	st := kr.st
-	active, err := keystore.ReadPrivateKey(st.Active.File)
+	active, err := readKey(st.Active, kr.conf)
 	if err != nil {
 		return now, fmt.Errorf("reading the active key, to make the next one of the same type: %w", err)
 	}
@@ -813,28 +833,23 @@ func (e *Engine) makePending(ctx context.Context, kr *keyRun, now time.Time) (ti
 		// RFC 8301 §3.2: signers should use 2048 bits.
 		bits = max(bits, dkim.RecommendedRSABits)
 	}
-	dir := filepath.Join(e.cfg.Rotation.StateDir, "keys", st.Domain)
-	sel, wait := e.chooseSelector(ctx, kr, now, dir, kind)
+	sel, wait := e.chooseSelector(ctx, kr, now, kr.store.keyDir(st.Domain), kind)
 	if sel == "" {
 		e.once(kr, slog.LevelInfo, "rotation: due, but every selector is in use: waiting until an old key's record is deleted",
 			"selectors", strings.Join(kr.kc.Selectors, ","), "next", wait.UTC().Format(time.RFC3339))
 		return wait, nil
 	}
-	path := filepath.Join(dir, sel+".pem")
 	pk, err := keystore.Generate(kind, bits)
 	if err != nil {
 		return now, err
 	}
-	if err := keystore.WriteKeyFile(path, pk); errors.Is(err, keystore.ErrKeyExists) {
-		// Made by an earlier run that stopped before writing its state:
-		// the state directory is rotation's own.
-		if pk, err = keystore.ReadPrivateKey(path); err != nil {
-			return now, err
-		}
-	} else if err != nil {
-		return now, fmt.Errorf("writing the new key: %w (check [rotation] state_dir)", err)
+	pending, pk, err := kr.store.newKey(st, sel, pk)
+	if err != nil {
+		return now, err
 	}
-	st.Pending = &KeyState{Selector: sel, File: path, Made: true, Record: keystore.Record(pk), Created: now}
+	path := pending.File
+	pending.Record, pending.Created = keystore.Record(pk), now
+	st.Pending = &pending
 	if err := e.save(kr); err != nil {
 		st.Pending = nil
 		return now, err
@@ -967,13 +982,13 @@ func (e *Engine) trySwitch(ctx context.Context, kr *keyRun, now time.Time) (bool
 			return false, nil
 		}
 	}
-	pk, err := keystore.ReadPrivateKey(p.File)
+	pk, err := readKey(*p, nil)
 	if err != nil {
 		return false, fmt.Errorf("reading the new key: %w", err)
 	}
 	if !matches(p.Record, pk) {
-		return false, fmt.Errorf("%s: the published record is not the public key of %s: move the state file %s away to start over",
-			name, p.File, statePath(e.cfg.Rotation.StateDir, kr.name))
+		return false, fmt.Errorf("%s: the published record is not the public key of the new key (selector %s, %s): to start over, %s",
+			name, p.Selector, keyWhere(*p), kr.store.startOver(st))
 	}
 	// The old record as the servers serve it: what its revocation
 	// expects to replace.
@@ -985,7 +1000,7 @@ func (e *Engine) trySwitch(ctx context.Context, kr *keyRun, now time.Time) (bool
 			}
 		}
 		if old.Record == "" {
-			if opk, err := keystore.ReadPrivateKey(old.File); err == nil {
+			if opk, err := readKey(old, kr.conf); err == nil {
 				old.Record = keystore.Record(opk)
 			}
 		}
@@ -996,7 +1011,10 @@ func (e *Engine) trySwitch(ctx context.Context, kr *keyRun, now time.Time) (bool
 	old.SwitchedAt = now
 	// Mail signed until now carries x= up to sign.expire later, and may
 	// wait in queues as long: its key stays until then, plus the margin.
-	old.RevokeAt = now.Add(e.cfg.Sign.Expire + e.cfg.Rotation.Margin)
+	// Signers that cache the key (those of a key with a query, on every
+	// host) may go on with the old one for the store's spread after
+	// the switch.
+	old.RevokeAt = now.Add(e.cfg.Sign.Expire + e.cfg.Rotation.Margin + kr.store.spread())
 	prev := *st
 	next := *p
 	next.Since = now
@@ -1007,7 +1025,7 @@ func (e *Engine) trySwitch(ctx context.Context, kr *keyRun, now time.Time) (bool
 		*st = prev
 		return false, err
 	}
-	e.opts.Rotated.Set(kr.name, &keystore.Key{Name: kr.name, Domain: st.Domain, Selector: next.Selector, File: next.File, PrivateKey: pk})
+	kr.store.switched(kr.name, &keystore.Key{Name: kr.name, Domain: st.Domain, Selector: next.Selector, File: next.File, PrivateKey: pk})
 	e.step(kr, "rotation: switched: the new key signs", next.Selector, old.RevokeAt, "old", old.Selector, "step", "revoke "+old.Selector)
 	return true, nil
 }
@@ -1074,4 +1092,12 @@ func minTime(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// keyWhere says where a key is kept, for messages.
+func keyWhere(k KeyState) string {
+	if k.File != "" {
+		return "file " + k.File
+	}
+	return "kept in the rotation state"
 }

@@ -48,6 +48,9 @@ type KeyState struct {
 	// Made: rotation generated the key file (under StateDir/keys), so
 	// rotation deletes it at the end; a configured file is never deleted.
 	Made bool `json:"made,omitempty"`
+	// PEM is the private key of a key rotation made for a key with a
+	// query: kept in the database with the state, not in a file.
+	PEM string `json:"private_key,omitempty"`
 	// Record is the TXT value published for the key (for an old key,
 	// what the zone's servers served at the switch).
 	Record  string    `json:"record,omitempty"`
