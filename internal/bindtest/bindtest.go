@@ -33,6 +33,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -60,8 +61,11 @@ type Servers struct {
 
 	mu     sync.Mutex
 	follow bool // the helper notifies the secondary of the primary's changes
-	stop   chan struct{}
-	done   chan struct{}
+	// lastNotify is when a NOTIFY was last sent (UnixNano): named may
+	// act on it, or on one it queued during a transfer, a moment later.
+	lastNotify atomic.Int64
+	stop       chan struct{}
+	done       chan struct{}
 }
 
 // instance is one named.
@@ -488,6 +492,12 @@ func (s *Servers) Hold() {
 	s.mu.Lock()
 	s.follow = false
 	s.mu.Unlock()
+	// A NOTIFY that arrived while the secondary was transferring is
+	// queued by named and acted on when the transfer ends: give a recent
+	// one time to be done with, or it takes the test's next change.
+	if wait := time.Second - time.Since(time.Unix(0, s.lastNotify.Load())); wait > 0 {
+		time.Sleep(wait)
+	}
 }
 
 // Release lets the secondary follow the primary again, and waits until it
@@ -552,6 +562,7 @@ func (s *Servers) catchUp() error {
 }
 
 func (s *Servers) notify(zone string) error {
+	s.lastNotify.Store(time.Now().UnixNano())
 	m := new(dns.Msg)
 	m.SetNotify(zone)
 	c := &dns.Client{Net: "udp", Timeout: time.Second}
