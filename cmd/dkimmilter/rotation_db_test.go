@@ -64,70 +64,18 @@ func signVia(dir, addr string) (string, []byte, error) {
 	return sel, testkit.Apply(msg, res.Mods, c.Session.ProtocolOption(gomilter.OptHeaderLeadingSpace)), nil
 }
 
-// fleetSigner signs a message from a domain through one host every 300
-// ms and verifies it at once against each authoritative server alone.
+// signThrough signs a message from domain through one host every 300 ms
+// and verifies it at once against each authoritative server alone.
+func signThrough(h *dbHost, domain string, servers []string) *fleetSigner {
+	return &fleetSigner{host: h.name, domain: domain, signer: startSigner(domain+" via "+h.name,
+		func() (string, []byte, error) { return signVia(h.dir, "a@"+domain) },
+		func() []string { return servers })}
+}
+
+// fleetSigner is a signer for one domain through one host.
 type fleetSigner struct {
 	host, domain string
-	mu           sync.Mutex
-	msgs         []signed
-	fails        []string
-	quit, closed chan struct{}
-}
-
-func signThrough(h *dbHost, domain string, servers []string) *fleetSigner {
-	s := &fleetSigner{host: h.name, domain: domain, quit: make(chan struct{}), closed: make(chan struct{})}
-	go func() {
-		defer close(s.closed)
-		t := time.NewTicker(300 * time.Millisecond)
-		defer t.Stop()
-		for {
-			at := time.Now()
-			sel, msg, err := signVia(h.dir, "a@"+domain)
-			var errs []string
-			if err != nil {
-				errs = append(errs, "signing: "+err.Error())
-			} else {
-				for _, srv := range servers {
-					if err := verifyAt(srv, msg); err != nil {
-						errs = append(errs, err.Error())
-					}
-				}
-			}
-			s.mu.Lock()
-			if err == nil {
-				s.msgs = append(s.msgs, signed{at, sel})
-			}
-			for _, e := range errs {
-				s.fails = append(s.fails, fmt.Sprintf("%s %s via %s: %s", at.Format("15:04:05.000"), domain, h.name, e))
-			}
-			s.mu.Unlock()
-			select {
-			case <-s.quit:
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return s
-}
-
-func (s *fleetSigner) end(t *testing.T) []signed {
-	t.Helper()
-	select {
-	case <-s.quit:
-	default:
-		close(s.quit)
-	}
-	<-s.closed
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, f := range s.fails {
-		t.Errorf("message: %s", f)
-	}
-	if len(s.msgs) == 0 {
-		t.Errorf("no message from %s was signed via %s", s.domain, s.host)
-	}
-	return append([]signed(nil), s.msgs...)
+	*signer
 }
 
 // activeWatch reads the rotation table every 100 ms and keeps each

@@ -332,9 +332,9 @@ type signed struct {
 }
 
 // signer sends a message every 300 ms and verifies it at once against
-// the primary (unless the test stopped it) and the secondary, each on
-// its own; every failure is kept.
+// each of the servers asked for, each on its own; every failure is kept.
 type signer struct {
+	label  string // says whose messages in failures: "" or "a.example via A"
 	mu     sync.Mutex
 	msgs   []signed
 	fails  []string
@@ -342,35 +342,37 @@ type signer struct {
 	closed chan struct{}
 }
 
-func (r *rotRig) sign() *signer {
-	s := &signer{quit: make(chan struct{}), closed: make(chan struct{})}
+// startSigner runs sign every 300 ms, and verifies each message it
+// returns at each of servers() at that moment.
+func startSigner(label string, sign func() (string, []byte, error), servers func() []string) *signer {
+	s := &signer{label: label, quit: make(chan struct{}), closed: make(chan struct{})}
 	go func() {
 		defer close(s.closed)
 		t := time.NewTicker(300 * time.Millisecond)
 		defer t.Stop()
 		for {
 			at := time.Now()
-			sel, msg, err := r.signOne()
+			sel, msg, err := sign()
 			var errs []string
 			if err != nil {
 				errs = append(errs, "signing: "+err.Error())
 			} else {
-				servers := []string{r.bind.Secondary()}
-				if !r.primaryDown.Load() {
-					servers = append(servers, r.bind.Primary())
-				}
-				for _, srv := range servers {
+				for _, srv := range servers() {
 					if err := verifyAt(srv, msg); err != nil {
 						errs = append(errs, err.Error())
 					}
 				}
+			}
+			prefix := at.Format("15:04:05.000") + " "
+			if label != "" {
+				prefix += label + ": "
 			}
 			s.mu.Lock()
 			if err == nil {
 				s.msgs = append(s.msgs, signed{at, sel})
 			}
 			for _, e := range errs {
-				s.fails = append(s.fails, at.Format("15:04:05.000")+" "+e)
+				s.fails = append(s.fails, prefix+e)
 			}
 			s.mu.Unlock()
 			select {
@@ -381,6 +383,18 @@ func (r *rotRig) sign() *signer {
 		}
 	}()
 	return s
+}
+
+// sign signs through the rig's daemon, verifying at the secondary and at
+// the primary (unless the test stopped it).
+func (r *rotRig) sign() *signer {
+	return startSigner("", r.signOne, func() []string {
+		servers := []string{r.bind.Secondary()}
+		if !r.primaryDown.Load() {
+			servers = append(servers, r.bind.Primary())
+		}
+		return servers
+	})
 }
 
 // end stops the signer and fails the test for each message that was not
@@ -399,7 +413,11 @@ func (s *signer) end(t *testing.T) []signed {
 		t.Errorf("message: %s", f)
 	}
 	if len(s.msgs) == 0 {
-		t.Error("no message was signed")
+		what := "no message was signed"
+		if s.label != "" {
+			what += " (" + s.label + ")"
+		}
+		t.Error(what)
 	}
 	return slices.Clone(s.msgs)
 }
