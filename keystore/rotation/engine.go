@@ -1026,6 +1026,18 @@ func (e *Engine) trySwitch(ctx context.Context, kr *keyRun, now time.Time) (bool
 		return false, err
 	}
 	kr.store.switched(kr.name, &keystore.Key{Name: kr.name, Domain: st.Domain, Selector: next.Selector, File: next.File, PrivateKey: pk})
+	// The old key signed until the switch took effect, after the state
+	// was written (an fsync, or a database round trip): its record's
+	// time counts from then. Saved again; if that fails, the revocation
+	// is early by the write's duration only.
+	if done := e.opts.Now(); done.After(now) {
+		r := &st.Retiring[len(st.Retiring)-1]
+		r.SwitchedAt, r.RevokeAt = done, r.RevokeAt.Add(done.Sub(now))
+		if err := e.save(kr); err != nil {
+			e.opts.Log.Warn("rotation: the switch's time could not be written again", "key", kr.name, "domain", st.Domain, "err", err)
+		}
+		old = *r
+	}
 	e.step(kr, "rotation: switched: the new key signs", next.Selector, old.RevokeAt, "old", old.Selector, "step", "revoke "+old.Selector)
 	return true, nil
 }
